@@ -1,0 +1,147 @@
+// The device backend interface. One Backend object per device kind; ops.cpp checks
+// arguments on Tensors, then calls the backend with a plain params struct of raw
+// pointers and sizes. The CUDA backend lives in its own shared library
+// (libtformer_cuda.so) that is loaded with dlopen the first time a CUDA device is
+// asked for, so `import tformer` on a machine without CUDA never touches CUDA
+// libraries. This header (and dtype.h) is all that library sees of the core.
+//
+// Conventions: all matrices are row-major; strides are in elements; every pointer
+// points to memory of the backend's device unless said otherwise.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "tformer/dtype.h"
+
+namespace tformer {
+
+enum class Activation : int32_t { none = 0, relu = 1, gelu = 2, gelu_tanh = 3, silu = 4 };
+
+// C(m, n) = alpha * op(A) @ op(B) + beta * C, row-major, fp32 accumulation.
+// op(A) is (m, k): A is stored (m, k) with row stride lda, or (k, m) when trans_a.
+// op(B) is (k, n): B is stored (k, n) with row stride ldb, or (n, k) when trans_b.
+struct GemmParams {
+  DType dtype = DType::f32;  // of A, B and C
+  bool trans_a = false;
+  bool trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  float alpha = 1.0f, beta = 0.0f;
+  const void* a = nullptr;
+  int64_t lda = 0;
+  const void* b = nullptr;
+  int64_t ldb = 0;
+  void* c = nullptr;
+  int64_t ldc = 0;
+};
+
+// out[r, c] = act(x[r, c] + bias[c]) + residual[r, c]   (bias, residual optional).
+// out may alias x or residual.
+struct BiasActParams {
+  DType dtype = DType::f32;
+  int64_t rows = 0, cols = 0;
+  Activation act = Activation::none;
+  void* out = nullptr;
+  const void* x = nullptr;
+  const void* bias = nullptr;      // (cols) or null
+  const void* residual = nullptr;  // (rows, cols) or null
+};
+
+// s = x + bias + residual (bias, residual optional);
+// out = (s - mean(s)) / sqrt(var(s) + eps) * gamma + beta, per row;
+// sum_out = s when not null (the pre-norm residual stream). out may alias x.
+struct LayerNormParams {
+  DType dtype = DType::f32;
+  int64_t rows = 0, cols = 0;
+  float eps = 1e-5f;
+  void* out = nullptr;
+  void* sum_out = nullptr;
+  const void* x = nullptr;
+  const void* bias = nullptr;      // (cols) or null
+  const void* residual = nullptr;  // (rows, cols) or null
+  const void* gamma = nullptr;     // (cols)
+  const void* beta = nullptr;      // (cols)
+};
+
+// out[r, :] = table[ids[r], :] * scale + positions[position_ids[r], :]
+// (positions optional). Ids are checked on the host before the call.
+struct EmbeddingParams {
+  DType dtype = DType::f32;  // of table, positions and out
+  int64_t rows = 0, dim = 0;
+  float scale = 1.0f;
+  void* out = nullptr;
+  const int32_t* ids = nullptr;           // (rows)
+  const void* table = nullptr;            // (vocab, dim)
+  const int32_t* position_ids = nullptr;  // (rows) or null
+  const void* positions = nullptr;        // (max_positions, dim) or null
+};
+
+// Fused multi-head attention, one pass with an online softmax (no L x L buffer):
+//   out[b, i, h*D:(h+1)*D] = softmax_j(scale * q_i . k_j  masked) @ v_j
+// Head h of a row lives at column offset h * head_dim; rows of q/k/v/out may be
+// slices of a wider buffer (the fused QKV projection), hence the explicit strides.
+// Key j of batch b is masked when j >= kv_lengths[b] (kv_lengths may be null),
+// or when causal and j > i + causal_offset.
+struct AttentionParams {
+  DType dtype = DType::f32;
+  int64_t batch = 0, heads = 0, head_dim = 0, q_len = 0, kv_len = 0;
+  const void* q = nullptr;
+  int64_t q_batch_stride = 0, q_row_stride = 0;
+  const void* k = nullptr;
+  int64_t k_batch_stride = 0, k_row_stride = 0;
+  const void* v = nullptr;
+  int64_t v_batch_stride = 0, v_row_stride = 0;
+  void* out = nullptr;
+  int64_t out_batch_stride = 0, out_row_stride = 0;
+  const int32_t* kv_lengths = nullptr;  // (batch) or null
+  bool causal = false;
+  int64_t causal_offset = 0;
+  float scale = 1.0f;
+};
+
+// dst[i] = (dst dtype) src[i], between float types.
+struct CastParams {
+  DType src_dtype = DType::f32;
+  DType dst_dtype = DType::f32;
+  int64_t n = 0;
+  const void* src = nullptr;
+  void* dst = nullptr;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual DeviceType type() const = 0;
+  virtual std::string name() const = 0;        // e.g. "cpu (OpenBLAS 0.3.x, 2 threads)"
+  virtual int device_count() const = 0;
+
+  // Memory. allocate() never returns null: it throws std::runtime_error (or
+  // std::bad_alloc) naming the size when the device is out of memory.
+  virtual void* allocate(size_t bytes, int device_index) = 0;
+  virtual void deallocate(void* ptr, size_t bytes, int device_index) = 0;
+  virtual void empty_cache() = 0;  // returns cached blocks to the device
+  virtual void copy_from_host(void* dst, const void* src, size_t bytes, int device_index) = 0;
+  virtual void copy_to_host(void* dst, const void* src, size_t bytes, int device_index) = 0;
+  virtual void copy_on_device(void* dst, const void* src, size_t bytes, int device_index) = 0;
+  virtual void fill_zero(void* dst, size_t bytes, int device_index) = 0;
+  virtual void synchronize(int device_index) = 0;
+
+  // Kernels. They run on device_index's current stream; inputs are already checked.
+  virtual void gemm(const GemmParams& p, int device_index) = 0;
+  virtual void bias_act(const BiasActParams& p, int device_index) = 0;
+  virtual void layer_norm(const LayerNormParams& p, int device_index) = 0;
+  virtual void embedding(const EmbeddingParams& p, int device_index) = 0;
+  virtual void attention(const AttentionParams& p, int device_index) = 0;
+  virtual void cast(const CastParams& p, int device_index) = 0;
+};
+
+}  // namespace tformer
+
+// The CUDA backend library exports this C entry point. It returns a new backend, or
+// null with a message in `error` (of size error_size) when no usable GPU is found.
+extern "C" {
+typedef tformer::Backend* (*tformer_backend_factory_fn)(char* error, size_t error_size);
+}
+#define TFORMER_CUDA_BACKEND_SYMBOL "tformer_cuda_backend_create"
