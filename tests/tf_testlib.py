@@ -1,0 +1,281 @@
+"""Shared helpers for the tformer test suite: tiny Hugging Face reference models, token
+batches and comparison helpers. Nothing here calls tformer; every expected value in the
+suite comes from float64 NumPy, PyTorch or Hugging Face transformers."""
+
+import contextlib
+import warnings
+
+import numpy as np
+import torch
+
+# transformers 5.x prints progress bars and may emit deprecation warnings while building,
+# saving and loading models. The project runs pytest with filterwarnings=error, so the
+# reference side is run with warnings silenced: they are not what we test.
+
+
+# model.device for each value of the `device` fixture
+EXPECTED_DEVICE_STRING = {"cpu": "cpu", "cuda": "cuda:0"}
+
+
+@contextlib.contextmanager
+def quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+# --------------------------------------------------------------------------------------
+# Model zoo. Each spec: family (HF model_type), HF config kwargs, and the token ids the
+# tests need (pad, eos, decoder start). Sizes are tiny on purpose (d_model 16..64,
+# vocab 50..300) and chosen to hit awkward shapes: odd head counts, odd and unequal
+# layer counts, unequal FFN sizes, a single head, a head_dim that is not a multiple of 8.
+# --------------------------------------------------------------------------------------
+
+_COMMON = dict(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+               encoder_layerdrop=0.0, decoder_layerdrop=0.0)
+
+MODEL_SPECS = {
+    # opus-mt style: swish, sinusoidal positions, scaled embeddings, one shared matrix
+    # for source embeddings, target embeddings and the output projection.
+    "marian": dict(
+        family="marian",
+        config=dict(vocab_size=97, d_model=36, encoder_layers=2, decoder_layers=3,
+                    encoder_attention_heads=3, decoder_attention_heads=3,
+                    encoder_ffn_dim=64, decoder_ffn_dim=48, max_position_embeddings=40,
+                    activation_function="swish", scale_embedding=True,
+                    pad_token_id=96, eos_token_id=0, decoder_start_token_id=96,
+                    forced_eos_token_id=0, **_COMMON),
+        pad=96, eos=0, start=96),
+    # Marian with separate source / target vocabularies (decoder_vocab_size differs).
+    "marian_untied": dict(
+        family="marian",
+        config=dict(vocab_size=80, decoder_vocab_size=120,
+                    share_encoder_decoder_embeddings=False,
+                    d_model=32, encoder_layers=1, decoder_layers=2,
+                    encoder_attention_heads=4, decoder_attention_heads=2,
+                    encoder_ffn_dim=40, decoder_ffn_dim=72, max_position_embeddings=48,
+                    activation_function="swish", scale_embedding=True,
+                    pad_token_id=79, eos_token_id=0, decoder_start_token_id=79,
+                    forced_eos_token_id=0, **_COMMON),
+        pad=79, eos=0, start=79),
+    # BART: gelu (erf), learned positions (offset 2), layernorm_embedding, post-norm.
+    "bart": dict(
+        family="bart",
+        config=dict(vocab_size=150, d_model=40, encoder_layers=3, decoder_layers=1,
+                    encoder_attention_heads=5, decoder_attention_heads=5,
+                    encoder_ffn_dim=72, decoder_ffn_dim=56, max_position_embeddings=48,
+                    activation_function="gelu", scale_embedding=False,
+                    pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                    decoder_start_token_id=2, forced_eos_token_id=2, **_COMMON),
+        pad=1, eos=2, start=2),
+    # BART with untied embeddings: with tie_word_embeddings=False transformers 5 keeps
+    # model.encoder.embed_tokens, model.decoder.embed_tokens and lm_head as separate
+    # matrices (model.shared is then unused); all three get different random values.
+    "bart_untied": dict(
+        family="bart",
+        config=dict(vocab_size=70, d_model=24, encoder_layers=1, decoder_layers=2,
+                    encoder_attention_heads=3, decoder_attention_heads=2,
+                    encoder_ffn_dim=36, decoder_ffn_dim=20, max_position_embeddings=32,
+                    activation_function="gelu", scale_embedding=False,
+                    tie_word_embeddings=False,
+                    pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                    decoder_start_token_id=2, forced_eos_token_id=2, **_COMMON),
+        pad=1, eos=2, start=2),
+    # mBART: pre-norm, final encoder/decoder layer norms, layernorm_embedding, learned
+    # positions, scaled embeddings (as in mbart-large-cc25).
+    "mbart": dict(
+        family="mbart",
+        config=dict(vocab_size=120, d_model=48, encoder_layers=2, decoder_layers=2,
+                    encoder_attention_heads=4, decoder_attention_heads=6,
+                    encoder_ffn_dim=96, decoder_ffn_dim=80, max_position_embeddings=40,
+                    activation_function="gelu", scale_embedding=True,
+                    pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                    decoder_start_token_id=2, forced_eos_token_id=2, **_COMMON),
+        pad=1, eos=2, start=2),
+    # M2M100 / NLLB: relu, fairseq sinusoidal positions (offset padding_idx + 1),
+    # scaled embeddings, pre-norm with final layer norms, no final_logits_bias.
+    "m2m_100": dict(
+        family="m2m_100",
+        config=dict(vocab_size=130, d_model=40, encoder_layers=1, decoder_layers=3,
+                    encoder_attention_heads=5, decoder_attention_heads=5,
+                    encoder_ffn_dim=64, decoder_ffn_dim=88, max_position_embeddings=64,
+                    activation_function="relu", scale_embedding=True,
+                    pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                    decoder_start_token_id=2, **_COMMON),
+        pad=1, eos=2, start=2),
+    # NLLB-like m2m_100: a single 52-wide encoder head, 4 decoder heads of width 13
+    # (not a multiple of 8), vocabulary larger than d_model * 4.
+    "m2m_100_wide": dict(
+        family="m2m_100",
+        config=dict(vocab_size=260, d_model=52, encoder_layers=2, decoder_layers=1,
+                    encoder_attention_heads=1, decoder_attention_heads=4,
+                    encoder_ffn_dim=104, decoder_ffn_dim=60, max_position_embeddings=64,
+                    activation_function="relu", scale_embedding=True,
+                    pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                    decoder_start_token_id=2, **_COMMON),
+        pad=1, eos=2, start=2),
+}
+
+FAMILY_NAMES = list(MODEL_SPECS)
+
+
+def _hf_classes(family):
+    import transformers as tr
+    return {
+        "marian": (tr.MarianConfig, tr.MarianMTModel),
+        "bart": (tr.BartConfig, tr.BartForConditionalGeneration),
+        "mbart": (tr.MBartConfig, tr.MBartForConditionalGeneration),
+        "m2m_100": (tr.M2M100Config, tr.M2M100ForConditionalGeneration),
+    }[family]
+
+
+def reinit_parameters(model, family, seed):
+    """Give every parameter (and final_logits_bias) non-trivial random values so that a
+    loader that drops or swaps any tensor fails parity. Marian's sinusoidal position
+    tables are registered as parameters but are not stored in the checkpoint (they are
+    recomputed at load), so they keep their values."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if family == "marian" and "embed_positions" in name:
+                continue
+            if p.dim() >= 2:
+                fan_in = p.shape[-1]
+                if "embed" in name or "shared" in name or "lm_head" in name:
+                    std = 0.3
+                else:
+                    # ~1.4/sqrt(fan_in): weights of O(1) effect per layer, so every
+                    # matrix matters without blowing activations up.
+                    std = 1.4 / fan_in ** 0.5
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            else:  # biases, LayerNorm biases
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+        for name, b in model.named_buffers():
+            if name.endswith("final_logits_bias"):
+                b.copy_(0.5 * torch.randn(b.shape, generator=gen))
+
+
+def build_hf_model(name, seed=0):
+    spec = MODEL_SPECS[name]
+    config_cls, model_cls = _hf_classes(spec["family"])
+    torch.manual_seed(seed)
+    with quiet():
+        config = config_cls(**spec["config"])
+        model = model_cls(config)
+    reinit_parameters(model, spec["family"], seed + 1)
+    return model.eval()
+
+
+def save_hf_model(model, directory, weights="safetensors"):
+    """weights: "safetensors" (save_pretrained) or "bin" (pytorch_model.bin written with
+    torch.save of the full state_dict, as older checkpoints on the hub are)."""
+    with quiet():
+        model.save_pretrained(str(directory))
+    if weights == "bin":
+        st = directory / "model.safetensors"
+        st.unlink()
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        torch.save(state, str(directory / "pytorch_model.bin"))
+    return directory
+
+
+def load_hf_reference(name, directory):
+    """The checkpoint as transformers itself reads it back, in float64 with eager
+    attention: the reference the engine's fp32 output is compared to."""
+    _, model_cls = _hf_classes(MODEL_SPECS[name]["family"])
+    with quiet():
+        model = model_cls.from_pretrained(str(directory), attn_implementation="eager")
+    return model.double().eval()
+
+
+# --------------------------------------------------------------------------------------
+# Token batches
+# --------------------------------------------------------------------------------------
+
+def vocab_sizes(name):
+    cfg = MODEL_SPECS[name]["config"]
+    src = cfg["vocab_size"]
+    tgt = cfg.get("decoder_vocab_size") or src
+    return src, tgt
+
+
+def random_tokens(rng, n, vocab, avoid):
+    """n token ids in [3, vocab) avoiding the ids in `avoid` (pad must never appear at a
+    real position: m2m_100 derives positions from non-pad tokens)."""
+    choices = np.array([t for t in range(3, vocab) if t not in set(avoid)])
+    return [int(t) for t in rng.choice(choices, size=n)]
+
+
+def make_batch(name, src_lens, tgt_lens, seed=0):
+    """Source rows end with EOS; target rows start with the decoder start token."""
+    spec = MODEL_SPECS[name]
+    src_v, tgt_v = vocab_sizes(name)
+    rng = np.random.default_rng(seed)
+    avoid = {spec["pad"], spec["eos"], spec["start"]}
+    src = [random_tokens(rng, n - 1, src_v, avoid) + [spec["eos"]] for n in src_lens]
+    tgt = [[spec["start"]] + random_tokens(rng, n - 1, tgt_v, avoid) for n in tgt_lens]
+    return src, tgt
+
+
+def pad_batch(rows, pad_id):
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = r
+        mask[i, :len(r)] = 1
+    return ids, mask
+
+
+def hf_logits(ref, name, src, tgt):
+    """float64 logits from transformers, right padding with attention masks."""
+    pad = MODEL_SPECS[name]["pad"]
+    src_ids, src_mask = pad_batch(src, pad)
+    tgt_ids, tgt_mask = pad_batch(tgt, pad)
+    with torch.no_grad():
+        out = ref(input_ids=torch.from_numpy(src_ids), attention_mask=torch.from_numpy(src_mask),
+                  decoder_input_ids=torch.from_numpy(tgt_ids),
+                  decoder_attention_mask=torch.from_numpy(tgt_mask))
+    return out.logits.numpy()
+
+
+def hf_encoder_output(ref, name, src):
+    pad = MODEL_SPECS[name]["pad"]
+    src_ids, src_mask = pad_batch(src, pad)
+    with torch.no_grad():
+        out = ref.get_encoder()(input_ids=torch.from_numpy(src_ids),
+                                attention_mask=torch.from_numpy(src_mask))
+    return out.last_hidden_state.numpy()
+
+
+# --------------------------------------------------------------------------------------
+# Comparison
+# --------------------------------------------------------------------------------------
+
+def rel_err(actual, expected):
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
+
+
+def assert_rel_close(actual, expected, rel=1e-4, what=""):
+    """max|a-b| / max|b| <= rel, and elementwise allclose(atol=rel*max|b|)."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert np.all(np.isfinite(actual)), f"{what}: non-finite values in output"
+    err = rel_err(actual, expected)
+    assert err <= rel, f"{what}: max relative error {err:.3e} > {rel:.0e}"
+    scale = float(np.max(np.abs(expected)))
+    np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64),
+                               rtol=rel, atol=rel * scale, err_msg=what)
+
+
+def assert_rows_close(actual, expected, lengths, rel=1e-4, what=""):
+    """Compare (batch, T, ...) arrays only on the first lengths[b] positions of row b."""
+    assert actual.shape[0] == expected.shape[0] == len(lengths), (
+        f"{what}: batch {actual.shape[0]} vs {expected.shape[0]} vs {len(lengths)}")
+    for b, n in enumerate(lengths):
+        assert_rel_close(actual[b, :n], expected[b, :n], rel=rel, what=f"{what} row {b}")
