@@ -1,0 +1,62 @@
+// The encoder-decoder Transformer: parameters by name, and the forward pass.
+// Layers are plain functions over parameter views (model/*.cpp), not an autograd graph.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "tformer/config.h"
+#include "tformer/tensor.h"
+
+namespace tformer {
+
+// A batch of token ids padded on the right. ids: int32 (batch, max_len) on the host;
+// lengths: the real length of each row (1 <= length <= max_len).
+struct TokenBatch {
+  Tensor ids;
+  std::vector<int32_t> lengths;
+};
+
+class Transformer {
+ public:
+  // dtype: float32 everywhere; float16/bfloat16 on CUDA only.
+  Transformer(TransformerConfig config, Device device, DType dtype = DType::f32);
+
+  const TransformerConfig& config() const { return config_; }
+  const Device& device() const { return device_; }
+  DType dtype() const { return dtype_; }
+
+  // Parameters. set_parameter checks the name and shape and copies to the device.
+  void set_parameter(const std::string& name, const Tensor& value);
+  const Tensor& parameter(const std::string& name) const;
+  std::vector<std::string> parameter_names() const;
+  std::vector<std::string> missing_parameters() const;
+  bool complete() const { return missing_parameters().empty(); }
+
+  // A copy of this model on another device (all parameters copied).
+  Transformer to(Device device) const;
+  Transformer to(Device device, DType dtype) const;
+
+  // Encoder output (batch, src_len, d_model) on the model's device.
+  Tensor encode(const TokenBatch& src) const;
+  // Logits (batch, tgt_len, tgt_vocab) on the host (float32).
+  Tensor forward(const TokenBatch& src, const TokenBatch& tgt) const;
+
+ private:
+  struct DeviceBatch;
+  DeviceBatch upload(const TokenBatch& batch, int64_t vocab, const char* what) const;
+  Tensor encode_device(const DeviceBatch& src) const;
+  Tensor decode_device(const DeviceBatch& tgt, const Tensor& memory, const DeviceBatch& src) const;
+  void check_complete() const;
+  const Tensor& p(const std::string& name) const { return parameter(name); }
+
+  TransformerConfig config_;
+  Device device_;
+  DType dtype_ = DType::f32;
+  std::map<std::string, Shape> shapes_;
+  std::map<std::string, Tensor> params_;
+};
+
+}  // namespace tformer

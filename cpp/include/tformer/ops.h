@@ -1,0 +1,49 @@
+// Tensor-level ops: each checks its arguments (shapes, dtypes, devices), then
+// dispatches to the tensor's device backend. Outputs come first, then inputs,
+// then parameters, as in STYLE.md.
+#pragma once
+
+#include "tformer/backend.h"
+#include "tformer/tensor.h"
+
+namespace tformer::ops {
+
+// c = alpha * op(a) @ op(b) + beta * c; all 2-D.
+void gemm(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false,
+          float alpha = 1.0f, float beta = 0.0f);
+
+// out = x @ weight^T + bias; x (..., in), weight (out_features, in), out (..., out_features).
+void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias = nullptr);
+
+// out = act(x + bias) + residual; x, out (..., cols), bias (cols).
+void bias_act(Tensor& out, const Tensor& x, const Tensor* bias, const Tensor* residual, Activation act);
+
+// out = LayerNorm(x + bias + residual); sum_out (optional) receives the sum.
+void layer_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
+                const Tensor& gamma, const Tensor& beta, float eps);
+
+// out (..., dim) = table[ids] * scale + positions[position_ids]; ids int32 on the same device.
+void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale,
+               const Tensor* position_ids = nullptr, const Tensor* positions = nullptr);
+
+// A block of columns [col, col + heads*head_dim) of a (batch, len, width) tensor.
+struct HeadsView {
+  const Tensor* tensor = nullptr;
+  int64_t col = 0;
+};
+
+struct AttentionOptions {
+  int64_t heads = 1;
+  const Tensor* kv_lengths = nullptr;  // int32 (batch), on the device
+  bool causal = false;
+  int64_t causal_offset = 0;
+  float scale = 0.0f;  // 0: head_dim^-0.5
+};
+
+// out (batch, q_len, heads*head_dim) = multi-head attention of q over k, v.
+void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const AttentionOptions& opt);
+
+Activation parse_activation(const std::string& name);  // relu, gelu, gelu_tanh/gelu_new, silu/swish, none
+const char* activation_name(Activation a);
+
+}  // namespace tformer::ops

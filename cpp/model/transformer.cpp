@@ -1,0 +1,225 @@
+// The whole model: parameters by name, embeddings, the encoder and decoder stacks,
+// and the projection to the vocabulary.
+#include <algorithm>
+
+#include "layers.h"
+#include "tformer/backends.h"
+#include "tformer/errors.h"
+#include "tformer/model.h"
+#include "tformer/ops.h"
+
+namespace tformer {
+
+// A batch on the device: ids, per-row lengths and position ids.
+struct Transformer::DeviceBatch {
+  int64_t batch = 0, len = 0;
+  Tensor ids;           // int32 (batch, len)
+  Tensor lengths;       // int32 (batch)
+  Tensor position_ids;  // int32 (batch, len)
+};
+
+Transformer::Transformer(TransformerConfig config, Device device, DType dtype)
+    : config_(std::move(config)), device_(device), dtype_(dtype) {
+  config_.validate();
+  if (!dtype_is_float(dtype_))
+    throw_value_error("model dtype must be float32, float16 or bfloat16, got ", dtype_name(dtype_));
+  if (device_.is_cpu() && dtype_ != DType::f32)
+    throw_value_error("dtype ", dtype_name(dtype_), " is not supported on cpu: the CPU backend computes in float32 ",
+                      "(this CPU has no fast half-precision arithmetic); use dtype='float32', or device='cuda'");
+  check_device(device_);
+  for (auto& [name, shape] : config_.parameter_shapes()) shapes_[name] = shape;
+}
+
+void Transformer::set_parameter(const std::string& name, const Tensor& value) {
+  auto it = shapes_.find(name);
+  if (it == shapes_.end()) throw_value_error("unknown parameter '", name, "' for this config");
+  if (value.shape() != it->second)
+    throw_value_error("parameter '", name, "': expected shape ", shape_str(it->second), ", got ",
+                      shape_str(value.shape()));
+  if (!dtype_is_float(value.dtype()))
+    throw_type_error("parameter '", name, "': expected a float tensor, got ", dtype_name(value.dtype()));
+  // Always a copy: the model must not alias a caller's (numpy) buffer.
+  Tensor owned = Tensor::empty(value.shape(), value.dtype(), device_);
+  owned.copy_from(value);
+  params_[name] = owned.to_dtype(dtype_);
+}
+
+const Tensor& Transformer::parameter(const std::string& name) const {
+  // Aliases of shared matrices resolve to the one stored tensor.
+  if (name == "tgt_embed" && config_.shared_embeddings) return parameter("src_embed");
+  if (name == "out_proj" && config_.tied_output) return parameter("tgt_embed");
+  auto it = params_.find(name);
+  if (it == params_.end()) {
+    if (shapes_.count(name)) throw_value_error("parameter '", name, "' has not been set");
+    throw_value_error("unknown parameter '", name, "'");
+  }
+  return it->second;
+}
+
+std::vector<std::string> Transformer::parameter_names() const {
+  std::vector<std::string> names;
+  for (auto& [name, shape] : config_.parameter_shapes()) names.push_back(name);
+  return names;
+}
+
+std::vector<std::string> Transformer::missing_parameters() const {
+  std::vector<std::string> missing;
+  for (auto& [name, shape] : shapes_)
+    if (!params_.count(name)) missing.push_back(name);
+  return missing;
+}
+
+void Transformer::check_complete() const {
+  const auto missing = missing_parameters();
+  if (missing.empty()) return;
+  throw_value_error("the model has ", missing.size(), " parameter(s) not set, first: '", missing.front(), "'");
+}
+
+Transformer Transformer::to(Device device) const { return to(device, dtype_); }
+
+Transformer Transformer::to(Device device, DType dtype) const {
+  Transformer copy(config_, device, dtype);
+  for (auto& [name, value] : params_) copy.params_[name] = value.to(device).to_dtype(dtype);
+  return copy;
+}
+
+Transformer::DeviceBatch Transformer::upload(const TokenBatch& b, int64_t vocab, const char* what) const {
+  if (b.ids.dtype() != DType::i32 || b.ids.ndim() != 2)
+    throw_type_error(what, ": expected int32 ids of shape (batch, length), got ", b.ids.describe());
+  if (!b.ids.device().is_cpu()) throw_value_error(what, ": ids must be on the host");
+  DeviceBatch d;
+  d.batch = b.ids.dim(0);
+  d.len = b.ids.dim(1);
+  if (d.batch == 0) throw_value_error(what, ": empty batch");
+  if (static_cast<int64_t>(b.lengths.size()) != d.batch)
+    throw_value_error(what, ": ", b.lengths.size(), " lengths for a batch of ", d.batch);
+  const int32_t* ids = b.ids.data<int32_t>();
+  Tensor positions = Tensor::empty({d.batch, d.len}, DType::i32);
+  int32_t* pos = positions.data<int32_t>();
+  const int64_t max_pos = config_.max_positions;
+  for (int64_t r = 0; r < d.batch; ++r) {
+    const int32_t n = b.lengths[static_cast<size_t>(r)];
+    if (n < 1) throw_value_error(what, ": sentence ", r, " is empty");
+    if (n > d.len) throw_value_error(what, ": sentence ", r, " has length ", n, " > padded length ", d.len);
+    int32_t count = 0;
+    for (int64_t t = 0; t < d.len; ++t) {
+      const int32_t id = ids[r * d.len + t];
+      int64_t p = 0;
+      if (t < n) {
+        if (id < 0 || id >= vocab)
+          throw_value_error(what, ": token id ", id, " at sentence ", r, ", position ", t,
+                            " is outside the vocabulary [0, ", vocab, ")");
+        if (config_.position_ids == PositionIds::arange) {
+          p = t + config_.position_offset;
+        } else {  // fairseq: pad tokens keep position pad_id, the others count up from pad_id + 1
+          p = id == config_.pad_id ? config_.pad_id : config_.pad_id + (++count);
+        }
+        if (p >= max_pos)
+          throw_value_error(what, ": sentence ", r, " has ", n, " tokens, more than the positions table allows (",
+                            max_pos - (config_.position_ids == PositionIds::arange ? config_.position_offset
+                                                                                    : config_.pad_id + 1),
+                            ")");
+      }
+      pos[r * d.len + t] = static_cast<int32_t>(p);  // padded positions: row 0, never read for output
+    }
+  }
+  Tensor ids_host = b.ids;
+  // Padded slots may hold any id: clamp them to 0 so the embedding lookup stays in range.
+  bool padded = false;
+  for (int32_t n : b.lengths) padded = padded || n < d.len;
+  if (padded) {
+    ids_host = Tensor::empty({d.batch, d.len}, DType::i32);
+    int32_t* dst = ids_host.data<int32_t>();
+    for (int64_t r = 0; r < d.batch; ++r)
+      for (int64_t t = 0; t < d.len; ++t)
+        dst[r * d.len + t] = t < b.lengths[static_cast<size_t>(r)] ? ids[r * d.len + t] : 0;
+  }
+  d.ids = ids_host.to(device_);
+  d.position_ids = positions.to(device_);
+  d.lengths = Tensor::from_host(b.lengths.data(), {d.batch}, DType::i32, device_);
+  return d;
+}
+
+// Token embeddings * scale + positions, then the optional embedding LayerNorm.
+static Tensor embed(const Tensor& ids, const Tensor& position_ids, const Tensor& table, const Tensor& positions,
+                    const Tensor* norm_gamma, const Tensor* norm_beta, const TransformerConfig& cfg) {
+  Tensor x = Tensor::empty({ids.dim(0), ids.dim(1), cfg.d_model}, table.dtype(), table.device());
+  ops::embedding(x, ids, table, cfg.embed_scale, &position_ids, &positions);
+  if (norm_gamma) ops::layer_norm(x, nullptr, x, nullptr, nullptr, *norm_gamma, *norm_beta, cfg.layer_norm_eps);
+  return x;
+}
+
+Tensor Transformer::encode_device(const DeviceBatch& src) const {
+  const TransformerConfig& c = config_;
+  Tensor x = embed(src.ids, src.position_ids, p("src_embed"), p("src_positions"),
+                   c.embed_norm ? &p("encoder.embed_norm.gamma") : nullptr,
+                   c.embed_norm ? &p("encoder.embed_norm.beta") : nullptr, c);
+  layers::Workspace ws = layers::make_workspace(src.batch, src.len, c.d_model, c.encoder_ffn_dim, dtype_, device_);
+  for (int64_t i = 0; i < c.encoder_layers; ++i) {
+    const std::string l = "encoder.layers." + std::to_string(i);
+    layers::EncoderLayer w;
+    w.qkv = {&p(l + ".self_attn.qkv.weight"), &p(l + ".self_attn.qkv.bias")};
+    w.self_out = {&p(l + ".self_attn.out.weight"), &p(l + ".self_attn.out.bias")};
+    w.self_attn_norm = {&p(l + ".self_attn_norm.gamma"), &p(l + ".self_attn_norm.beta")};
+    w.fc1 = {&p(l + ".ffn.fc1.weight"), &p(l + ".ffn.fc1.bias")};
+    w.fc2 = {&p(l + ".ffn.fc2.weight"), &p(l + ".ffn.fc2.bias")};
+    w.ffn_norm = {&p(l + ".ffn_norm.gamma"), &p(l + ".ffn_norm.beta")};
+    layers::encoder_layer_forward(x, w, c, src.lengths, ws);
+  }
+  if (c.encoder_final_norm)
+    ops::layer_norm(x, nullptr, x, nullptr, nullptr, p("encoder.final_norm.gamma"), p("encoder.final_norm.beta"),
+                    c.layer_norm_eps);
+  return x;
+}
+
+Tensor Transformer::decode_device(const DeviceBatch& tgt, const Tensor& memory, const DeviceBatch& src) const {
+  const TransformerConfig& c = config_;
+  Tensor x = embed(tgt.ids, tgt.position_ids, p("tgt_embed"), p("tgt_positions"),
+                   c.embed_norm ? &p("decoder.embed_norm.gamma") : nullptr,
+                   c.embed_norm ? &p("decoder.embed_norm.beta") : nullptr, c);
+  layers::Workspace ws = layers::make_workspace(tgt.batch, tgt.len, c.d_model, c.decoder_ffn_dim, dtype_, device_);
+  Tensor memory_kv = Tensor::empty({src.batch, src.len, 2 * c.d_model}, dtype_, device_);
+  for (int64_t i = 0; i < c.decoder_layers; ++i) {
+    const std::string l = "decoder.layers." + std::to_string(i);
+    layers::DecoderLayer w;
+    w.qkv = {&p(l + ".self_attn.qkv.weight"), &p(l + ".self_attn.qkv.bias")};
+    w.self_out = {&p(l + ".self_attn.out.weight"), &p(l + ".self_attn.out.bias")};
+    w.self_attn_norm = {&p(l + ".self_attn_norm.gamma"), &p(l + ".self_attn_norm.beta")};
+    w.cross_q = {&p(l + ".cross_attn.q.weight"), &p(l + ".cross_attn.q.bias")};
+    w.cross_kv = {&p(l + ".cross_attn.kv.weight"), &p(l + ".cross_attn.kv.bias")};
+    w.cross_out = {&p(l + ".cross_attn.out.weight"), &p(l + ".cross_attn.out.bias")};
+    w.cross_attn_norm = {&p(l + ".cross_attn_norm.gamma"), &p(l + ".cross_attn_norm.beta")};
+    w.fc1 = {&p(l + ".ffn.fc1.weight"), &p(l + ".ffn.fc1.bias")};
+    w.fc2 = {&p(l + ".ffn.fc2.weight"), &p(l + ".ffn.fc2.bias")};
+    w.ffn_norm = {&p(l + ".ffn_norm.gamma"), &p(l + ".ffn_norm.beta")};
+    layers::decoder_layer_forward(x, w, c, tgt.lengths, memory, src.lengths, memory_kv, ws);
+  }
+  if (c.decoder_final_norm)
+    ops::layer_norm(x, nullptr, x, nullptr, nullptr, p("decoder.final_norm.gamma"), p("decoder.final_norm.beta"),
+                    c.layer_norm_eps);
+  return x;
+}
+
+Tensor Transformer::encode(const TokenBatch& src) const {
+  check_complete();
+  return encode_device(upload(src, config_.src_vocab_size, "src_ids"));
+}
+
+Tensor Transformer::forward(const TokenBatch& src, const TokenBatch& tgt) const {
+  check_complete();
+  if (src.ids.ndim() == 2 && tgt.ids.ndim() == 2 && src.ids.dim(0) != tgt.ids.dim(0))
+    throw_value_error("src_ids has ", src.ids.dim(0), " sentences but tgt_ids has ", tgt.ids.dim(0),
+                      ": the batches must have the same size");
+  const DeviceBatch s = upload(src, config_.src_vocab_size, "src_ids");
+  const DeviceBatch t = upload(tgt, config_.tgt_vocab_size, "tgt_ids");
+  const Tensor memory = encode_device(s);
+  const Tensor hidden = decode_device(t, memory, s);
+  // Logits are produced directly in host memory when the model runs on the CPU.
+  const int64_t V = config_.tgt_vocab_size;
+  Tensor logits = Tensor::empty({t.batch, t.len, V}, dtype_, device_);
+  ops::linear(logits, hidden, p("out_proj"), config_.final_logits_bias ? &p("final_logits_bias") : nullptr);
+  if (dtype_ != DType::f32) logits = logits.to_dtype(DType::f32);
+  return logits.to(Device{});
+}
+
+}  // namespace tformer

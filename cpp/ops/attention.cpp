@@ -1,0 +1,144 @@
+// Fused multi-head attention on the CPU, one tiled pass with an online softmax
+// (Milakov & Gimelshein 2018; the FlashAttention schedule): for a tile of queries,
+// walk the keys in tiles, keep the running row max m, the running normaliser l and
+// the unnormalised output acc, so no (L x L) score matrix is ever stored.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "cpu_kernels.h"
+#include "simd_target.h"
+#include "tformer/errors.h"
+#include "vec_math.h"
+
+namespace tformer::cpu {
+namespace {
+
+constexpr int64_t kQueryTile = 16;
+constexpr int64_t kKeyTile = 64;
+
+struct Workspace {
+  std::vector<float> q;     // (kQueryTile, D), pre-scaled queries
+  std::vector<float> kt;    // (D, kKeyTile), the key tile transposed
+  std::vector<float> s;     // (kQueryTile, kKeyTile), scores then probabilities
+  std::vector<float> acc;   // (kQueryTile, D)
+  std::vector<float> m, l;  // (kQueryTile)
+
+  explicit Workspace(int64_t d)
+      : q(kQueryTile * d), kt(d * kKeyTile), s(kQueryTile * kKeyTile), acc(kQueryTile * d),
+        m(kQueryTile), l(kQueryTile) {}
+};
+
+// Per-thread workspace, grown on demand and kept: no allocation per call once warm.
+Workspace& workspace_for(int64_t head_dim) {
+  static thread_local std::unique_ptr<Workspace> w;
+  if (!w || static_cast<int64_t>(w->q.size()) < kQueryTile * head_dim) w = std::make_unique<Workspace>(head_dim);
+  return *w;
+}
+
+// One (batch, head, query tile). Queries q0..q1-1.
+TFORMER_SIMD_CLONES
+void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, int64_t q1, Workspace& w) {
+  const int64_t D = p.head_dim;
+  const int64_t nq = q1 - q0;
+  const float* qb = static_cast<const float*>(p.q) + b * p.q_batch_stride + h * D;
+  const float* kb = static_cast<const float*>(p.k) + b * p.k_batch_stride + h * D;
+  const float* vb = static_cast<const float*>(p.v) + b * p.v_batch_stride + h * D;
+  float* ob = static_cast<float*>(p.out) + b * p.out_batch_stride + h * D;
+
+  int64_t kv_end = p.kv_len;
+  if (p.kv_lengths) kv_end = std::min<int64_t>(kv_end, std::max<int32_t>(p.kv_lengths[b], 0));
+  if (p.causal) kv_end = std::min(kv_end, q1 - 1 + p.causal_offset + 1);
+
+  float* qs = w.q.data();
+  float* kt = w.kt.data();
+  float* acc = w.acc.data();
+  for (int64_t i = 0; i < nq; ++i) {
+    const float* qi = qb + (q0 + i) * p.q_row_stride;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) qs[i * D + d] = qi[d] * p.scale;
+    std::fill(acc + i * D, acc + (i + 1) * D, 0.0f);
+    w.m[i] = -std::numeric_limits<float>::infinity();
+    w.l[i] = 0.0f;
+  }
+
+  for (int64_t k0 = 0; k0 < kv_end; k0 += kKeyTile) {
+    const int64_t nk = std::min(kKeyTile, kv_end - k0);
+    for (int64_t j = 0; j < nk; ++j) {
+      const float* kj = kb + (k0 + j) * p.k_row_stride;
+      for (int64_t d = 0; d < D; ++d) kt[d * kKeyTile + j] = kj[d];
+    }
+    for (int64_t i = 0; i < nq; ++i) {
+      // Keys of this tile that query i may see.
+      int64_t valid = nk;
+      if (p.causal) valid = std::min(valid, q0 + i + p.causal_offset - k0 + 1);
+      if (valid <= 0) continue;
+      float* si = w.s.data() + i * kKeyTile;
+      const float* qi = qs + i * D;
+#pragma omp simd
+      for (int64_t j = 0; j < kKeyTile; ++j) si[j] = 0.0f;
+      for (int64_t d = 0; d < D; ++d) {
+        const float qd = qi[d];
+        const float* ktd = kt + d * kKeyTile;
+#pragma omp simd
+        for (int64_t j = 0; j < kKeyTile; ++j) si[j] += qd * ktd[j];
+      }
+      float tile_max = si[0];
+      for (int64_t j = 1; j < valid; ++j) tile_max = std::max(tile_max, si[j]);
+      const float m_new = std::max(w.m[i], tile_max);
+      const float alpha = fast_exp(w.m[i] - m_new);  // 0 on the first tile (m = -inf)
+      float row_sum = 0.0f;
+#pragma omp simd reduction(+ : row_sum)
+      for (int64_t j = 0; j < valid; ++j) {
+        const float e = fast_exp(si[j] - m_new);
+        si[j] = e;
+        row_sum += e;
+      }
+      w.l[i] = w.l[i] * alpha + row_sum;
+      w.m[i] = m_new;
+      float* ai = acc + i * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) ai[d] *= alpha;
+      for (int64_t j = 0; j < valid; ++j) {
+        const float pj = si[j];
+        const float* vj = vb + (k0 + j) * p.v_row_stride;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) ai[d] += pj * vj[d];
+      }
+    }
+  }
+
+  for (int64_t i = 0; i < nq; ++i) {
+    float* oi = ob + (q0 + i) * p.out_row_stride;
+    const float inv = w.l[i] > 0.0f ? 1.0f / w.l[i] : 0.0f;  // a row that sees no key gives 0
+    const float* ai = acc + i * D;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) oi[d] = ai[d] * inv;
+  }
+}
+
+}  // namespace
+
+void attention(const AttentionParams& p) {
+  if (p.dtype != DType::f32) throw_type_error("cpu attention supports float32 only, got ", dtype_name(p.dtype));
+  const int64_t q_tiles = (p.q_len + kQueryTile - 1) / kQueryTile;
+  const int64_t items = p.batch * p.heads * q_tiles;
+  const bool parallel = items > 1 && p.q_len * p.kv_len * p.head_dim * p.heads * p.batch > 32768;
+#pragma omp parallel if (parallel)
+  {
+    Workspace& w = workspace_for(p.head_dim);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t t = it % q_tiles;
+      const int64_t bh = it / q_tiles;
+      const int64_t q0 = t * kQueryTile;
+      attention_tile(p, bh / p.heads, bh % p.heads, q0, std::min(q0 + kQueryTile, p.q_len), w);
+    }
+  }
+}
+
+}  // namespace tformer::cpu

@@ -1,0 +1,68 @@
+// out = act(x + bias) + residual, row by row.
+#include "cpu_kernels.h"
+#include "simd_target.h"
+#include "tformer/errors.h"
+#include "vec_math.h"
+
+namespace tformer::cpu {
+namespace {
+
+template <Activation A>
+inline float apply(float v) {
+  if constexpr (A == Activation::relu) return relu(v);
+  else if constexpr (A == Activation::gelu) return gelu_erf(v);
+  else if constexpr (A == Activation::gelu_tanh) return gelu_tanh(v);
+  else if constexpr (A == Activation::silu) return silu(v);
+  else return v;
+}
+
+template <Activation A>
+inline void row_kernel(float* out, const float* x, const float* bias, const float* res, int64_t n) {
+  if (bias && res) {
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) out[c] = apply<A>(x[c] + bias[c]) + res[c];
+  } else if (bias) {
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) out[c] = apply<A>(x[c] + bias[c]);
+  } else if (res) {
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) out[c] = apply<A>(x[c]) + res[c];
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) out[c] = apply<A>(x[c]);
+  }
+}
+
+TFORMER_SIMD_CLONES
+void bias_act_rows(const BiasActParams& p, int64_t r0, int64_t r1) {
+  const float* bias = static_cast<const float*>(p.bias);
+  for (int64_t r = r0; r < r1; ++r) {
+    float* out = static_cast<float*>(p.out) + r * p.cols;
+    const float* x = static_cast<const float*>(p.x) + r * p.cols;
+    const float* res = p.residual ? static_cast<const float*>(p.residual) + r * p.cols : nullptr;
+    switch (p.act) {
+      case Activation::none: row_kernel<Activation::none>(out, x, bias, res, p.cols); break;
+      case Activation::relu: row_kernel<Activation::relu>(out, x, bias, res, p.cols); break;
+      case Activation::gelu: row_kernel<Activation::gelu>(out, x, bias, res, p.cols); break;
+      case Activation::gelu_tanh: row_kernel<Activation::gelu_tanh>(out, x, bias, res, p.cols); break;
+      case Activation::silu: row_kernel<Activation::silu>(out, x, bias, res, p.cols); break;
+    }
+  }
+}
+
+}  // namespace
+
+void bias_act(const BiasActParams& p) {
+  if (p.dtype != DType::f32) throw_type_error("cpu bias_act supports float32 only, got ", dtype_name(p.dtype));
+  // Blocks of rows big enough to amortise the parallel region on small inputs.
+  const int64_t block = p.cols >= 4096 ? 1 : (4096 + p.cols - 1) / (p.cols ? p.cols : 1);
+  const int64_t nblocks = (p.rows + block - 1) / block;
+#pragma omp parallel for schedule(static) if (p.rows * p.cols > 16384)
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const int64_t r0 = b * block;
+    const int64_t r1 = r0 + block < p.rows ? r0 + block : p.rows;
+    bias_act_rows(p, r0, r1);
+  }
+}
+
+}  // namespace tformer::cpu

@@ -1,0 +1,252 @@
+// Argument checks and device dispatch for the ops of ops.h.
+#include "tformer/ops.h"
+
+#include <cmath>
+
+#include "tformer/backends.h"
+#include "tformer/errors.h"
+
+namespace tformer::ops {
+namespace {
+
+void expect_same_device(const char* op, const Tensor& a, const Tensor& b) {
+  if (a.device() != b.device())
+    throw_value_error(op, ": tensors on different devices: ", a.describe(), " and ", b.describe());
+}
+
+void expect_dtype(const char* op, const char* what, const Tensor& t, DType dtype) {
+  if (t.dtype() != dtype)
+    throw_type_error(op, ": ", what, " must be ", dtype_name(dtype), ", got ", t.describe());
+}
+
+int64_t rows_of(const Tensor& t) { return t.ndim() == 0 ? 1 : t.numel() / t.dim(-1); }
+
+void expect_vector(const char* op, const char* what, const Tensor& t, int64_t n, const Tensor& like) {
+  if (t.ndim() != 1 || t.dim(0) != n)
+    throw_value_error(op, ": ", what, " must have shape (", n, ",), got ", shape_str(t.shape()));
+  expect_dtype(op, what, t, like.dtype());
+  expect_same_device(op, t, like);
+}
+
+}  // namespace
+
+void gemm(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, float alpha, float beta) {
+  if (a.ndim() != 2 || b.ndim() != 2 || c.ndim() != 2)
+    throw_value_error("gemm: expected 2-D tensors, got a ", shape_str(a.shape()), ", b ", shape_str(b.shape()),
+                      ", c ", shape_str(c.shape()));
+  const int64_t m = trans_a ? a.dim(1) : a.dim(0);
+  const int64_t k = trans_a ? a.dim(0) : a.dim(1);
+  const int64_t kb = trans_b ? b.dim(1) : b.dim(0);
+  const int64_t n = trans_b ? b.dim(0) : b.dim(1);
+  if (k != kb) throw_value_error("gemm: inner dimensions differ: op(a) is (", m, ", ", k, "), op(b) is (", kb, ", ", n, ")");
+  if (c.dim(0) != m || c.dim(1) != n)
+    throw_value_error("gemm: c must have shape (", m, ", ", n, "), got ", shape_str(c.shape()));
+  expect_dtype("gemm", "b", b, a.dtype());
+  expect_dtype("gemm", "c", c, a.dtype());
+  expect_same_device("gemm", a, b);
+  expect_same_device("gemm", a, c);
+  GemmParams p;
+  p.dtype = a.dtype();
+  p.trans_a = trans_a;
+  p.trans_b = trans_b;
+  p.m = m;
+  p.n = n;
+  p.k = k;
+  p.alpha = alpha;
+  p.beta = beta;
+  p.a = a.raw();
+  p.lda = std::max<int64_t>(a.dim(1), 1);
+  p.b = b.raw();
+  p.ldb = std::max<int64_t>(b.dim(1), 1);
+  p.c = c.raw();
+  p.ldc = std::max<int64_t>(n, 1);
+  backend_for(a.device()).gemm(p, a.device().index);
+}
+
+void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias) {
+  if (weight.ndim() != 2) throw_value_error("linear: weight must be 2-D, got ", shape_str(weight.shape()));
+  const int64_t in = weight.dim(1), out_features = weight.dim(0);
+  if (x.ndim() < 1 || x.dim(-1) != in)
+    throw_value_error("linear: input must end with ", in, " features, got ", shape_str(x.shape()));
+  if (out.ndim() < 1 || out.dim(-1) != out_features || rows_of(out) != rows_of(x))
+    throw_value_error("linear: output must be (", rows_of(x), ", ", out_features, "), got ", shape_str(out.shape()));
+  Tensor x2 = x.reshape({rows_of(x), in});
+  Tensor o2 = out.reshape({rows_of(x), out_features});
+  gemm(o2, x2, weight, false, true);
+  if (bias) bias_act(o2, o2, bias, nullptr, Activation::none);
+}
+
+void bias_act(Tensor& out, const Tensor& x, const Tensor* bias, const Tensor* residual, Activation act) {
+  if (x.ndim() < 1) throw_value_error("bias_act: x must have at least 1 dimension");
+  if (out.shape() != x.shape())
+    throw_value_error("bias_act: out must have the shape of x ", shape_str(x.shape()), ", got ", shape_str(out.shape()));
+  expect_dtype("bias_act", "out", out, x.dtype());
+  expect_same_device("bias_act", out, x);
+  const int64_t cols = x.dim(-1);
+  if (bias) expect_vector("bias_act", "bias", *bias, cols, x);
+  if (residual) {
+    if (residual->shape() != x.shape())
+      throw_value_error("bias_act: residual must have shape ", shape_str(x.shape()), ", got ", shape_str(residual->shape()));
+    expect_dtype("bias_act", "residual", *residual, x.dtype());
+    expect_same_device("bias_act", *residual, x);
+  }
+  BiasActParams p;
+  p.dtype = x.dtype();
+  p.rows = rows_of(x);
+  p.cols = cols;
+  p.act = act;
+  p.out = out.raw();
+  p.x = x.raw();
+  p.bias = bias ? bias->raw() : nullptr;
+  p.residual = residual ? residual->raw() : nullptr;
+  backend_for(x.device()).bias_act(p, x.device().index);
+}
+
+void layer_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
+                const Tensor& gamma, const Tensor& beta, float eps) {
+  if (x.ndim() < 1) throw_value_error("layer_norm: x must have at least 1 dimension");
+  const int64_t cols = x.dim(-1);
+  if (out.shape() != x.shape())
+    throw_value_error("layer_norm: out must have the shape of x ", shape_str(x.shape()), ", got ", shape_str(out.shape()));
+  expect_vector("layer_norm", "gamma", gamma, cols, x);
+  expect_vector("layer_norm", "beta", beta, cols, x);
+  if (bias) expect_vector("layer_norm", "bias", *bias, cols, x);
+  for (const Tensor* t : {static_cast<const Tensor*>(&out), residual, static_cast<const Tensor*>(sum_out)}) {
+    if (!t) continue;
+    if (t->shape() != x.shape())
+      throw_value_error("layer_norm: tensors must have shape ", shape_str(x.shape()), ", got ", shape_str(t->shape()));
+    expect_dtype("layer_norm", "input", *t, x.dtype());
+    expect_same_device("layer_norm", *t, x);
+  }
+  if (!(eps >= 0.0f)) throw_value_error("layer_norm: eps must be >= 0, got ", eps);
+  LayerNormParams p;
+  p.dtype = x.dtype();
+  p.rows = rows_of(x);
+  p.cols = cols;
+  p.eps = eps;
+  p.out = out.raw();
+  p.sum_out = sum_out ? sum_out->raw() : nullptr;
+  p.x = x.raw();
+  p.bias = bias ? bias->raw() : nullptr;
+  p.residual = residual ? residual->raw() : nullptr;
+  p.gamma = gamma.raw();
+  p.beta = beta.raw();
+  backend_for(x.device()).layer_norm(p, x.device().index);
+}
+
+void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale, const Tensor* position_ids,
+               const Tensor* positions) {
+  expect_dtype("embedding", "ids", ids, DType::i32);
+  if (table.ndim() != 2) throw_value_error("embedding: table must be 2-D, got ", shape_str(table.shape()));
+  const int64_t dim = table.dim(1);
+  Shape expected = ids.shape();
+  expected.push_back(dim);
+  if (out.shape() != expected)
+    throw_value_error("embedding: out must have shape ", shape_str(expected), ", got ", shape_str(out.shape()));
+  expect_dtype("embedding", "out", out, table.dtype());
+  expect_same_device("embedding", ids, table);
+  expect_same_device("embedding", out, table);
+  if ((position_ids == nullptr) != (positions == nullptr))
+    throw_value_error("embedding: positions and position_ids go together");
+  if (positions) {
+    expect_dtype("embedding", "position_ids", *position_ids, DType::i32);
+    if (position_ids->shape() != ids.shape())
+      throw_value_error("embedding: position_ids must have the shape of ids ", shape_str(ids.shape()), ", got ",
+                        shape_str(position_ids->shape()));
+    if (positions->ndim() != 2 || positions->dim(1) != dim)
+      throw_value_error("embedding: positions must be (n, ", dim, "), got ", shape_str(positions->shape()));
+    expect_dtype("embedding", "positions", *positions, table.dtype());
+    expect_same_device("embedding", *positions, table);
+  }
+  EmbeddingParams p;
+  p.dtype = table.dtype();
+  p.rows = ids.numel();
+  p.dim = dim;
+  p.scale = scale;
+  p.out = out.raw();
+  p.ids = ids.data<int32_t>();
+  p.table = table.raw();
+  p.position_ids = position_ids ? position_ids->data<int32_t>() : nullptr;
+  p.positions = positions ? positions->raw() : nullptr;
+  backend_for(table.device()).embedding(p, table.device().index);
+}
+
+void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const AttentionOptions& opt) {
+  const char* op = "attention";
+  for (const Tensor* t : {q.tensor, k.tensor, v.tensor, static_cast<const Tensor*>(&out)}) {
+    if (!t || t->ndim() != 3) throw_value_error(op, ": q, k, v and out must be 3-D (batch, len, width)");
+    expect_dtype(op, "input", *t, out.dtype());
+    expect_same_device(op, *t, out);
+  }
+  if (opt.heads < 1) throw_value_error(op, ": heads must be >= 1, got ", opt.heads);
+  const int64_t width = out.dim(2);
+  if (width % opt.heads != 0)
+    throw_value_error(op, ": output width ", width, " is not divisible by ", opt.heads, " heads");
+  const int64_t batch = out.dim(0), q_len = out.dim(1), kv_len = k.tensor->dim(1);
+  if (q.tensor->dim(0) != batch || k.tensor->dim(0) != batch || v.tensor->dim(0) != batch)
+    throw_value_error(op, ": batch sizes differ: q ", q.tensor->dim(0), ", k ", k.tensor->dim(0), ", v ",
+                      v.tensor->dim(0), ", out ", batch);
+  if (q.tensor->dim(1) != q_len) throw_value_error(op, ": q has ", q.tensor->dim(1), " rows, out has ", q_len);
+  if (v.tensor->dim(1) != kv_len) throw_value_error(op, ": k has ", kv_len, " rows, v has ", v.tensor->dim(1));
+  for (HeadsView hv : {q, k, v}) {
+    if (hv.col < 0 || hv.col + width > hv.tensor->dim(2))
+      throw_value_error(op, ": columns [", hv.col, ", ", hv.col + width, ") out of range for width ", hv.tensor->dim(2));
+  }
+  if (opt.kv_lengths) {
+    expect_dtype(op, "kv_lengths", *opt.kv_lengths, DType::i32);
+    if (opt.kv_lengths->ndim() != 1 || opt.kv_lengths->dim(0) != batch)
+      throw_value_error(op, ": kv_lengths must have shape (", batch, ",), got ", shape_str(opt.kv_lengths->shape()));
+    expect_same_device(op, *opt.kv_lengths, out);
+  }
+  const int64_t head_dim = width / opt.heads;
+  AttentionParams p;
+  p.dtype = out.dtype();
+  p.batch = batch;
+  p.heads = opt.heads;
+  p.head_dim = head_dim;
+  p.q_len = q_len;
+  p.kv_len = kv_len;
+  const size_t es = dtype_size(out.dtype());
+  auto at = [es](const HeadsView& hv) { return static_cast<const char*>(hv.tensor->raw()) + hv.col * es; };
+  p.q = at(q);
+  p.q_row_stride = q.tensor->dim(2);
+  p.q_batch_stride = q_len * p.q_row_stride;
+  p.k = at(k);
+  p.k_row_stride = k.tensor->dim(2);
+  p.k_batch_stride = kv_len * p.k_row_stride;
+  p.v = at(v);
+  p.v_row_stride = v.tensor->dim(2);
+  p.v_batch_stride = kv_len * p.v_row_stride;
+  p.out = out.raw();
+  p.out_row_stride = width;
+  p.out_batch_stride = q_len * width;
+  p.kv_lengths = opt.kv_lengths ? opt.kv_lengths->data<int32_t>() : nullptr;
+  p.causal = opt.causal;
+  p.causal_offset = opt.causal_offset;
+  p.scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (batch == 0 || q_len == 0 || width == 0) return;
+  backend_for(out.device()).attention(p, out.device().index);
+}
+
+Activation parse_activation(const std::string& name) {
+  if (name == "none" || name == "linear" || name == "identity") return Activation::none;
+  if (name == "relu") return Activation::relu;
+  if (name == "gelu") return Activation::gelu;
+  if (name == "gelu_tanh" || name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast")
+    return Activation::gelu_tanh;
+  if (name == "silu" || name == "swish") return Activation::silu;
+  throw_value_error("unknown activation '", name, "': expected one of relu, gelu, gelu_new (tanh), silu/swish, none");
+}
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::none: return "none";
+    case Activation::relu: return "relu";
+    case Activation::gelu: return "gelu";
+    case Activation::gelu_tanh: return "gelu_tanh";
+    case Activation::silu: return "silu";
+  }
+  return "?";
+}
+
+}  // namespace tformer::ops

@@ -1,0 +1,60 @@
+// Scalar formulas written so that GCC vectorizes the loops that call them
+// (`#pragma omp simd`): no libm calls, no branches. Used by the CPU kernels.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace tformer::cpu {
+
+// Cephes-style expf: range reduction to r in [-ln2/2, ln2/2], degree-6 polynomial,
+// scale by 2^n through the exponent bits. About 1 ulp over [-87, 88].
+inline float fast_exp(float x) {
+  x = x < 88.3762626647949f ? x : 88.3762626647949f;
+  x = x > -87.3365447505531f ? x : -87.3365447505531f;
+  const float fx = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+  float r = x - fx * 0.693359375f;
+  r = r - fx * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(fx) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
+
+// erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), odd-symmetric.
+inline float fast_erf(float x) {
+  const float ax = x < 0.0f ? -x : x;
+  const float t = 1.0f / (1.0f + 0.3275911f * ax);
+  float p = 1.061405429f;
+  p = p * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  const float y = 1.0f - p * t * fast_exp(-ax * ax);
+  return x < 0.0f ? -y : y;
+}
+
+inline float fast_tanh(float x) {
+  const float cx = x > 9.0f ? 9.0f : (x < -9.0f ? -9.0f : x);
+  const float e = fast_exp(2.0f * cx);
+  return (e - 1.0f) / (e + 1.0f);
+}
+
+inline float gelu_erf(float x) { return 0.5f * x * (1.0f + fast_erf(x * 0.70710678118654752f)); }
+
+inline float gelu_tanh(float x) {
+  return 0.5f * x * (1.0f + fast_tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+inline float silu(float x) { return x / (1.0f + fast_exp(-x)); }
+
+inline float relu(float x) { return x > 0.0f ? x : 0.0f; }
+
+}  // namespace tformer::cpu

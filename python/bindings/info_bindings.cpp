@@ -1,0 +1,37 @@
+// Build and runtime information, thread settings, device checks.
+#include <pybind11/stl.h>
+
+#include "register.h"
+#include "tformer/backends.h"
+
+#ifndef TFORMER_VERSION
+#define TFORMER_VERSION "0.0.0"
+#endif
+
+namespace py = pybind11;
+
+namespace tformer::bindings {
+
+void register_info(py::module_& m) {
+  m.attr("__version__") = TFORMER_VERSION;
+  m.def("set_num_threads", &tformer::set_num_threads, py::arg("n"),
+        "Threads used by CPU kernels and BLAS (default: the available cores, or OMP_NUM_THREADS).");
+  m.def("get_num_threads", &tformer::get_num_threads);
+  m.def("cuda_backend_built", &tformer::cuda_backend_built);
+  m.def("cuda_available", &tformer::cuda_available, py::call_guard<py::gil_scoped_release>());
+  m.def("cuda_unavailable_reason", &tformer::cuda_unavailable_reason, py::call_guard<py::gil_scoped_release>());
+  m.def("blas_info", &tformer::blas_info);
+  m.def("check_device", [](const std::string& name) {
+    const Device d = parse_device(name);
+    check_device(d);
+    return device_name(d);
+  }, py::arg("device"), "Parses and checks a device string; returns its canonical name.");
+  m.def("canonical_dtype", [](const std::string& name) { return std::string(dtype_name(parse_dtype(name))); },
+        py::arg("dtype"));
+  m.def("empty_cache", [](const std::string& device) { backend_for(parse_device(device)).empty_cache(); },
+        py::arg("device") = "cpu", "Returns cached memory blocks of a device to the system.");
+  m.def("cuda_device_count", [] { return cuda_available() ? backend_for(DeviceType::cuda).device_count() : 0; });
+  m.def("cuda_backend_name", [] { return backend_for(DeviceType::cuda).name(); });
+}
+
+}  // namespace tformer::bindings

@@ -1,0 +1,12 @@
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace tformer::bindings {
+
+void register_info(pybind11::module_& m);    // info_bindings.cpp
+void register_config(pybind11::module_& m);  // config_bindings.cpp
+void register_model(pybind11::module_& m);   // model_bindings.cpp
+void register_ops(pybind11::module_& m);     // ops_bindings.cpp
+
+}  // namespace tformer::bindings

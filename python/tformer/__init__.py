@@ -1,0 +1,45 @@
+"""tformer: a Transformer engine for sequence-to-sequence models.
+
+    >>> import tformer
+    >>> model = tformer.from_huggingface("path/to/opus-mt-fr-en")
+    >>> logits = model.forward([[432, 11, 0]], [[59513]])
+"""
+from ._native import _core
+from .config import TransformerConfig
+from .convert.huggingface import from_huggingface
+from .model import Transformer
+from . import ops
+
+__version__ = _core.__version__
+
+set_num_threads = _core.set_num_threads
+get_num_threads = _core.get_num_threads
+empty_cache = _core.empty_cache
+
+
+def cuda_available() -> bool:
+    """True when the CUDA backend is built, loads, and sees at least one GPU."""
+    return _core.cuda_available()
+
+
+def build_info() -> dict:
+    """What this build contains and what it finds at run time."""
+    info = {
+        "version": __version__,
+        "cuda": _core.cuda_backend_built(),
+        "cuda_available": _core.cuda_available(),
+        "blas": _core.blas_info(),
+        "num_threads": _core.get_num_threads(),
+    }
+    if info["cuda_available"]:
+        info["cuda_backend"] = _core.cuda_backend_name()
+        info["cuda_devices"] = _core.cuda_device_count()
+    else:
+        info["cuda_unavailable_reason"] = _core.cuda_unavailable_reason()
+    return info
+
+
+__all__ = [
+    "Transformer", "TransformerConfig", "from_huggingface", "ops", "set_num_threads", "get_num_threads",
+    "cuda_available", "build_info", "empty_cache",
+]
