@@ -25,10 +25,14 @@ def test_config_fields_match_hf_config(zoo, loaded, name):
                     decoder_layers=hf.decoder_layers,
                     encoder_heads=hf.encoder_attention_heads,
                     decoder_heads=hf.decoder_attention_heads,
-                    src_vocab_size=src_v, tgt_vocab_size=tgt_v,
-                    max_positions=hf.max_position_embeddings)
+                    src_vocab_size=src_v, tgt_vocab_size=tgt_v)
     actual = {k: getattr(cfg, k) for k in expected}
     assert actual == expected
+    # max_positions is documented as the rows of the positions table: BART/mBART's
+    # learned tables and fairseq's sinusoidal one hold max_position_embeddings + 2 rows
+    # (offset 2). The enforced length limit is tested in test_errors.py.
+    n = hf.max_position_embeddings
+    assert n <= cfg.max_positions <= n + 2, (cfg.max_positions, n)
 
 
 def test_model_device_and_dtype_strings(zoo, device):

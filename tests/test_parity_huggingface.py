@@ -137,3 +137,17 @@ def test_bin_and_safetensors_checkpoints_agree(zoo):
     a, b = pt.forward(src, tgt), st.forward(src, tgt)
     for row, t in enumerate(tgt):  # real positions only
         np.testing.assert_array_equal(a[row, :len(t)], b[row, :len(t)])
+
+
+def test_strided_numpy_ids(zoo, loaded):
+    """Non-contiguous id arrays (a column slice, a transpose) are read by their strides."""
+    ckpt = zoo.get("m2m_100")
+    src, tgt = ckpt.batch([5, 5], [3, 3], seed=19)
+    src_wide = np.repeat(np.array(src, dtype=np.int64), 2, axis=1)  # each id twice
+    tgt_fortran = np.asfortranarray(np.array(tgt, dtype=np.int32))
+    src_strided = src_wide[:, ::2]
+    assert not src_strided.flags.c_contiguous and not tgt_fortran.flags.c_contiguous
+    np.testing.assert_array_equal(src_strided, np.array(src))
+    logits = loaded("m2m_100").forward(src_strided, tgt_fortran)
+    lib.assert_rows_close(logits, ckpt.hf_logits(src, tgt), [3, 3], rel=REL,
+                          what="strided ids")

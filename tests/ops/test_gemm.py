@@ -59,12 +59,15 @@ def test_gemm_alpha_beta_c(device, m, k, n, alpha, beta):
 def test_gemm_transposed_with_alpha_beta(device):
     rng = np.random.default_rng(3)
     a, b, c = _rand(rng, (11, 6)), _rand(rng, (13, 11)), _rand(rng, (6, 13))
+    c_before = c.copy()  # whether gemm may write into c is tested separately
     out = ops.gemm(a, b, trans_a=True, trans_b=True, alpha=0.3, beta=-1.0, c=c,
                    device=device)
-    _check(out, a.T, b.T, alpha=0.3, beta=-1.0, c=c)
+    _check(out, a.T, b.T, alpha=0.3, beta=-1.0, c=c_before)
 
 
 def test_gemm_does_not_modify_inputs(device):
+    """ops.gemm returns alpha*op(a)@op(b) + beta*c; like every NumPy function it must not
+    write the result into the caller's c (or a, b)."""
     rng = np.random.default_rng(4)
     a, b, c = _rand(rng, (5, 4)), _rand(rng, (4, 6)), _rand(rng, (5, 6))
     copies = [x.copy() for x in (a, b, c)]
