@@ -1,6 +1,7 @@
 // The whole model: parameters by name, embeddings, the encoder and decoder stacks,
 // and the projection to the vocabulary.
 #include <algorithm>
+#include <cmath>
 
 #include "layers.h"
 #include "tformer/backends.h"
@@ -38,6 +39,14 @@ void Transformer::set_parameter(const std::string& name, const Tensor& value) {
                       shape_str(value.shape()));
   if (!dtype_is_float(value.dtype()))
     throw_type_error("parameter '", name, "': expected a float tensor, got ", dtype_name(value.dtype()));
+  if (value.device().is_cpu() && value.dtype() == DType::f32) {
+    // NaN/Inf weights would only surface as garbage output: refuse them here.
+    const float* v = value.data<float>();
+    const int64_t n = value.numel();
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(v[i]))
+        throw_value_error("parameter '", name, "' contains ", std::isnan(v[i]) ? "NaN" : "Inf", " at flat index ", i);
+  }
   // Always a copy: the model must not alias a caller's (numpy) buffer.
   Tensor owned = Tensor::empty(value.shape(), value.dtype(), device_);
   owned.copy_from(value);

@@ -63,13 +63,14 @@ int get_num_threads() {
 
 std::string blas_info() {
   const char* cfg = scipy_openblas_get_config();
-  return cat("OpenBLAS (scipy-openblas32) ", cfg ? cfg : "", ", ", scipy_openblas_get_num_threads(), " threads");
+  return cat("OpenBLAS (scipy-openblas32) ", cfg ? cfg : "", ", ", scipy_openblas_get_num_threads(),
+             " threads; tformer kernels: ", kernels().isa);
 }
 
 class CpuBackend final : public Backend {
  public:
   DeviceType type() const override { return DeviceType::cpu; }
-  std::string name() const override { return cat("cpu (", get_num_threads(), " threads)"); }
+  std::string name() const override { return cat("cpu (", kernels().isa, " kernels, ", get_num_threads(), " threads)"); }
   int device_count() const override { return 1; }
 
   void* allocate(size_t bytes, int) override { return cpu::allocate(bytes); }
@@ -82,10 +83,10 @@ class CpuBackend final : public Backend {
   void synchronize(int) override {}
 
   void gemm(const GemmParams& p, int) override { init_threads(); cpu::gemm(p); }
-  void bias_act(const BiasActParams& p, int) override { init_threads(); cpu::bias_act(p); }
-  void layer_norm(const LayerNormParams& p, int) override { init_threads(); cpu::layer_norm(p); }
-  void embedding(const EmbeddingParams& p, int) override { init_threads(); cpu::embedding(p); }
-  void attention(const AttentionParams& p, int) override { init_threads(); cpu::attention(p); }
+  void bias_act(const BiasActParams& p, int) override { init_threads(); kernels().bias_act(p); }
+  void layer_norm(const LayerNormParams& p, int) override { init_threads(); kernels().layer_norm(p); }
+  void embedding(const EmbeddingParams& p, int) override { init_threads(); kernels().embedding(p); }
+  void attention(const AttentionParams& p, int) override { init_threads(); kernels().attention(p); }
   void cast(const CastParams& p, int) override { cpu::cast(p); }
 };
 

@@ -1,15 +1,43 @@
 // CPU implementations of the backend kernels (fp32). See backend.h for the contracts.
+//
+// The element-wise and attention kernels (kernels/*.cpp) are compiled once per
+// instruction set (baseline x86-64, AVX2+FMA, AVX-512), each copy in its own
+// namespace; `kernels()` picks the best copy this CPU runs, once, by CPUID. One
+// binary thus runs everywhere and uses the wide vectors where they exist.
 #pragma once
+
+#include <string>
 
 #include "tformer/backend.h"
 
 namespace tformer::cpu {
 
-void gemm(const GemmParams& p);
-void bias_act(const BiasActParams& p);
-void layer_norm(const LayerNormParams& p);
-void embedding(const EmbeddingParams& p);
-void attention(const AttentionParams& p);
+struct KernelTable {
+  const char* isa;
+  void (*bias_act)(const BiasActParams&);
+  void (*layer_norm)(const LayerNormParams&);
+  void (*embedding)(const EmbeddingParams&);
+  void (*attention)(const AttentionParams&);
+};
+
+const KernelTable& kernels();
+
+#define TFORMER_DECLARE_CPU_KERNELS(isa_ns)            \
+  namespace isa_ns {                                  \
+  void bias_act(const BiasActParams& p);              \
+  void layer_norm(const LayerNormParams& p);          \
+  void embedding(const EmbeddingParams& p);           \
+  void attention(const AttentionParams& p);           \
+  extern const KernelTable table;                     \
+  }
+
+TFORMER_DECLARE_CPU_KERNELS(base)
+#if defined(__x86_64__)
+TFORMER_DECLARE_CPU_KERNELS(avx2)
+TFORMER_DECLARE_CPU_KERNELS(avx512)
+#endif
+
+void gemm(const GemmParams& p);  // OpenBLAS picks its own kernels at run time
 void cast(const CastParams& p);
 
 void set_num_threads(int n);

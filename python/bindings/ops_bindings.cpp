@@ -54,7 +54,8 @@ void register_ops(py::module_& m) {
     if (ta.ndim() != 2 || tb.ndim() != 2) throw_value_error("gemm: a and b must be 2-D");
     const int64_t m_ = trans_a ? ta.dim(1) : ta.dim(0);
     const int64_t n_ = trans_b ? tb.dim(0) : tb.dim(1);
-    Tensor tc = c ? d.put(*c, "c") : Tensor::zeros({m_, n_}, d.dtype, d.device);
+    Tensor tc = Tensor::zeros({m_, n_}, d.dtype, d.device);
+    if (c) tc.copy_from(d.put(*c, "c"));  // a copy: the caller's array is an input only
     ops::gemm(tc, ta, tb, trans_a, trans_b, alpha, beta);
     return d.get(tc);
   }, py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false, py::arg("alpha") = 1.0f,

@@ -53,11 +53,16 @@ def config_from_hf(hf: dict) -> TransformerConfig:
     except KeyError as e:
         raise ValueError(f"config.json of a {model_type} model lacks {e.args[0]!r}") from None
     pad = int(hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 1)
-    shared = True
+    tied = bool(hf.get("tie_word_embeddings", True))
     tgt_vocab = vocab
-    if model_type == "marian" and not hf.get("share_encoder_decoder_embeddings", True):
-        shared = False
-        tgt_vocab = int(hf.get("decoder_vocab_size") or vocab)
+    if model_type == "marian":
+        shared = bool(hf.get("share_encoder_decoder_embeddings", True))
+        if not shared:
+            tgt_vocab = int(hf.get("decoder_vocab_size") or vocab)
+    else:
+        # BART/mBART/M2M100 tie encoder, decoder and output embeddings to `shared` only
+        # when tie_word_embeddings is on; otherwise each keeps its own matrix.
+        shared = tied
     common = dict(
         src_vocab_size=vocab, tgt_vocab_size=tgt_vocab, d_model=d,
         encoder_layers=layers_e, decoder_layers=layers_d, encoder_heads=heads_e, decoder_heads=heads_d,
@@ -65,7 +70,7 @@ def config_from_hf(hf: dict) -> TransformerConfig:
         embed_scale=math.sqrt(d) if hf.get("scale_embedding", model_type == "m2m_100") else 1.0,
         pad_id=pad, bos_id=hf.get("bos_token_id"), eos_id=int(hf.get("eos_token_id", 2)),
         decoder_start_id=hf.get("decoder_start_token_id"),
-        shared_embeddings=shared, tied_output=bool(hf.get("tie_word_embeddings", True)),
+        shared_embeddings=shared, tied_output=tied,
         model_type=model_type, extra={"hf_config": hf},
     )
     if model_type == "marian":
@@ -114,8 +119,8 @@ def convert_state(cfg: TransformerConfig, state: _State) -> dict:
     if cfg.shared_embeddings:
         p["src_embed"] = state.get("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
     else:
-        p["src_embed"] = state.get("encoder.embed_tokens.weight")
-        p["tgt_embed"] = state.get("decoder.embed_tokens.weight")
+        p["src_embed"] = state.get("encoder.embed_tokens.weight", "shared.weight")
+        p["tgt_embed"] = state.get("decoder.embed_tokens.weight", "shared.weight")
     if not cfg.tied_output:
         p["out_proj"] = state.get("lm_head.weight")
     if cfg.final_logits_bias:

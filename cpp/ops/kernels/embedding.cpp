@@ -1,10 +1,8 @@
 // Token embedding lookup, scaled, plus position embeddings, in one pass.
-#include <cstring>
-
-#include "cpu_kernels.h"
+#include "../cpu_kernels.h"
 #include "tformer/errors.h"
 
-namespace tformer::cpu {
+namespace tformer::cpu::TFORMER_CPU_ISA {
 
 void embedding(const EmbeddingParams& p) {
   if (p.dtype != DType::f32) throw_type_error("cpu embedding supports float32 only, got ", dtype_name(p.dtype));
@@ -26,13 +24,4 @@ void embedding(const EmbeddingParams& p) {
   }
 }
 
-void cast(const CastParams& p) {
-  if (p.src_dtype == p.dst_dtype) {
-    std::memcpy(p.dst, p.src, static_cast<size_t>(p.n) * dtype_size(p.src_dtype));
-    return;
-  }
-  throw_type_error("cpu tensors are float32 only: cannot convert ", dtype_name(p.src_dtype), " to ",
-                   dtype_name(p.dst_dtype));
-}
-
-}  // namespace tformer::cpu
+}  // namespace tformer::cpu::TFORMER_CPU_ISA

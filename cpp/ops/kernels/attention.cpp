@@ -10,12 +10,11 @@
 #include <memory>
 #include <vector>
 
-#include "cpu_kernels.h"
-#include "simd_target.h"
+#include "../cpu_kernels.h"
 #include "tformer/errors.h"
 #include "vec_math.h"
 
-namespace tformer::cpu {
+namespace tformer::cpu::TFORMER_CPU_ISA {
 namespace {
 
 constexpr int64_t kQueryTile = 16;
@@ -41,7 +40,7 @@ Workspace& workspace_for(int64_t head_dim) {
 }
 
 // One (batch, head, query tile). Queries q0..q1-1.
-TFORMER_SIMD_CLONES
+
 void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, int64_t q1, Workspace& w) {
   const int64_t D = p.head_dim;
   const int64_t nq = q1 - q0;
@@ -141,4 +140,4 @@ void attention(const AttentionParams& p) {
   }
 }
 
-}  // namespace tformer::cpu
+}  // namespace tformer::cpu::TFORMER_CPU_ISA

@@ -3,14 +3,13 @@
 #include <cmath>
 #include <vector>
 
-#include "cpu_kernels.h"
-#include "simd_target.h"
+#include "../cpu_kernels.h"
 #include "tformer/errors.h"
 
-namespace tformer::cpu {
+namespace tformer::cpu::TFORMER_CPU_ISA {
 namespace {
 
-TFORMER_SIMD_CLONES
+
 void layer_norm_rows(const LayerNormParams& p, int64_t r0, int64_t r1, float* scratch) {
   const int64_t n = p.cols;
   const float* bias = static_cast<const float*>(p.bias);
@@ -58,4 +57,4 @@ void layer_norm(const LayerNormParams& p) {
   }
 }
 
-}  // namespace tformer::cpu
+}  // namespace tformer::cpu::TFORMER_CPU_ISA

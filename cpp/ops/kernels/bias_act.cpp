@@ -1,10 +1,9 @@
 // out = act(x + bias) + residual, row by row.
-#include "cpu_kernels.h"
-#include "simd_target.h"
+#include "../cpu_kernels.h"
 #include "tformer/errors.h"
 #include "vec_math.h"
 
-namespace tformer::cpu {
+namespace tformer::cpu::TFORMER_CPU_ISA {
 namespace {
 
 template <Activation A>
@@ -33,7 +32,7 @@ inline void row_kernel(float* out, const float* x, const float* bias, const floa
   }
 }
 
-TFORMER_SIMD_CLONES
+
 void bias_act_rows(const BiasActParams& p, int64_t r0, int64_t r1) {
   const float* bias = static_cast<const float*>(p.bias);
   for (int64_t r = r0; r < r1; ++r) {
@@ -65,4 +64,4 @@ void bias_act(const BiasActParams& p) {
   }
 }
 
-}  // namespace tformer::cpu
+}  // namespace tformer::cpu::TFORMER_CPU_ISA

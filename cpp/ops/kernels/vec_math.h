@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace tformer::cpu {
+namespace tformer::cpu::TFORMER_CPU_ISA {
 
 // Cephes-style expf: range reduction to r in [-ln2/2, ln2/2], degree-6 polynomial,
 // scale by 2^n through the exponent bits. About 1 ulp over [-87, 88].
@@ -57,4 +57,4 @@ inline float silu(float x) { return x / (1.0f + fast_exp(-x)); }
 
 inline float relu(float x) { return x > 0.0f ? x : 0.0f; }
 
-}  // namespace tformer::cpu
+}  // namespace tformer::cpu::TFORMER_CPU_ISA
