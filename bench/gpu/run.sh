@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Build the CUDA backend for this machine's GPU, check every op, then time the hot
+# ones. Run from the repository root: bash bench/gpu/run.sh [arch, e.g. 90]
+# Logs go to $OUT (the device tool's folder) when set, else to build/gpu-lab/.
+set -euo pipefail
+arch=${1:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)}
+build=build/gpu-lab
+logs=${OUT:-$build}
+mkdir -p "$logs"
+python=$(command -v python3)
+nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader
+cmake -S bench/gpu -B "$build" -G Ninja -DPython_EXECUTABLE="$python" \
+  -DTFORMER_CUDA_ARCHS="$arch" -DTFORMER_CUDA_VERBOSE_PTXAS=ON > "$logs/configure.log"
+start=$(date +%s)
+cmake --build "$build" -j"$(nproc)" > "$logs/build.log" 2>&1 || { tail -40 "$logs/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - start )) s; spills: $(grep -c '[1-9][0-9]* bytes spill' "$logs/build.log" || true) kernels"
+lib="$build/libtformer_cuda.so"
+"$build/check_backend" "$lib" | tee "$logs/check.log" | grep -v '^ok ' || true
+tail -1 "$logs/check.log"
+if command -v compute-sanitizer > /dev/null && [ "${SANITIZE:-1}" = 1 ]; then
+  # The checks provoke API errors on purpose (out of memory, bad device): not reported.
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --report-api-errors no --error-exitcode 9 \
+      "$build/check_backend" "$lib" > "$logs/$tool.log" 2>&1 || true
+    echo "$tool: $(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/$tool.log" || tail -1 "$logs/$tool.log")"
+  done
+fi
+"$build/time_backend" "$lib" | tee "$logs/time.log"

@@ -1,0 +1,145 @@
+# The CUDA backend: libtformer_cuda.so, dlopened by the core the first time a CUDA
+# device is asked for (see cpp/include/tformer/backend.h). Included from the
+# top-level CMakeLists.txt unless TFORMER_CUDA=OFF; sets TFORMER_WITH_CUDA=ON when
+# the library is built.
+#
+# TFORMER_CUDA=AUTO builds it when nvcc and cuBLAS are found, else says why and skips;
+# TFORMER_CUDA=ON stops with an error naming what is missing.
+#
+# cuBLAS is looked up first in the `nvidia-cublas` wheel of ${Python_EXECUTABLE}
+# (nvidia/cu13 or nvidia/cublas), then in the CUDA toolkit. cudart is linked
+# statically, so users need only the NVIDIA driver and the cuBLAS wheel.
+
+include(CheckLanguage)
+# The repository root, from this file's place (bench/gpu's lab project includes it too).
+get_filename_component(_tformer_root "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
+
+set(TFORMER_CUDA_ARCHS "80;86;89;90" CACHE STRING
+  "CUDA architectures of libtformer_cuda (machine code for each; PTX for the last too)")
+option(TFORMER_CUDA_VERBOSE_PTXAS "Print the ptxas resource report (-Xptxas=-v)" OFF)
+
+macro(_tformer_cuda_skip what how)
+  if(TFORMER_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "tformer: TFORMER_CUDA=ON but ${what}. ${how}")
+  endif()
+  message(STATUS "tformer: CUDA backend not built: ${what}. ${how} "
+                 "(or configure with -DTFORMER_CUDA=OFF to silence this)")
+endmacro()
+
+# ---------------------------------------------------------------- nvcc
+check_language(CUDA)
+if(NOT CMAKE_CUDA_COMPILER)
+  _tformer_cuda_skip("no CUDA compiler (nvcc) was found"
+    "Install the CUDA toolkit (12.x or 13.x), put nvcc on PATH or set CUDACXX=/usr/local/cuda/bin/nvcc.")
+  return()
+endif()
+
+# Machine code for each listed arch; PTX only for the last, so newer GPUs can JIT it.
+set(_tformer_archs "")
+list(LENGTH TFORMER_CUDA_ARCHS _tformer_n_archs)
+set(_tformer_i 0)
+foreach(_arch IN LISTS TFORMER_CUDA_ARCHS)
+  math(EXPR _tformer_i "${_tformer_i} + 1")
+  if(_arch MATCHES "^[0-9]+[a-z]?$" AND _tformer_i LESS _tformer_n_archs)
+    list(APPEND _tformer_archs "${_arch}-real")
+  else()
+    list(APPEND _tformer_archs "${_arch}")
+  endif()
+endforeach()
+set(CMAKE_CUDA_ARCHITECTURES "${_tformer_archs}")
+enable_language(CUDA)
+find_package(CUDAToolkit REQUIRED)
+string(REGEX MATCH "^[0-9]+" _tformer_cuda_major "${CMAKE_CUDA_COMPILER_VERSION}")
+
+# ---------------------------------------------------------------- cuBLAS
+# Candidate roots: each entry of the `nvidia` namespace package, then purelib/nvidia;
+# in each, the wheel layouts nvidia/cu13 (nvidia-cublas 13) and nvidia/cublas
+# (nvidia-cublas-cu12). cuBLAS must match nvcc's major version.
+set(_tformer_cublas_roots "")
+if(Python_EXECUTABLE)
+  execute_process(
+    COMMAND "${Python_EXECUTABLE}" -c
+      "import sysconfig, os\ntry:\n    import nvidia; roots = list(nvidia.__path__)\nexcept ImportError:\n    roots = []\nroots.append(os.path.join(sysconfig.get_paths()['purelib'], 'nvidia'))\nprint(';'.join(roots))"
+    OUTPUT_VARIABLE _tformer_nvidia_roots RESULT_VARIABLE _tformer_rc
+    OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  if(_tformer_rc EQUAL 0)
+    foreach(_root IN LISTS _tformer_nvidia_roots)
+      list(APPEND _tformer_cublas_roots "${_root}/cu${_tformer_cuda_major}" "${_root}/cublas")
+    endforeach()
+    list(REMOVE_DUPLICATES _tformer_cublas_roots)
+  endif()
+endif()
+if(_tformer_cuda_major EQUAL 12)
+  set(_tformer_cublas_wheel "nvidia-cublas-cu12")
+else()
+  set(_tformer_cublas_wheel "nvidia-cublas")
+endif()
+
+set(TFORMER_CUBLAS_INCLUDE "")
+set(TFORMER_CUBLAS_LIB "")
+set(TFORMER_CUBLASLT_LIB "")
+set(_v "${_tformer_cuda_major}")
+foreach(_root IN LISTS _tformer_cublas_roots)
+  if(EXISTS "${_root}/include/cublas_v2.h" AND EXISTS "${_root}/include/cublasLt.h"
+     AND EXISTS "${_root}/lib/libcublas.so.${_v}" AND EXISTS "${_root}/lib/libcublasLt.so.${_v}")
+    set(TFORMER_CUBLAS_INCLUDE "${_root}/include")
+    set(TFORMER_CUBLAS_LIB "${_root}/lib/libcublas.so.${_v}")
+    set(TFORMER_CUBLASLT_LIB "${_root}/lib/libcublasLt.so.${_v}")
+    break()
+  endif()
+endforeach()
+
+if(NOT TFORMER_CUBLAS_LIB)
+  # The toolkit's own cuBLAS, if it ships one.
+  find_path(_tformer_tk_cublas_inc cublas_v2.h HINTS ${CUDAToolkit_INCLUDE_DIRS} NO_CACHE)
+  find_library(_tformer_tk_cublas NAMES cublas HINTS ${CUDAToolkit_LIBRARY_DIR} NO_CACHE)
+  find_library(_tformer_tk_cublaslt NAMES cublasLt HINTS ${CUDAToolkit_LIBRARY_DIR} NO_CACHE)
+  if(_tformer_tk_cublas_inc AND _tformer_tk_cublas AND _tformer_tk_cublaslt)
+    set(TFORMER_CUBLAS_INCLUDE "${_tformer_tk_cublas_inc}")
+    set(TFORMER_CUBLAS_LIB "${_tformer_tk_cublas}")
+    set(TFORMER_CUBLASLT_LIB "${_tformer_tk_cublaslt}")
+  endif()
+endif()
+
+if(NOT TFORMER_CUBLAS_LIB)
+  _tformer_cuda_skip("cuBLAS ${_tformer_cuda_major} was not found (looked in the ${_tformer_cublas_wheel} wheel of ${Python_EXECUTABLE} and in ${CUDAToolkit_LIBRARY_DIR})"
+    "Install it with: ${Python_EXECUTABLE} -m pip install ${_tformer_cublas_wheel}")
+  return()
+endif()
+get_filename_component(TFORMER_CUBLAS_LIBDIR "${TFORMER_CUBLAS_LIB}" DIRECTORY)
+message(STATUS "tformer: CUDA ${CMAKE_CUDA_COMPILER_VERSION}, archs ${CMAKE_CUDA_ARCHITECTURES}, cuBLAS ${TFORMER_CUBLAS_LIB}")
+
+# ---------------------------------------------------------------- the library
+file(GLOB TFORMER_CUDA_SOURCES CONFIGURE_DEPENDS
+  "${_tformer_root}/cuda/*.cu" "${_tformer_root}/cuda/*.cpp")
+add_library(tformer_cuda SHARED ${TFORMER_CUDA_SOURCES})
+target_include_directories(tformer_cuda PRIVATE
+  "${_tformer_root}/cpp/include" "${_tformer_root}/cuda" "${TFORMER_CUBLAS_INCLUDE}")
+target_compile_features(tformer_cuda PRIVATE cxx_std_17 cuda_std_17)
+target_compile_options(tformer_cuda PRIVATE
+  $<$<COMPILE_LANGUAGE:CUDA>:-lineinfo --expt-relaxed-constexpr -Xcompiler=-Wall,-Wextra,-Wno-unused-parameter>
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+if(TFORMER_CUDA_VERBOSE_PTXAS)
+  target_compile_options(tformer_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xptxas=-v>)
+endif()
+# Export exactly tformer_cuda_backend_create: the static cudart would otherwise
+# export every cuda* symbol. std exceptions still cross the dlopen boundary,
+# since their type info lives in the shared libstdc++.
+target_link_options(tformer_cuda PRIVATE
+  "LINKER:--version-script=${_tformer_root}/cuda/exports.map" "LINKER:--no-undefined")
+target_link_libraries(tformer_cuda PRIVATE
+  CUDA::cudart_static "${TFORMER_CUBLAS_LIB}" "${TFORMER_CUBLASLT_LIB}" ${CMAKE_DL_LIBS})
+set_target_properties(tformer_cuda PROPERTIES
+  CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}"
+  CUDA_RUNTIME_LIBRARY Static
+  CUDA_STANDARD 17
+  CUDA_STANDARD_REQUIRED ON
+  CXX_VISIBILITY_PRESET hidden
+  CUDA_VISIBILITY_PRESET hidden
+  VISIBILITY_INLINES_HIDDEN ON
+  LINK_DEPENDS "${_tformer_root}/cuda/exports.map"
+  INSTALL_RPATH "$ORIGIN/../nvidia/cu13/lib;$ORIGIN/../nvidia/cublas/lib;${TFORMER_CUBLAS_LIBDIR}"
+  BUILD_WITH_INSTALL_RPATH ON)
+install(TARGETS tformer_cuda LIBRARY DESTINATION tformer)
+
+set(TFORMER_WITH_CUDA ON)

@@ -1,0 +1,236 @@
+// Fused multi-head attention forward on CUDA cores, fp32 math:
+//   out[b, i, h] = softmax_j(scale * q[b, i, h] . k[b, j, h], masked) @ v[b, :, h]
+// with the online softmax of Milakov & Gimelshein (2018) as used by FlashAttention
+// (Dao et al., 2022): keys are visited in tiles of 32, each query row keeps a running
+// max, a running sum and an unnormalised output, and no (q_len, kv_len) buffer exists.
+//
+// One block = 4 warps = 16 query rows of one (batch, head); each warp owns 4 rows.
+// Per key tile, the block stages K^T and V in shared memory (zeros past the visible
+// keys and past head_dim), then each lane scores one key against the warp's 4 rows,
+// and the warp accumulates P @ V with lanes splitting the head dimension.
+// The head dimension is a template parameter D (padded: 32, 64, 96, 128, 192, 256),
+// so the register accumulators are indexed with compile-time constants only.
+// Tensor-core (mma.sync / wgmma) versions are future work.
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "cuda_check.h"
+#include "dtype_convert.cuh"
+#include "ops.h"
+#include "reduce.cuh"
+
+namespace tformer::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kRowsPerWarp = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kBlockQ = kWarps * kRowsPerWarp;  // query rows per block
+constexpr int kBlockK = 32;                     // keys per tile: one per lane
+constexpr int kKeyPitch = kBlockK + 1;          // K^T row pitch: +1 float against bank conflicts
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Shared memory of one block: Q (kBlockQ, D), K^T (D, kKeyPitch), V (kBlockK, D), fp32.
+template <int D>
+constexpr size_t attention_smem_bytes() {
+  return (size_t(kBlockQ) * D + size_t(D) * kKeyPitch + size_t(kBlockK) * D) * sizeof(float);
+}
+
+__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+__device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+}  // namespace
+
+// ---------------------------------------------------------------- kernels
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionParams p) {
+  static_assert(D % 32 == 0, "D is a multiple of the warp size");
+  constexpr int kDimsPerLane = D / 32;
+  extern __shared__ float4 smem[];  // float4: 16-byte aligned for the Q reads
+  float* q_s = reinterpret_cast<float*>(smem);
+  float* k_t = q_s + kBlockQ * D;
+  float* v_s = k_t + D * kKeyPitch;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t q0 = int64_t(blockIdx.x) * kBlockQ;
+  const int head_dim = static_cast<int>(p.head_dim);
+  const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.head_dim;
+  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.head_dim;
+  const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + h * p.head_dim;
+  T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.head_dim;
+
+  // Keys any row of this block can see: [0, kv_end).
+  int64_t kv_end = p.kv_len;
+  if (p.kv_lengths != nullptr) kv_end = min64(kv_end, max64(p.kv_lengths[b], 0));
+  if (p.causal) {
+    const int64_t q_last = min64(q0 + kBlockQ, p.q_len) - 1;
+    kv_end = min64(kv_end, max64(q_last + p.causal_offset + 1, 0));
+  }
+
+  // Stage the queries, times scale * log2(e) so that the softmax can use exp2.
+  const float q_scale = p.scale * kLog2e;
+  for (int idx = tid; idx < kBlockQ * D; idx += kThreads) {
+    const int r = idx / D, d = idx % D;
+    const int64_t i = q0 + r;
+    q_s[idx] = (i < p.q_len && d < head_dim) ? to_float(q[i * p.q_row_stride + d]) * q_scale : 0.0f;
+  }
+
+  const int64_t row0 = q0 + warp * kRowsPerWarp;  // this warp's first query row
+  const float* q_warp = q_s + warp * kRowsPerWarp * D;
+  float acc[kRowsPerWarp][kDimsPerLane];  // lane holds dims lane + 32 t
+  float row_max[kRowsPerWarp];            // running max of the log2-scaled scores
+  float lane_sum[kRowsPerWarp];           // this lane's share of the running sum
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    row_max[r] = -INFINITY;
+    lane_sum[r] = 0.0f;
+#pragma unroll
+    for (int t = 0; t < kDimsPerLane; ++t) acc[r][t] = 0.0f;
+  }
+
+  for (int64_t j0 = 0; j0 < kv_end; j0 += kBlockK) {
+    __syncthreads();  // Q is staged; every warp is done with the previous tile
+    // Zeros past kv_end: padded keys then add exactly 0 (never 0 * NaN) to the output.
+    for (int idx = tid; idx < kBlockK * D; idx += kThreads) {
+      const int j = idx / D, d = idx % D;
+      const int64_t key = j0 + j;
+      const bool valid = key < kv_end && d < head_dim;
+      k_t[d * kKeyPitch + j] = valid ? to_float(k[key * p.k_row_stride + d]) : 0.0f;
+      v_s[j * D + d] = valid ? to_float(v[key * p.v_row_stride + d]) : 0.0f;
+    }
+    __syncthreads();
+
+    // Warp-uniform skips: rows past q_len, or a tile wholly in the causal future.
+    if (row0 >= p.q_len) continue;
+    if (p.causal && j0 > row0 + (kRowsPerWarp - 1) + p.causal_offset) continue;
+
+    // Scores of key j0 + lane against the warp's rows (K^T reads: one bank per lane;
+    // Q reads: one float4 broadcast).
+    float score[kRowsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) score[r] = 0.0f;
+#pragma unroll 4
+    for (int d = 0; d < D; d += 4) {
+      const float k0 = k_t[(d + 0) * kKeyPitch + lane];
+      const float k1 = k_t[(d + 1) * kKeyPitch + lane];
+      const float k2 = k_t[(d + 2) * kKeyPitch + lane];
+      const float k3 = k_t[(d + 3) * kKeyPitch + lane];
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        const float4 qv = *reinterpret_cast<const float4*>(q_warp + r * D + d);
+        score[r] = fmaf(qv.x, k0, fmaf(qv.y, k1, fmaf(qv.z, k2, fmaf(qv.w, k3, score[r]))));
+      }
+    }
+
+    // Online softmax update, per row.
+    const int64_t key = j0 + lane;
+    float prob[kRowsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const bool masked = key >= kv_end || (p.causal && key > row0 + r + p.causal_offset);
+      const float s = masked ? -INFINITY : score[r];
+      const float new_max = fmaxf(row_max[r], warp_max(s));
+      if (new_max == -INFINITY) {  // no visible key yet for this row (warp-uniform)
+        prob[r] = 0.0f;
+        continue;
+      }
+      const float correction = exp2f(row_max[r] - new_max);  // 0 on the first visible key
+      prob[r] = exp2f(s - new_max);
+      row_max[r] = new_max;
+      lane_sum[r] = lane_sum[r] * correction + prob[r];
+#pragma unroll
+      for (int t = 0; t < kDimsPerLane; ++t) acc[r][t] *= correction;
+    }
+
+    // acc += P @ V: key j's probability is broadcast from lane j.
+#pragma unroll 4
+    for (int j = 0; j < kBlockK; ++j) {
+      float vj[kDimsPerLane];
+#pragma unroll
+      for (int t = 0; t < kDimsPerLane; ++t) vj[t] = v_s[j * D + lane + 32 * t];
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        const float pj = __shfl_sync(kFullMask, prob[r], j);
+#pragma unroll
+        for (int t = 0; t < kDimsPerLane; ++t) acc[r][t] = fmaf(pj, vj[t], acc[r][t]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const float total = warp_sum(lane_sum[r]);
+    const int64_t i = row0 + r;
+    if (i >= p.q_len) continue;
+    // A row that sees no key (kv_lengths 0, or causal with a negative offset) gets zeros.
+    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+    T* dst = out + i * p.out_row_stride;
+#pragma unroll
+    for (int t = 0; t < kDimsPerLane; ++t) {
+      const int d = lane + 32 * t;
+      if (d < head_dim) dst[d] = from_float<T>(acc[r][t] * inv);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- launchers
+
+namespace {
+
+template <typename T, int D>
+void launch_attention(const AttentionParams& p, cudaStream_t stream) {
+  constexpr size_t smem = attention_smem_bytes<D>();
+  if (smem > 48 * 1024) {
+    int device = 0, optin = 0;
+    TFORMER_CUDA_CHECK(cudaGetDevice(&device));
+    TFORMER_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (smem > static_cast<size_t>(optin)) {
+      throw std::runtime_error("cuda attention: head_dim " + std::to_string(p.head_dim) + " needs " +
+                               std::to_string(smem) + " bytes of shared memory per block, cuda:" +
+                               std::to_string(device) + " allows " + std::to_string(optin));
+    }
+    TFORMER_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<T, D>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(smem)));
+  }
+  const dim3 grid(static_cast<unsigned>((p.q_len + kBlockQ - 1) / kBlockQ),
+                  static_cast<unsigned>(p.heads), static_cast<unsigned>(p.batch));
+  attention_kernel<T, D><<<grid, kThreads, smem, stream>>>(p);
+  TFORMER_CUDA_CHECK_LAUNCH("attention_kernel");
+}
+
+template <typename T>
+void launch_attention(const AttentionParams& p, cudaStream_t stream) {
+  if (p.head_dim <= 32) return launch_attention<T, 32>(p, stream);
+  if (p.head_dim <= 64) return launch_attention<T, 64>(p, stream);
+  if (p.head_dim <= 96) return launch_attention<T, 96>(p, stream);
+  if (p.head_dim <= 128) return launch_attention<T, 128>(p, stream);
+  if (p.head_dim <= 192) return launch_attention<T, 192>(p, stream);
+  if (p.head_dim <= 256) return launch_attention<T, 256>(p, stream);
+  throw std::invalid_argument("cuda attention: head_dim " + std::to_string(p.head_dim) +
+                              " is not supported (at most 256)");
+}
+
+}  // namespace
+
+void attention_forward(const AttentionParams& p, cudaStream_t stream) {
+  if (!dtype_is_float(p.dtype)) throw_unsupported_dtype("attention", p.dtype);
+  if (p.batch == 0 || p.heads == 0 || p.q_len == 0 || p.head_dim == 0) return;
+  if (p.batch > 65535 || p.heads > 65535 || (p.q_len + kBlockQ - 1) / kBlockQ > 0x7fffffff) {
+    throw std::invalid_argument("cuda attention: batch " + std::to_string(p.batch) + " and heads " +
+                                std::to_string(p.heads) + " must be at most 65535 each, q_len " +
+                                std::to_string(p.q_len) + " at most 2^35");
+  }
+  switch (p.dtype) {
+    case DType::f32: return launch_attention<float>(p, stream);
+    case DType::f16: return launch_attention<__half>(p, stream);
+    case DType::bf16: return launch_attention<__nv_bfloat16>(p, stream);
+    default: throw_unsupported_dtype("attention", p.dtype);
+  }
+}
+
+}  // namespace tformer::cuda

@@ -1,0 +1,47 @@
+// CudaBackend: tformer::Backend on NVIDIA GPUs. Created only by the factory in
+// factory.cu, after it has checked that a driver and a device are there.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "device_state.h"
+#include "tformer/backend.h"
+
+namespace tformer::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device_count);
+  ~CudaBackend() override = default;
+
+  DeviceType type() const override { return DeviceType::cuda; }
+  std::string name() const override { return name_; }
+  int device_count() const override { return static_cast<int>(devices_.size()); }
+
+  void* allocate(size_t bytes, int device_index) override;
+  void deallocate(void* ptr, size_t bytes, int device_index) override;
+  void empty_cache() override;
+  void copy_from_host(void* dst, const void* src, size_t bytes, int device_index) override;
+  void copy_to_host(void* dst, const void* src, size_t bytes, int device_index) override;
+  void copy_on_device(void* dst, const void* src, size_t bytes, int device_index) override;
+  void fill_zero(void* dst, size_t bytes, int device_index) override;
+  void synchronize(int device_index) override;
+
+  void gemm(const GemmParams& p, int device_index) override;
+  void bias_act(const BiasActParams& p, int device_index) override;
+  void layer_norm(const LayerNormParams& p, int device_index) override;
+  void embedding(const EmbeddingParams& p, int device_index) override;
+  void attention(const AttentionParams& p, int device_index) override;
+  void cast(const CastParams& p, int device_index) override;
+
+ private:
+  // Checks the index, makes the device current and returns its state.
+  DeviceState& device(int device_index);
+
+  std::vector<std::unique_ptr<DeviceState>> devices_;
+  std::string name_;
+};
+
+}  // namespace tformer::cuda

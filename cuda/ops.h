@@ -1,0 +1,21 @@
+// The CUDA op launchers, one per op family (cuda/<family>.cu). Each takes the plain
+// params struct of backend.h and the device's stream; arguments were checked by the
+// core before the call. They throw std::invalid_argument for an unsupported dtype or
+// size, and std::runtime_error (TFORMER_CUDA_CHECK) when CUDA reports an error.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "tformer/backend.h"
+
+namespace tformer::cuda {
+
+void gemm(const GemmParams& p, cublasHandle_t handle, cudaStream_t stream);
+void bias_act_forward(const BiasActParams& p, cudaStream_t stream);
+void layer_norm_forward(const LayerNormParams& p, cudaStream_t stream);
+void embedding_forward(const EmbeddingParams& p, cudaStream_t stream);
+void attention_forward(const AttentionParams& p, cudaStream_t stream);
+void cast(const CastParams& p, cudaStream_t stream);
+
+}  // namespace tformer::cuda
