@@ -39,11 +39,68 @@ Workspace& workspace_for(int64_t head_dim) {
   return *w;
 }
 
-// One (batch, head, query tile). Queries q0..q1-1.
+// Register-blocked micro-kernels: kRows query rows at a time against kCols columns,
+// so the accumulators stay in vector registers (4 x 16 floats: 8 ymm or 4 zmm).
+constexpr int64_t kRows = 4;
+constexpr int64_t kCols = 16;
+static_assert(kQueryTile % kRows == 0 && kKeyTile % kCols == 0, "tiles must hold whole blocks");
 
+// s (kQueryTile, kKeyTile) = q (kQueryTile, D) @ kt (D, kKeyTile), for the first `rows` rows.
+inline void tile_scores(float* s, const float* q, const float* kt, int64_t rows, int64_t D) {
+  for (int64_t i0 = 0; i0 < rows; i0 += kRows) {
+    for (int64_t j0 = 0; j0 < kKeyTile; j0 += kCols) {
+      float c[kRows][kCols] = {};
+      for (int64_t d = 0; d < D; ++d) {
+        const float* k = kt + d * kKeyTile + j0;
+        for (int64_t r = 0; r < kRows; ++r) {
+          const float qd = q[(i0 + r) * D + d];
+#pragma omp simd
+          for (int64_t j = 0; j < kCols; ++j) c[r][j] += qd * k[j];
+        }
+      }
+      for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t j = 0; j < kCols; ++j) s[(i0 + r) * kKeyTile + j0 + j] = c[r][j];
+    }
+  }
+}
+
+// acc (kQueryTile, D) += p (kQueryTile, kKeyTile)[:, :nk] @ v (nk rows of stride v_stride, D).
+inline void tile_accumulate(float* acc, const float* p, const float* v, int64_t v_stride, int64_t rows,
+                            int64_t nk, int64_t D) {
+  const int64_t d_blocked = D / kCols * kCols;
+  for (int64_t i0 = 0; i0 < rows; i0 += kRows) {
+    for (int64_t d0 = 0; d0 < d_blocked; d0 += kCols) {
+      float c[kRows][kCols];
+      for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t d = 0; d < kCols; ++d) c[r][d] = acc[(i0 + r) * D + d0 + d];
+      for (int64_t j = 0; j < nk; ++j) {
+        const float* vj = v + j * v_stride + d0;
+        for (int64_t r = 0; r < kRows; ++r) {
+          const float pj = p[(i0 + r) * kKeyTile + j];
+#pragma omp simd
+          for (int64_t d = 0; d < kCols; ++d) c[r][d] += pj * vj[d];
+        }
+      }
+      for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t d = 0; d < kCols; ++d) acc[(i0 + r) * D + d0 + d] = c[r][d];
+    }
+    if (d_blocked == D) continue;
+    for (int64_t r = 0; r < kRows; ++r) {  // the columns past the last whole block
+      float* ai = acc + (i0 + r) * D;
+      for (int64_t j = 0; j < nk; ++j) {
+        const float pj = p[(i0 + r) * kKeyTile + j];
+        const float* vj = v + j * v_stride;
+        for (int64_t d = d_blocked; d < D; ++d) ai[d] += pj * vj[d];
+      }
+    }
+  }
+}
+
+// One (batch, head, query tile): queries q0..q1-1.
 void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, int64_t q1, Workspace& w) {
   const int64_t D = p.head_dim;
   const int64_t nq = q1 - q0;
+  const int64_t rows = (nq + kRows - 1) / kRows * kRows;  // padded rows are zero queries, never written out
   const float* qb = static_cast<const float*>(p.q) + b * p.q_batch_stride + h * D;
   const float* kb = static_cast<const float*>(p.k) + b * p.k_batch_stride + h * D;
   const float* vb = static_cast<const float*>(p.v) + b * p.v_batch_stride + h * D;
@@ -56,11 +113,13 @@ void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, 
   float* qs = w.q.data();
   float* kt = w.kt.data();
   float* acc = w.acc.data();
+  float* s = w.s.data();
+  std::fill(qs, qs + rows * D, 0.0f);
+  std::fill(acc, acc + rows * D, 0.0f);
   for (int64_t i = 0; i < nq; ++i) {
     const float* qi = qb + (q0 + i) * p.q_row_stride;
 #pragma omp simd
     for (int64_t d = 0; d < D; ++d) qs[i * D + d] = qi[d] * p.scale;
-    std::fill(acc + i * D, acc + (i + 1) * D, 0.0f);
     w.m[i] = -std::numeric_limits<float>::infinity();
     w.l[i] = 0.0f;
   }
@@ -71,25 +130,23 @@ void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, 
       const float* kj = kb + (k0 + j) * p.k_row_stride;
       for (int64_t d = 0; d < D; ++d) kt[d * kKeyTile + j] = kj[d];
     }
-    for (int64_t i = 0; i < nq; ++i) {
-      // Keys of this tile that query i may see.
-      int64_t valid = nk;
+    for (int64_t j = nk; j < kKeyTile; ++j)  // keep the unused columns finite
+      for (int64_t d = 0; d < D; ++d) kt[d * kKeyTile + j] = 0.0f;
+    tile_scores(s, qs, kt, rows, D);
+
+    // Online softmax, row by row: probabilities in place of the scores, masked keys 0.
+    for (int64_t i = 0; i < rows; ++i) {
+      float* si = s + i * kKeyTile;
+      int64_t valid = i < nq ? nk : 0;
       if (p.causal) valid = std::min(valid, q0 + i + p.causal_offset - k0 + 1);
-      if (valid <= 0) continue;
-      float* si = w.s.data() + i * kKeyTile;
-      const float* qi = qs + i * D;
-#pragma omp simd
-      for (int64_t j = 0; j < kKeyTile; ++j) si[j] = 0.0f;
-      for (int64_t d = 0; d < D; ++d) {
-        const float qd = qi[d];
-        const float* ktd = kt + d * kKeyTile;
-#pragma omp simd
-        for (int64_t j = 0; j < kKeyTile; ++j) si[j] += qd * ktd[j];
+      if (valid <= 0) {
+        std::fill(si, si + kKeyTile, 0.0f);
+        continue;
       }
       float tile_max = si[0];
       for (int64_t j = 1; j < valid; ++j) tile_max = std::max(tile_max, si[j]);
       const float m_new = std::max(w.m[i], tile_max);
-      const float alpha = fast_exp(w.m[i] - m_new);  // 0 on the first tile (m = -inf)
+      const float alpha = fast_exp(w.m[i] - m_new);  // ~0 on the first tile (m = -inf)
       float row_sum = 0.0f;
 #pragma omp simd reduction(+ : row_sum)
       for (int64_t j = 0; j < valid; ++j) {
@@ -97,18 +154,14 @@ void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, 
         si[j] = e;
         row_sum += e;
       }
+      std::fill(si + valid, si + kKeyTile, 0.0f);
       w.l[i] = w.l[i] * alpha + row_sum;
       w.m[i] = m_new;
       float* ai = acc + i * D;
 #pragma omp simd
       for (int64_t d = 0; d < D; ++d) ai[d] *= alpha;
-      for (int64_t j = 0; j < valid; ++j) {
-        const float pj = si[j];
-        const float* vj = vb + (k0 + j) * p.v_row_stride;
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) ai[d] += pj * vj[d];
-      }
     }
+    tile_accumulate(acc, s, vb + k0 * p.v_row_stride, p.v_row_stride, rows, nk, D);
   }
 
   for (int64_t i = 0; i < nq; ++i) {
