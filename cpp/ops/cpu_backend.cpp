@@ -53,7 +53,7 @@ void set_num_threads(int n) {
   if (n < 1) throw_value_error("num_threads must be >= 1, got ", n);
   thread_setting() = n;
   omp_set_num_threads(n);
-  scipy_openblas_set_num_threads(n);
+  scipy_openblas_set_num_threads(1);  // gemm.cpp splits products over the OpenMP pool
 }
 
 int get_num_threads() {
@@ -63,8 +63,8 @@ int get_num_threads() {
 
 std::string blas_info() {
   const char* cfg = scipy_openblas_get_config();
-  return cat("OpenBLAS (scipy-openblas32) ", cfg ? cfg : "", ", ", scipy_openblas_get_num_threads(),
-             " threads; tformer kernels: ", kernels().isa);
+  return cat("OpenBLAS (scipy-openblas32) ", cfg ? cfg : "", ", split over ", get_num_threads(),
+             " OpenMP threads; tformer kernels: ", kernels().isa);
 }
 
 class CpuBackend final : public Backend {

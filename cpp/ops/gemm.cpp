@@ -1,25 +1,62 @@
 // Matrix products through OpenBLAS (the scipy-openblas32 build numpy uses).
+//
+// OpenBLAS runs single-threaded here and our OpenMP pool splits each product into
+// one slice of C per thread. Two pools (OpenMP's for our kernels, OpenBLAS's for
+// GEMMs) on the same cores spin against each other between calls; measured on the
+// opus-mt-sized encoder this cost 1.9x (314 ms vs 167 ms with one pool).
 #include <cblas.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <climits>
 
 #include "cpu_kernels.h"
 #include "tformer/errors.h"
 
 namespace tformer::cpu {
+namespace {
+
+void sgemm(const GemmParams& p, int64_t m, int64_t n, const float* a, const float* b, float* c) {
+  scipy_cblas_sgemm(CblasRowMajor, p.trans_a ? CblasTrans : CblasNoTrans, p.trans_b ? CblasTrans : CblasNoTrans,
+                    static_cast<int>(m), static_cast<int>(n), static_cast<int>(p.k), p.alpha, a,
+                    static_cast<int>(p.lda), b, static_cast<int>(p.ldb), p.beta, c, static_cast<int>(p.ldc));
+}
+
+}  // namespace
 
 void gemm(const GemmParams& p) {
-  if (p.dtype != DType::f32)
-    throw_type_error("cpu gemm supports float32 only, got ", dtype_name(p.dtype));
+  if (p.dtype != DType::f32) throw_type_error("cpu gemm supports float32 only, got ", dtype_name(p.dtype));
   if (p.m > INT_MAX || p.n > INT_MAX || p.k > INT_MAX)
     throw_value_error("cpu gemm: dimensions (", p.m, ", ", p.n, ", ", p.k, ") exceed the BLAS int range");
   if (p.m == 0 || p.n == 0) return;
-  scipy_cblas_sgemm(CblasRowMajor, p.trans_a ? CblasTrans : CblasNoTrans,
-                    p.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(p.m),
-                    static_cast<int>(p.n), static_cast<int>(p.k), p.alpha,
-                    static_cast<const float*>(p.a), static_cast<int>(p.lda),
-                    static_cast<const float*>(p.b), static_cast<int>(p.ldb), p.beta,
-                    static_cast<float*>(p.c), static_cast<int>(p.ldc));
+  const float* a = static_cast<const float*>(p.a);
+  const float* b = static_cast<const float*>(p.b);
+  float* c = static_cast<float*>(p.c);
+  const int threads = omp_get_max_threads();
+  const double flops = 2.0 * p.m * p.n * p.k;
+  if (threads == 1 || flops < 2e6) {
+    sgemm(p, p.m, p.n, a, b, c);
+    return;
+  }
+  // Split the longer side of C; slices are multiples of 16 rows / 64 columns so each
+  // thread's product still runs OpenBLAS's full-width micro-kernels.
+  const bool by_rows = p.m >= p.n;
+  const int64_t extent = by_rows ? p.m : p.n;
+  const int64_t align = by_rows ? 16 : 64;
+  const int64_t chunk = std::max<int64_t>(align, (extent + threads - 1) / threads + align - 1) / align * align;
+  const int64_t parts = (extent + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(std::min<int64_t>(parts, threads)))
+  for (int64_t part = 0; part < parts; ++part) {
+    const int64_t lo = part * chunk;
+    const int64_t len = std::min(chunk, extent - lo);
+    if (by_rows) {
+      const float* a_rows = p.trans_a ? a + lo : a + lo * p.lda;
+      sgemm(p, len, p.n, a_rows, b, c + lo * p.ldc);
+    } else {
+      const float* b_cols = p.trans_b ? b + lo * p.ldb : b + lo;
+      sgemm(p, p.m, len, a, b_cols, c + lo);
+    }
+  }
 }
 
 }  // namespace tformer::cpu

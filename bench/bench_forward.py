@@ -1,0 +1,94 @@
+"""Encoder forward and full forward of an opus-mt-fr-en-sized Marian model:
+tformer against transformers/PyTorch, same weights, same inputs, same thread count,
+interleaved in one run. Prints medians, ratios (tformer / torch: < 1 is faster) and
+the fraction of this machine's measured GEMM rate that tformer's forward reaches.
+
+    python bench/bench_forward.py [--threads 2] [--repeat 7] [--batch 16] [--len 64]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--len", type=int, default=64)
+    ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "tformer-bench-opus-mt-fr-en"))
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+
+    common.set_threads(args.threads)
+    import numpy as np
+    import torch
+    from transformers import MarianMTModel
+
+    import tformer
+
+    path = common.make_marian_dir(args.model_dir)
+    hf = MarianMTModel.from_pretrained(path).eval()
+    ours = tformer.from_huggingface(path)
+    cfg = ours.config
+    rng = np.random.default_rng(0)
+    B, L = args.batch, args.len
+    src = rng.integers(2, cfg.src_vocab_size - 1, size=(B, L)).astype(np.int64)
+    src[:, -1] = cfg.eos_id
+    tgt = rng.integers(2, cfg.tgt_vocab_size - 1, size=(B, L)).astype(np.int64)
+    tgt[:, 0] = cfg.decoder_start_id
+    src_t, tgt_t = torch.from_numpy(src), torch.from_numpy(tgt)
+
+    # Same numbers first: a benchmark of different functions would be meaningless.
+    with torch.inference_mode():
+        ref = hf(input_ids=src_t[:2], decoder_input_ids=tgt_t[:2]).logits.numpy()
+    got = ours.forward(src[:2], tgt[:2])
+    rel = float(np.abs(got - ref).max() / np.abs(ref).max())
+
+    def hf_encoder():
+        with torch.inference_mode():
+            hf.get_encoder()(input_ids=src_t).last_hidden_state
+
+    def hf_forward():
+        with torch.inference_mode():
+            hf(input_ids=src_t, decoder_input_ids=tgt_t).logits
+
+    enc = common.interleaved({"tformer": lambda: ours.encode(src), "torch": hf_encoder}, args.repeat)
+    fwd = common.interleaved({"tformer": lambda: ours.forward(src, tgt), "torch": hf_forward}, args.repeat)
+    rate = common.gemm_rate(args.threads)
+    flops = common.forward_flops(B, L, L, cfg.d_model, cfg.encoder_ffn_dim, cfg.encoder_layers, cfg.decoder_layers,
+                                 cfg.tgt_vocab_size)
+    res = {
+        "threads": args.threads, "batch": B, "len": L, "torch": torch.__version__, "tformer": tformer.__version__,
+        "max_rel_err_vs_hf": rel,
+        "encoder_s": enc, "forward_s": fwd,
+        "encoder_ratio": enc["tformer"] / enc["torch"], "forward_ratio": fwd["tformer"] / fwd["torch"],
+        "gemm_gflops": rate, "forward_gflop": flops["total"] / 1e9, "encoder_gflop": flops["encoder"] / 1e9,
+        "tformer_forward_gflops": flops["total"] / fwd["tformer"] / 1e9,
+        "tformer_encoder_gflops": flops["encoder"] / enc["tformer"] / 1e9,
+    }
+    res["forward_fraction_of_gemm_rate"] = res["tformer_forward_gflops"] / rate
+    res["encoder_fraction_of_gemm_rate"] = res["tformer_encoder_gflops"] / rate
+    print(f"opus-mt-fr-en size, batch {B} x {L} tokens, {args.threads} threads, torch {torch.__version__}")
+    print(f"  parity: max rel err vs transformers {rel:.1e}")
+    print(f"  encoder  tformer {enc['tformer']*1e3:8.1f} ms   torch {enc['torch']*1e3:8.1f} ms   "
+          f"tformer/torch {res['encoder_ratio']:.2f}x")
+    print(f"  forward  tformer {fwd['tformer']*1e3:8.1f} ms   torch {fwd['torch']*1e3:8.1f} ms   "
+          f"tformer/torch {res['forward_ratio']:.2f}x")
+    print(f"  GEMM rate {rate:.0f} GFLOP/s; forward {res['forward_gflop']:.1f} GFLOP at "
+          f"{res['tformer_forward_gflops']:.0f} GFLOP/s = {res['forward_fraction_of_gemm_rate']:.0%} of it; "
+          f"encoder {res['encoder_fraction_of_gemm_rate']:.0%}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Shared helpers of the benchmarks: thread pinning, timing, the opus-mt-sized model."""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+OPUS_MT_FR_EN = dict(
+    vocab_size=59514, d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
+    decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_position_embeddings=512,
+    activation_function="swish", scale_embedding=True, share_encoder_decoder_embeddings=True,
+    pad_token_id=59513, eos_token_id=0, decoder_start_token_id=59513, forced_eos_token_id=0,
+)
+
+
+def set_threads(n: int):
+    """Same thread count for every engine: env for pools not yet started, then the APIs."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import torch
+    import tformer
+
+    torch.set_num_threads(n)
+    tformer.set_num_threads(n)
+
+
+def make_marian_dir(path: str, seed: int = 0, **overrides) -> str:
+    """A random-weight MarianMT checkpoint (opus-mt-fr-en's shape) saved as safetensors."""
+    if os.path.exists(os.path.join(path, "model.safetensors")):
+        return path
+    import torch
+    from transformers import MarianConfig, MarianMTModel
+
+    torch.manual_seed(seed)
+    cfg = MarianConfig(**{**OPUS_MT_FR_EN, **overrides})
+    MarianMTModel(cfg).save_pretrained(path)
+    return path
+
+
+def median_time(fn, repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def interleaved(fns: dict, repeat: int, warmup: int = 1) -> dict:
+    """Median seconds per engine, running the engines round-robin so that machine
+    noise hits all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def gemm_rate(n_threads: int, m=1024, k=1024, n=1024, repeat=20) -> float:
+    """This machine's fp32 GEMM rate (GFLOP/s) through tformer's BLAS (one call, host memory)."""
+    import numpy as np
+    import tformer
+
+    a = np.random.rand(m, k).astype(np.float32)
+    b = np.random.rand(k, n).astype(np.float32)
+    t = median_time(lambda: tformer.ops.gemm(a, b), repeat, warmup=3)
+    return 2.0 * m * n * k / t / 1e9
+
+
+def forward_flops(batch, src_len, tgt_len, d, ffn, layers_e, layers_d, vocab) -> dict:
+    """Multiply-adds x 2 of one forward (projections, attention scores and sums, logits)."""
+    ns, nt = batch * src_len, batch * tgt_len
+    enc = layers_e * (2 * ns * d * (4 * d + 2 * ffn) + 4 * batch * src_len * src_len * d)
+    dec_self = 2 * nt * d * 4 * d + 4 * batch * tgt_len * tgt_len * d
+    dec_cross = 2 * nt * d * 2 * d + 2 * ns * d * 2 * d + 4 * batch * tgt_len * src_len * d
+    dec = layers_d * (dec_self + dec_cross + 2 * nt * d * 2 * ffn)
+    logits = 2 * nt * d * vocab
+    return {"encoder": enc, "decoder": dec, "logits": logits, "total": enc + dec + logits}
