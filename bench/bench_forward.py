@@ -24,6 +24,8 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--len", type=int, default=64)
     ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "tformer-bench-opus-mt-fr-en"))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both engines run there)")
+    ap.add_argument("--dtype", default="float32", help="float32, or float16/bfloat16 on cuda")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
 
@@ -35,8 +37,10 @@ def main():
     import tformer
 
     path = common.make_marian_dir(args.model_dir)
-    hf = MarianMTModel.from_pretrained(path).eval()
-    ours = tformer.from_huggingface(path)
+    torch_dtype = getattr(torch, args.dtype)
+    hf = MarianMTModel.from_pretrained(path).eval().to(device=args.device, dtype=torch_dtype)
+    ours = tformer.from_huggingface(path, device=args.device, dtype=args.dtype)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     cfg = ours.config
     rng = np.random.default_rng(0)
     B, L = args.batch, args.len
@@ -44,29 +48,33 @@ def main():
     src[:, -1] = cfg.eos_id
     tgt = rng.integers(2, cfg.tgt_vocab_size - 1, size=(B, L)).astype(np.int64)
     tgt[:, 0] = cfg.decoder_start_id
-    src_t, tgt_t = torch.from_numpy(src), torch.from_numpy(tgt)
+    src_t, tgt_t = torch.from_numpy(src).to(args.device), torch.from_numpy(tgt).to(args.device)
 
     # Same numbers first: a benchmark of different functions would be meaningless.
     with torch.inference_mode():
-        ref = hf(input_ids=src_t[:2], decoder_input_ids=tgt_t[:2]).logits.numpy()
+        ref = hf(input_ids=src_t[:2], decoder_input_ids=tgt_t[:2]).logits.float().cpu().numpy()
     got = ours.forward(src[:2], tgt[:2])
     rel = float(np.abs(got - ref).max() / np.abs(ref).max())
 
+    # tformer returns numpy on the host; transformers' results are brought to the host
+    # too, so that both sides pay for the same copy.
     def hf_encoder():
         with torch.inference_mode():
-            hf.get_encoder()(input_ids=src_t).last_hidden_state
+            hf.get_encoder()(input_ids=src_t).last_hidden_state.float().cpu()
+        sync()
 
     def hf_forward():
         with torch.inference_mode():
-            hf(input_ids=src_t, decoder_input_ids=tgt_t).logits
+            hf(input_ids=src_t, decoder_input_ids=tgt_t).logits.float().cpu()
+        sync()
 
     enc = common.interleaved({"tformer": lambda: ours.encode(src), "torch": hf_encoder}, args.repeat)
     fwd = common.interleaved({"tformer": lambda: ours.forward(src, tgt), "torch": hf_forward}, args.repeat)
-    rate = common.gemm_rate(args.threads)
+    rate = common.gemm_rate(args.threads) if args.device == "cpu" else float("nan")
     flops = common.forward_flops(B, L, L, cfg.d_model, cfg.encoder_ffn_dim, cfg.encoder_layers, cfg.decoder_layers,
                                  cfg.tgt_vocab_size)
     res = {
-        "threads": args.threads, "batch": B, "len": L, "torch": torch.__version__, "tformer": tformer.__version__,
+        "device": args.device, "dtype": args.dtype, "threads": args.threads, "batch": B, "len": L, "torch": torch.__version__, "tformer": tformer.__version__,
         "max_rel_err_vs_hf": rel,
         "encoder_s": enc, "forward_s": fwd,
         "encoder_ratio": enc["tformer"] / enc["torch"], "forward_ratio": fwd["tformer"] / fwd["torch"],
@@ -76,7 +84,8 @@ def main():
     }
     res["forward_fraction_of_gemm_rate"] = res["tformer_forward_gflops"] / rate
     res["encoder_fraction_of_gemm_rate"] = res["tformer_encoder_gflops"] / rate
-    print(f"opus-mt-fr-en size, batch {B} x {L} tokens, {args.threads} threads, torch {torch.__version__}")
+    print(f"opus-mt-fr-en size, batch {B} x {L} tokens, {args.device} {args.dtype}, {args.threads} threads, "
+          f"torch {torch.__version__}")
     print(f"  parity: max rel err vs transformers {rel:.1e}")
     print(f"  encoder  tformer {enc['tformer']*1e3:8.1f} ms   torch {enc['torch']*1e3:8.1f} ms   "
           f"tformer/torch {res['encoder_ratio']:.2f}x")
