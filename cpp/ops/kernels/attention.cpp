@@ -17,7 +17,7 @@
 namespace tformer::cpu::TFORMER_CPU_ISA {
 namespace {
 
-constexpr int64_t kQueryTile = 16;
+constexpr int64_t kQueryTile = 32;
 constexpr int64_t kKeyTile = 64;
 
 struct Workspace {
