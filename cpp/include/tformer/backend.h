@@ -81,8 +81,13 @@ struct EmbeddingParams {
 //   out[b, i, h*D:(h+1)*D] = softmax_j(scale * q_i . k_j  masked) @ v_j
 // Head h of a row lives at column offset h * head_dim; rows of q/k/v/out may be
 // slices of a wider buffer (the fused QKV projection), hence the explicit strides.
-// Key j of batch b is masked when j >= kv_lengths[b] (kv_lengths may be null),
-// or when causal and j > i + causal_offset.
+// Key j of batch b is masked when j >= kv_lengths[b / kv_group] (kv_lengths may be
+// null), or when causal and j > i + causal_offset.
+// kv_group: query batch b reads key/value batch b / kv_group (beams of one sentence
+// share its encoder K/V in cross-attention); k/v batch strides count kv batches.
+// weights_out (optional, float32 (batch, q_len, kv_len) whatever dtype is): the
+// attention probabilities averaged over heads (alignments); masked keys get 0.
+// A query row that sees no key gets a zero output.
 struct AttentionParams {
   DType dtype = DType::f32;
   int64_t batch = 0, heads = 0, head_dim = 0, q_len = 0, kv_len = 0;
@@ -98,6 +103,30 @@ struct AttentionParams {
   bool causal = false;
   int64_t causal_offset = 0;
   float scale = 1.0f;
+  int64_t kv_group = 1;
+  float* weights_out = nullptr;
+};
+
+// In place: row r of `data` receives what row src_rows[r] held before the call
+// (src_rows may repeat and need not be a permutation: beam search picks parents).
+// src_rows lives in host memory. Rows are row_stride_bytes apart; the first
+// bytes_per_row bytes of each row move.
+struct GatherRowsParams {
+  void* data = nullptr;
+  int64_t num_rows = 0;
+  int64_t row_stride_bytes = 0;
+  int64_t bytes_per_row = 0;
+  const int32_t* src_rows = nullptr;
+};
+
+// dst row r = src row r (bytes_per_row bytes each), both on the backend's device.
+struct Copy2dParams {
+  void* dst = nullptr;
+  int64_t dst_stride_bytes = 0;
+  const void* src = nullptr;
+  int64_t src_stride_bytes = 0;
+  int64_t rows = 0;
+  int64_t bytes_per_row = 0;
 };
 
 // dst[i] = (dst dtype) src[i], between float types.
@@ -129,12 +158,16 @@ class Backend {
   virtual void synchronize(int device_index) = 0;
 
   // Kernels. They run on device_index's current stream; inputs are already checked.
+  // A model may be used from several host threads at once: a backend serialises or
+  // separates whatever per-device state (streams, library handles) is not thread-safe.
   virtual void gemm(const GemmParams& p, int device_index) = 0;
   virtual void bias_act(const BiasActParams& p, int device_index) = 0;
   virtual void layer_norm(const LayerNormParams& p, int device_index) = 0;
   virtual void embedding(const EmbeddingParams& p, int device_index) = 0;
   virtual void attention(const AttentionParams& p, int device_index) = 0;
   virtual void cast(const CastParams& p, int device_index) = 0;
+  virtual void gather_rows(const GatherRowsParams& p, int device_index) = 0;
+  virtual void copy_2d(const Copy2dParams& p, int device_index) = 0;
 };
 
 }  // namespace tformer
