@@ -5,26 +5,24 @@
 #include "tformer/ops.h"
 
 namespace tformer::layers {
-namespace {
 
-// The first `rows * cols` elements of a buffer, as a (batch, len, cols) tensor.
 Tensor view3(const Tensor& buffer, int64_t batch, int64_t len, int64_t cols) {
   return buffer.reshape({buffer.numel()}).slice(0, batch * len * cols).reshape({batch, len, cols});
 }
 
-// The input of a sublayer: LayerNorm(x) before it in pre-norm models, x itself otherwise.
 const Tensor& sublayer_input(const Tensor& x, const Norm& norm, const TransformerConfig& cfg, Tensor& normed) {
   if (!cfg.pre_norm) return x;
   ops::layer_norm(normed, nullptr, x, nullptr, nullptr, *norm.gamma, *norm.beta, cfg.layer_norm_eps);
   return normed;
 }
 
-// x <- x + proj + bias, then LayerNorm in post-norm models; one fused pass either way.
 void sublayer_output(Tensor& x, const Tensor& proj, const Tensor* bias, const Norm& norm,
                      const TransformerConfig& cfg) {
   if (cfg.pre_norm) ops::bias_act(x, proj, bias, &x, Activation::none);
   else ops::layer_norm(x, nullptr, proj, bias, &x, *norm.gamma, *norm.beta, cfg.layer_norm_eps);
 }
+
+namespace {
 
 void self_attention(Tensor& x, const Linear& qkv_w, const Linear& out_w, const Norm& norm, int64_t heads,
                     bool causal, const TransformerConfig& cfg, const Tensor& lengths, Workspace& ws) {
@@ -62,6 +60,8 @@ void cross_attention(Tensor& x, const DecoderLayer& w, const TransformerConfig& 
   sublayer_output(x, proj, w.cross_out.bias, w.cross_attn_norm, cfg);
 }
 
+}  // namespace
+
 void feed_forward(Tensor& x, const Linear& fc1, const Linear& fc2, const Norm& norm, const TransformerConfig& cfg,
                   Workspace& ws) {
   const int64_t B = x.dim(0), T = x.dim(1), D = x.dim(2), F = fc1.weight->dim(0);
@@ -75,7 +75,37 @@ void feed_forward(Tensor& x, const Linear& fc1, const Linear& fc2, const Norm& n
   sublayer_output(x, proj, fc2.bias, norm, cfg);
 }
 
-}  // namespace
+EncoderLayer encoder_layer(const ParamLookup& param, int64_t i) {
+  const std::string l = "encoder.layers." + std::to_string(i);
+  auto lin = [&](const std::string& n) { return Linear{&param(l + n + ".weight"), &param(l + n + ".bias")}; };
+  auto norm = [&](const std::string& n) { return Norm{&param(l + n + ".gamma"), &param(l + n + ".beta")}; };
+  EncoderLayer w;
+  w.qkv = lin(".self_attn.qkv");
+  w.self_out = lin(".self_attn.out");
+  w.self_attn_norm = norm(".self_attn_norm");
+  w.fc1 = lin(".ffn.fc1");
+  w.fc2 = lin(".ffn.fc2");
+  w.ffn_norm = norm(".ffn_norm");
+  return w;
+}
+
+DecoderLayer decoder_layer(const ParamLookup& param, int64_t i) {
+  const std::string l = "decoder.layers." + std::to_string(i);
+  auto lin = [&](const std::string& n) { return Linear{&param(l + n + ".weight"), &param(l + n + ".bias")}; };
+  auto norm = [&](const std::string& n) { return Norm{&param(l + n + ".gamma"), &param(l + n + ".beta")}; };
+  DecoderLayer w;
+  w.qkv = lin(".self_attn.qkv");
+  w.self_out = lin(".self_attn.out");
+  w.self_attn_norm = norm(".self_attn_norm");
+  w.cross_q = lin(".cross_attn.q");
+  w.cross_kv = lin(".cross_attn.kv");
+  w.cross_out = lin(".cross_attn.out");
+  w.cross_attn_norm = norm(".cross_attn_norm");
+  w.fc1 = lin(".ffn.fc1");
+  w.fc2 = lin(".ffn.fc2");
+  w.ffn_norm = norm(".ffn_norm");
+  return w;
+}
 
 Workspace make_workspace(int64_t batch, int64_t len, int64_t d_model, int64_t ffn_dim, DType dtype, Device device) {
   const int64_t rows = batch * len;

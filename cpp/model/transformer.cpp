@@ -11,14 +11,6 @@
 
 namespace tformer {
 
-// A batch on the device: ids, per-row lengths and position ids.
-struct Transformer::DeviceBatch {
-  int64_t batch = 0, len = 0;
-  Tensor ids;           // int32 (batch, len)
-  Tensor lengths;       // int32 (batch)
-  Tensor position_ids;  // int32 (batch, len)
-};
-
 Transformer::Transformer(TransformerConfig config, Device device, DType dtype)
     : config_(std::move(config)), device_(device), dtype_(dtype) {
   config_.validate();
@@ -164,15 +156,9 @@ Tensor Transformer::encode_device(const DeviceBatch& src) const {
                    c.embed_norm ? &p("encoder.embed_norm.gamma") : nullptr,
                    c.embed_norm ? &p("encoder.embed_norm.beta") : nullptr, c);
   layers::Workspace ws = layers::make_workspace(src.batch, src.len, c.d_model, c.encoder_ffn_dim, dtype_, device_);
+  const layers::ParamLookup lookup = [this](const std::string& n) -> const Tensor& { return p(n); };
   for (int64_t i = 0; i < c.encoder_layers; ++i) {
-    const std::string l = "encoder.layers." + std::to_string(i);
-    layers::EncoderLayer w;
-    w.qkv = {&p(l + ".self_attn.qkv.weight"), &p(l + ".self_attn.qkv.bias")};
-    w.self_out = {&p(l + ".self_attn.out.weight"), &p(l + ".self_attn.out.bias")};
-    w.self_attn_norm = {&p(l + ".self_attn_norm.gamma"), &p(l + ".self_attn_norm.beta")};
-    w.fc1 = {&p(l + ".ffn.fc1.weight"), &p(l + ".ffn.fc1.bias")};
-    w.fc2 = {&p(l + ".ffn.fc2.weight"), &p(l + ".ffn.fc2.bias")};
-    w.ffn_norm = {&p(l + ".ffn_norm.gamma"), &p(l + ".ffn_norm.beta")};
+    const layers::EncoderLayer w = layers::encoder_layer(lookup, i);
     layers::encoder_layer_forward(x, w, c, src.lengths, ws);
   }
   if (c.encoder_final_norm)
@@ -188,19 +174,9 @@ Tensor Transformer::decode_device(const DeviceBatch& tgt, const Tensor& memory, 
                    c.embed_norm ? &p("decoder.embed_norm.beta") : nullptr, c);
   layers::Workspace ws = layers::make_workspace(tgt.batch, tgt.len, c.d_model, c.decoder_ffn_dim, dtype_, device_);
   Tensor memory_kv = Tensor::empty({src.batch, src.len, 2 * c.d_model}, dtype_, device_);
+  const layers::ParamLookup lookup = [this](const std::string& n) -> const Tensor& { return p(n); };
   for (int64_t i = 0; i < c.decoder_layers; ++i) {
-    const std::string l = "decoder.layers." + std::to_string(i);
-    layers::DecoderLayer w;
-    w.qkv = {&p(l + ".self_attn.qkv.weight"), &p(l + ".self_attn.qkv.bias")};
-    w.self_out = {&p(l + ".self_attn.out.weight"), &p(l + ".self_attn.out.bias")};
-    w.self_attn_norm = {&p(l + ".self_attn_norm.gamma"), &p(l + ".self_attn_norm.beta")};
-    w.cross_q = {&p(l + ".cross_attn.q.weight"), &p(l + ".cross_attn.q.bias")};
-    w.cross_kv = {&p(l + ".cross_attn.kv.weight"), &p(l + ".cross_attn.kv.bias")};
-    w.cross_out = {&p(l + ".cross_attn.out.weight"), &p(l + ".cross_attn.out.bias")};
-    w.cross_attn_norm = {&p(l + ".cross_attn_norm.gamma"), &p(l + ".cross_attn_norm.beta")};
-    w.fc1 = {&p(l + ".ffn.fc1.weight"), &p(l + ".ffn.fc1.bias")};
-    w.fc2 = {&p(l + ".ffn.fc2.weight"), &p(l + ".ffn.fc2.bias")};
-    w.ffn_norm = {&p(l + ".ffn_norm.gamma"), &p(l + ".ffn_norm.beta")};
+    const layers::DecoderLayer w = layers::decoder_layer(lookup, i);
     layers::decoder_layer_forward(x, w, c, tgt.lengths, memory, src.lengths, memory_kv, ws);
   }
   if (c.decoder_final_norm)

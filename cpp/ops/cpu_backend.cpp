@@ -88,6 +88,8 @@ class CpuBackend final : public Backend {
   void embedding(const EmbeddingParams& p, int) override { init_threads(); kernels().embedding(p); }
   void attention(const AttentionParams& p, int) override { init_threads(); kernels().attention(p); }
   void cast(const CastParams& p, int) override { cpu::cast(p); }
+  void gather_rows(const GatherRowsParams& p, int) override { cpu::gather_rows(p); }
+  void copy_2d(const Copy2dParams& p, int) override { init_threads(); cpu::copy_2d(p); }
 };
 
 }  // namespace cpu

@@ -18,6 +18,9 @@ struct KernelTable {
   void (*layer_norm)(const LayerNormParams&);
   void (*embedding)(const EmbeddingParams&);
   void (*attention)(const AttentionParams&);
+  float (*row_max)(const float* x, int64_t n);
+  float (*logsumexp)(const float* x, int64_t n);                 // -inf when every x is -inf
+  float (*exp_shifted)(float* x, int64_t n, float shift);        // x = exp(x - shift); returns the sum
 };
 
 const KernelTable& kernels();
@@ -28,6 +31,9 @@ const KernelTable& kernels();
   void layer_norm(const LayerNormParams& p);          \
   void embedding(const EmbeddingParams& p);           \
   void attention(const AttentionParams& p);           \
+  float row_max(const float* x, int64_t n);           \
+  float logsumexp(const float* x, int64_t n);         \
+  float exp_shifted(float* x, int64_t n, float shift); \
   extern const KernelTable table;                     \
   }
 
@@ -39,6 +45,8 @@ TFORMER_DECLARE_CPU_KERNELS(avx512)
 
 void gemm(const GemmParams& p);  // OpenBLAS picks its own kernels at run time
 void cast(const CastParams& p);
+void gather_rows(const GatherRowsParams& p);
+void copy_2d(const Copy2dParams& p);
 
 void set_num_threads(int n);
 int get_num_threads();

@@ -1,6 +1,7 @@
 // Argument checks and device dispatch for the ops of ops.h.
 #include "tformer/ops.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "tformer/backends.h"
@@ -183,9 +184,12 @@ void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const Attenti
   if (width % opt.heads != 0)
     throw_value_error(op, ": output width ", width, " is not divisible by ", opt.heads, " heads");
   const int64_t batch = out.dim(0), q_len = out.dim(1), kv_len = k.tensor->dim(1);
-  if (q.tensor->dim(0) != batch || k.tensor->dim(0) != batch || v.tensor->dim(0) != batch)
+  if (opt.kv_group < 1 || batch % opt.kv_group != 0)
+    throw_value_error(op, ": kv_group ", opt.kv_group, " does not divide the batch ", batch);
+  const int64_t kv_batch = batch / opt.kv_group;
+  if (q.tensor->dim(0) != batch || k.tensor->dim(0) != kv_batch || v.tensor->dim(0) != kv_batch)
     throw_value_error(op, ": batch sizes differ: q ", q.tensor->dim(0), ", k ", k.tensor->dim(0), ", v ",
-                      v.tensor->dim(0), ", out ", batch);
+                      v.tensor->dim(0), ", out ", batch, " (kv_group ", opt.kv_group, ")");
   if (q.tensor->dim(1) != q_len) throw_value_error(op, ": q has ", q.tensor->dim(1), " rows, out has ", q_len);
   if (v.tensor->dim(1) != kv_len) throw_value_error(op, ": k has ", kv_len, " rows, v has ", v.tensor->dim(1));
   for (HeadsView hv : {q, k, v}) {
@@ -194,8 +198,8 @@ void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const Attenti
   }
   if (opt.kv_lengths) {
     expect_dtype(op, "kv_lengths", *opt.kv_lengths, DType::i32);
-    if (opt.kv_lengths->ndim() != 1 || opt.kv_lengths->dim(0) != batch)
-      throw_value_error(op, ": kv_lengths must have shape (", batch, ",), got ", shape_str(opt.kv_lengths->shape()));
+    if (opt.kv_lengths->ndim() != 1 || opt.kv_lengths->dim(0) != kv_batch)
+      throw_value_error(op, ": kv_lengths must have shape (", kv_batch, ",), got ", shape_str(opt.kv_lengths->shape()));
     expect_same_device(op, *opt.kv_lengths, out);
   }
   const int64_t head_dim = width / opt.heads;
@@ -217,6 +221,14 @@ void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const Attenti
   p.v = at(v);
   p.v_row_stride = v.tensor->dim(2);
   p.v_batch_stride = kv_len * p.v_row_stride;
+  p.kv_group = opt.kv_group;
+  if (opt.weights_out) {
+    if (opt.weights_out->dtype() != DType::f32 || opt.weights_out->shape() != Shape{batch, q_len, kv_len})
+      throw_value_error(op, ": weights_out must be float32 (", batch, ", ", q_len, ", ", kv_len, "), got ",
+                        opt.weights_out->describe());
+    expect_same_device(op, *opt.weights_out, out);
+    p.weights_out = opt.weights_out->data<float>();
+  }
   p.out = out.raw();
   p.out_row_stride = width;
   p.out_batch_stride = q_len * width;
@@ -226,6 +238,64 @@ void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const Attenti
   p.scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (batch == 0 || q_len == 0 || width == 0) return;
   backend_for(out.device()).attention(p, out.device().index);
+}
+
+void copy_rows(Tensor& dst, const Tensor& src, int64_t rows, int64_t cols) {
+  if (dst.ndim() != 2 || src.ndim() != 2) throw_value_error("copy_rows: expected 2-D tensors");
+  if (rows < 0 || rows > dst.dim(0) || rows > src.dim(0) || cols < 0 || cols > dst.dim(1) || cols > src.dim(1))
+    throw_value_error("copy_rows: ", rows, " x ", cols, " out of range for ", dst.describe(), " <- ", src.describe());
+  expect_dtype("copy_rows", "src", src, dst.dtype());
+  expect_same_device("copy_rows", src, dst);
+  const size_t es = dtype_size(dst.dtype());
+  Copy2dParams p;
+  p.dst = dst.raw();
+  p.dst_stride_bytes = dst.dim(1) * static_cast<int64_t>(es);
+  p.src = src.raw();
+  p.src_stride_bytes = src.dim(1) * static_cast<int64_t>(es);
+  p.rows = rows;
+  p.bytes_per_row = cols * static_cast<int64_t>(es);
+  if (rows == 0 || cols == 0) return;
+  backend_for(dst.device()).copy_2d(p, dst.device().index);
+}
+
+void copy_strided(Tensor& dst, int64_t dst_offset, int64_t dst_stride, const Tensor& src, int64_t src_offset,
+                  int64_t src_stride, int64_t rows, int64_t cols) {
+  expect_dtype("copy_strided", "src", src, dst.dtype());
+  expect_same_device("copy_strided", src, dst);
+  if (rows == 0 || cols == 0) return;
+  auto last = [&](int64_t off, int64_t stride) { return off + (rows - 1) * stride + cols; };
+  if (rows < 0 || cols < 0 || dst_offset < 0 || src_offset < 0 || last(dst_offset, dst_stride) > dst.numel() ||
+      last(src_offset, src_stride) > src.numel())
+    throw_value_error("copy_strided: block of ", rows, " x ", cols, " out of range");
+  const int64_t es = static_cast<int64_t>(dtype_size(dst.dtype()));
+  Copy2dParams p;
+  p.dst = static_cast<char*>(dst.raw()) + dst_offset * es;
+  p.dst_stride_bytes = dst_stride * es;
+  p.src = static_cast<const char*>(src.raw()) + src_offset * es;
+  p.src_stride_bytes = src_stride * es;
+  p.rows = rows;
+  p.bytes_per_row = cols * es;
+  backend_for(dst.device()).copy_2d(p, dst.device().index);
+}
+
+void gather_rows(Tensor& t, const std::vector<int32_t>& src_rows, int64_t cols_to_move) {
+  if (t.ndim() < 1) throw_value_error("gather_rows: expected at least 1 dimension");
+  const int64_t n = t.dim(0);
+  const int64_t row_elems = n ? t.numel() / n : 0;
+  if (static_cast<int64_t>(src_rows.size()) != n)
+    throw_value_error("gather_rows: ", src_rows.size(), " indices for ", n, " rows");
+  for (int32_t s : src_rows)
+    if (s < 0 || s >= n) throw_value_error("gather_rows: index ", s, " out of range [0, ", n, ")");
+  if (cols_to_move < 0) cols_to_move = row_elems;
+  const size_t es = dtype_size(t.dtype());
+  GatherRowsParams p;
+  p.data = t.raw();
+  p.num_rows = n;
+  p.row_stride_bytes = row_elems * static_cast<int64_t>(es);
+  p.bytes_per_row = std::min(cols_to_move, row_elems) * static_cast<int64_t>(es);
+  p.src_rows = src_rows.data();
+  if (n == 0 || p.bytes_per_row == 0) return;
+  backend_for(t.device()).gather_rows(p, t.device().index);
 }
 
 Activation parse_activation(const std::string& name) {

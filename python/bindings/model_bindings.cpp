@@ -20,8 +20,12 @@ TokenBatch make_batch(const py::array& ids, const std::vector<int32_t>& lengths,
 
 }  // namespace
 
+void register_model_generate(py::class_<Transformer>& cls);  // generate_bindings.cpp
+
 void register_model(py::module_& m) {
-  py::class_<Transformer>(m, "Model", "The C++ encoder-decoder model (see tformer.Transformer).")
+  py::class_<Transformer> cls(m, "Model", "The C++ encoder-decoder model (see tformer.Transformer).");
+  register_model_generate(cls);
+  cls
       .def(py::init([](const TransformerConfig& config, const std::string& device, const std::string& dtype) {
              return Transformer(config, parse_device(device), parse_dtype(dtype));
            }),

@@ -19,6 +19,7 @@ PYBIND11_MODULE(_core, m) {
   });
   tformer::bindings::register_info(m);
   tformer::bindings::register_config(m);
+  tformer::bindings::register_generate(m);
   tformer::bindings::register_model(m);
   tformer::bindings::register_ops(m);
 }

@@ -8,5 +8,6 @@ void register_info(pybind11::module_& m);    // info_bindings.cpp
 void register_config(pybind11::module_& m);  // config_bindings.cpp
 void register_model(pybind11::module_& m);   // model_bindings.cpp
 void register_ops(pybind11::module_& m);     // ops_bindings.cpp
+void register_generate(pybind11::module_& m);  // generate_bindings.cpp
 
 }  // namespace tformer::bindings

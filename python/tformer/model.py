@@ -137,3 +137,33 @@ class Transformer:
         return self._core.forward(src, src_len, tgt, tgt_len)
 
     __call__ = forward
+
+    def generate(self, src_ids, beam_size: int = 4, max_length: int = 256, min_length: int = 0,
+                 length_penalty: float = 1.0, num_hypotheses: int = 1, do_sample: bool = False,
+                 sampling_topk: int = 0, sampling_topp: float = 1.0, sampling_temperature: float = 1.0,
+                 seed=None, target_prefix=None, return_scores: bool = False, return_attention: bool = False,
+                 max_batch_size: int = 0, **options) -> list:
+        """Greedy (beam_size=1), beam search or sampling, with transformers' semantics.
+
+        Returns one GenerationResult per source (input order) with `.tokens` (n-best list of
+        token-id lists without the start token and the final EOS), `.scores` and
+        `.attention` when asked for. More options: early_stopping, no_repeat_ngram_size,
+        repetition_penalty, bad_words_ids, forced_bos_token_id, forced_eos_token_id,
+        eos_token_id, decoder_start_token_id (see docs/DECODING.md).
+
+            >>> model.generate([[53, 9, 0]], beam_size=4, max_length=64)[0].tokens[0]
+        """
+        from .generate import generate
+
+        return generate(self, src_ids, max_batch_size=max_batch_size, beam_size=beam_size, max_length=max_length,
+                        min_length=min_length, length_penalty=length_penalty, num_hypotheses=num_hypotheses,
+                        do_sample=do_sample, sampling_topk=sampling_topk, sampling_topp=sampling_topp,
+                        sampling_temperature=sampling_temperature, seed=seed, target_prefix=target_prefix,
+                        return_scores=return_scores, return_attention=return_attention, **options)
+
+    def generate_stream(self, src_ids, **options):
+        """Iterator over the generated token ids of one source, yielded as they are decided
+        (greedy or sampling; the final EOS is not yielded)."""
+        from .generate import generate_stream
+
+        return generate_stream(self, src_ids, **options)

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "tformer/config.h"
+#include "tformer/decoding.h"
 #include "tformer/tensor.h"
 
 namespace tformer {
@@ -43,9 +44,18 @@ class Transformer {
   Tensor encode(const TokenBatch& src) const;
   // Logits (batch, tgt_len, tgt_vocab) on the host (float32).
   Tensor forward(const TokenBatch& src, const TokenBatch& tgt) const;
+  // Greedy / beam search / sampling with a KV cache (cpp/decoding/).
+  std::vector<GenerationResult> generate(const TokenBatch& src, const GenerationOptions& options) const;
 
  private:
-  struct DeviceBatch;
+  friend class DecodeSession;
+  // A batch on the device: ids, per-row lengths and position ids.
+  struct DeviceBatch {
+    int64_t batch = 0, len = 0;
+    Tensor ids;           // int32 (batch, len)
+    Tensor lengths;       // int32 (batch)
+    Tensor position_ids;  // int32 (batch, len)
+  };
   DeviceBatch upload(const TokenBatch& batch, int64_t vocab, const char* what) const;
   Tensor encode_device(const DeviceBatch& src) const;
   Tensor decode_device(const DeviceBatch& tgt, const Tensor& memory, const DeviceBatch& src) const;

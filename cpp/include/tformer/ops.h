@@ -3,6 +3,8 @@
 // then parameters, as in STYLE.md.
 #pragma once
 
+#include <vector>
+
 #include "tformer/backend.h"
 #include "tformer/tensor.h"
 
@@ -34,14 +36,27 @@ struct HeadsView {
 
 struct AttentionOptions {
   int64_t heads = 1;
-  const Tensor* kv_lengths = nullptr;  // int32 (batch), on the device
+  const Tensor* kv_lengths = nullptr;  // int32 (kv batch), on the device
   bool causal = false;
   int64_t causal_offset = 0;
   float scale = 0.0f;  // 0: head_dim^-0.5
+  int64_t kv_group = 1;           // query batch b reads k/v batch b / kv_group
+  Tensor* weights_out = nullptr;  // float32 (batch, q_len, kv_len): probabilities averaged over heads
 };
 
 // out (batch, q_len, heads*head_dim) = multi-head attention of q over k, v.
 void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const AttentionOptions& opt);
+
+// dst[r, :cols] = src[r, :cols] for the first `rows` rows of two 2-D tensors (any widths).
+void copy_rows(Tensor& dst, const Tensor& src, int64_t rows, int64_t cols);
+
+// Strided block copy within one device: dst[dst_offset + r * dst_stride + c] =
+// src[src_offset + r * src_stride + c] for r < rows, c < cols (offsets and strides in elements).
+void copy_strided(Tensor& dst, int64_t dst_offset, int64_t dst_stride, const Tensor& src, int64_t src_offset,
+                  int64_t src_stride, int64_t rows, int64_t cols);
+
+// In place along axis 0: row r of t receives old row src_rows[r] (host indices).
+void gather_rows(Tensor& t, const std::vector<int32_t>& src_rows, int64_t cols_to_move = -1);
 
 Activation parse_activation(const std::string& name);  // relu, gelu, gelu_tanh/gelu_new, silu/swish, none
 const char* activation_name(Activation a);

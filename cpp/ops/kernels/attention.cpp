@@ -102,12 +102,13 @@ void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, 
   const int64_t nq = q1 - q0;
   const int64_t rows = (nq + kRows - 1) / kRows * kRows;  // padded rows are zero queries, never written out
   const float* qb = static_cast<const float*>(p.q) + b * p.q_batch_stride + h * D;
-  const float* kb = static_cast<const float*>(p.k) + b * p.k_batch_stride + h * D;
-  const float* vb = static_cast<const float*>(p.v) + b * p.v_batch_stride + h * D;
+  const int64_t kvb = b / p.kv_group;
+  const float* kb = static_cast<const float*>(p.k) + kvb * p.k_batch_stride + h * D;
+  const float* vb = static_cast<const float*>(p.v) + kvb * p.v_batch_stride + h * D;
   float* ob = static_cast<float*>(p.out) + b * p.out_batch_stride + h * D;
 
   int64_t kv_end = p.kv_len;
-  if (p.kv_lengths) kv_end = std::min<int64_t>(kv_end, std::max<int32_t>(p.kv_lengths[b], 0));
+  if (p.kv_lengths) kv_end = std::min<int64_t>(kv_end, std::max<int32_t>(p.kv_lengths[kvb], 0));
   if (p.causal) kv_end = std::min(kv_end, q1 - 1 + p.causal_offset + 1);
 
   float* qs = w.q.data();
@@ -173,6 +174,46 @@ void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, 
   }
 }
 
+// weights_out[b, i, :] = mean over heads of softmax(scale * q_i . k_j), masked keys 0.
+// A second, exact pass: it runs only when alignments are asked for (decoding, q_len 1).
+void attention_weights(const AttentionParams& p) {
+  const int64_t D = p.head_dim;
+#pragma omp parallel for schedule(static) if (p.batch * p.q_len * p.kv_len * p.heads * D > 65536)
+  for (int64_t bi = 0; bi < p.batch * p.q_len; ++bi) {
+    const int64_t b = bi / p.q_len, i = bi % p.q_len, kvb = b / p.kv_group;
+    float* w = p.weights_out + bi * p.kv_len;
+    std::fill(w, w + p.kv_len, 0.0f);
+    int64_t kv_end = p.kv_len;
+    if (p.kv_lengths) kv_end = std::min<int64_t>(kv_end, std::max<int32_t>(p.kv_lengths[kvb], 0));
+    if (p.causal) kv_end = std::min(kv_end, i + p.causal_offset + 1);
+    if (kv_end <= 0) continue;
+    static thread_local std::vector<float> scores;
+    if (static_cast<int64_t>(scores.size()) < kv_end) scores.resize(static_cast<size_t>(kv_end));
+    for (int64_t h = 0; h < p.heads; ++h) {
+      const float* q = static_cast<const float*>(p.q) + b * p.q_batch_stride + i * p.q_row_stride + h * D;
+      const float* k = static_cast<const float*>(p.k) + kvb * p.k_batch_stride + h * D;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < kv_end; ++j) {
+        const float* kj = k + j * p.k_row_stride;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t d = 0; d < D; ++d) dot += q[d] * kj[d];
+        scores[j] = dot * p.scale;
+        m = std::max(m, scores[j]);
+      }
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < kv_end; ++j) {
+        scores[j] = fast_exp(scores[j] - m);
+        sum += scores[j];
+      }
+      const float inv = 1.0f / (sum * static_cast<float>(p.heads));
+#pragma omp simd
+      for (int64_t j = 0; j < kv_end; ++j) w[j] += scores[j] * inv;
+    }
+  }
+}
+
 }  // namespace
 
 void attention(const AttentionParams& p) {
@@ -191,6 +232,7 @@ void attention(const AttentionParams& p) {
       attention_tile(p, bh / p.heads, bh % p.heads, q0, std::min(q0 + kQueryTile, p.q_len), w);
     }
   }
+  if (p.weights_out) attention_weights(p);
 }
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

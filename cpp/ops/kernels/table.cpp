@@ -6,6 +6,7 @@
 
 namespace tformer::cpu::TFORMER_CPU_ISA {
 
-const KernelTable table = {TFORMER_STR(TFORMER_CPU_ISA), &bias_act, &layer_norm, &embedding, &attention};
+const KernelTable table = {TFORMER_STR(TFORMER_CPU_ISA), &bias_act, &layer_norm, &embedding, &attention,
+                           &row_max, &logsumexp, &exp_shifted};
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

@@ -12,6 +12,7 @@ namespace tformer::cpu::TFORMER_CPU_ISA {
 // scale by 2^n through the exponent bits. About 1 ulp over [-87, 88]. Rounding uses
 // the 1.5 * 2^23 trick instead of floorf, which keeps the loops vectorizable.
 inline float fast_exp(float x) {
+  const bool underflow = x < -87.3365447505531f;  // exp(-inf) and the like are exactly 0
   x = std::min(x, 88.3762626647949f);
   x = std::max(x, -87.3365447505531f);
   const float fx = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
@@ -27,7 +28,7 @@ inline float fast_exp(float x) {
   const int32_t bits = (static_cast<int32_t>(fx) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return y * scale;
+  return underflow ? 0.0f : y * scale;
 }
 
 // erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), odd-symmetric.

@@ -36,6 +36,27 @@ def read_hf_config(path: str) -> dict:
             raise ValueError(f"{cfg_path}: invalid JSON ({e})") from None
 
 
+_GENERATION_KEYS = (
+    "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id", "eos_token_id", "decoder_start_token_id",
+    "pad_token_id", "num_beams", "max_length", "min_length", "length_penalty", "no_repeat_ngram_size",
+    "repetition_penalty", "early_stopping", "num_return_sequences",
+)
+
+
+def read_generation_config(path: str, hf: dict) -> dict:
+    """Decoding settings as transformers sees them: generation_config.json when the
+    directory has one, else the generation keys of config.json (from_model_config)."""
+    gen_path = os.path.join(path, "generation_config.json")
+    source = hf
+    if os.path.exists(gen_path):
+        with open(gen_path) as f:
+            try:
+                source = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{gen_path}: invalid JSON ({e})") from None
+    return {k: source[k] for k in _GENERATION_KEYS if source.get(k) is not None}
+
+
 def config_from_hf(hf: dict) -> TransformerConfig:
     model_type = _ALIASES.get(hf.get("model_type"), hf.get("model_type"))
     if model_type not in SUPPORTED:
@@ -182,7 +203,9 @@ def from_huggingface(path, device: str = "cpu", dtype: str = "float32"):
     from ..model import Transformer
 
     path = os.fspath(path)
-    cfg = config_from_hf(read_hf_config(path))
+    hf = read_hf_config(path)
+    cfg = config_from_hf(hf)
+    cfg.extra["generation"] = read_generation_config(path, hf)
     state = _State(load_checkpoint_dir(path), path)
     params = convert_state(cfg, state)
     return Transformer._from_parameters(cfg, params, device=device, dtype=dtype)

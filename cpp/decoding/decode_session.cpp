@@ -1,0 +1,134 @@
+#include "decode_session.h"
+
+#include "tformer/errors.h"
+#include "tformer/ops.h"
+
+namespace tformer {
+
+DecodeSession::DecodeSession(const Transformer& model, const TokenBatch& src, int64_t beam, int64_t max_steps,
+                             bool want_attention)
+    : model_(model), cfg_(model.config()), beam_(beam), max_steps_(max_steps), want_attention_(want_attention) {
+  const Device dev = model.device();
+  const DType dt = model.dtype();
+  const int64_t D = cfg_.d_model;
+  src_ = model.upload(src, cfg_.src_vocab_size, "src_ids");
+  src_lengths_ = src.lengths;
+  rows_ = src_.batch * beam_;
+  const Tensor memory = model.encode_device(src_);
+
+  const layers::ParamLookup lookup = [&model](const std::string& n) -> const Tensor& { return model.parameter(n); };
+  for (int64_t i = 0; i < cfg_.decoder_layers; ++i) {
+    weights_.push_back(layers::decoder_layer(lookup, i));
+    Tensor kv = Tensor::empty({src_.batch, src_.len, 2 * D}, dt, dev);
+    ops::linear(kv, memory, *weights_.back().cross_kv.weight, weights_.back().cross_kv.bias);
+    cross_kv_.push_back(kv);
+    k_cache_.push_back(Tensor::empty({rows_, max_steps_, D}, dt, dev));
+    v_cache_.push_back(Tensor::empty({rows_, max_steps_, D}, dt, dev));
+  }
+  ws_ = layers::make_workspace(rows_, 1, D, cfg_.decoder_ffn_dim, dt, dev);
+  x_ = Tensor::empty({rows_, 1, D}, dt, dev);
+  ids_host_ = Tensor::empty({rows_, 1}, DType::i32);
+  positions_host_ = Tensor::empty({rows_, 1}, DType::i32);
+  self_lengths_host_ = Tensor::empty({rows_}, DType::i32);
+  ids_ = dev.is_cpu() ? ids_host_ : Tensor::empty({rows_, 1}, DType::i32, dev);
+  positions_ = dev.is_cpu() ? positions_host_ : Tensor::empty({rows_, 1}, DType::i32, dev);
+  self_lengths_ = dev.is_cpu() ? self_lengths_host_ : Tensor::empty({rows_}, DType::i32, dev);
+  logits_ = Tensor::empty({rows_, cfg_.tgt_vocab_size}, dt, dev);
+  logits_host_ = dev.is_cpu() && dt == DType::f32 ? logits_ : Tensor::empty({rows_, cfg_.tgt_vocab_size}, DType::f32);
+  if (want_attention_) {
+    weights_dev_ = Tensor::zeros({rows_, 1, src_.len}, DType::f32, dev);
+    weights_host_ = dev.is_cpu() ? weights_dev_ : Tensor::zeros({rows_, 1, src_.len}, DType::f32);
+  }
+}
+
+float* DecodeSession::step(const int32_t* tokens, int64_t step) {
+  if (step < 0 || step >= max_steps_)
+    throw_value_error("decode step ", step, " outside [0, ", max_steps_, ")");
+  int32_t* ids = ids_host_.data<int32_t>();
+  int32_t* pos = positions_host_.data<int32_t>();
+  int32_t* lens = self_lengths_host_.data<int32_t>();
+  for (int64_t r = 0; r < rows_; ++r) {
+    ids[r] = tokens[r];
+    // Incremental positions as transformers computes them for one new token.
+    if (cfg_.position_ids == PositionIds::arange) pos[r] = static_cast<int32_t>(step + cfg_.position_offset);
+    else pos[r] = tokens[r] == cfg_.pad_id ? cfg_.pad_id : static_cast<int32_t>(cfg_.pad_id + 1 + step);
+    lens[r] = static_cast<int32_t>(step + 1);
+  }
+  if (!model_.device().is_cpu()) {
+    ids_.copy_from(ids_host_);
+    positions_.copy_from(positions_host_);
+    self_lengths_.copy_from(self_lengths_host_);
+  }
+  ops::embedding(x_, ids_, model_.parameter("tgt_embed"), cfg_.embed_scale, &positions_,
+                 &model_.parameter("tgt_positions"));
+  if (cfg_.embed_norm)
+    ops::layer_norm(x_, nullptr, x_, nullptr, nullptr, model_.parameter("decoder.embed_norm.gamma"),
+                    model_.parameter("decoder.embed_norm.beta"), cfg_.layer_norm_eps);
+  for (int64_t i = 0; i < cfg_.decoder_layers; ++i) layer_step(i, step);
+  if (cfg_.decoder_final_norm)
+    ops::layer_norm(x_, nullptr, x_, nullptr, nullptr, model_.parameter("decoder.final_norm.gamma"),
+                    model_.parameter("decoder.final_norm.beta"), cfg_.layer_norm_eps);
+  ops::linear(logits_, x_, model_.parameter("out_proj"),
+              cfg_.final_logits_bias ? &model_.parameter("final_logits_bias") : nullptr);
+  if (logits_host_.raw() != logits_.raw()) {
+    if (logits_.dtype() == DType::f32) logits_host_.copy_from(logits_);
+    else logits_host_.copy_from(logits_.to_dtype(DType::f32));
+  }
+  if (want_attention_ && weights_host_.raw() != weights_dev_.raw()) weights_host_.copy_from(weights_dev_);
+  return logits_host_.data<float>();
+}
+
+void DecodeSession::layer_step(int64_t i, int64_t step) {
+  const layers::DecoderLayer& w = weights_[static_cast<size_t>(i)];
+  const int64_t D = cfg_.d_model;
+  Tensor normed = layers::view3(ws_.normed, rows_, 1, D);
+  Tensor qkv = layers::view3(ws_.qkv, rows_, 1, 3 * D);
+  Tensor q = layers::view3(ws_.qkv, rows_, 1, D);
+  Tensor attn = layers::view3(ws_.attn, rows_, 1, D);
+  Tensor proj = layers::view3(ws_.proj, rows_, 1, D);
+  Tensor& kc = k_cache_[static_cast<size_t>(i)];
+  Tensor& vc = v_cache_[static_cast<size_t>(i)];
+
+  // Masked self-attention over the cache: write this step's K/V at position `step`,
+  // then attend to positions 0..step (self_lengths = step + 1).
+  const Tensor& in = layers::sublayer_input(x_, w.self_attn_norm, cfg_, normed);
+  ops::linear(qkv, in, *w.qkv.weight, w.qkv.bias);
+  ops::copy_strided(kc, step * D, max_steps_ * D, qkv, D, 3 * D, rows_, D);
+  ops::copy_strided(vc, step * D, max_steps_ * D, qkv, 2 * D, 3 * D, rows_, D);
+  ops::AttentionOptions self_opt;
+  self_opt.heads = cfg_.decoder_heads;
+  self_opt.kv_lengths = &self_lengths_;
+  ops::attention(attn, {&qkv, 0}, {&kc, 0}, {&vc, 0}, self_opt);
+  ops::linear(proj, attn, *w.self_out.weight);
+  layers::sublayer_output(x_, proj, w.self_out.bias, w.self_attn_norm, cfg_);
+
+  // Cross-attention: the beams of a source share its encoder K/V (kv_group = beam).
+  const Tensor& in2 = layers::sublayer_input(x_, w.cross_attn_norm, cfg_, normed);
+  ops::linear(q, in2, *w.cross_q.weight, w.cross_q.bias);
+  const Tensor& kv = cross_kv_[static_cast<size_t>(i)];
+  ops::AttentionOptions cross_opt;
+  cross_opt.heads = cfg_.decoder_heads;
+  cross_opt.kv_lengths = &src_.lengths;
+  cross_opt.kv_group = beam_;
+  if (want_attention_ && i == cfg_.decoder_layers - 1) cross_opt.weights_out = &weights_dev_;
+  ops::attention(attn, {&q, 0}, {&kv, 0}, {&kv, D}, cross_opt);
+  ops::linear(proj, attn, *w.cross_out.weight);
+  layers::sublayer_output(x_, proj, w.cross_out.bias, w.cross_attn_norm, cfg_);
+
+  layers::feed_forward(x_, w.fc1, w.fc2, w.ffn_norm, cfg_, ws_);
+}
+
+const float* DecodeSession::attention() const {
+  if (!want_attention_) throw_runtime_error("attention weights were not requested for this decoding session");
+  return weights_host_.data<float>();
+}
+
+void DecodeSession::reorder(const std::vector<int32_t>& parents, int64_t step) {
+  const int64_t cols = (step + 1) * cfg_.d_model;
+  for (size_t i = 0; i < k_cache_.size(); ++i) {
+    ops::gather_rows(k_cache_[i], parents, cols);
+    ops::gather_rows(v_cache_[i], parents, cols);
+  }
+}
+
+}  // namespace tformer

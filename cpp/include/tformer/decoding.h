@@ -1,0 +1,50 @@
+// Options and results of generation (greedy, beam search, sampling), with the
+// semantics of transformers' generate (see docs/DECODING.md).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace tformer {
+
+struct GenerationOptions {
+  int64_t beam_size = 4;
+  int64_t max_length = 256;  // generated tokens, EOS included, start token not
+  int64_t min_length = 0;    // EOS forbidden until this many tokens were generated
+  float length_penalty = 1.0f;
+  int64_t num_hypotheses = 1;
+  bool early_stopping = false;
+  bool do_sample = false;
+  int64_t sampling_topk = 0;  // 0: no cut
+  float sampling_topp = 1.0f;
+  float sampling_temperature = 1.0f;
+  uint64_t seed = 0;
+  std::vector<int64_t> sample_ids;  // per source: the key of its random stream (default: its index)
+  std::vector<std::vector<int32_t>> target_prefix;  // empty, or one list per source (forced tokens)
+  int64_t no_repeat_ngram_size = 0;
+  float repetition_penalty = 1.0f;
+  std::vector<std::vector<int32_t>> bad_words_ids;
+  int32_t forced_bos_token_id = -1;  // -1: none
+  int32_t forced_eos_token_id = -1;
+  std::vector<int32_t> eos_token_ids;  // empty: the model's eos_id
+  int32_t decoder_start_token_id = -1;  // -1: the model's
+  int32_t pad_token_id = -1;            // -1: the model's pad_id
+  bool return_scores = false;
+  bool return_attention = false;
+  // Streaming (greedy and sampling): called with (source index, token) as each token is
+  // decided, the final EOS excepted.
+  std::function<void(int64_t, int32_t)> on_token;
+
+  // Throws std::invalid_argument naming the first bad option.
+  void validate(int64_t batch, int64_t tgt_vocab) const;
+};
+
+struct GenerationResult {
+  std::vector<std::vector<int32_t>> tokens;     // n-best, best first; no start token, no final EOS
+  std::vector<float> scores;                    // when return_scores
+  std::vector<std::vector<float>> attention;    // when return_attention: (generated length, src_len) row-major
+  int64_t src_len = 0;
+};
+
+}  // namespace tformer

@@ -1,0 +1,88 @@
+// _core.GenerationOptions and Model.generate (GIL released during the search; the
+// streaming callback takes the GIL back for each token).
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+
+#include "numpy_interop.h"
+#include "register.h"
+#include "tformer/decoding.h"
+#include "tformer/model.h"
+
+namespace py = pybind11;
+
+namespace tformer::bindings {
+
+void register_generate(py::module_& m) {
+  using O = GenerationOptions;
+  py::class_<O>(m, "GenerationOptions", "Options of Model.generate (see tformer.Transformer.generate).")
+      .def(py::init<>())
+      .def_readwrite("beam_size", &O::beam_size)
+      .def_readwrite("max_length", &O::max_length)
+      .def_readwrite("min_length", &O::min_length)
+      .def_readwrite("length_penalty", &O::length_penalty)
+      .def_readwrite("num_hypotheses", &O::num_hypotheses)
+      .def_readwrite("early_stopping", &O::early_stopping)
+      .def_readwrite("do_sample", &O::do_sample)
+      .def_readwrite("sampling_topk", &O::sampling_topk)
+      .def_readwrite("sampling_topp", &O::sampling_topp)
+      .def_readwrite("sampling_temperature", &O::sampling_temperature)
+      .def_readwrite("seed", &O::seed)
+      .def_readwrite("sample_ids", &O::sample_ids)
+      .def_readwrite("target_prefix", &O::target_prefix)
+      .def_readwrite("no_repeat_ngram_size", &O::no_repeat_ngram_size)
+      .def_readwrite("repetition_penalty", &O::repetition_penalty)
+      .def_readwrite("bad_words_ids", &O::bad_words_ids)
+      .def_readwrite("forced_bos_token_id", &O::forced_bos_token_id)
+      .def_readwrite("forced_eos_token_id", &O::forced_eos_token_id)
+      .def_readwrite("eos_token_ids", &O::eos_token_ids)
+      .def_readwrite("decoder_start_token_id", &O::decoder_start_token_id)
+      .def_readwrite("pad_token_id", &O::pad_token_id)
+      .def_readwrite("return_scores", &O::return_scores)
+      .def_readwrite("return_attention", &O::return_attention)
+      .def("set_on_token", [](O& o, py::object fn) {
+        if (fn.is_none()) {
+          o.on_token = nullptr;
+          return;
+        }
+        // Keep the Python callable alive inside the std::function; call it with the GIL.
+        auto holder = std::make_shared<py::object>(fn);
+        o.on_token = [holder](int64_t source, int32_t token) {
+          py::gil_scoped_acquire gil;
+          (*holder)(source, token);
+        };
+      });
+
+  py::class_<GenerationResult>(m, "GenerationResultCore")
+      .def_readonly("tokens", &GenerationResult::tokens)
+      .def_readonly("scores", &GenerationResult::scores)
+      .def_readonly("src_len", &GenerationResult::src_len)
+      .def_property_readonly("attention", [](const GenerationResult& r) {
+        py::list out;
+        for (const auto& a : r.attention) {
+          const int64_t rows = r.src_len ? static_cast<int64_t>(a.size()) / r.src_len : 0;
+          py::array_t<float> arr({rows, r.src_len});
+          std::copy(a.begin(), a.end(), arr.mutable_data());
+          out.append(arr);
+        }
+        return out;
+      });
+}
+
+void register_model_generate(py::class_<Transformer>& cls) {
+  cls.def(
+      "generate",
+      [](const Transformer& t, const py::array& ids, const std::vector<int32_t>& lengths, const GenerationOptions& o) {
+        TokenBatch src;
+        src.ids = tensor_from_numpy(ids, DType::i32, "src_ids");
+        src.lengths = lengths;
+        std::vector<GenerationResult> out;
+        {
+          py::gil_scoped_release release;
+          out = t.generate(src, o);
+        }
+        return out;
+      },
+      py::arg("src_ids"), py::arg("src_lengths"), py::arg("options"));
+}
+
+}  // namespace tformer::bindings

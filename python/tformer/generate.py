@@ -1,0 +1,163 @@
+"""model.generate / model.generate_stream: argument conversion around the C++ search
+(cpp/decoding/). Sources are sorted by length and split by max_batch_size here;
+everything else (search, processors, KV cache) runs in C++ with the GIL released."""
+from __future__ import annotations
+
+import numbers
+import queue
+import random
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._native import _core
+from .inputs import prepare_ids
+
+# generation_config keys that generate() takes from the model directory by default.
+_DIR_DEFAULTS = ("bad_words_ids", "forced_bos_token_id", "forced_eos_token_id")
+
+
+@dataclass
+class GenerationResult:
+    """One source's n-best list: token ids (no start token, no final EOS), and when asked
+    for, scores and cross-attention weights (generated length x source length)."""
+
+    tokens: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+    attention: list = field(default_factory=list)
+
+
+def _int(name, value, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _token_lists(name, value, allow_none=True):
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list of token-id lists, got {type(value).__name__}")
+    out = []
+    for i, seq in enumerate(value):
+        if isinstance(seq, np.ndarray):
+            seq = seq.tolist()
+        if not isinstance(seq, (list, tuple)):
+            raise TypeError(f"{name}[{i}] must be a list of token ids, got {type(seq).__name__}")
+        out.append([_int(f"{name}[{i}]", t) for t in seq])
+    return out
+
+
+def generation_defaults(config) -> dict:
+    """The decoding settings of a model's directory (generation_config.json, or config.json)."""
+    return dict(config.extra.get("generation", {}))
+
+
+def build_options(model, batch: int, **kw) -> "_core.GenerationOptions":
+    cfg = model.config
+    gen = generation_defaults(cfg)
+    o = _core.GenerationOptions()
+    o.beam_size = _int("beam_size", kw.pop("beam_size", 4))
+    o.max_length = _int("max_length", kw.pop("max_length", 256))
+    o.min_length = _int("min_length", kw.pop("min_length", 0))
+    o.length_penalty = _float("length_penalty", kw.pop("length_penalty", 1.0))
+    o.num_hypotheses = _int("num_hypotheses", kw.pop("num_hypotheses", 1))
+    o.early_stopping = bool(kw.pop("early_stopping", False))
+    o.do_sample = bool(kw.pop("do_sample", False))
+    o.sampling_topk = _int("sampling_topk", kw.pop("sampling_topk", 0))
+    o.sampling_topp = _float("sampling_topp", kw.pop("sampling_topp", 1.0))
+    o.sampling_temperature = _float("sampling_temperature", kw.pop("sampling_temperature", 1.0))
+    seed = kw.pop("seed", None)
+    o.seed = random.getrandbits(63) if seed is None else _int("seed", seed, 0)
+    prefix = _token_lists("target_prefix", kw.pop("target_prefix", None))
+    if prefix is not None:
+        if len(prefix) != batch:
+            raise ValueError(f"target_prefix has {len(prefix)} entries for {batch} sources: give one list per source")
+        o.target_prefix = prefix
+    o.no_repeat_ngram_size = _int("no_repeat_ngram_size", kw.pop("no_repeat_ngram_size", 0))
+    o.repetition_penalty = _float("repetition_penalty", kw.pop("repetition_penalty", 1.0))
+    bad = kw.pop("bad_words_ids", gen.get("bad_words_ids"))
+    o.bad_words_ids = _token_lists("bad_words_ids", bad) or []
+    for key in ("forced_bos_token_id", "forced_eos_token_id"):
+        value = kw.pop(key, gen.get(key))
+        setattr(o, key, -1 if value is None else _int(key, value, -1))
+    eos = kw.pop("eos_token_id", gen.get("eos_token_id", cfg.eos_id))
+    eos = [eos] if isinstance(eos, numbers.Integral) else list(eos)
+    o.eos_token_ids = [_int("eos_token_id", e) for e in eos]
+    start = kw.pop("decoder_start_token_id", gen.get("decoder_start_token_id", cfg.decoder_start_id))
+    o.decoder_start_token_id = _int("decoder_start_token_id", start)
+    o.pad_token_id = _int("pad_token_id", kw.pop("pad_token_id", cfg.pad_id))
+    o.return_scores = bool(kw.pop("return_scores", False))
+    o.return_attention = bool(kw.pop("return_attention", False))
+    if kw:
+        raise TypeError(f"generate() got unexpected option(s): {', '.join(sorted(kw))}")
+    return o
+
+
+def generate(model, src_ids, max_batch_size: int = 0, **options) -> list:
+    ids, lengths = prepare_ids(src_ids, "src_ids")
+    max_batch_size = _int("max_batch_size", max_batch_size, 0)
+    batch = ids.shape[0]
+    opts = build_options(model, batch, **options)
+    prefix = list(opts.target_prefix)
+    # Longest first, then in chunks: less padding, and results come back in input order.
+    order = sorted(range(batch), key=lambda i: -lengths[i])
+    chunk = max_batch_size or batch
+    results = [None] * batch
+    for start in range(0, batch, chunk):
+        idx = order[start:start + chunk]
+        width = max(lengths[i] for i in idx)
+        sub = np.ascontiguousarray(ids[idx, :width])
+        opts.sample_ids = idx  # each source keeps its own random stream, whatever the batching
+        if prefix:
+            opts.target_prefix = [prefix[i] for i in idx]
+        for i, r in zip(idx, model._core.generate(sub, [lengths[i] for i in idx], opts)):
+            results[i] = GenerationResult(tokens=[list(t) for t in r.tokens], scores=list(r.scores),
+                                          attention=list(r.attention))
+    return results
+
+
+def generate_stream(model, src_ids, **options):
+    """Yields the generated token ids of one source as they are decided."""
+    if isinstance(src_ids, (list, tuple)) and src_ids and isinstance(src_ids[0], numbers.Integral):
+        src_ids = [list(src_ids)]
+    ids, lengths = prepare_ids(src_ids, "src_ids")
+    if ids.shape[0] != 1:
+        raise ValueError(f"generate_stream takes one source, got {ids.shape[0]}")
+    options.setdefault("beam_size", 1)
+    if options["beam_size"] != 1:
+        raise ValueError(f"generate_stream supports greedy and sampling only: beam_size must be 1, got {options['beam_size']}")
+    opts = build_options(model, 1, **options)
+    tokens: queue.Queue = queue.Queue()
+    done = object()
+    opts.set_on_token(lambda source, token: tokens.put(token))
+    errors = []
+
+    def run():
+        try:
+            model._core.generate(ids, lengths, opts)
+        except BaseException as e:  # handed to the consumer
+            errors.append(e)
+        finally:
+            tokens.put(done)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    while True:
+        item = tokens.get()
+        if item is done:
+            break
+        yield item
+    worker.join()
+    if errors:
+        raise errors[0]
