@@ -11,6 +11,11 @@
 // The head dimension is a template parameter D (padded: 32, 64, 96, 128, 192, 256),
 // so the register accumulators are indexed with compile-time constants only.
 // Tensor-core (mma.sync / wgmma) versions are future work.
+//
+// kv_group > 1 (beams sharing their sentence's encoder K/V): query batch b reads K/V
+// batch b / kv_group. weights_out (alignments) comes from a second, separate kernel
+// launched after the first: it recomputes the scores, which is cheap in the decoding
+// step it serves (q_len 1), and keeps the main kernel's registers untouched.
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -31,6 +36,7 @@ constexpr int kBlockQ = kWarps * kRowsPerWarp;  // query rows per block
 constexpr int kBlockK = 32;                     // keys per tile: one per lane
 constexpr int kKeyPitch = kBlockK + 1;          // K^T row pitch: +1 float against bank conflicts
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kWeightsThreads = 256;
 
 // Shared memory of one block: Q (kBlockQ, D), K^T (D, kKeyPitch), V (kBlockK, D), fp32.
 template <int D>
@@ -55,17 +61,17 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionPara
   float* v_s = k_t + D * kKeyPitch;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t b = blockIdx.z, h = blockIdx.y, kv_b = b / p.kv_group;
   const int64_t q0 = int64_t(blockIdx.x) * kBlockQ;
   const int head_dim = static_cast<int>(p.head_dim);
   const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.head_dim;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.head_dim;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + h * p.head_dim;
+  const T* k = static_cast<const T*>(p.k) + kv_b * p.k_batch_stride + h * p.head_dim;
+  const T* v = static_cast<const T*>(p.v) + kv_b * p.v_batch_stride + h * p.head_dim;
   T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.head_dim;
 
   // Keys any row of this block can see: [0, kv_end).
   int64_t kv_end = p.kv_len;
-  if (p.kv_lengths != nullptr) kv_end = min64(kv_end, max64(p.kv_lengths[b], 0));
+  if (p.kv_lengths != nullptr) kv_end = min64(kv_end, max64(p.kv_lengths[kv_b], 0));
   if (p.causal) {
     const int64_t q_last = min64(q0 + kBlockQ, p.q_len) - 1;
     kv_end = min64(kv_end, max64(q_last + p.causal_offset + 1, 0));
@@ -177,26 +183,91 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionPara
   }
 }
 
+// weights_out[b, i, j] = mean over heads of the softmax probability of key j, 0 for a
+// masked key. One block per (query row i, batch b). Each thread owns keys
+// j = tid, tid + blockDim, ...: pass 1 gives each head's log2 softmax denominator (a
+// block reduction per head), pass 2 sums the heads' probabilities of the thread's own
+// keys and writes each weight once: no atomics, no other writer.
+// The visible keys of a row are a prefix [0, kv_end): lengths and causality both cut
+// from the end.
+template <typename T>
+__global__ void __launch_bounds__(kWeightsThreads) attention_weights_kernel(const AttentionParams p) {
+  extern __shared__ float4 smem[];
+  float* q_s = reinterpret_cast<float*>(smem);  // (heads, head_dim), times scale * log2(e)
+  float* lse_s = q_s + p.heads * p.head_dim;    // (heads): log2 of each head's denominator
+  __shared__ float scratch[32];
+
+  const int64_t i = blockIdx.x, b = blockIdx.y, kv_b = b / p.kv_group;
+  float* w = p.weights_out + (b * p.q_len + i) * p.kv_len;
+  int64_t kv_end = p.kv_len;
+  if (p.kv_lengths != nullptr) kv_end = min64(kv_end, p.kv_lengths[kv_b]);
+  if (p.causal) kv_end = min64(kv_end, i + p.causal_offset + 1);
+  kv_end = max64(kv_end, 0);
+  for (int64_t j = kv_end + threadIdx.x; j < p.kv_len; j += blockDim.x) w[j] = 0.0f;
+  if (kv_end == 0) return;  // block-uniform: no barrier is skipped by only some threads
+
+  const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + i * p.q_row_stride;
+  const T* k = static_cast<const T*>(p.k) + kv_b * p.k_batch_stride;
+  const float q_scale = p.scale * kLog2e;
+  for (int64_t idx = threadIdx.x; idx < p.heads * p.head_dim; idx += blockDim.x)
+    q_s[idx] = to_float(q[idx]) * q_scale;  // head h at column h * head_dim
+  __syncthreads();
+
+  // The log2-scaled score of key j in head h, in fp32 as in attention_kernel.
+  auto score = [&](int64_t h, int64_t j) {
+    const float* qh = q_s + h * p.head_dim;
+    const T* kj = k + j * p.k_row_stride + h * p.head_dim;
+    float dot = 0.0f;
+    for (int64_t d = 0; d < p.head_dim; ++d) dot = fmaf(qh[d], to_float(kj[d]), dot);
+    return dot;
+  };
+
+  for (int64_t h = 0; h < p.heads; ++h) {
+    float m = -INFINITY, s = 0.0f;  // this thread's running max and sum
+    for (int64_t j = threadIdx.x; j < kv_end; j += blockDim.x) {
+      const float x = score(h, j);
+      const float new_m = fmaxf(m, x);
+      s = s * exp2f(m - new_m) + exp2f(x - new_m);
+      m = new_m;
+    }
+    const float row_m = block_max(m, scratch);  // finite: kv_end > 0
+    const float row_s = block_sum(m == -INFINITY ? 0.0f : s * exp2f(m - row_m), scratch);
+    if (threadIdx.x == 0) lse_s[h] = row_m + log2f(row_s);
+  }
+  __syncthreads();
+
+  const float inv_heads = 1.0f / static_cast<float>(p.heads);
+  for (int64_t j = threadIdx.x; j < kv_end; j += blockDim.x) {
+    float sum = 0.0f;
+    for (int64_t h = 0; h < p.heads; ++h) sum += exp2f(score(h, j) - lse_s[h]);
+    w[j] = sum * inv_heads;
+  }
+}
+
 // ---------------------------------------------------------------- launchers
 
 namespace {
 
+// Shared memory a kernel needs beyond the default 48 KiB: opted into, or a clear error.
+void allow_shared_memory(const void* kernel, size_t smem, const std::string& what) {
+  if (smem <= 48 * 1024) return;
+  int device = 0, optin = 0;
+  TFORMER_CUDA_CHECK(cudaGetDevice(&device));
+  TFORMER_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (smem > static_cast<size_t>(optin)) {
+    throw std::runtime_error("cuda attention: " + what + " needs " + std::to_string(smem) +
+                             " bytes of shared memory per block, cuda:" + std::to_string(device) +
+                             " allows " + std::to_string(optin));
+  }
+  TFORMER_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(smem)));
+}
+
 template <typename T, int D>
 void launch_attention(const AttentionParams& p, cudaStream_t stream) {
   constexpr size_t smem = attention_smem_bytes<D>();
-  if (smem > 48 * 1024) {
-    int device = 0, optin = 0;
-    TFORMER_CUDA_CHECK(cudaGetDevice(&device));
-    TFORMER_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    if (smem > static_cast<size_t>(optin)) {
-      throw std::runtime_error("cuda attention: head_dim " + std::to_string(p.head_dim) + " needs " +
-                               std::to_string(smem) + " bytes of shared memory per block, cuda:" +
-                               std::to_string(device) + " allows " + std::to_string(optin));
-    }
-    TFORMER_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<T, D>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(smem)));
-  }
+  allow_shared_memory(reinterpret_cast<const void*>(attention_kernel<T, D>), smem,
+                      "head_dim " + std::to_string(p.head_dim));
   const dim3 grid(static_cast<unsigned>((p.q_len + kBlockQ - 1) / kBlockQ),
                   static_cast<unsigned>(p.heads), static_cast<unsigned>(p.batch));
   attention_kernel<T, D><<<grid, kThreads, smem, stream>>>(p);
@@ -205,25 +276,40 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
 
 template <typename T>
 void launch_attention(const AttentionParams& p, cudaStream_t stream) {
-  if (p.head_dim <= 32) return launch_attention<T, 32>(p, stream);
-  if (p.head_dim <= 64) return launch_attention<T, 64>(p, stream);
-  if (p.head_dim <= 96) return launch_attention<T, 96>(p, stream);
-  if (p.head_dim <= 128) return launch_attention<T, 128>(p, stream);
-  if (p.head_dim <= 192) return launch_attention<T, 192>(p, stream);
-  if (p.head_dim <= 256) return launch_attention<T, 256>(p, stream);
-  throw std::invalid_argument("cuda attention: head_dim " + std::to_string(p.head_dim) +
-                              " is not supported (at most 256)");
+  // Every check before the first launch: an error leaves nothing half done.
+  if (p.head_dim > 256) {
+    throw std::invalid_argument("cuda attention: head_dim " + std::to_string(p.head_dim) +
+                                " is not supported (at most 256)");
+  }
+  const size_t weights_smem = size_t(p.heads) * (p.head_dim + 1) * sizeof(float);
+  if (p.weights_out != nullptr) {
+    allow_shared_memory(reinterpret_cast<const void*>(attention_weights_kernel<T>), weights_smem,
+                        "weights_out with " + std::to_string(p.heads) + " heads of " +
+                            std::to_string(p.head_dim));
+  }
+  if (p.head_dim <= 32) launch_attention<T, 32>(p, stream);
+  else if (p.head_dim <= 64) launch_attention<T, 64>(p, stream);
+  else if (p.head_dim <= 96) launch_attention<T, 96>(p, stream);
+  else if (p.head_dim <= 128) launch_attention<T, 128>(p, stream);
+  else if (p.head_dim <= 192) launch_attention<T, 192>(p, stream);
+  else launch_attention<T, 256>(p, stream);
+  if (p.weights_out == nullptr) return;
+  const dim3 grid(static_cast<unsigned>(p.q_len), static_cast<unsigned>(p.batch));
+  attention_weights_kernel<T><<<grid, kWeightsThreads, weights_smem, stream>>>(p);
+  TFORMER_CUDA_CHECK_LAUNCH("attention_weights_kernel");
 }
 
 }  // namespace
 
 void attention_forward(const AttentionParams& p, cudaStream_t stream) {
   if (!dtype_is_float(p.dtype)) throw_unsupported_dtype("attention", p.dtype);
+  if (p.kv_group < 1)
+    throw std::invalid_argument("cuda attention: kv_group " + std::to_string(p.kv_group) + " must be at least 1");
   if (p.batch == 0 || p.heads == 0 || p.q_len == 0 || p.head_dim == 0) return;
-  if (p.batch > 65535 || p.heads > 65535 || (p.q_len + kBlockQ - 1) / kBlockQ > 0x7fffffff) {
+  if (p.batch > 65535 || p.heads > 65535 || p.q_len > 0x7fffffff) {
     throw std::invalid_argument("cuda attention: batch " + std::to_string(p.batch) + " and heads " +
                                 std::to_string(p.heads) + " must be at most 65535 each, q_len " +
-                                std::to_string(p.q_len) + " at most 2^35");
+                                std::to_string(p.q_len) + " at most 2^31 - 1");
   }
   switch (p.dtype) {
     case DType::f32: return launch_attention<float>(p, stream);

@@ -1,5 +1,6 @@
 // CudaBackend: memory and copies go straight to the CUDA runtime on the device's
-// stream; kernels go to the launchers of ops.h.
+// stream; kernels go to the launchers of ops.h. Every call that uses the stream holds
+// the device's lock while it enqueues (see "Threads" in device_state.h).
 #include "cuda_backend.h"
 
 #include <cublasLt.h>
@@ -51,7 +52,13 @@ DeviceState& CudaBackend::device(int device_index) {
   return *devices_[device_index];
 }
 
+CudaBackend::LockedDevice CudaBackend::lock_device(int device_index) {
+  DeviceState& d = device(device_index);
+  return {d, std::unique_lock<std::mutex>(d.mutex())};
+}
+
 // ---------------------------------------------------------------- memory
+// allocate/deallocate/empty_cache take only the allocator's own mutex.
 
 void* CudaBackend::allocate(size_t bytes, int device_index) {
   return device(device_index).allocator().allocate(bytes);
@@ -71,61 +78,85 @@ void CudaBackend::empty_cache() {
 
 void CudaBackend::copy_from_host(void* dst, const void* src, size_t bytes, int device_index) {
   if (bytes == 0) return;
-  DeviceState& d = device(device_index);
+  LockedDevice d = lock_device(device_index);
   // From pageable memory this returns once `src` has been read into a staging buffer,
   // so the caller may free or reuse it at once.
-  TFORMER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, d.stream()));
+  TFORMER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, d.state.stream()));
 }
 
 void CudaBackend::copy_to_host(void* dst, const void* src, size_t bytes, int device_index) {
   if (bytes == 0) return;
-  DeviceState& d = device(device_index);
-  TFORMER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, d.stream()));
-  TFORMER_CUDA_CHECK(cudaStreamSynchronize(d.stream()));
+  cudaStream_t stream = nullptr;
+  {
+    LockedDevice d = lock_device(device_index);
+    stream = d.state.stream();
+    TFORMER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+  }
+  // Wait unlocked, so that other threads may enqueue meanwhile (the stream outlives us).
+  TFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 void CudaBackend::copy_on_device(void* dst, const void* src, size_t bytes, int device_index) {
   if (bytes == 0 || dst == src) return;
-  DeviceState& d = device(device_index);
-  TFORMER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, d.stream()));
+  LockedDevice d = lock_device(device_index);
+  TFORMER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, d.state.stream()));
 }
 
 void CudaBackend::fill_zero(void* dst, size_t bytes, int device_index) {
   if (bytes == 0) return;
-  DeviceState& d = device(device_index);
-  TFORMER_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, d.stream()));
+  LockedDevice d = lock_device(device_index);
+  TFORMER_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, d.state.stream()));
 }
 
 void CudaBackend::synchronize(int device_index) {
-  DeviceState& d = device(device_index);
-  TFORMER_CUDA_CHECK(cudaStreamSynchronize(d.stream()));
+  cudaStream_t stream = nullptr;
+  {
+    LockedDevice d = lock_device(device_index);
+    stream = d.state.stream();
+  }
+  TFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 // ---------------------------------------------------------------- kernels
 
 void CudaBackend::gemm(const GemmParams& p, int device_index) {
-  DeviceState& d = device(device_index);
-  cuda::gemm(p, d.cublas(), d.stream());
+  LockedDevice d = lock_device(device_index);
+  cuda::gemm(p, d.state.cublas(), d.state.stream());
 }
 
 void CudaBackend::bias_act(const BiasActParams& p, int device_index) {
-  bias_act_forward(p, device(device_index).stream());
+  LockedDevice d = lock_device(device_index);
+  bias_act_forward(p, d.state.stream());
 }
 
 void CudaBackend::layer_norm(const LayerNormParams& p, int device_index) {
-  layer_norm_forward(p, device(device_index).stream());
+  LockedDevice d = lock_device(device_index);
+  layer_norm_forward(p, d.state.stream());
 }
 
 void CudaBackend::embedding(const EmbeddingParams& p, int device_index) {
-  embedding_forward(p, device(device_index).stream());
+  LockedDevice d = lock_device(device_index);
+  embedding_forward(p, d.state.stream());
 }
 
 void CudaBackend::attention(const AttentionParams& p, int device_index) {
-  attention_forward(p, device(device_index).stream());
+  LockedDevice d = lock_device(device_index);
+  attention_forward(p, d.state.stream());
 }
 
 void CudaBackend::cast(const CastParams& p, int device_index) {
-  cuda::cast(p, device(device_index).stream());
+  LockedDevice d = lock_device(device_index);
+  cuda::cast(p, d.state.stream());
+}
+
+void CudaBackend::gather_rows(const GatherRowsParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::gather_rows(p, d.state.allocator(), d.state.stream());
+}
+
+void CudaBackend::copy_2d(const Copy2dParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::copy_2d(p, d.state.stream());
 }
 
 }  // namespace tformer::cuda

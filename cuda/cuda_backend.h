@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -35,10 +36,21 @@ class CudaBackend final : public Backend {
   void embedding(const EmbeddingParams& p, int device_index) override;
   void attention(const AttentionParams& p, int device_index) override;
   void cast(const CastParams& p, int device_index) override;
+  void gather_rows(const GatherRowsParams& p, int device_index) override;
+  void copy_2d(const Copy2dParams& p, int device_index) override;
 
  private:
-  // Checks the index, makes the device current and returns its state.
+  // A device's state, locked for the calling scope (threads: see device_state.h).
+  struct LockedDevice {
+    DeviceState& state;
+    std::unique_lock<std::mutex> lock;
+  };
+
+  // Checks the index, makes the device current for this host thread (cudaSetDevice is
+  // per thread) and returns its state.
   DeviceState& device(int device_index);
+  // The same, with the device's mutex held until the result goes out of scope.
+  LockedDevice lock_device(int device_index);
 
   std::vector<std::unique_ptr<DeviceState>> devices_;
   std::string name_;

@@ -6,7 +6,6 @@
 namespace tformer::cuda {
 
 cudaStream_t DeviceState::stream() {
-  std::lock_guard<std::mutex> lock(mutex_);
   if (stream_ == nullptr) {
     // Non-blocking: no implicit ordering with the legacy default stream, which other
     // libraries in the process (PyTorch, CuPy) may be using.
@@ -16,9 +15,8 @@ cudaStream_t DeviceState::stream() {
 }
 
 cublasHandle_t DeviceState::cublas() {
-  cudaStream_t s = stream();
-  std::lock_guard<std::mutex> lock(mutex_);
   if (cublas_ == nullptr) {
+    cudaStream_t s = stream();
     cublasHandle_t handle = nullptr;
     TFORMER_CUBLAS_CHECK(cublasCreate(&handle));
     // The default math mode keeps fp32 products in fp32 (no TF32).

@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "allocator.h"
 #include "tformer/backend.h"
 
 namespace tformer::cuda {
@@ -17,5 +18,8 @@ void layer_norm_forward(const LayerNormParams& p, cudaStream_t stream);
 void embedding_forward(const EmbeddingParams& p, cudaStream_t stream);
 void attention_forward(const AttentionParams& p, cudaStream_t stream);
 void cast(const CastParams& p, cudaStream_t stream);
+// rows.cu. gather_rows takes its temporary from `allocator` (the stream's device's).
+void gather_rows(const GatherRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);
+void copy_2d(const Copy2dParams& p, cudaStream_t stream);
 
 }  // namespace tformer::cuda

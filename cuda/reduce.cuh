@@ -1,6 +1,8 @@
 // Warp and block reductions over fp32 (shuffle trees).
 #pragma once
 
+#include <cmath>  // INFINITY
+
 namespace tformer::cuda {
 
 constexpr unsigned kFullMask = 0xffffffffu;
@@ -28,6 +30,19 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   __syncthreads();
   v = lane < n_warps ? scratch[lane] : 0.0f;
   v = warp_sum(v);  // every warp reduces the partials: no second broadcast needed
+  __syncthreads();
+  return v;
+}
+
+// Max over the block, returned to every thread; as block_sum.
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_warps = blockDim.x >> 5;
+  v = warp_max(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < n_warps ? scratch[lane] : -INFINITY;
+  v = warp_max(v);
   __syncthreads();
   return v;
 }

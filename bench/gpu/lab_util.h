@@ -105,6 +105,12 @@ class Buffer {
     be_->copy_from_host(ptr_, raw.data(), bytes_, 0);
   }
   void upload_i32(const std::vector<int32_t>& v) { be_->copy_from_host(ptr_, v.data(), bytes_, 0); }
+  void upload_bytes(const std::vector<uint8_t>& v) { be_->copy_from_host(ptr_, v.data(), bytes_, 0); }
+  std::vector<uint8_t> download_bytes() {
+    std::vector<uint8_t> v(bytes_);
+    be_->copy_to_host(v.data(), ptr_, bytes_, 0);
+    return v;
+  }
 
   std::vector<float> download() {
     std::vector<uint8_t> raw(bytes_);

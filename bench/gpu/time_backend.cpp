@@ -55,6 +55,41 @@ void time_attention(tformer::Backend* be, DType t, int64_t batch, int64_t heads,
               tformer::dtype_name(t), s * 1e3, flops / s * 1e-12, bytes / s * 1e-9);
 }
 
+// A beam-search decode step of cross-attention: 8 sentences x 5 beams sharing their
+// sentence's encoder K/V (kv_group 5), with and without the head-averaged weights.
+void time_cross_attention(tformer::Backend* be, DType t, bool weights) {
+  const int64_t batch = 40, group = 5, heads = 8, hd = 64, lk = 100, width = heads * hd;
+  lab::Buffer q(be, t, batch * width), kv(be, t, batch / group * lk * 2 * width), out(be, t, batch * width);
+  lab::Buffer w(be, DType::f32, batch * lk);
+  q.upload(lab::random_values(rng, q.size(), t)), kv.upload(lab::random_values(rng, kv.size(), t));
+  tformer::AttentionParams p;
+  p.dtype = t, p.batch = batch, p.heads = heads, p.head_dim = hd, p.q_len = 1, p.kv_len = lk, p.kv_group = group;
+  p.q = q.data(), p.q_batch_stride = p.q_row_stride = width;
+  p.k = kv.data(), p.v = static_cast<char*>(kv.data()) + width * tformer::dtype_size(t);
+  p.k_batch_stride = p.v_batch_stride = lk * 2 * width, p.k_row_stride = p.v_row_stride = 2 * width;
+  p.out = out.data(), p.out_batch_stride = p.out_row_stride = width, p.scale = 0.125f;
+  if (weights) p.weights_out = static_cast<float*>(w.data());
+  const double s = median_seconds(be, [&] { be->attention(p, 0); });
+  std::printf("attention B%-3ld H%-3ld D%-4ld q1     kv%-5ld kv_group %ld%s %-9s %9.3f ms\n", long(batch),
+              long(heads), long(hd), long(lk), long(group), weights ? " +weights" : "         ",
+              tformer::dtype_name(t), s * 1e3);
+}
+
+// Beam reordering of a KV cache: 40 rows of 1 MiB, parents drawn at random.
+void time_gather_rows(tformer::Backend* be) {
+  const int64_t rows = 40, bytes = 1 << 20;
+  lab::Buffer data(be, DType::i8, rows * bytes);
+  std::vector<int32_t> src(rows);
+  for (auto& r : src) r = int32_t(rng() % rows);
+  int64_t moved = 0;
+  for (int64_t r = 0; r < rows; ++r) moved += src[r] != r;
+  tformer::GatherRowsParams p;
+  p.data = data.data(), p.num_rows = rows, p.row_stride_bytes = p.bytes_per_row = bytes, p.src_rows = src.data();
+  const double s = median_seconds(be, [&] { be->gather_rows(p, 0); });
+  std::printf("gather_rows %ld x %ld bytes (%ld moved)               %9.3f ms %8.1f GB/s\n", long(rows), long(bytes),
+              long(moved), s * 1e3, 4.0 * moved * bytes / s * 1e-9);  // each moved row: read, write, twice
+}
+
 void time_gemm(tformer::Backend* be, DType t, int64_t m, int64_t n, int64_t k) {
   lab::Buffer a(be, t, m * k), b(be, t, n * k), c(be, t, m * n);
   a.upload(lab::random_values(rng, a.size(), t)), b.upload(lab::random_values(rng, b.size(), t));
@@ -92,9 +127,11 @@ int main(int argc, char** argv) {
         time_attention(be, t, 8, 16, hd, 1024, 1024, true);
         time_attention(be, t, 64, 16, hd, 1, 1024, true);  // decode step
       }
+      time_cross_attention(be, t, false), time_cross_attention(be, t, true);
       time_gemm(be, t, 4096, 4096, 4096);
       time_layer_norm(be, t, 16384, 4096);
     }
+    time_gather_rows(be);
     delete be;
     return 0;
   } catch (const std::exception& e) {
