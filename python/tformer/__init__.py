@@ -8,6 +8,7 @@ from ._native import _core
 from .config import TransformerConfig
 from .convert.huggingface import from_huggingface
 from .model import Transformer
+from .translator import Translator
 from . import ops
 
 __version__ = _core.__version__
@@ -40,6 +41,6 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "Transformer", "TransformerConfig", "from_huggingface", "ops", "set_num_threads", "get_num_threads",
+    "Transformer", "TransformerConfig", "Translator", "from_huggingface", "ops", "set_num_threads", "get_num_threads",
     "cuda_available", "build_info", "empty_cache",
 ]

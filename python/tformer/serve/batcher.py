@@ -1,0 +1,227 @@
+"""Dynamic batching: requests that arrive within `batch_wait_ms` of the first one are merged
+into one `translate_batch` call (up to `max_batch_size` sentences), run on one worker
+thread (generate releases the GIL, so the event loop keeps accepting requests meanwhile),
+and each request gets its own slice of the results back.
+
+Only requests with the same options (languages, beam size, lengths, ...) are merged;
+sampling requests never are, so that a seed gives the same output however the traffic
+falls. With `batch_wait_ms=0` batching is off: one request per generate call."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger("tformer.serve")
+
+
+class Overloaded(Exception):
+    """More sentences are waiting than `max_pending_texts`."""
+
+
+class _Job:
+    __slots__ = ("texts", "options", "key", "future", "enqueued")
+
+    def __init__(self, texts, options, key, future):
+        self.texts, self.options, self.key, self.future = texts, options, key, future
+        self.enqueued = time.perf_counter()
+
+
+class BatchStats:
+    """Counters behind GET /stats (read and written under one lock)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.requests = self.texts = self.batches = self.batched_texts = 0
+        self.max_batch_texts = self.max_batch_requests = 0
+        self.failed_requests = self.rejected_overload = 0
+        self.batch_requests_histogram = collections.Counter()
+        self.busy_seconds = 0.0
+
+    def add_batch(self, n_requests, n_texts, seconds):
+        with self._lock:
+            self.batches += 1
+            self.batched_texts += n_texts
+            self.max_batch_texts = max(self.max_batch_texts, n_texts)
+            self.max_batch_requests = max(self.max_batch_requests, n_requests)
+            self.batch_requests_histogram[n_requests] += 1
+            self.busy_seconds += seconds
+
+    def count(self, field, n=1):
+        with self._lock:
+            setattr(self, field, getattr(self, field) + n)
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "requests": self.requests, "texts": self.texts, "batches": self.batches,
+                "mean_batch_texts": round(self.batched_texts / self.batches, 3) if self.batches else 0.0,
+                "max_batch_texts": self.max_batch_texts, "max_batch_requests": self.max_batch_requests,
+                "batch_requests_histogram": {str(k): v for k, v in sorted(self.batch_requests_histogram.items())},
+                "failed_requests": self.failed_requests, "rejected_overload": self.rejected_overload,
+                "generate_busy_seconds": round(self.busy_seconds, 6),
+            }
+
+
+class DynamicBatcher:
+    """translate(texts, options) -> list of results, called on one worker thread."""
+
+    def __init__(self, translate, max_batch_size=32, batch_wait_ms=5.0, max_pending_texts=4096):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if batch_wait_ms < 0:
+            raise ValueError(f"batch_wait_ms must be >= 0, got {batch_wait_ms}")
+        self._translate = translate
+        self.max_batch_size = int(max_batch_size)
+        self.batch_wait = float(batch_wait_ms) / 1000.0
+        self.max_pending_texts = int(max_pending_texts)
+        self.stats = BatchStats()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tformer-generate")
+        self._queue = None
+        self._task = None
+        self._loop = None
+        self._carry = None
+        self._pending_texts = 0
+        self._unique = itertools.count()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self):
+        """Starts the batching task on the running event loop (idempotent per loop)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self._task is not None and not self._task.done():
+            return
+        self._loop = loop
+        self._queue = asyncio.Queue()
+        self._carry = None
+        self._pending_texts = 0
+        self._task = loop.create_task(self._run(), name="tformer-batcher")
+
+    async def stop(self):
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        pending = [self._carry] if self._carry else []
+        while self._queue is not None and not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        for job in pending:
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the server is shutting down"))
+        self._carry = None
+
+    def close(self):
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ requests
+
+    async def submit(self, texts, options: dict):
+        """Queues one request; returns its results (one per text) once its batch ran."""
+        self.start()
+        n = len(texts)
+        if self._pending_texts + n > self.max_pending_texts:
+            self.stats.count("rejected_overload")
+            raise Overloaded(f"{self._pending_texts} sentences are already waiting (limit {self.max_pending_texts})")
+        key = _options_key(options)
+        if options.get("do_sample") or self.batch_wait == 0:
+            key = (key, next(self._unique))  # never merged with another request
+        job = _Job(list(texts), dict(options), key, self._loop.create_future())
+        self._pending_texts += n
+        self.stats.count("requests")
+        self.stats.count("texts", n)
+        self._queue.put_nowait(job)
+        try:
+            return await job.future
+        except Exception:
+            self.stats.count("failed_requests")
+            raise
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self):
+        while True:
+            batch = await self._collect()
+            self._pending_texts -= sum(len(j.texts) for j in batch)
+            groups = collections.OrderedDict()
+            for job in batch:
+                groups.setdefault(job.key, []).append(job)
+            for jobs in groups.values():
+                await self._execute(jobs)
+
+    async def _collect(self):
+        first = self._carry if self._carry is not None else await self._queue.get()
+        self._carry = None
+        batch, n = [first], len(first.texts)
+        if self.batch_wait == 0:
+            return batch
+        deadline = first.enqueued + self.batch_wait
+        while n < self.max_batch_size:
+            try:
+                job = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self._queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            if n + len(job.texts) > self.max_batch_size:
+                self._carry = job  # first of the next batch
+                break
+            batch.append(job)
+            n += len(job.texts)
+        return batch
+
+    async def _execute(self, jobs):
+        jobs = [j for j in jobs if not j.future.done()]  # clients that went away
+        if not jobs:
+            return
+        texts = [t for j in jobs for t in j.texts]
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self._translate, texts, jobs[0].options)
+        except (ValueError, TypeError) as e:
+            if len(jobs) == 1:
+                _fail(jobs[0], e)
+            else:  # one request's text may be at fault: rerun each alone so only it fails
+                for job in jobs:
+                    await self._execute([job])
+            return
+        except Exception as e:  # noqa: BLE001 - reported to the waiting requests, never kills the loop
+            log.exception("translate failed")
+            for job in jobs:
+                _fail(job, e)
+            return
+        finally:
+            self.stats.add_batch(len(jobs), len(texts), time.perf_counter() - t0)
+        start = 0
+        for job in jobs:
+            end = start + len(job.texts)
+            if not job.future.done():
+                job.future.set_result(results[start:end])
+            start = end
+
+
+def _fail(job, error):
+    if not job.future.done():
+        job.future.set_exception(error)
+
+
+def _options_key(options: dict):
+    def freeze(v):
+        if isinstance(v, (list, tuple)):
+            return tuple(freeze(x) for x in v)
+        if isinstance(v, dict):
+            return tuple(sorted((k, freeze(x)) for k, x in v.items()))
+        return v
+
+    return freeze(options)

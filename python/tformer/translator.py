@@ -1,0 +1,191 @@
+"""tformer.Translator: text in, text out, on top of `Transformer.generate` (docs/DECODING.md).
+
+    >>> translator = tformer.Translator("opus-mt-fr-en")                # a local HF directory
+    >>> translator.translate(["Le chat dort."])
+    ['The cat is sleeping.']
+    >>> translator.translate(["Le chat dort."], beam_size=5, num_hypotheses=2)
+    [['The cat is sleeping.', 'The cat sleeps.']]
+    >>> nllb = tformer.Translator("nllb-200-distilled-600M", source_lang="fra_Latn")
+    >>> nllb.translate(["Le chat dort."], target_lang="deu_Latn")
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from .tokenizers import Tokenizer, load_tokenizer
+
+# generation_config.json key -> (generate option, conversion); max/min length are handled apart
+# because transformers counts the decoder start token in them and generate does not.
+_GENERATION_KEYS = {
+    "num_beams": "beam_size",
+    "length_penalty": "length_penalty",
+    "no_repeat_ngram_size": "no_repeat_ngram_size",
+    "repetition_penalty": "repetition_penalty",
+    "num_return_sequences": "num_hypotheses",
+    "do_sample": "do_sample",
+    "top_k": "sampling_topk",
+    "top_p": "sampling_topp",
+    "temperature": "sampling_temperature",
+}
+_DEFAULT_MAX_LENGTH = 256  # generate's own default, lowered to what the positions table allows
+
+
+class TranslationResult:
+    """One source sentence's result: generate's `.tokens` / `.scores` / `.attention` (the
+    n-best, best first) plus `.texts`, the detokenized hypotheses (target-language token
+    removed)."""
+
+    __slots__ = ("tokens", "scores", "attention", "texts")
+
+    def __init__(self, tokens, scores, attention, texts):
+        self.tokens, self.scores, self.attention, self.texts = tokens, scores, attention, texts
+
+    def __repr__(self):
+        return f"TranslationResult(texts={self.texts!r}, scores={self.scores!r})"
+
+
+def generation_defaults(path, max_positions=None) -> dict:
+    """generate options from a Hugging Face directory's generation_config.json (or, when it
+    is absent, the same keys of config.json), as transformers' generate would use them.
+    Only keys the directory sets are returned; bad_words_ids and forced BOS/EOS are read by
+    generate itself."""
+    path = os.fspath(path)
+    gen = os.path.join(path, "generation_config.json")
+    source = gen if os.path.isfile(gen) else os.path.join(path, "config.json")
+    if not os.path.isfile(source):
+        return {}
+    with open(source, encoding="utf-8") as f:
+        try:
+            cfg = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source}: invalid JSON ({e})") from None
+    out = {}
+    for key, option in _GENERATION_KEYS.items():
+        if cfg.get(key) is not None:
+            out[option] = cfg[key]
+    if isinstance(cfg.get("early_stopping"), bool):  # "never" has no generate equivalent
+        out["early_stopping"] = cfg["early_stopping"]
+    if out.get("do_sample") and "sampling_topk" not in out:
+        out["sampling_topk"] = 50  # transformers' default top_k whenever it samples
+    # transformers' max_length / min_length count the decoder start token; the *_new_tokens
+    # variants (which win over them) and generate's options do not.
+    if cfg.get("max_new_tokens") is not None:
+        out["max_length"] = int(cfg["max_new_tokens"])
+    elif cfg.get("max_length") is not None:
+        out["max_length"] = max(1, int(cfg["max_length"]) - 1)
+        if max_positions:
+            out["max_length"] = min(out["max_length"], max_positions - 1)
+    if cfg.get("min_new_tokens") is not None:
+        out["min_length"] = int(cfg["min_new_tokens"])
+    elif cfg.get("min_length"):
+        out["min_length"] = max(0, int(cfg["min_length"]) - 1)
+    if "min_length" in out and "max_length" in out:
+        out["min_length"] = min(out["min_length"], out["max_length"])
+    return out
+
+
+def _max_positions(model):
+    hf = (model.config.extra or {}).get("hf_config") or {}
+    if hf.get("max_position_embeddings"):
+        return int(hf["max_position_embeddings"])
+    return int(model.config.max_positions) - int(model.config.position_offset or 0)
+
+
+def _check_texts(texts):
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, got a str (wrap one sentence as [text])")
+    if not isinstance(texts, (list, tuple)):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise ValueError("texts is empty: pass at least one sentence")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError(f"texts[{i}] is empty (or only whitespace)")
+    return list(texts)
+
+
+class Translator:
+    """Translates text with a Transformer and its Hugging Face tokenizer.
+
+    model_or_path: a local Hugging Face directory (MarianMT, BART, mBART, M2M100, NLLB),
+      loaded with `tformer.from_huggingface` on `device` / `dtype`, tokenizer and generation
+      defaults (generation_config.json) from the same directory; or a `tformer.Transformer`
+      (moved to `device` / `dtype` when given), with `tokenizer=` a directory or a
+      `tformer.tokenizers.Tokenizer`.
+    defaults: generate options used by every call (they win over the directory's), plus
+      `source_lang` / `target_lang` for multilingual models.
+    """
+
+    def __init__(self, model_or_path, device=None, dtype=None, *, tokenizer=None, **defaults):
+        from .convert.huggingface import from_huggingface
+        from .model import Transformer
+
+        dir_defaults = {}
+        if isinstance(model_or_path, (str, os.PathLike)):
+            path = os.fspath(model_or_path)
+            self.model = from_huggingface(path, device=device or "cpu", dtype=dtype or "float32")
+            dir_defaults = generation_defaults(path, _max_positions(self.model))
+            tokenizer = path if tokenizer is None else tokenizer
+        elif isinstance(model_or_path, Transformer):
+            if tokenizer is None:
+                raise ValueError("Translator(model) needs tokenizer=: the Hugging Face directory holding the "
+                                 "tokenizer files (or a tformer.tokenizers.Tokenizer)")
+            self.model = model_or_path.to(device, dtype)
+        else:
+            raise TypeError("model_or_path must be a tformer.Transformer or the path of a Hugging Face model "
+                            f"directory, got {type(model_or_path).__name__}")
+        self.source_lang = defaults.pop("source_lang", None)
+        self.target_lang = defaults.pop("target_lang", None)
+        if isinstance(tokenizer, Tokenizer):
+            self.tokenizer = tokenizer
+        elif isinstance(tokenizer, (str, os.PathLike)):
+            self.tokenizer = load_tokenizer(tokenizer, source_lang=self.source_lang)
+        else:
+            raise TypeError(f"tokenizer must be a directory or a tformer.tokenizers.Tokenizer, "
+                            f"got {type(tokenizer).__name__}")
+        self.max_positions = _max_positions(self.model)
+        self.defaults = {"max_length": min(_DEFAULT_MAX_LENGTH, self.max_positions - 1), **dir_defaults,
+                         **defaults}
+
+    def __repr__(self):
+        return f"tformer.Translator({self.model!r}, tokenizer={self.tokenizer!r}, defaults={self.defaults!r})"
+
+    def encode(self, texts, source_lang=None, target_lang=None):
+        """Token ids of the source texts, as the model's Hugging Face tokenizer gives them."""
+        return self.tokenizer.encode(_check_texts(texts), source_lang=source_lang or self.source_lang,
+                                     target_lang=target_lang or self.target_lang)
+
+    def translate_batch(self, texts, source_lang=None, target_lang=None, **options):
+        """`model.generate` on the tokenized texts: one TranslationResult per text (tokens,
+        scores, attention as generate returns them, plus `.texts`)."""
+        texts = _check_texts(texts)
+        source_lang = source_lang or self.source_lang
+        target_lang = target_lang or self.target_lang
+        options = {**self.defaults, **options}
+        src_ids = self.tokenizer.encode(texts, source_lang=source_lang, target_lang=target_lang)
+        prefix = self.tokenizer.target_prefix(target_lang)
+        if prefix:
+            if options.get("target_prefix") is not None:
+                raise ValueError("pass target_lang or target_prefix, not both")
+            options["target_prefix"] = [list(prefix) for _ in texts]
+        results = self.model.generate(src_ids, **options)
+        out = []
+        for result in results:
+            hyps = [list(h) for h in result.tokens]
+            if prefix:  # the forced language token is part of generate's tokens, not of the text
+                hyps = [h[len(prefix):] if h[:len(prefix)] == prefix else h for h in hyps]
+            out.append(TranslationResult(result.tokens, result.scores, result.attention,
+                                         self.tokenizer.decode(hyps)))
+        return out
+
+    def translate(self, texts, source_lang=None, target_lang=None, **options):
+        """Translations of `texts` (a list of strings), in order: one string per text, or a
+        list of `num_hypotheses` strings per text when num_hypotheses > 1."""
+        results = self.translate_batch(texts, source_lang=source_lang, target_lang=target_lang, **options)
+        n_best = {**self.defaults, **options}.get("num_hypotheses", 1)
+        if isinstance(n_best, int) and n_best > 1:
+            return [r.texts for r in results]
+        return [r.texts[0] for r in results]
