@@ -100,6 +100,7 @@ std::vector<GenerationResult> beam_search(const SearchInputs& in) {
       ctx.prefix = opt.target_prefix.empty() ? nullptr : &opt.target_prefix[static_cast<size_t>(r / K)];
       proc.process(row, ctx);
       if (opt.do_sample) proc.warp(row, 1 + static_cast<int64_t>(proc.eos().size()));
+      proc.renormalize(row);
     }
 
     // Per source: candidates, finished hypotheses, next beams.

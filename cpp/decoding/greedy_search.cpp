@@ -69,8 +69,9 @@ std::vector<GenerationResult> greedy_search(const SearchInputs& in) {
       in.processors.process(row, ctx);
       int32_t token;
       float logprob = 0.0f;
+      if (opt.do_sample) in.processors.warp(row, 1);
+      in.processors.renormalize(row);
       if (opt.do_sample) {
-        in.processors.warp(row, 1);
         const uint64_t key = opt.sample_ids.empty() ? static_cast<uint64_t>(b) : static_cast<uint64_t>(opt.sample_ids[b]);
         token = sample(row, V, uniform01(opt.seed, key, static_cast<uint64_t>(step), 0), &logprob);
       } else {

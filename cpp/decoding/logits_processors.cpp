@@ -94,6 +94,12 @@ void LogitsProcessors::process(float* scores, const RowContext& row) const {
     force_only(scores, vocab_, opt_.forced_eos_token_id);
 }
 
+void LogitsProcessors::renormalize(float* scores) const {
+  if (!opt_.renormalize_logits) return;
+  const float lse = cpu::kernels().logsumexp(scores, vocab_);
+  for (int64_t v = 0; v < vocab_; ++v) scores[v] -= lse;
+}
+
 void LogitsProcessors::warp(float* scores, int64_t min_keep) const {
   if (opt_.sampling_temperature != 1.0f) {
     const float inv = 1.0f / opt_.sampling_temperature;

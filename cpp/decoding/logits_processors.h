@@ -26,6 +26,8 @@ class LogitsProcessors {
   void process(float* scores, const RowContext& row) const;
   // Temperature, top-k, top-p (sampling only). min_keep: tokens top-k/top-p always keep.
   void warp(float* scores, int64_t min_keep) const;
+  // transformers' LogitNormalization, which runs after every other processor.
+  void renormalize(float* scores) const;
 
   bool is_eos(int32_t token) const;
   const std::vector<int32_t>& eos() const { return eos_; }

@@ -21,6 +21,7 @@ struct KernelTable {
   float (*row_max)(const float* x, int64_t n);
   float (*logsumexp)(const float* x, int64_t n);                 // -inf when every x is -inf
   float (*exp_shifted)(float* x, int64_t n, float shift);        // x = exp(x - shift); returns the sum
+  void (*gemm_short_a)(const GemmParams&);  // !trans_a, trans_b, few rows of A (decode steps)
 };
 
 const KernelTable& kernels();
@@ -34,6 +35,7 @@ const KernelTable& kernels();
   float row_max(const float* x, int64_t n);           \
   float logsumexp(const float* x, int64_t n);         \
   float exp_shifted(float* x, int64_t n, float shift); \
+  void gemm_short_a(const GemmParams& p);             \
   extern const KernelTable table;                     \
   }
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 
 #include "cpu_kernels.h"
 #include "tformer/errors.h"
@@ -32,6 +33,15 @@ void gemm(const GemmParams& p) {
   const float* a = static_cast<const float*>(p.a);
   const float* b = static_cast<const float*>(p.b);
   float* c = static_cast<float*>(p.c);
+  // A decode step multiplies a few rows by a weight matrix: stream the weights once.
+  static const int64_t short_a_rows = [] {
+    const char* env = std::getenv("TFORMER_SHORT_GEMM_ROWS");
+    return env ? std::atoll(env) : int64_t{64};
+  }();
+  if (!p.trans_a && p.trans_b && p.m <= short_a_rows) {
+    kernels().gemm_short_a(p);
+    return;
+  }
   const int threads = omp_get_max_threads();
   const double flops = 2.0 * p.m * p.n * p.k;
   if (threads == 1 || flops < 2e6) {

@@ -6,6 +6,7 @@
 
 #include "tformer/backends.h"
 #include "tformer/errors.h"
+#include "tformer/profile.h"
 
 namespace tformer::ops {
 namespace {
@@ -61,7 +62,10 @@ void gemm(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_
   p.ldb = std::max<int64_t>(b.dim(1), 1);
   p.c = c.raw();
   p.ldc = std::max<int64_t>(n, 1);
-  backend_for(a.device()).gemm(p, a.device().index);
+  {
+    profile::Scope scope("gemm");
+    backend_for(a.device()).gemm(p, a.device().index);
+  }
 }
 
 void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias) {
@@ -100,7 +104,10 @@ void bias_act(Tensor& out, const Tensor& x, const Tensor* bias, const Tensor* re
   p.x = x.raw();
   p.bias = bias ? bias->raw() : nullptr;
   p.residual = residual ? residual->raw() : nullptr;
-  backend_for(x.device()).bias_act(p, x.device().index);
+  {
+    profile::Scope scope("bias_act");
+    backend_for(x.device()).bias_act(p, x.device().index);
+  }
 }
 
 void layer_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
@@ -132,7 +139,10 @@ void layer_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bia
   p.residual = residual ? residual->raw() : nullptr;
   p.gamma = gamma.raw();
   p.beta = beta.raw();
-  backend_for(x.device()).layer_norm(p, x.device().index);
+  {
+    profile::Scope scope("layer_norm");
+    backend_for(x.device()).layer_norm(p, x.device().index);
+  }
 }
 
 void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale, const Tensor* position_ids,
@@ -169,7 +179,10 @@ void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale,
   p.table = table.raw();
   p.position_ids = position_ids ? position_ids->data<int32_t>() : nullptr;
   p.positions = positions ? positions->raw() : nullptr;
-  backend_for(table.device()).embedding(p, table.device().index);
+  {
+    profile::Scope scope("embedding");
+    backend_for(table.device()).embedding(p, table.device().index);
+  }
 }
 
 void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const AttentionOptions& opt) {
@@ -237,7 +250,10 @@ void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const Attenti
   p.causal_offset = opt.causal_offset;
   p.scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (batch == 0 || q_len == 0 || width == 0) return;
-  backend_for(out.device()).attention(p, out.device().index);
+  {
+    profile::Scope scope("attention");
+    backend_for(out.device()).attention(p, out.device().index);
+  }
 }
 
 void copy_rows(Tensor& dst, const Tensor& src, int64_t rows, int64_t cols) {
@@ -255,7 +271,10 @@ void copy_rows(Tensor& dst, const Tensor& src, int64_t rows, int64_t cols) {
   p.rows = rows;
   p.bytes_per_row = cols * static_cast<int64_t>(es);
   if (rows == 0 || cols == 0) return;
-  backend_for(dst.device()).copy_2d(p, dst.device().index);
+  {
+    profile::Scope scope("copy_strided");
+    backend_for(dst.device()).copy_2d(p, dst.device().index);
+  }
 }
 
 void copy_strided(Tensor& dst, int64_t dst_offset, int64_t dst_stride, const Tensor& src, int64_t src_offset,
@@ -295,7 +314,10 @@ void gather_rows(Tensor& t, const std::vector<int32_t>& src_rows, int64_t cols_t
   p.bytes_per_row = std::min(cols_to_move, row_elems) * static_cast<int64_t>(es);
   p.src_rows = src_rows.data();
   if (n == 0 || p.bytes_per_row == 0) return;
-  backend_for(t.device()).gather_rows(p, t.device().index);
+  {
+    profile::Scope scope("gather_rows");
+    backend_for(t.device()).gather_rows(p, t.device().index);
+  }
 }
 
 Activation parse_activation(const std::string& name) {

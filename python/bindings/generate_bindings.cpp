@@ -31,6 +31,7 @@ void register_generate(py::module_& m) {
       .def_readwrite("target_prefix", &O::target_prefix)
       .def_readwrite("no_repeat_ngram_size", &O::no_repeat_ngram_size)
       .def_readwrite("repetition_penalty", &O::repetition_penalty)
+      .def_readwrite("renormalize_logits", &O::renormalize_logits)
       .def_readwrite("bad_words_ids", &O::bad_words_ids)
       .def_readwrite("forced_bos_token_id", &O::forced_bos_token_id)
       .def_readwrite("forced_eos_token_id", &O::forced_eos_token_id)

@@ -15,7 +15,7 @@ from ._native import _core
 from .inputs import prepare_ids
 
 # generation_config keys that generate() takes from the model directory by default.
-_DIR_DEFAULTS = ("bad_words_ids", "forced_bos_token_id", "forced_eos_token_id")
+_DIR_DEFAULTS = ("bad_words_ids", "forced_bos_token_id", "forced_eos_token_id", "renormalize_logits")
 
 
 @dataclass
@@ -86,6 +86,7 @@ def build_options(model, batch: int, **kw) -> "_core.GenerationOptions":
         o.target_prefix = prefix
     o.no_repeat_ngram_size = _int("no_repeat_ngram_size", kw.pop("no_repeat_ngram_size", 0))
     o.repetition_penalty = _float("repetition_penalty", kw.pop("repetition_penalty", 1.0))
+    o.renormalize_logits = bool(kw.pop("renormalize_logits", gen.get("renormalize_logits", False)))
     bad = kw.pop("bad_words_ids", gen.get("bad_words_ids"))
     o.bad_words_ids = _token_lists("bad_words_ids", bad) or []
     for key in ("forced_bos_token_id", "forced_eos_token_id"):

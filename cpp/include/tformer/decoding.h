@@ -24,6 +24,7 @@ struct GenerationOptions {
   std::vector<std::vector<int32_t>> target_prefix;  // empty, or one list per source (forced tokens)
   int64_t no_repeat_ngram_size = 0;
   float repetition_penalty = 1.0f;
+  bool renormalize_logits = false;  // log-softmax again after the processors (opus-mt's configs set it)
   std::vector<std::vector<int32_t>> bad_words_ids;
   int32_t forced_bos_token_id = -1;  // -1: none
   int32_t forced_eos_token_id = -1;

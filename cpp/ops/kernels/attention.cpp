@@ -174,6 +174,43 @@ void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, 
   }
 }
 
+// Few queries (a decode step): one query row against its keys directly, no tiles.
+void attention_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, std::vector<float>& scores) {
+  const int64_t D = p.head_dim, kvb = b / p.kv_group;
+  const float* q = static_cast<const float*>(p.q) + b * p.q_batch_stride + i * p.q_row_stride + h * D;
+  const float* k = static_cast<const float*>(p.k) + kvb * p.k_batch_stride + h * D;
+  const float* v = static_cast<const float*>(p.v) + kvb * p.v_batch_stride + h * D;
+  float* o = static_cast<float*>(p.out) + b * p.out_batch_stride + i * p.out_row_stride + h * D;
+  int64_t kv_end = p.kv_len;
+  if (p.kv_lengths) kv_end = std::min<int64_t>(kv_end, std::max<int32_t>(p.kv_lengths[kvb], 0));
+  if (p.causal) kv_end = std::min(kv_end, i + p.causal_offset + 1);
+  std::fill(o, o + D, 0.0f);
+  if (kv_end <= 0) return;
+  if (static_cast<int64_t>(scores.size()) < kv_end) scores.resize(static_cast<size_t>(kv_end));
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < kv_end; ++j) {
+    const float* kj = k + j * p.k_row_stride;
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t d = 0; d < D; ++d) dot += q[d] * kj[d];
+    scores[j] = dot * p.scale;
+    m = std::max(m, scores[j]);
+  }
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < kv_end; ++j) {
+    scores[j] = fast_exp(scores[j] - m);
+    sum += scores[j];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < kv_end; ++j) {
+    const float pj = scores[j] * inv;
+    const float* vj = v + j * p.v_row_stride;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) o[d] += pj * vj[d];
+  }
+}
+
 // weights_out[b, i, :] = mean over heads of softmax(scale * q_i . k_j), masked keys 0.
 // A second, exact pass: it runs only when alignments are asked for (decoding, q_len 1).
 void attention_weights(const AttentionParams& p) {
@@ -218,6 +255,20 @@ void attention_weights(const AttentionParams& p) {
 
 void attention(const AttentionParams& p) {
   if (p.dtype != DType::f32) throw_type_error("cpu attention supports float32 only, got ", dtype_name(p.dtype));
+  if (p.q_len < kRows) {  // decode steps: tiles would be mostly padding
+    const int64_t items = p.batch * p.heads * p.q_len;
+#pragma omp parallel if (items > 1 && items * p.kv_len * p.head_dim > 32768)
+    {
+      static thread_local std::vector<float> scores;
+#pragma omp for schedule(static)
+      for (int64_t it = 0; it < items; ++it) {
+        const int64_t i = it % p.q_len, bh = it / p.q_len;
+        attention_row(p, bh / p.heads, bh % p.heads, i, scores);
+      }
+    }
+    if (p.weights_out) attention_weights(p);
+    return;
+  }
   const int64_t q_tiles = (p.q_len + kQueryTile - 1) / kQueryTile;
   const int64_t items = p.batch * p.heads * q_tiles;
   const bool parallel = items > 1 && p.q_len * p.kv_len * p.head_dim * p.heads * p.batch > 32768;

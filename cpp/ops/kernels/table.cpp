@@ -7,6 +7,6 @@
 namespace tformer::cpu::TFORMER_CPU_ISA {
 
 const KernelTable table = {TFORMER_STR(TFORMER_CPU_ISA), &bias_act, &layer_norm, &embedding, &attention,
-                           &row_max, &logsumexp, &exp_shifted};
+                           &row_max, &logsumexp, &exp_shifted, &gemm_short_a};
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

@@ -39,7 +39,7 @@ def read_hf_config(path: str) -> dict:
 _GENERATION_KEYS = (
     "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id", "eos_token_id", "decoder_start_token_id",
     "pad_token_id", "num_beams", "max_length", "min_length", "length_penalty", "no_repeat_ngram_size",
-    "repetition_penalty", "early_stopping", "num_return_sequences",
+    "repetition_penalty", "early_stopping", "num_return_sequences", "renormalize_logits",
 )
 
 

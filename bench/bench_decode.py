@@ -1,0 +1,147 @@
+"""Decoding speed of an opus-mt-fr-en-sized Marian model (random weights): tformer
+against CTranslate2 (fp32 and int8) and transformers, same weights, same inputs, 2 threads
+each, output length forced to 32 tokens for every system, engines interleaved in one run.
+
+  (a) latency: batch 1, 32 source tokens -> 32 target tokens, greedy
+  (b) throughput: 64 sentences of 32 tokens, beam 4, batches of 16, 32 target tokens
+  (c) throughput: 64 sentences, greedy, batch 32
+  (d) peak memory (ru_maxrss) of a fresh process: import, load, one (b) batch
+
+    python bench/bench_decode.py [--threads 2] [--repeat 5] [--skip-hf] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+OUT_LEN = 32
+
+
+def make_inputs(n, src_len, vocab, eos, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [list(map(int, rng.integers(2, vocab - 1, src_len - 1))) + [eos] for _ in range(n)]
+
+
+def engines(model_dir, ct2_dir, threads, skip_hf):
+    """name -> function(sources, beam, batch) returning the generated token-id lists."""
+    import ctranslate2
+    import torch
+    from transformers import MarianMTModel
+
+    import ct2_marian
+    import tformer
+
+    ours = tformer.from_huggingface(model_dir)
+    ct2 = {ct: ctranslate2.Translator(ct2_dir, device="cpu", compute_type=ct, inter_threads=1, intra_threads=threads)
+           for ct in ("float32", "int8")}
+    hf = None if skip_hf else MarianMTModel.from_pretrained(model_dir).eval()
+
+    def run_tformer(srcs, beam, batch):
+        res = ours.generate(srcs, beam_size=beam, max_length=OUT_LEN, min_length=OUT_LEN, max_batch_size=batch)
+        return [r.tokens[0] for r in res]
+
+    def run_ct2(kind):
+        def run(srcs, beam, batch):
+            toks = [[ct2_marian.token_name(i) for i in s] for s in srcs]
+            res = ct2[kind].translate_batch(toks, beam_size=beam, max_batch_size=batch, min_decoding_length=OUT_LEN,
+                                            max_decoding_length=OUT_LEN)
+            return [[ct2_marian.token_id(t) for t in r.hypotheses[0]] for r in res]
+        return run
+
+    def run_hf(srcs, beam, batch):
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(srcs), batch):
+                x = torch.tensor(srcs[i:i + batch])
+                seq = hf.generate(x, num_beams=beam, min_new_tokens=OUT_LEN, max_new_tokens=OUT_LEN, do_sample=False)
+                out += [s[1:].tolist() for s in seq]
+        return out
+
+    fns = {"tformer": run_tformer, "ct2-fp32": run_ct2("float32"), "ct2-int8": run_ct2("int8")}
+    if hf is not None:
+        fns["transformers"] = run_hf
+    return fns
+
+
+def peak_rss(model_dir, ct2_dir, engine, threads):
+    """Peak RSS (MiB) of a fresh process that loads `engine` and runs one (b) batch."""
+    code = f"""
+import os, resource, sys
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+import bench_decode as b
+srcs = b.make_inputs(16, 32, 59514, 0)
+fns = b.engines({model_dir!r}, {ct2_dir!r}, {threads}, skip_hf={engine != 'transformers'})
+fns[{engine!r}](srcs, 4, 16)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--skip-hf", action="store_true", help="leave transformers out (it is slow)")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "tformer-bench-opus-mt-fr-en"))
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    common.set_threads(args.threads)
+    import ct2_marian
+
+    model_dir = common.make_marian_dir(args.model_dir)
+    ct2_dir = ct2_marian.convert(model_dir, model_dir + "-ct2", 59514)
+    fns = engines(model_dir, ct2_dir, args.threads, args.skip_hf)
+
+    one = make_inputs(1, 32, 59514, 0)
+    many = make_inputs(64, 32, 59514, 0, seed=1)
+    # Same numbers first: tformer's greedy tokens against CTranslate2 fp32's (the last
+    # token differs where transformers' forced EOS applies: tformer follows transformers).
+    a, b = fns["tformer"](one, 1, 1)[0], fns["ct2-fp32"](one, 1, 1)[0]
+    agree = sum(x == y for x, y in zip(a[:-1], b[:-1])) / max(1, len(a) - 1)
+
+    scenarios = {
+        "a_latency_b1_greedy": (one, 1, 1),
+        "b_beam4_b16": (many, 4, 16),
+        "c_greedy_b32": (many, 1, 32),
+    }
+    results = {"threads": args.threads, "greedy_agreement_with_ct2": agree}
+    for name, (srcs, beam, batch) in scenarios.items():
+        for fn in fns.values():  # every output must be exactly OUT_LEN tokens
+            lens = {len(t) for t in fn(srcs[:batch], beam, batch)}
+            assert lens <= {OUT_LEN, OUT_LEN - 1}, (name, lens)
+        times = common.interleaved({k: (lambda f=f: f(srcs, beam, batch)) for k, f in fns.items()}, args.repeat)
+        tokens = len(srcs) * OUT_LEN
+        results[name] = {k: {"seconds": t, "tokens_per_s": tokens / t} for k, t in times.items()}
+    if not args.skip_memory:
+        results["d_peak_rss_mib"] = {k: peak_rss(model_dir, ct2_dir, k, args.threads) for k in fns}
+
+    print(f"opus-mt-fr-en size, {args.threads} threads; tformer greedy agrees with CT2 fp32 on {agree:.0%} of tokens")
+    for name in scenarios:
+        r = results[name]
+        line = "  ".join(f"{k} {v['tokens_per_s']:7.1f} tok/s" for k, v in r.items())
+        base = r["tformer"]["seconds"]
+        ratios = "  ".join(f"{k}/tformer {v['seconds'] / base:.2f}x" for k, v in r.items() if k != "tformer")
+        print(f"{name:22s} {line}\n{'':22s} {ratios}")
+    if "d_peak_rss_mib" in results:
+        print("d_peak_rss_mib        " + "  ".join(f"{k} {v:.0f}" for k, v in results["d_peak_rss_mib"].items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
