@@ -73,3 +73,53 @@ def loaded(zoo):
         return cache[(name, device)]
 
     return get
+
+
+class GenCheckpoint:
+    """A GEN_SPECS checkpoint (tf_testlib): its directory, its float64 transformers
+    reference read back from that directory (so generation_config.json is the one
+    tformer reads), and the special ids."""
+
+    def __init__(self, name, directory):
+        self.name = name
+        self.base = lib.GEN_SPECS[name]["base"]
+        self.dir = directory
+        self.ref = lib.load_hf_reference(self.base, directory)
+        spec = lib.MODEL_SPECS[self.base]
+        self.pad, self.eos, self.start = spec["pad"], spec["eos"], spec["start"]
+        self.src_vocab, self.tgt_vocab = lib.vocab_sizes(self.base)
+        self._models = {}
+        self._hf = {}
+
+    def model(self, device="cpu"):
+        """tformer.Transformer of this directory (float32), cached per device."""
+        if device not in self._models:
+            self._models[device] = tformer.from_huggingface(str(self.dir), device=device,
+                                                            dtype="float32")
+        return self._models[device]
+
+    def hf(self, src, generation_config=None, attention=False, **options):
+        """lib.hf_generate on this checkpoint, cached (the reference does not depend on
+        the device under test)."""
+        key = (repr(src), repr(sorted(options.items())), attention,
+               None if generation_config is None else generation_config.to_json_string())
+        if key not in self._hf:
+            self._hf[key] = lib.hf_generate(self.ref, self.base, src,
+                                            generation_config=generation_config,
+                                            attention=attention, **options)
+        return self._hf[key]
+
+
+@pytest.fixture(scope="session")
+def gen_zoo(tmp_path_factory):
+    """gen_zoo(name) -> GenCheckpoint, built once per session."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            directory = tmp_path_factory.mktemp(f"gen_{name}") / name
+            lib.save_gen_checkpoint(name, directory)
+            cache[name] = GenCheckpoint(name, directory)
+        return cache[name]
+
+    return get

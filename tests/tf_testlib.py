@@ -279,3 +279,259 @@ def assert_rows_close(actual, expected, lengths, rel=1e-4, what=""):
         f"{what}: batch {actual.shape[0]} vs {expected.shape[0]} vs {len(lengths)}")
     for b, n in enumerate(lengths):
         assert_rel_close(actual[b, :n], expected[b, :n], rel=rel, what=f"{what} row {b}")
+
+
+# --------------------------------------------------------------------------------------
+# Decoding checkpoints. Random tiny models make poor decoding tests: their next-token
+# distributions are flat, their decoders mostly copy the encoder so the same token is
+# predicted forever, and EOS either comes first or never. The GEN_SPECS checkpoints are
+# edited so that search has something to do:
+#   * cross_scale shrinks the decoder's cross-attention output, so the decoder input
+#     (the last generated token) drives the next prediction;
+#   * logit_scale sharpens the distributions (final decoder layer norm scaled);
+#   * EOS is made likely right after a random 15% subset S of target tokens: the EOS row
+#     of the output projection is a linear probe (difference of the mean hidden state
+#     after a token of S and after any other token) giving EOS a logit eos_alpha higher
+#     after S, centred at eos_beta. Hypotheses then end at varied lengths, and beam search,
+#     length penalty and min_length change the result;
+#   * pad_bias raises the pad logit (Marian): pad is then generated unless banned, so the
+#     checkpoint's bad_words_ids [[pad]] matters.
+# `generation` adds keys to the directory's generation_config.json.
+# --------------------------------------------------------------------------------------
+
+GEN_SPECS = {
+    # opus-mt: tied embeddings and output projection, bad_words_ids [[pad]] and
+    # forced_eos_token_id 0 in generation_config.json (as on the hub).
+    "marian_gen": dict(base="marian", seed=0, tie=True, cross_scale=0.25, logit_scale=1.0,
+                       eos_alpha=6.0, eos_beta=-2.0, pad_bias=4.0,
+                       generation=dict(bad_words_ids=[[96]])),
+    # BART: forced_eos_token_id 2 from the config; decoder start token == EOS.
+    "bart_gen": dict(base="bart", seed=0, tie=False, cross_scale=1.0, logit_scale=1.0,
+                     eos_alpha=6.0, eos_beta=-3.0, pad_bias=0.0, generation={}),
+    # M2M100: no forced EOS, no final_logits_bias, decoder start token == EOS.
+    "m2m_100_gen": dict(base="m2m_100", seed=0, tie=False, cross_scale=1.0, logit_scale=1.0,
+                        eos_alpha=6.0, eos_beta=-3.0, pad_bias=0.0, generation={}),
+}
+
+
+def gen_spec(name):
+    """The MODEL_SPECS entry of a GEN_SPECS checkpoint (pad / eos / start / config)."""
+    return MODEL_SPECS[GEN_SPECS[name]["base"]]
+
+
+def _final_decoder_norm(model, family):
+    if family in ("marian", "bart"):  # post-norm: the last layer's output norm
+        return model.model.decoder.layers[-1].final_layer_norm
+    return model.model.decoder.layer_norm
+
+
+def _lm_head_inputs(model, name, seed):
+    """Hidden states entering lm_head for random prefixes, and each one's last input id."""
+    spec = MODEL_SPECS[name]
+    rng = np.random.default_rng(seed)
+    src, tgt = make_batch(name, [int(n) for n in rng.integers(2, 16, 64)],
+                          [int(n) for n in rng.integers(2, 12, 64)], seed=seed)
+    src_ids, src_mask = pad_batch(src, spec["pad"])
+    tgt_ids, tgt_mask = pad_batch(tgt, spec["pad"])
+    captured = {}
+
+    def hook(module, inputs, output):
+        captured["h"] = inputs[0].detach()
+
+    handle = model.lm_head.register_forward_hook(hook)
+    with torch.no_grad():
+        model(input_ids=torch.from_numpy(src_ids), attention_mask=torch.from_numpy(src_mask),
+              decoder_input_ids=torch.from_numpy(tgt_ids),
+              decoder_attention_mask=torch.from_numpy(tgt_mask))
+    handle.remove()
+    real = torch.from_numpy(tgt_mask).bool()
+    return captured["h"][real], torch.from_numpy(tgt_ids)[real]
+
+
+def build_gen_model(name):
+    """The float32 transformers model of GEN_SPECS[name] (see above)."""
+    g = GEN_SPECS[name]
+    base = g["base"]
+    spec = MODEL_SPECS[base]
+    family = spec["family"]
+    config_cls, model_cls = _hf_classes(family)
+    torch.manual_seed(g["seed"])
+    with quiet():
+        model = model_cls(config_cls(**spec["config"], tie_word_embeddings=g["tie"]))
+    reinit_parameters(model, family, g["seed"] + 1)
+    eos, pad, start = spec["eos"], spec["pad"], spec["start"]
+    with torch.no_grad():
+        for layer in model.model.decoder.layers:
+            layer.encoder_attn.out_proj.weight.mul_(g["cross_scale"])
+        norm = _final_decoder_norm(model, family)
+        norm.weight.mul_(g["logit_scale"])
+        norm.bias.mul_(g["logit_scale"])
+
+        _, tgt_vocab = vocab_sizes(base)
+        rng = np.random.default_rng(g["seed"] + 100)
+        candidates = [t for t in range(3, tgt_vocab) if t not in (pad, eos, start)]
+        enders = set(int(t) for t in rng.choice(candidates, size=int(0.15 * len(candidates)),
+                                                replace=False))
+        h, last = _lm_head_inputs(model, base, g["seed"] + 101)
+        after = torch.tensor([int(t) in enders for t in last])
+        diff = h[after].mean(0) - h[~after].mean(0)
+        mid = 0.5 * (h[after].mean(0) + h[~after].mean(0))
+        w = g["eos_alpha"] * diff / (diff @ diff)
+        offset = g["eos_beta"] - float(w @ mid)
+        if hasattr(model, "final_logits_bias"):
+            model.final_logits_bias[0, eos] = offset
+            model.final_logits_bias[0, pad] += g["pad_bias"]
+        else:
+            w = w + offset * mid / (mid @ mid)
+        model.lm_head.weight[eos] = w
+    return model.eval()
+
+
+def save_gen_checkpoint(name, directory):
+    """Writes GEN_SPECS[name] as a Hugging Face directory, generation_config.json included."""
+    from transformers import GenerationConfig
+    model = build_gen_model(name)
+    save_hf_model(model, directory)
+    extra = GEN_SPECS[name]["generation"]
+    if extra:
+        with quiet():
+            gc = GenerationConfig.from_pretrained(str(directory))
+            for key, value in extra.items():
+                setattr(gc, key, value)
+            gc.save_pretrained(str(directory))
+    return directory
+
+
+def gen_sources(name, n=24, seed=0, min_len=1, max_len=15):
+    """n EOS-terminated sources of lengths min_len..max_len (each length at least once
+    when n allows), shuffled."""
+    base = GEN_SPECS[name]["base"] if name in GEN_SPECS else name
+    rng = np.random.default_rng(seed)
+    lengths = list(range(min_len, max_len + 1))
+    lengths = (lengths * (n // len(lengths) + 1))[:n]
+    lengths = [int(x) for x in rng.permutation(lengths)]
+    src, _ = make_batch(base, lengths, [1] * n, seed=seed + 1)
+    return src
+
+
+# --------------------------------------------------------------------------------------
+# transformers generate as the decoding reference
+# --------------------------------------------------------------------------------------
+
+# tformer option -> transformers generate() keyword
+HF_OPTION = {"beam_size": "num_beams", "max_length": "max_new_tokens",
+             "min_length": "min_new_tokens", "num_hypotheses": "num_return_sequences",
+             "length_penalty": "length_penalty", "early_stopping": "early_stopping",
+             "no_repeat_ngram_size": "no_repeat_ngram_size",
+             "repetition_penalty": "repetition_penalty", "bad_words_ids": "bad_words_ids",
+             "forced_bos_token_id": "forced_bos_token_id",
+             "forced_eos_token_id": "forced_eos_token_id", "eos_token_id": "eos_token_id",
+             "decoder_start_token_id": "decoder_start_token_id"}
+
+
+def hf_options(options):
+    """transformers generate() kwargs for tformer generate options (greedy/beam)."""
+    kwargs = {"do_sample": False, "num_beams": 1}
+    for key, value in options.items():
+        if key in ("return_scores", "return_attention", "max_batch_size"):
+            continue
+        kwargs[HF_OPTION[key]] = value
+    return kwargs
+
+
+def strip_hf_sequence(seq, start, eos, max_new_tokens):
+    """A transformers output row -> tformer's convention: drop the decoder start token,
+    cut at the first EOS (dropping it and the padding after it). A row without EOS must
+    have run to max_new_tokens. eos: an id or a list of ids. Returns (tokens, ended)."""
+    seq = [int(t) for t in seq]
+    eos_ids = set(eos) if isinstance(eos, (list, tuple)) else {eos}
+    assert seq[0] == start, f"HF row does not begin with the start token {start}: {seq}"
+    rest = seq[1:]
+    for i, t in enumerate(rest):
+        if t in eos_ids:
+            return rest[:i], True
+    assert len(rest) == max_new_tokens, f"HF row without EOS is not max_new_tokens long: {seq}"
+    return rest, False
+
+
+class HFGeneration:
+    """transformers generate on a batch: n-best tokens per source (tformer's
+    convention), whether each hypothesis ended with EOS, sequences_scores (beam) or the
+    greedy score, and for greedy the last layer's head-averaged cross-attention."""
+
+    def __init__(self, tokens, ended, scores, attention):
+        self.tokens = tokens        # [source][hypothesis] -> list of ids
+        self.ended = ended          # [source][hypothesis] -> bool
+        self.scores = scores        # [source][hypothesis] -> float
+        self.attention = attention  # [source] -> (steps, src_len) array, greedy only
+
+
+def hf_generate(ref, base, src, generation_config=None, attention=False, **options):
+    """Runs ref.generate (float64 model, eval, no_grad) on the right-padded batch `src`
+    with the tformer `options` translated by hf_options."""
+    spec = MODEL_SPECS[base]
+    kwargs = hf_options(options)
+    n_ret = kwargs.get("num_return_sequences", 1)
+    max_new = kwargs["max_new_tokens"]
+    ids, mask = pad_batch(src, spec["pad"])
+    saved = ref.generation_config
+    if generation_config is not None:
+        ref.generation_config = generation_config
+    try:
+        with torch.no_grad(), quiet():
+            out = ref.generate(input_ids=torch.from_numpy(ids),
+                               attention_mask=torch.from_numpy(mask),
+                               output_scores=True, return_dict_in_generate=True,
+                               output_attentions=attention, **kwargs)
+    finally:
+        ref.generation_config = saved
+    beam = kwargs["num_beams"] > 1
+    eos = options.get("eos_token_id", spec["eos"])
+    start = options.get("decoder_start_token_id", spec["start"])
+    rows = out.sequences.tolist()
+    tokens, ended, scores, attn = [], [], [], []
+    for b in range(len(src)):
+        tok_b, end_b, score_b = [], [], []
+        for h in range(n_ret):
+            r = b * n_ret + h
+            t, e = strip_hf_sequence(rows[r], start, eos, max_new)
+            tok_b.append(t)
+            end_b.append(e)
+            if beam:
+                score_b.append(float(out.sequences_scores[r]))
+            else:
+                steps = len(t) + int(e)
+                total = 0.0
+                for s in range(steps):
+                    logp = torch.log_softmax(out.scores[s][r].double(), dim=-1)
+                    total += float(logp[rows[r][s + 1]])
+                score_b.append(total)
+        tokens.append(tok_b)
+        ended.append(end_b)
+        scores.append(score_b)
+        if attention and not beam:
+            steps = len(tok_b[0]) + int(end_b[0])
+            rows_a = [out.cross_attentions[s][-1][b].mean(dim=0)[0, :len(src[b])].numpy()
+                      for s in range(steps)]
+            attn.append(np.stack(rows_a))
+    return HFGeneration(tokens, ended, scores, attn)
+
+
+def generation_config_without(ref, **overrides):
+    """A copy of ref.generation_config with some keys replaced (None switches a
+    processor off), for the transformers side of `bad_words_ids=[]` and the like."""
+    import copy
+    gc = copy.deepcopy(ref.generation_config)
+    for key, value in overrides.items():
+        setattr(gc, key, value)
+    return gc
+
+
+def first_mismatch(actual, expected):
+    """'' when the nested token lists are equal, else a readable first difference."""
+    if len(actual) != len(expected):
+        return f"{len(actual)} results, expected {len(expected)}"
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        if a != e:
+            return f"source {i}: got {a}, transformers gives {e}"
+    return ""
