@@ -63,12 +63,25 @@ def generation_defaults(config) -> dict:
     return dict(config.extra.get("generation", {}))
 
 
+DEFAULT_MAX_LENGTH = 256
+
+
+def positions_left(config) -> int:
+    """How many tokens the target positions table lets the decoder generate."""
+    first = config.position_offset if config.position_ids == "arange" else config.pad_id + 1
+    return config.max_positions - first
+
+
 def build_options(model, batch: int, **kw) -> "_core.GenerationOptions":
     cfg = model.config
     gen = generation_defaults(cfg)
     o = _core.GenerationOptions()
     o.beam_size = _int("beam_size", kw.pop("beam_size", 4))
-    o.max_length = _int("max_length", kw.pop("max_length", 256))
+    max_length = kw.pop("max_length", DEFAULT_MAX_LENGTH)
+    if max_length == DEFAULT_MAX_LENGTH and not isinstance(max_length, bool):
+        # The default, not a request: a model with a shorter positions table gets what it allows.
+        max_length = min(DEFAULT_MAX_LENGTH, positions_left(cfg))
+    o.max_length = _int("max_length", max_length)
     o.min_length = _int("min_length", kw.pop("min_length", 0))
     o.length_penalty = _float("length_penalty", kw.pop("length_penalty", 1.0))
     o.num_hypotheses = _int("num_hypotheses", kw.pop("num_hypotheses", 1))
