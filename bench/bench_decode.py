@@ -32,19 +32,30 @@ def make_inputs(n, src_len, vocab, eos, seed=0):
     return [list(map(int, rng.integers(2, vocab - 1, src_len - 1))) + [eos] for _ in range(n)]
 
 
-def engines(model_dir, ct2_dir, threads, skip_hf):
-    """name -> function(sources, beam, batch) returning the generated token-id lists."""
-    import ctranslate2
-    import torch
-    from transformers import MarianMTModel
-
+def engines(model_dir, ct2_dir, threads, skip_hf, only=None):
+    """name -> function(sources, beam, batch) returning the generated token-id lists
+    (`only`: load just that engine, for memory measurements)."""
     import ct2_marian
-    import tformer
 
-    ours = tformer.from_huggingface(model_dir)
-    ct2 = {ct: ctranslate2.Translator(ct2_dir, device="cpu", compute_type=ct, inter_threads=1, intra_threads=threads)
-           for ct in ("float32", "int8")}
-    hf = None if skip_hf else MarianMTModel.from_pretrained(model_dir).eval()
+    def want(name):
+        return only is None or only == name
+
+    ours = ct2 = hf = None
+    if want("tformer"):
+        import tformer
+
+        ours = tformer.from_huggingface(model_dir)
+    if want("ct2-fp32") or want("ct2-int8"):
+        import ctranslate2
+
+        ct2 = {ct: ctranslate2.Translator(ct2_dir, device="cpu", compute_type=ct, inter_threads=1,
+                                          intra_threads=threads)
+               for ct in ("float32", "int8") if want("ct2-fp32" if ct == "float32" else "ct2-int8")}
+    if not skip_hf and want("transformers"):
+        import torch
+        from transformers import MarianMTModel
+
+        hf = MarianMTModel.from_pretrained(model_dir).eval()
 
     def run_tformer(srcs, beam, batch):
         res = ours.generate(srcs, beam_size=beam, max_length=OUT_LEN, min_length=OUT_LEN, max_batch_size=batch)
@@ -67,7 +78,12 @@ def engines(model_dir, ct2_dir, threads, skip_hf):
                 out += [s[1:].tolist() for s in seq]
         return out
 
-    fns = {"tformer": run_tformer, "ct2-fp32": run_ct2("float32"), "ct2-int8": run_ct2("int8")}
+    fns = {}
+    if ours is not None:
+        fns["tformer"] = run_tformer
+    for kind, name in (("float32", "ct2-fp32"), ("int8", "ct2-int8")):
+        if ct2 and kind in ct2:
+            fns[name] = run_ct2(kind)
     if hf is not None:
         fns["transformers"] = run_hf
     return fns
@@ -80,7 +96,7 @@ import os, resource, sys
 sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
 import bench_decode as b
 srcs = b.make_inputs(16, 32, 59514, 0)
-fns = b.engines({model_dir!r}, {ct2_dir!r}, {threads}, skip_hf={engine != 'transformers'})
+fns = b.engines({model_dir!r}, {ct2_dir!r}, {threads}, skip_hf=False, only={engine!r})
 fns[{engine!r}](srcs, 4, 16)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
