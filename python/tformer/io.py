@@ -67,4 +67,4 @@ def load_model(path, device="cpu", dtype="float32"):
     weights = os.path.join(path, "model.safetensors")
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found")
-    return Transformer._from_parameters(config, load_safetensors(weights), device=device, dtype=dtype)
+    return Transformer._from_parameters(config, load_safetensors(weights, lazy=True), device=device, dtype=dtype)

@@ -47,12 +47,15 @@ class Transformer:
 
     @classmethod
     def _from_parameters(cls, config: TransformerConfig, params: dict, device="cpu", dtype="float32"):
-        """A model from a dict of tformer parameter names -> arrays (loaders use this)."""
+        """A model from a dict of tformer parameter names -> arrays, or functions returning
+        them (loaders pass functions so that one tensor at a time is in memory)."""
         model = cls(config, seed=None, device=device, dtype=dtype)
         expected = dict(config.to_core().parameter_shapes())
         for name, value in params.items():
             if name not in expected:
                 raise ValueError(f"unexpected tensor {name!r} for this config")
+            if callable(value):
+                value = value()
             if tuple(value.shape) != tuple(expected[name]):
                 raise ValueError(
                     f"tensor {name!r} has shape {tuple(value.shape)} but the config expects {tuple(expected[name])}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -36,28 +37,45 @@ def read_safetensors_header(path: str) -> dict:
     return header
 
 
-def load_safetensors(path: str) -> dict:
-    """All tensors of a safetensors file, floats converted to float32."""
-    header = read_safetensors_header(path)
-    data = np.memmap(path, dtype=np.uint8, mode="r")
-    base = 8 + struct.unpack("<Q", bytes(data[:8]))[0]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
+class LazySafetensors(Mapping):
+    """The tensors of a safetensors file, each read from disk when asked for (and not
+    kept): a loader that converts and hands over one tensor at a time never holds the
+    whole file in memory. Floats come back as float32."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.header = {k: v for k, v in read_safetensors_header(path).items() if k != "__metadata__"}
+        with open(path, "rb") as f:
+            self.base = 8 + struct.unpack("<Q", f.read(8))[0]
+        for name, info in self.header.items():
+            if info["dtype"] not in _ST_DTYPES:
+                raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+
+    def __getitem__(self, name):
+        info = self.header[name]
         start, end = info["data_offsets"]
-        raw = data[base + start: base + end]
         dtype = info["dtype"]
-        if dtype not in _ST_DTYPES:
-            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
-        shape = tuple(info["shape"])
+        with open(self.path, "rb") as f:
+            f.seek(self.base + start)
+            raw = np.frombuffer(f.read(end - start), dtype=np.uint8)
         if dtype == "BF16":  # numpy has no bfloat16: widen the 16 bits to float32's top half
             arr = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
         else:
             arr = raw.view(_ST_DTYPES[dtype])
-        arr = arr.reshape(shape)
-        out[name] = arr.astype(np.float32, copy=False) if arr.dtype.kind == "f" else np.array(arr)
-    return out
+        arr = arr.reshape(tuple(info["shape"]))
+        return arr.astype(np.float32, copy=False) if arr.dtype.kind == "f" else np.array(arr)
+
+    def __iter__(self):
+        return iter(self.header)
+
+    def __len__(self):
+        return len(self.header)
+
+
+def load_safetensors(path: str, lazy: bool = False):
+    """All tensors of a safetensors file (floats as float32); lazy: read on access."""
+    tensors = LazySafetensors(path)
+    return tensors if lazy else {name: tensors[name] for name in tensors}
 
 
 def load_pytorch_bin(path: str) -> dict:
@@ -82,11 +100,34 @@ def load_pytorch_bin(path: str) -> dict:
     return out
 
 
-def load_checkpoint_dir(path: str) -> dict:
-    """Tensors of a Hugging Face model directory: model.safetensors (or its sharded
-    index), else pytorch_model.bin (or its index)."""
+class _Shards(Mapping):
+    """Several tensor mappings seen as one."""
+
+    def __init__(self):
+        self.parts = []
+
+    def add(self, mapping):
+        self.parts.append(mapping)
+
+    def __getitem__(self, name):
+        for part in self.parts:
+            if name in part:
+                return part[name]
+        raise KeyError(name)
+
+    def __iter__(self):
+        for part in self.parts:
+            yield from part
+
+    def __len__(self):
+        return sum(len(p) for p in self.parts)
+
+
+def load_checkpoint_dir(path: str):
+    """Tensors of a Hugging Face model directory (a mapping; safetensors tensors are read
+    on access): model.safetensors (or its sharded index), else pytorch_model.bin (or its index)."""
     candidates = [
-        ("model.safetensors", load_safetensors),
+        ("model.safetensors", lambda p: load_safetensors(p, lazy=True)),
         ("model.safetensors.index.json", None),
         ("pytorch_model.bin", load_pytorch_bin),
         ("pytorch_model.bin.index.json", None),
@@ -99,13 +140,14 @@ def load_checkpoint_dir(path: str) -> dict:
             return loader(full)
         with open(full) as f:
             index = json.load(f)
-        shard_loader = load_safetensors if fname.startswith("model.safetensors") else load_pytorch_bin
-        out = {}
+        shard_loader = (lambda p: load_safetensors(p, lazy=True)) if fname.startswith("model.safetensors") \
+            else load_pytorch_bin
+        out = _Shards()
         for shard in sorted(set(index.get("weight_map", {}).values())):
             shard_path = os.path.join(path, shard)
             if not os.path.exists(shard_path):
                 raise FileNotFoundError(f"{shard_path}: shard listed in {fname} is missing")
-            out.update(shard_loader(shard_path))
+            out.add(shard_loader(shard_path))
         return out
     raise FileNotFoundError(
         f"no weights in {path}: expected model.safetensors or pytorch_model.bin (or a sharded index of them)"

@@ -120,38 +120,51 @@ def _activation(name: str) -> str:
 class _State:
     """HF tensors by name, with the 'model.' prefix optional and clear errors."""
 
-    def __init__(self, tensors: dict, path: str):
-        self.t = {k[len("model."):] if k.startswith("model.") else k: v for k, v in tensors.items()}
+    def __init__(self, tensors, path: str):
+        self.tensors = tensors  # a mapping; safetensors ones read each tensor on access
+        self.names = {k[len("model."):] if k.startswith("model.") else k: k for k in tensors}
         self.path = path
 
     def has(self, name):
-        return name in self.t
+        return name in self.names
 
     def get(self, *names):
         for n in names:
-            if n in self.t:
-                return self.t[n]
+            if n in self.names:
+                return self.tensors[self.names[n]]
+        raise ValueError(f"{self.path}: tensor {names[0]!r} missing from the weights")
+
+    def ref(self, *names):
+        """A function that reads the tensor when called (after checking it exists now)."""
+        for n in names:
+            if n in self.names:
+                return lambda: self.tensors[self.names[n]]
         raise ValueError(f"{self.path}: tensor {names[0]!r} missing from the weights")
 
 
 def convert_state(cfg: TransformerConfig, state: _State) -> dict:
-    """HF tensors -> tformer parameter names (q/k/v fused into one matrix)."""
+    """HF tensors -> tformer parameter names (q/k/v fused into one matrix). Values are
+    functions that produce the array when called, so the model is filled one tensor at a
+    time (peak memory: the model plus one tensor, not two copies of the checkpoint)."""
     p = {}
     if cfg.shared_embeddings:
-        p["src_embed"] = state.get("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+        p["src_embed"] = state.ref("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
     else:
-        p["src_embed"] = state.get("encoder.embed_tokens.weight", "shared.weight")
-        p["tgt_embed"] = state.get("decoder.embed_tokens.weight", "shared.weight")
+        p["src_embed"] = state.ref("encoder.embed_tokens.weight", "shared.weight")
+        p["tgt_embed"] = state.ref("decoder.embed_tokens.weight", "shared.weight")
     if not cfg.tied_output:
-        p["out_proj"] = state.get("lm_head.weight")
+        p["out_proj"] = state.ref("lm_head.weight")
     if cfg.final_logits_bias:
-        bias = state.get("final_logits_bias") if state.has("final_logits_bias") else np.zeros(cfg.tgt_vocab_size)
-        p["final_logits_bias"] = np.asarray(bias, np.float32).reshape(-1)
+        if state.has("final_logits_bias"):
+            read = state.ref("final_logits_bias")
+            p["final_logits_bias"] = lambda: np.asarray(read(), np.float32).reshape(-1)
+        else:
+            p["final_logits_bias"] = np.zeros(cfg.tgt_vocab_size, np.float32)
 
     for side, rows in (("encoder", "src_positions"), ("decoder", "tgt_positions")):
         table = make_table(cfg.positions, cfg.max_positions, cfg.d_model,
                            padding_idx=cfg.pad_id if cfg.positions == "sinusoidal_fairseq" else None)
-        p[rows] = table if table is not None else state.get(f"{side}.embed_positions.weight")
+        p[rows] = table if table is not None else state.ref(f"{side}.embed_positions.weight")
         if cfg.embed_norm:
             _norm(p, f"{side}.embed_norm", state, f"{side}.layernorm_embedding")
         if (side == "encoder" and cfg.encoder_final_norm) or (side == "decoder" and cfg.decoder_final_norm):
@@ -165,18 +178,19 @@ def convert_state(cfg: TransformerConfig, state: _State) -> dict:
 
 
 def _norm(p, ours, state, theirs):
-    p[f"{ours}.gamma"] = state.get(f"{theirs}.weight")
-    p[f"{ours}.beta"] = state.get(f"{theirs}.bias")
+    p[f"{ours}.gamma"] = state.ref(f"{theirs}.weight")
+    p[f"{ours}.beta"] = state.ref(f"{theirs}.bias")
 
 
 def _linear(p, ours, state, theirs):
-    p[f"{ours}.weight"] = state.get(f"{theirs}.weight")
-    p[f"{ours}.bias"] = state.get(f"{theirs}.bias")
+    p[f"{ours}.weight"] = state.ref(f"{theirs}.weight")
+    p[f"{ours}.bias"] = state.ref(f"{theirs}.bias")
 
 
 def _fused(p, ours, state, prefix, parts):
-    p[f"{ours}.weight"] = np.concatenate([state.get(f"{prefix}.{x}_proj.weight") for x in parts], axis=0)
-    p[f"{ours}.bias"] = np.concatenate([state.get(f"{prefix}.{x}_proj.bias") for x in parts], axis=0)
+    for kind in ("weight", "bias"):
+        reads = [state.ref(f"{prefix}.{x}_proj.{kind}") for x in parts]
+        p[f"{ours}.{kind}"] = lambda reads=reads: np.concatenate([r() for r in reads], axis=0)
 
 
 def _layer(p, ours, state, theirs, cross):
