@@ -90,6 +90,32 @@ class CpuBackend final : public Backend {
   void cast(const CastParams& p, int) override { cpu::cast(p); }
   void gather_rows(const GatherRowsParams& p, int) override { cpu::gather_rows(p); }
   void copy_2d(const Copy2dParams& p, int) override { init_threads(); cpu::copy_2d(p); }
+
+  bool saves_training_stats() const override { return true; }
+  void layer_norm_backward(const LayerNormBackwardParams& p, int) override {
+    init_threads();
+    kernels().layer_norm_backward(p);
+  }
+  void activation_backward(const ActivationBackwardParams& p, int) override {
+    init_threads();
+    kernels().activation_backward(p);
+  }
+  void sum_rows(const SumRowsParams& p, int) override { init_threads(); kernels().sum_rows(p); }
+  void attention_backward(const AttentionBackwardParams& p, int) override {
+    init_threads();
+    kernels().attention_backward(p);
+  }
+  void embedding_backward(const EmbeddingBackwardParams& p, int) override {
+    init_threads();
+    kernels().embedding_backward(p);
+  }
+  void cross_entropy(const CrossEntropyParams& p, int) override { init_threads(); kernels().cross_entropy(p); }
+  void dropout(const DropoutParams& p, int) override { init_threads(); kernels().dropout(p); }
+  void adamw(const AdamWParams& p, int) override { init_threads(); kernels().adamw(p); }
+  double sum_squares(const SumSquaresParams& p, int) override {
+    init_threads();
+    return kernels().sum_squares(p);
+  }
 };
 
 }  // namespace cpu

@@ -22,6 +22,16 @@ struct KernelTable {
   float (*logsumexp)(const float* x, int64_t n);                 // -inf when every x is -inf
   float (*exp_shifted)(float* x, int64_t n, float shift);        // x = exp(x - shift); returns the sum
   void (*gemm_short_a)(const GemmParams&);  // !trans_a, trans_b, few rows of A (decode steps)
+  // Training (see the training section of backend.h).
+  void (*layer_norm_backward)(const LayerNormBackwardParams&);
+  void (*activation_backward)(const ActivationBackwardParams&);
+  void (*sum_rows)(const SumRowsParams&);
+  void (*attention_backward)(const AttentionBackwardParams&);
+  void (*embedding_backward)(const EmbeddingBackwardParams&);
+  void (*cross_entropy)(const CrossEntropyParams&);
+  void (*dropout)(const DropoutParams&);
+  void (*adamw)(const AdamWParams&);
+  double (*sum_squares)(const SumSquaresParams&);
 };
 
 const KernelTable& kernels();
@@ -36,6 +46,15 @@ const KernelTable& kernels();
   float logsumexp(const float* x, int64_t n);         \
   float exp_shifted(float* x, int64_t n, float shift); \
   void gemm_short_a(const GemmParams& p);             \
+  void layer_norm_backward(const LayerNormBackwardParams& p); \
+  void activation_backward(const ActivationBackwardParams& p); \
+  void sum_rows(const SumRowsParams& p);              \
+  void attention_backward(const AttentionBackwardParams& p); \
+  void embedding_backward(const EmbeddingBackwardParams& p); \
+  void cross_entropy(const CrossEntropyParams& p);    \
+  void dropout(const DropoutParams& p);               \
+  void adamw(const AdamWParams& p);                   \
+  double sum_squares(const SumSquaresParams& p);      \
   extern const KernelTable table;                     \
   }
 

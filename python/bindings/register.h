@@ -9,5 +9,6 @@ void register_config(pybind11::module_& m);  // config_bindings.cpp
 void register_model(pybind11::module_& m);   // model_bindings.cpp
 void register_ops(pybind11::module_& m);     // ops_bindings.cpp
 void register_generate(pybind11::module_& m);  // generate_bindings.cpp
+void register_train_ops(pybind11::module_& m);  // train_ops_bindings.cpp (after register_ops)
 
 }  // namespace tformer::bindings

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include "tformer/dtype.h"
@@ -51,6 +52,8 @@ struct BiasActParams {
 // s = x + bias + residual (bias, residual optional);
 // out = (s - mean(s)) / sqrt(var(s) + eps) * gamma + beta, per row;
 // sum_out = s when not null (the pre-norm residual stream). out may alias x.
+// Training: mean_out / rstd_out (float32 (rows), optional) receive each row's mean(s)
+// and 1 / sqrt(var(s) + eps) for the backward; see Backend::saves_training_stats.
 struct LayerNormParams {
   DType dtype = DType::f32;
   int64_t rows = 0, cols = 0;
@@ -62,6 +65,8 @@ struct LayerNormParams {
   const void* residual = nullptr;  // (rows, cols) or null
   const void* gamma = nullptr;     // (cols)
   const void* beta = nullptr;      // (cols)
+  float* mean_out = nullptr;       // (rows) or null
+  float* rstd_out = nullptr;       // (rows) or null
 };
 
 // out[r, :] = table[ids[r], :] * scale + positions[position_ids[r], :]
@@ -88,6 +93,9 @@ struct EmbeddingParams {
 // weights_out (optional, float32 (batch, q_len, kv_len) whatever dtype is): the
 // attention probabilities averaged over heads (alignments); masked keys get 0.
 // A query row that sees no key gets a zero output.
+// lse_out (optional, float32 (batch, heads, q_len), training): the natural log of each
+// row's softmax normaliser, log sum_j exp(scale * q_i . k_j) over unmasked keys; -inf
+// for a row that sees no key. See Backend::saves_training_stats.
 struct AttentionParams {
   DType dtype = DType::f32;
   int64_t batch = 0, heads = 0, head_dim = 0, q_len = 0, kv_len = 0;
@@ -105,6 +113,7 @@ struct AttentionParams {
   float scale = 1.0f;
   int64_t kv_group = 1;
   float* weights_out = nullptr;
+  float* lse_out = nullptr;
 };
 
 // In place: row r of `data` receives what row src_rows[r] held before the call
@@ -138,6 +147,135 @@ struct CastParams {
   void* dst = nullptr;
 };
 
+// ---------------------------------------------------------------- training kernels
+// Gradient rule (llm.c's): gradients of parameters accumulate (+=); gradients of
+// activations are written (=) unless a flag says to add. Float32 statistics (mean, rstd,
+// lse, loss) are float32 whatever `dtype` is.
+
+// Backward of out = (s - mean) * rstd * gamma + beta, per row, from the saved s, mean
+// and rstd: ds = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dout * gamma and
+// xhat = (s - mean) * rstd, written (or added when accumulate); dgamma += sum over rows
+// of dout * xhat; dbeta += sum over rows of dout (either may be null). ds may alias dout.
+struct LayerNormBackwardParams {
+  DType dtype = DType::f32;
+  int64_t rows = 0, cols = 0;
+  bool accumulate = false;
+  void* ds = nullptr;            // (rows, cols)
+  void* dgamma = nullptr;        // (cols) or null
+  void* dbeta = nullptr;         // (cols) or null
+  const void* dout = nullptr;    // (rows, cols)
+  const void* s = nullptr;       // (rows, cols)
+  const float* mean = nullptr;   // (rows)
+  const float* rstd = nullptr;   // (rows)
+  const void* gamma = nullptr;   // (cols)
+};
+
+// dz[i] = dy[i] * act'(z[i]) for n elements; dz may alias dy.
+struct ActivationBackwardParams {
+  DType dtype = DType::f32;
+  int64_t n = 0;
+  Activation act = Activation::none;
+  void* dz = nullptr;
+  const void* dy = nullptr;
+  const void* z = nullptr;
+};
+
+// out[c] += sum over r of x[r, c] (a bias gradient).
+struct SumRowsParams {
+  DType dtype = DType::f32;
+  int64_t rows = 0, cols = 0;
+  void* out = nullptr;      // (cols)
+  const void* x = nullptr;  // (rows, cols)
+};
+
+// Gradients of fused attention (FlashAttention-2's backward): the probabilities are
+// recomputed tile by tile as P = exp(scale * q . k - lse), then dV = P^T dO,
+// dP = dO V^T, dS = P * (dP - rowsum(dO * O)), dQ = scale * dS K, dK = scale * dS^T Q.
+// `fwd` describes the forward call (q, k, v, its output `out` (read only here), masks,
+// scale; kv_group 1). dq/dk/dv are written, never added; they are column blocks laid out
+// like q/k/v (possibly of one fused buffer) and must not overlap the inputs.
+struct AttentionBackwardParams {
+  AttentionParams fwd;
+  const void* dout = nullptr;  // like fwd.out
+  int64_t dout_batch_stride = 0, dout_row_stride = 0;
+  const float* lse = nullptr;  // (batch, heads, q_len), from the forward's lse_out
+  void* dq = nullptr;
+  int64_t dq_batch_stride = 0, dq_row_stride = 0;
+  void* dk = nullptr;
+  int64_t dk_batch_stride = 0, dk_row_stride = 0;
+  void* dv = nullptr;
+  int64_t dv_batch_stride = 0, dv_row_stride = 0;
+};
+
+// Backward of the embedding lookup: dtable[ids[r], :] += scale * dout[r, :] and
+// dpositions[position_ids[r], :] += dout[r, :] (dtable, dpositions optional), skipping
+// the rows whose id is skip_id. Ids are checked on the host before the call.
+struct EmbeddingBackwardParams {
+  DType dtype = DType::f32;
+  int64_t rows = 0, dim = 0;
+  float scale = 1.0f;
+  int32_t skip_id = -1;
+  void* dtable = nullptr;                 // (vocab, dim) or null
+  void* dpositions = nullptr;             // (max_positions, dim) or null
+  const void* dout = nullptr;             // (rows, dim)
+  const int32_t* ids = nullptr;           // (rows)
+  const int32_t* position_ids = nullptr;  // (rows), with dpositions
+};
+
+// Per row, torch's cross_entropy with label smoothing eps over V classes:
+//   loss = (1 - eps) * (lse - x[label]) + eps * (lse - mean(x)),  lse = log sum exp x;
+//   dlogits = (softmax(x) - (1 - eps) * onehot(label) - eps / V) * grad_scale.
+// Rows whose label is ignore_index get loss 0 and a zero gradient. dlogits (optional)
+// may alias logits. Labels are checked on the host before the call.
+struct CrossEntropyParams {
+  DType dtype = DType::f32;  // of logits and dlogits
+  int64_t rows = 0, vocab = 0;
+  float smoothing = 0.0f;
+  int32_t ignore_index = -100;
+  float grad_scale = 1.0f;
+  float* loss = nullptr;          // (rows)
+  void* dlogits = nullptr;        // (rows, vocab) or null
+  const void* logits = nullptr;   // (rows, vocab)
+  const int32_t* labels = nullptr;  // (rows)
+};
+
+// Inverted dropout: out[i] = keep(i) ? x[i] / (1 - p) : 0, where keep(i) is
+// uniform(seed, offset + i) >= p for a counter-based uniform: the mask depends on
+// nothing else, so the backward regenerates it. p in [0, 1] (1 drops everything);
+// out may alias x.
+struct DropoutParams {
+  DType dtype = DType::f32;
+  int64_t n = 0;
+  float p = 0.0f;
+  uint64_t seed = 0, offset = 0;
+  void* out = nullptr;
+  const void* x = nullptr;
+};
+
+// One step of torch.optim.AdamW on n float32 elements (torch's order of operations):
+//   g = grad * grad_scale;  param *= 1 - lr * weight_decay;
+//   m += (1 - beta1) * (g - m);  v = beta2 * v + (1 - beta2) * g * g;
+//   param -= (lr / (1 - beta1^step)) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps).
+// The hyperparameters are doubles (torch's Python floats); each scalar factor is
+// computed in double and rounded to float once, as torch does.
+struct AdamWParams {
+  int64_t n = 0;
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  int64_t step = 1;
+  float grad_scale = 1.0f;
+  float* param = nullptr;
+  const float* grad = nullptr;
+  float* m = nullptr;
+  float* v = nullptr;
+};
+
+// Sum of x[i]^2 over n elements, accumulated in double (gradient-norm clipping).
+struct SumSquaresParams {
+  DType dtype = DType::f32;
+  int64_t n = 0;
+  const void* x = nullptr;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -168,6 +306,36 @@ class Backend {
   virtual void cast(const CastParams& p, int device_index) = 0;
   virtual void gather_rows(const GatherRowsParams& p, int device_index) = 0;
   virtual void copy_2d(const Copy2dParams& p, int device_index) = 0;
+
+  // Training kernels. Each has a default that throws, so a backend compiles before it
+  // implements them; ops check saves_training_stats() before relying on mean_out,
+  // rstd_out (layer_norm) or lse_out (attention), which an older backend ignores.
+  virtual bool saves_training_stats() const { return false; }
+  virtual void layer_norm_backward(const LayerNormBackwardParams& p, int device_index) {
+    not_implemented("layer_norm_backward");
+  }
+  virtual void activation_backward(const ActivationBackwardParams& p, int device_index) {
+    not_implemented("activation_backward");
+  }
+  virtual void sum_rows(const SumRowsParams& p, int device_index) { not_implemented("sum_rows"); }
+  virtual void attention_backward(const AttentionBackwardParams& p, int device_index) {
+    not_implemented("attention_backward");
+  }
+  virtual void embedding_backward(const EmbeddingBackwardParams& p, int device_index) {
+    not_implemented("embedding_backward");
+  }
+  virtual void cross_entropy(const CrossEntropyParams& p, int device_index) { not_implemented("cross_entropy"); }
+  virtual void dropout(const DropoutParams& p, int device_index) { not_implemented("dropout"); }
+  virtual void adamw(const AdamWParams& p, int device_index) { not_implemented("adamw"); }
+  virtual double sum_squares(const SumSquaresParams& p, int device_index) {
+    not_implemented("sum_squares");
+  }
+
+ protected:
+  [[noreturn]] void not_implemented(const char* op) const {
+    const char* device = type() == DeviceType::cuda ? "cuda" : "cpu";
+    throw std::runtime_error(std::string(op) + " is not implemented on " + device + " yet");
+  }
 };
 
 }  // namespace tformer

@@ -69,8 +69,10 @@ void dropout(Tensor& out, const Tensor& x, float p, uint64_t seed, uint64_t offs
 
 // AdamW (torch.optim.AdamW): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // param -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + lr * weight_decay * param.
+// The hyperparameters are doubles, like torch's Python floats: 1 - beta2 of the float
+// 0.999f is 1.3e-5 away from 0.001, which moved v by that much against torch.
 struct AdamWOptions {
-  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   int64_t step = 1;        // 1-based, for the bias corrections
   float grad_scale = 1.0f; // multiplies g first (gradient clipping, loss scaling)
 };

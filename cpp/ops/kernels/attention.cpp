@@ -165,6 +165,11 @@ void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, 
     tile_accumulate(acc, s, vb + k0 * p.v_row_stride, p.v_row_stride, rows, nk, D);
   }
 
+  if (p.lse_out) {  // training: the backward recomputes the probabilities from it
+    float* lse = p.lse_out + (b * p.heads + h) * p.q_len + q0;
+    for (int64_t i = 0; i < nq; ++i)
+      lse[i] = w.l[i] > 0.0f ? w.m[i] + std::log(w.l[i]) : -std::numeric_limits<float>::infinity();
+  }
   for (int64_t i = 0; i < nq; ++i) {
     float* oi = ob + (q0 + i) * p.out_row_stride;
     const float inv = w.l[i] > 0.0f ? 1.0f / w.l[i] : 0.0f;  // a row that sees no key gives 0
@@ -185,7 +190,11 @@ void attention_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, st
   if (p.kv_lengths) kv_end = std::min<int64_t>(kv_end, std::max<int32_t>(p.kv_lengths[kvb], 0));
   if (p.causal) kv_end = std::min(kv_end, i + p.causal_offset + 1);
   std::fill(o, o + D, 0.0f);
-  if (kv_end <= 0) return;
+  float* lse = p.lse_out ? p.lse_out + (b * p.heads + h) * p.q_len + i : nullptr;
+  if (kv_end <= 0) {
+    if (lse) *lse = -std::numeric_limits<float>::infinity();
+    return;
+  }
   if (static_cast<int64_t>(scores.size()) < kv_end) scores.resize(static_cast<size_t>(kv_end));
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < kv_end; ++j) {
@@ -203,6 +212,7 @@ void attention_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, st
     sum += scores[j];
   }
   const float inv = 1.0f / sum;
+  if (lse) *lse = m + std::log(sum);
   for (int64_t j = 0; j < kv_end; ++j) {
     const float pj = scores[j] * inv;
     const float* vj = v + j * p.v_row_stride;

@@ -1,4 +1,7 @@
-// Token embedding lookup, scaled, plus position embeddings, in one pass.
+// Token embedding lookup, scaled, plus position embeddings, in one pass; and its
+// backward, a scatter-add into the tables.
+#include <algorithm>
+
 #include "../cpu_kernels.h"
 #include "tformer/errors.h"
 
@@ -20,6 +23,40 @@ void embedding(const EmbeddingParams& p) {
     } else {
 #pragma omp simd
       for (int64_t c = 0; c < d; ++c) out[c] = e[c] * p.scale;
+    }
+  }
+}
+
+// Rows that share an id add into the same table row, so threads split the columns, not
+// the rows: each thread owns a block of columns of every table row and walks all rows
+// in order. No atomics, no races, and the sums come out in row order whatever the
+// thread count (deterministic, like a serial loop).
+void embedding_backward(const EmbeddingBackwardParams& p) {
+  if (p.dtype != DType::f32)
+    throw_type_error("cpu embedding_backward supports float32 only, got ", dtype_name(p.dtype));
+  float* dtable = static_cast<float*>(p.dtable);
+  float* dpositions = p.position_ids ? static_cast<float*>(p.dpositions) : nullptr;
+  const float* dout = static_cast<const float*>(p.dout);
+  const int64_t d = p.dim;
+  constexpr int64_t kBlock = 64;  // 256 bytes: whole cache lines per thread
+  const int64_t blocks = (d + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (p.rows * d > 16384 && blocks > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t c0 = b * kBlock, c1 = std::min(d, c0 + kBlock);
+    for (int64_t r = 0; r < p.rows; ++r) {
+      const int32_t id = p.ids[r];
+      if (id == p.skip_id) continue;
+      const float* g = dout + r * d;
+      if (dtable) {
+        float* t = dtable + static_cast<int64_t>(id) * d;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) t[c] += g[c] * p.scale;
+      }
+      if (dpositions) {
+        float* t = dpositions + static_cast<int64_t>(p.position_ids[r]) * d;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) t[c] += g[c];
+      }
     }
   }
 }

@@ -1,5 +1,6 @@
 // Layer normalisation with the residual add (and a bias) fused in front of it:
 // s = x + bias + residual; out = (s - mean) / sqrt(var + eps) * gamma + beta.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -35,6 +36,8 @@ void layer_norm_rows(const LayerNormParams& p, int64_t r0, int64_t r1, float* sc
       sq += d * d;
     }
     const float rstd = 1.0f / std::sqrt(sq / static_cast<float>(n) + p.eps);
+    if (p.mean_out) p.mean_out[r] = mean;  // saved for the backward (training)
+    if (p.rstd_out) p.rstd_out[r] = rstd;
     float* out = static_cast<float*>(p.out) + r * n;
 #pragma omp simd
     for (int64_t c = 0; c < n; ++c) out[c] = (s[c] - mean) * rstd * gamma[c] + beta[c];
@@ -53,6 +56,116 @@ void layer_norm(const LayerNormParams& p) {
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < p.rows; r += 8) {
       layer_norm_rows(p, r, r + 8 < p.rows ? r + 8 : p.rows, scratch.data());
+    }
+  }
+}
+
+
+// ---------------------------------------------------------------- backward
+// Backward of layer normalisation, from the s, mean and rstd the forward saved:
+//   xhat = (s - mean) * rstd,  g = dout * gamma,
+//   ds = rstd * (g - mean(g) - xhat * mean(g * xhat))      (per row)
+//   dgamma += sum_rows(dout * xhat),  dbeta += sum_rows(dout)  (across rows)
+// The row part is independent per row; the parameter part is a reduction across rows,
+// done without atomics: each fixed group of rows sums into its own partial vector, then
+// the partials are added in group order. The groups do not depend on the thread count,
+// so the result is the same bits with 1 or 16 threads.
+namespace {
+
+constexpr int64_t kMaxGroups = 64;    // partial (dgamma, dbeta) vectors at most
+constexpr int64_t kMinGroupRows = 8;  // fewer rows per group is not worth a partial
+
+// Rows r0..r1-1; partial (2, cols) receives (dout * xhat, dout) summed over them, or is null.
+void backward_rows(const LayerNormBackwardParams& p, int64_t r0, int64_t r1, float* partial) {
+  const int64_t n = p.cols;
+  const float* gamma = static_cast<const float*>(p.gamma);
+  float* pg = partial;
+  float* pb = partial ? partial + n : nullptr;
+  const float inv_n = 1.0f / static_cast<float>(n);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* dy = static_cast<const float*>(p.dout) + r * n;
+    const float* s = static_cast<const float*>(p.s) + r * n;
+    float* ds = static_cast<float*>(p.ds) + r * n;
+    const float mean = p.mean[r], rstd = p.rstd[r];
+    float sum_g = 0.0f, sum_gx = 0.0f;
+    if (partial) {
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+      for (int64_t c = 0; c < n; ++c) {
+        const float xhat = (s[c] - mean) * rstd;
+        const float g = dy[c] * gamma[c];
+        sum_g += g;
+        sum_gx += g * xhat;
+        pg[c] += dy[c] * xhat;
+        pb[c] += dy[c];
+      }
+    } else {
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+      for (int64_t c = 0; c < n; ++c) {
+        const float xhat = (s[c] - mean) * rstd;
+        const float g = dy[c] * gamma[c];
+        sum_g += g;
+        sum_gx += g * xhat;
+      }
+    }
+    const float mg = sum_g * inv_n, mgx = sum_gx * inv_n;
+    // ds may alias dout: each element is read before it is written.
+    if (p.accumulate) {
+#pragma omp simd
+      for (int64_t c = 0; c < n; ++c) {
+        const float xhat = (s[c] - mean) * rstd;
+        ds[c] += rstd * (dy[c] * gamma[c] - mg - xhat * mgx);
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < n; ++c) {
+        const float xhat = (s[c] - mean) * rstd;
+        ds[c] = rstd * (dy[c] * gamma[c] - mg - xhat * mgx);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void layer_norm_backward(const LayerNormBackwardParams& p) {
+  if (p.dtype != DType::f32)
+    throw_type_error("cpu layer_norm_backward supports float32 only, got ", dtype_name(p.dtype));
+  if (p.rows == 0 || p.cols == 0) return;
+  const bool params = p.dgamma || p.dbeta;
+  const int64_t groups = std::max<int64_t>(1, std::min(kMaxGroups, p.rows / kMinGroupRows));
+  const int64_t group_rows = (p.rows + groups - 1) / groups;
+  // The partials live in the calling thread's buffer, shared with the team.
+  static thread_local std::vector<float> partials;
+  if (params) partials.assign(static_cast<size_t>(groups * 2 * p.cols), 0.0f);
+  float* part = params ? partials.data() : nullptr;
+  const bool parallel = p.rows * p.cols > 16384;
+#pragma omp parallel if (parallel)
+  {
+#pragma omp for schedule(static)
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t r0 = g * group_rows, r1 = std::min(p.rows, r0 + group_rows);
+      if (r0 < r1) backward_rows(p, r0, r1, part ? part + g * 2 * p.cols : nullptr);
+    }
+    if (params) {
+      // Column blocks: each sums the groups' partials in group order.
+      float* dgamma = static_cast<float*>(p.dgamma);
+      float* dbeta = static_cast<float*>(p.dbeta);
+      const int64_t n = p.cols;
+#pragma omp for schedule(static)
+      for (int64_t c0 = 0; c0 < n; c0 += 256) {
+        const int64_t c1 = std::min(n, c0 + 256);
+        for (int64_t g = 0; g < groups; ++g) {
+          const float* pg = part + g * 2 * n;
+          if (dgamma) {
+#pragma omp simd
+            for (int64_t c = c0; c < c1; ++c) dgamma[c] += pg[c];
+          }
+          if (dbeta) {
+#pragma omp simd
+            for (int64_t c = c0; c < c1; ++c) dbeta[c] += pg[n + c];
+          }
+        }
+      }
     }
   }
 }

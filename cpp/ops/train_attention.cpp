@@ -1,0 +1,169 @@
+// Argument checks and device dispatch for attention_train and attention_backward
+// (train_ops.h). The checks of the forward are those of ops::attention, restricted to
+// kv_group 1 (the beams' shared K/V exist only in decoding).
+#include <cmath>
+
+#include "op_checks.h"
+#include "tformer/profile.h"
+#include "tformer/train_ops.h"
+
+namespace tformer::ops {
+
+using namespace checks;
+
+namespace {
+
+// Checks the forward's arguments and describes them as AttentionParams (no outputs set
+// but `out`, which the backward reads).
+AttentionParams forward_params(const char* op, const Tensor& out, HeadsView q, HeadsView k, HeadsView v,
+                               const AttentionOptions& opt) {
+  if (out.ndim() != 3) throw_value_error(op, ": out must be 3-D (batch, q_len, width), got ", shape_str(out.shape()));
+  auto view = [&](HeadsView hv, const char* what) {
+    if (!hv.tensor || hv.tensor->ndim() != 3) throw_value_error(op, ": ", what, " must be a 3-D (batch, len, width) tensor");
+    dtype_is(op, what, *hv.tensor, out.dtype());
+    same_device(op, what, *hv.tensor, out);
+  };
+  view(q, "q");
+  view(k, "k");
+  view(v, "v");
+  if (opt.heads < 1) throw_value_error(op, ": heads must be >= 1, got ", opt.heads);
+  if (opt.kv_group != 1) throw_value_error(op, ": kv_group must be 1 for training, got ", opt.kv_group);
+  const int64_t width = out.dim(2);
+  if (width % opt.heads != 0) throw_value_error(op, ": output width ", width, " is not divisible by ", opt.heads, " heads");
+  const int64_t batch = out.dim(0), q_len = out.dim(1), kv_len = k.tensor->dim(1);
+  if (q.tensor->dim(0) != batch || k.tensor->dim(0) != batch || v.tensor->dim(0) != batch)
+    throw_value_error(op, ": batch sizes differ: q ", q.tensor->dim(0), ", k ", k.tensor->dim(0), ", v ",
+                      v.tensor->dim(0), ", out ", batch);
+  if (q.tensor->dim(1) != q_len) throw_value_error(op, ": q has ", q.tensor->dim(1), " rows, out has ", q_len);
+  if (v.tensor->dim(1) != kv_len) throw_value_error(op, ": k has ", kv_len, " rows, v has ", v.tensor->dim(1));
+  for (HeadsView hv : {q, k, v})
+    if (hv.col < 0 || hv.col + width > hv.tensor->dim(2))
+      throw_value_error(op, ": columns [", hv.col, ", ", hv.col + width, ") out of range for width ", hv.tensor->dim(2));
+  if (opt.kv_lengths) {
+    dtype_is(op, "kv_lengths", *opt.kv_lengths, DType::i32);
+    shape_is(op, "kv_lengths", *opt.kv_lengths, {batch});
+    same_device(op, "kv_lengths", *opt.kv_lengths, out);
+  }
+  const int64_t head_dim = width / opt.heads;
+  const size_t es = dtype_size(out.dtype());
+  auto at = [es](const HeadsView& hv) { return static_cast<const char*>(hv.tensor->raw()) + hv.col * es; };
+  AttentionParams p;
+  p.dtype = out.dtype();
+  p.batch = batch;
+  p.heads = opt.heads;
+  p.head_dim = head_dim;
+  p.q_len = q_len;
+  p.kv_len = kv_len;
+  p.q = at(q);
+  p.q_row_stride = q.tensor->dim(2);
+  p.q_batch_stride = q_len * p.q_row_stride;
+  p.k = at(k);
+  p.k_row_stride = k.tensor->dim(2);
+  p.k_batch_stride = kv_len * p.k_row_stride;
+  p.v = at(v);
+  p.v_row_stride = v.tensor->dim(2);
+  p.v_batch_stride = kv_len * p.v_row_stride;
+  p.out = out.raw();
+  p.out_row_stride = width;
+  p.out_batch_stride = q_len * width;
+  p.kv_lengths = opt.kv_lengths ? opt.kv_lengths->data<int32_t>() : nullptr;
+  p.causal = opt.causal;
+  p.causal_offset = opt.causal_offset;
+  p.scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+  p.kv_group = 1;
+  return p;
+}
+
+void check_lse(const char* op, const Tensor& lse, const AttentionParams& p, const Tensor& out) {
+  shape_is(op, "lse", lse, {p.batch, p.heads, p.q_len});
+  dtype_is(op, "lse", lse, DType::f32);
+  same_device(op, "lse", lse, out);
+}
+
+// A gradient's column block: (batch, rows, >= col + width), written by the backward.
+void check_grad_view(const char* op, const char* what, MutableHeadsView g, int64_t batch, int64_t rows,
+                     int64_t width, const Tensor& like) {
+  if (!g.tensor || g.tensor->ndim() != 3 || g.tensor->dim(0) != batch || g.tensor->dim(1) != rows)
+    throw_value_error(op, ": ", what, " must be a 3-D (", batch, ", ", rows, ", width) tensor, got ",
+                      g.tensor ? shape_str(g.tensor->shape()) : std::string("none"));
+  if (g.col < 0 || g.col + width > g.tensor->dim(2))
+    throw_value_error(op, ": ", what, " columns [", g.col, ", ", g.col + width, ") out of range for width ",
+                      g.tensor->dim(2));
+  dtype_is(op, what, *g.tensor, like.dtype());
+  same_device(op, what, *g.tensor, like);
+}
+
+// Column blocks [a, a + width) and [b, b + width) of one tensor's storage overlap.
+bool overlaps(const Tensor& ta, int64_t a, const Tensor& tb, int64_t b, int64_t width) {
+  if (ta.storage() != tb.storage()) return false;
+  if (ta.raw() != tb.raw() || ta.shape() != tb.shape()) return true;  // other views of one storage: refuse
+  return a < b + width && b < a + width;
+}
+
+}  // namespace
+
+void attention_train(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const AttentionOptions& opt, Tensor& lse) {
+  const char* op = "attention_train";
+  AttentionParams p = forward_params(op, out, q, k, v, opt);
+  check_lse(op, lse, p, out);
+  if (opt.weights_out) {
+    if (opt.weights_out->dtype() != DType::f32 || opt.weights_out->shape() != Shape{p.batch, p.q_len, p.kv_len})
+      throw_value_error(op, ": weights_out must be float32 (", p.batch, ", ", p.q_len, ", ", p.kv_len, "), got ",
+                        opt.weights_out->describe());
+    same_device(op, "weights_out", *opt.weights_out, out);
+    p.weights_out = opt.weights_out->data<float>();
+  }
+  p.lse_out = lse.data<float>();
+  saves_stats(op, out);
+  if (p.batch == 0 || p.q_len == 0 || out.dim(2) == 0) return;
+  profile::Scope scope(op);
+  backend_for(out.device()).attention(p, out.device().index);
+}
+
+void attention_backward(MutableHeadsView dq, MutableHeadsView dk, MutableHeadsView dv, HeadsView q, HeadsView k,
+                        HeadsView v, const Tensor& out, const Tensor& dout, const Tensor& lse,
+                        const AttentionOptions& opt) {
+  const char* op = "attention_backward";
+  AttentionBackwardParams p;
+  p.fwd = forward_params(op, out, q, k, v, opt);
+  const AttentionParams& f = p.fwd;
+  if (opt.weights_out) throw_value_error(op, ": weights_out is a forward output; pass it to attention_train");
+  like(op, "dout", dout, out, "out");
+  check_lse(op, lse, f, out);
+  const int64_t width = out.dim(2);
+  check_grad_view(op, "dq", dq, f.batch, f.q_len, width, out);
+  check_grad_view(op, "dk", dk, f.batch, f.kv_len, width, out);
+  check_grad_view(op, "dv", dv, f.batch, f.kv_len, width, out);
+  // The gradients are written while the inputs are read, tile by tile: no overlaps.
+  const std::pair<MutableHeadsView, const char*> grads[] = {{dq, "dq"}, {dk, "dk"}, {dv, "dv"}};
+  const std::pair<HeadsView, const char*> inputs[] = {
+      {q, "q"}, {k, "k"}, {v, "v"}, {{&out, 0}, "out"}, {{&dout, 0}, "dout"}, {{&lse, 0}, "lse"}};
+  for (size_t a = 0; a < 3; ++a) {
+    for (size_t b = a + 1; b < 3; ++b)
+      if (overlaps(*grads[a].first.tensor, grads[a].first.col, *grads[b].first.tensor, grads[b].first.col, width))
+        throw_value_error(op, ": ", grads[a].second, " and ", grads[b].second, " overlap");
+    for (const auto& [in, name] : inputs)
+      if (overlaps(*grads[a].first.tensor, grads[a].first.col, *in.tensor, in.col, width))
+        throw_value_error(op, ": ", grads[a].second, " overlaps the input ", name);
+  }
+  const size_t es = dtype_size(out.dtype());
+  auto at = [es](MutableHeadsView g) { return static_cast<char*>(g.tensor->raw()) + g.col * es; };
+  p.dout = dout.raw();
+  p.dout_row_stride = width;
+  p.dout_batch_stride = f.q_len * width;
+  p.lse = lse.data<float>();
+  p.dq = at(dq);
+  p.dq_row_stride = dq.tensor->dim(2);
+  p.dq_batch_stride = f.q_len * p.dq_row_stride;
+  p.dk = at(dk);
+  p.dk_row_stride = dk.tensor->dim(2);
+  p.dk_batch_stride = f.kv_len * p.dk_row_stride;
+  p.dv = at(dv);
+  p.dv_row_stride = dv.tensor->dim(2);
+  p.dv_batch_stride = f.kv_len * p.dv_row_stride;
+  if (f.batch == 0 || width == 0) return;
+  profile::Scope scope(op);
+  backend_for(out.device()).attention_backward(p, out.device().index);
+}
+
+}  // namespace tformer::ops

@@ -1,0 +1,309 @@
+// Argument checks and device dispatch for the training ops of train_ops.h (attention's
+// are in train_attention.cpp).
+#include "tformer/train_ops.h"
+
+#include <cmath>
+
+#include "op_checks.h"
+#include "tformer/profile.h"
+
+namespace tformer::ops {
+
+using namespace checks;
+
+namespace {
+
+// A per-row statistic: float32 (rows) on x's device.
+void row_stat(const char* op, const char* what, const Tensor& t, int64_t rows, const Tensor& x) {
+  shape_is(op, what, t, {rows});
+  dtype_is(op, what, t, DType::f32);
+  same_device(op, what, t, x);
+}
+
+}  // namespace
+
+void linear_backward(Tensor* dx, Tensor* dweight, Tensor* dbias, const Tensor& dy, const Tensor& x,
+                     const Tensor& weight, bool accumulate_dx) {
+  const char* op = "linear_backward";
+  if (weight.ndim() != 2) throw_value_error(op, ": weight must be 2-D (out, in), got ", shape_str(weight.shape()));
+  const int64_t out_features = weight.dim(0), in = weight.dim(1);
+  if (x.ndim() < 1 || x.dim(-1) != in)
+    throw_value_error(op, ": x must end with ", in, " features, got ", shape_str(x.shape()));
+  Shape dy_shape = x.shape();
+  dy_shape.back() = out_features;
+  shape_is(op, "dy", dy, dy_shape);
+  dtype_is(op, "dy", dy, weight.dtype());
+  dtype_is(op, "x", x, weight.dtype());
+  same_device(op, "dy", dy, weight);
+  same_device(op, "x", x, weight);
+  if (dx) like(op, "dx", *dx, x, "x");
+  if (dweight) like(op, "dweight", *dweight, weight, "weight");
+  if (dbias) vector_of(op, "dbias", *dbias, out_features, weight);
+  const int64_t rows = rows_of(x);
+  const Tensor dy2 = dy.reshape({rows, out_features});
+  const Tensor x2 = x.reshape({rows, in});
+  if (dx) {
+    Tensor dx2 = dx->reshape({rows, in});
+    gemm(dx2, dy2, weight, false, false, 1.0f, accumulate_dx ? 1.0f : 0.0f);  // dx = dy @ W
+  }
+  if (dweight) gemm(*dweight, dy2, x2, true, false, 1.0f, 1.0f);  // dW += dy^T @ x
+  if (dbias) sum_rows(*dbias, dy2);
+}
+
+void sum_rows(Tensor& dbias, const Tensor& dy) {
+  const char* op = "sum_rows";
+  if (dy.ndim() < 1) throw_value_error(op, ": dy must have at least 1 dimension");
+  vector_of(op, "dbias", dbias, dy.dim(-1), dy);
+  SumRowsParams p;
+  p.dtype = dy.dtype();
+  p.rows = rows_of(dy);
+  p.cols = dy.dim(-1);
+  p.out = dbias.raw();
+  p.x = dy.raw();
+  if (p.rows == 0 || p.cols == 0) return;
+  profile::Scope scope(op);
+  backend_for(dy.device()).sum_rows(p, dy.device().index);
+}
+
+void activation_backward(Tensor& dz, const Tensor& dy, const Tensor& z, Activation act) {
+  const char* op = "activation_backward";
+  like(op, "dy", dy, z, "z");
+  like(op, "dz", dz, z, "z");
+  ActivationBackwardParams p;
+  p.dtype = z.dtype();
+  p.n = z.numel();
+  p.act = act;
+  p.dz = dz.raw();
+  p.dy = dy.raw();
+  p.z = z.raw();
+  if (p.n == 0) return;
+  profile::Scope scope(op);
+  backend_for(z.device()).activation_backward(p, z.device().index);
+}
+
+void layer_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
+                      const Tensor& gamma, const Tensor& beta, float eps, Tensor& mean, Tensor& rstd) {
+  const char* op = "layer_norm_train";
+  if (x.ndim() < 1) throw_value_error(op, ": x must have at least 1 dimension");
+  const int64_t cols = x.dim(-1), rows = rows_of(x);
+  like(op, "out", out, x, "x");
+  like(op, "sum_out", sum_out, x, "x");
+  if (residual) like(op, "residual", *residual, x, "x");
+  vector_of(op, "gamma", gamma, cols, x);
+  vector_of(op, "beta", beta, cols, x);
+  if (bias) vector_of(op, "bias", *bias, cols, x);
+  row_stat(op, "mean", mean, rows, x);
+  row_stat(op, "rstd", rstd, rows, x);
+  if (!(eps >= 0.0f)) throw_value_error(op, ": eps must be >= 0, got ", eps);
+  saves_stats(op, x);
+  LayerNormParams p;
+  p.dtype = x.dtype();
+  p.rows = rows;
+  p.cols = cols;
+  p.eps = eps;
+  p.out = out.raw();
+  p.sum_out = sum_out.raw();
+  p.x = x.raw();
+  p.bias = bias ? bias->raw() : nullptr;
+  p.residual = residual ? residual->raw() : nullptr;
+  p.gamma = gamma.raw();
+  p.beta = beta.raw();
+  p.mean_out = mean.data<float>();
+  p.rstd_out = rstd.data<float>();
+  if (rows == 0 || cols == 0) return;
+  profile::Scope scope(op);
+  backend_for(x.device()).layer_norm(p, x.device().index);
+}
+
+void layer_norm_backward(Tensor& ds, Tensor* dgamma, Tensor* dbeta, const Tensor& dout, const Tensor& s,
+                         const Tensor& mean, const Tensor& rstd, const Tensor& gamma, bool accumulate) {
+  const char* op = "layer_norm_backward";
+  if (s.ndim() < 1) throw_value_error(op, ": s must have at least 1 dimension");
+  const int64_t cols = s.dim(-1), rows = rows_of(s);
+  like(op, "dout", dout, s, "s");
+  like(op, "ds", ds, s, "s");
+  vector_of(op, "gamma", gamma, cols, s);
+  if (dgamma) vector_of(op, "dgamma", *dgamma, cols, s);
+  if (dbeta) vector_of(op, "dbeta", *dbeta, cols, s);
+  row_stat(op, "mean", mean, rows, s);
+  row_stat(op, "rstd", rstd, rows, s);
+  LayerNormBackwardParams p;
+  p.dtype = s.dtype();
+  p.rows = rows;
+  p.cols = cols;
+  p.accumulate = accumulate;
+  p.ds = ds.raw();
+  p.dgamma = dgamma ? dgamma->raw() : nullptr;
+  p.dbeta = dbeta ? dbeta->raw() : nullptr;
+  p.dout = dout.raw();
+  p.s = s.raw();
+  p.mean = mean.data<float>();
+  p.rstd = rstd.data<float>();
+  p.gamma = gamma.raw();
+  if (rows == 0 || cols == 0) return;
+  profile::Scope scope(op);
+  backend_for(s.device()).layer_norm_backward(p, s.device().index);
+}
+
+void embedding_backward(Tensor* dtable, Tensor* dpositions, const Tensor& dout, const Tensor& ids,
+                        const Tensor* position_ids, float scale, int32_t skip_id) {
+  const char* op = "embedding_backward";
+  dtype_is(op, "ids", ids, DType::i32);
+  if (dout.ndim() < 1) throw_value_error(op, ": dout must have at least 1 dimension");
+  const int64_t dim = dout.dim(-1);
+  Shape expected = ids.shape();
+  expected.push_back(dim);
+  shape_is(op, "dout", dout, expected);
+  same_device(op, "ids", ids, dout);
+  auto table = [&](const Tensor* t, const char* what) {
+    if (!t) return;
+    if (t->ndim() != 2 || t->dim(1) != dim)
+      throw_value_error(op, ": ", what, " must be (n, ", dim, "), got ", shape_str(t->shape()));
+    dtype_is(op, what, *t, dout.dtype());
+    same_device(op, what, *t, dout);
+  };
+  table(dtable, "dtable");
+  table(dpositions, "dpositions");
+  if (dpositions) {
+    if (!position_ids) throw_value_error(op, ": dpositions needs position_ids");
+    dtype_is(op, "position_ids", *position_ids, DType::i32);
+    shape_is(op, "position_ids", *position_ids, ids.shape());
+    same_device(op, "position_ids", *position_ids, dout);
+  }
+  // Ids index the tables: check them on the host (a copy when they live on a device).
+  const Tensor hid = on_host(ids);
+  const Tensor hpos = dpositions ? on_host(*position_ids) : Tensor();
+  const int32_t* idp = hid.data<int32_t>();
+  for (int64_t r = 0; r < hid.numel(); ++r) {
+    if (idp[r] == skip_id) continue;
+    if (dtable && (idp[r] < 0 || idp[r] >= dtable->dim(0)))
+      throw_value_error(op, ": id ", idp[r], " at row ", r, " outside the table [0, ", dtable->dim(0), ")");
+    if (dpositions) {
+      const int32_t pos = hpos.data<int32_t>()[r];
+      if (pos < 0 || pos >= dpositions->dim(0))
+        throw_value_error(op, ": position id ", pos, " at row ", r, " outside [0, ", dpositions->dim(0), ")");
+    }
+  }
+  EmbeddingBackwardParams p;
+  p.dtype = dout.dtype();
+  p.rows = ids.numel();
+  p.dim = dim;
+  p.scale = scale;
+  p.skip_id = skip_id;
+  p.dtable = dtable ? dtable->raw() : nullptr;
+  p.dpositions = dpositions ? dpositions->raw() : nullptr;
+  p.dout = dout.raw();
+  p.ids = ids.data<int32_t>();
+  p.position_ids = dpositions ? position_ids->data<int32_t>() : nullptr;
+  if (p.rows == 0 || dim == 0 || (!dtable && !dpositions)) return;
+  profile::Scope scope(op);
+  backend_for(dout.device()).embedding_backward(p, dout.device().index);
+}
+
+void cross_entropy(Tensor& loss, Tensor* dlogits, const Tensor& logits, const Tensor& labels, float smoothing,
+                   int32_t ignore_index, float grad_scale) {
+  const char* op = "cross_entropy";
+  if (logits.ndim() < 1) throw_value_error(op, ": logits must have at least 1 dimension (..., classes)");
+  const int64_t vocab = logits.dim(-1);
+  Shape label_shape(logits.shape().begin(), logits.shape().end() - 1);
+  dtype_is(op, "labels", labels, DType::i32);
+  shape_is(op, "labels", labels, label_shape);
+  same_device(op, "labels", labels, logits);
+  shape_is(op, "loss", loss, label_shape);
+  dtype_is(op, "loss", loss, DType::f32);
+  same_device(op, "loss", loss, logits);
+  if (dlogits) like(op, "dlogits", *dlogits, logits, "logits");
+  if (!(smoothing >= 0.0f && smoothing <= 1.0f))
+    throw_value_error(op, ": label smoothing must be in [0, 1], got ", smoothing);
+  if (!std::isfinite(grad_scale)) throw_value_error(op, ": grad_scale must be finite, got ", grad_scale);
+  const Tensor hl = on_host(labels);
+  const int32_t* lp = hl.data<int32_t>();
+  for (int64_t r = 0; r < hl.numel(); ++r)
+    if (lp[r] != ignore_index && (lp[r] < 0 || lp[r] >= vocab))
+      throw_value_error(op, ": label ", lp[r], " at row ", r, " outside [0, ", vocab, ") (ignore_index is ",
+                        ignore_index, ")");
+  if (vocab == 0 && hl.numel() > 0) {
+    bool all_ignored = true;
+    for (int64_t r = 0; r < hl.numel(); ++r) all_ignored = all_ignored && lp[r] == ignore_index;
+    if (!all_ignored) throw_value_error(op, ": logits have 0 classes");
+  }
+  CrossEntropyParams p;
+  p.dtype = logits.dtype();
+  p.rows = hl.numel();
+  p.vocab = vocab;
+  p.smoothing = smoothing;
+  p.ignore_index = ignore_index;
+  p.grad_scale = grad_scale;
+  p.loss = loss.data<float>();
+  p.dlogits = dlogits ? dlogits->raw() : nullptr;
+  p.logits = logits.raw();
+  p.labels = labels.data<int32_t>();
+  if (p.rows == 0) return;
+  if (vocab == 0) {  // every row ignored
+    loss.fill_zero();
+    return;
+  }
+  profile::Scope scope(op);
+  backend_for(logits.device()).cross_entropy(p, logits.device().index);
+}
+
+void dropout(Tensor& out, const Tensor& x, float p, uint64_t seed, uint64_t offset) {
+  const char* op = "dropout";
+  like(op, "out", out, x, "x");
+  if (!(p >= 0.0f && p <= 1.0f)) throw_value_error(op, ": p must be in [0, 1], got ", p);
+  DropoutParams dp;
+  dp.dtype = x.dtype();
+  dp.n = x.numel();
+  dp.p = p;
+  dp.seed = seed;
+  dp.offset = offset;
+  dp.out = out.raw();
+  dp.x = x.raw();
+  if (dp.n == 0) return;
+  profile::Scope scope(op);
+  backend_for(x.device()).dropout(dp, x.device().index);
+}
+
+void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWOptions& opt) {
+  const char* op = "adamw";
+  dtype_is(op, "param", param, DType::f32);
+  like(op, "grad", grad, param, "param");
+  like(op, "m", m, param, "param");
+  like(op, "v", v, param, "param");
+  if (opt.step < 1) throw_value_error(op, ": step must be >= 1 (1-based), got ", opt.step);
+  if (!(opt.lr >= 0.0) || !std::isfinite(opt.lr)) throw_value_error(op, ": lr must be >= 0, got ", opt.lr);
+  if (!(opt.beta1 >= 0.0 && opt.beta1 < 1.0)) throw_value_error(op, ": beta1 must be in [0, 1), got ", opt.beta1);
+  if (!(opt.beta2 >= 0.0 && opt.beta2 < 1.0)) throw_value_error(op, ": beta2 must be in [0, 1), got ", opt.beta2);
+  if (!(opt.eps >= 0.0)) throw_value_error(op, ": eps must be >= 0, got ", opt.eps);
+  if (!(opt.weight_decay >= 0.0) || !std::isfinite(opt.weight_decay))
+    throw_value_error(op, ": weight_decay must be >= 0, got ", opt.weight_decay);
+  if (!std::isfinite(opt.grad_scale)) throw_value_error(op, ": grad_scale must be finite, got ", opt.grad_scale);
+  AdamWParams p;
+  p.n = param.numel();
+  p.lr = opt.lr;
+  p.beta1 = opt.beta1;
+  p.beta2 = opt.beta2;
+  p.eps = opt.eps;
+  p.weight_decay = opt.weight_decay;
+  p.step = opt.step;
+  p.grad_scale = opt.grad_scale;
+  p.param = param.data<float>();
+  p.grad = grad.data<float>();
+  p.m = m.data<float>();
+  p.v = v.data<float>();
+  if (p.n == 0) return;
+  profile::Scope scope(op);
+  backend_for(param.device()).adamw(p, param.device().index);
+}
+
+double sum_squares(const Tensor& t) {
+  SumSquaresParams p;
+  p.dtype = t.dtype();
+  p.n = t.numel();
+  p.x = t.raw();
+  if (p.n == 0) return 0.0;
+  profile::Scope scope("sum_squares");
+  return backend_for(t.device()).sum_squares(p, t.device().index);
+}
+
+}  // namespace tformer::ops

@@ -1,0 +1,107 @@
+// attention_train / attention_backward on numpy arrays, in tformer._core.ops (tests):
+// separate arrays or one fused (batch, len, 3 * width) qkv buffer (column views).
+#include <pybind11/stl.h>
+
+#include "tformer/train_ops.h"
+#include "train_args.h"
+
+namespace tformer::bindings::train {
+namespace {
+
+ops::AttentionOptions attention_options(int64_t num_heads, const std::optional<Tensor>& kv_lengths, bool causal,
+                                        int64_t causal_offset, std::optional<float> scale) {
+  if (scale && *scale == 0.0f) throw_value_error("attention: scale must be non-zero");
+  ops::AttentionOptions opt;
+  opt.heads = num_heads;
+  opt.kv_lengths = ptr(kv_lengths);
+  opt.causal = causal;
+  opt.causal_offset = causal_offset;
+  opt.scale = scale ? *scale : 0.0f;
+  return opt;
+}
+
+// Fused mode: q is one (batch, len, 3 * width) buffer holding q, k and v side by side.
+int64_t fused_width(const Tensor& qkv) {
+  if (qkv.ndim() != 3 || qkv.dim(2) % 3 != 0)
+    throw_value_error("attention: a fused qkv must be (batch, len, 3 * width), got ", shape_str(qkv.shape()));
+  return qkv.dim(2) / 3;
+}
+
+}  // namespace
+
+void register_attention(py::module_& o) {
+  o.def("attention_train", [](const py::array& q, const OptArray& k, const OptArray& v, int64_t num_heads,
+                              const OptArray& kv_lengths, bool causal, int64_t causal_offset,
+                              std::optional<float> scale, const std::string& device, const std::string& dtype) {
+    DeviceArgs d = args(device, dtype);
+    if (k.has_value() != v.has_value()) throw_value_error("attention_train: give both k and v, or neither (fused q)");
+    Tensor tq = d.put(q, "q");
+    std::optional<Tensor> tk, tv, tl;
+    if (k) {
+      tk = d.put(*k, "k");
+      tv = d.put(*v, "v");
+    }
+    if (kv_lengths) tl = d.put_ids(*kv_lengths, "kv_lengths");
+    if (tq.ndim() != 3) throw_value_error("attention_train: q must be 3-D, got ", shape_str(tq.shape()));
+    const int64_t width = k ? tq.dim(2) : fused_width(tq);
+    if (num_heads < 1) throw_value_error("attention_train: num_heads must be >= 1, got ", num_heads);
+    Tensor out = Tensor::empty({tq.dim(0), tq.dim(1), width}, d.dtype, d.device);
+    Tensor lse = Tensor::empty({tq.dim(0), num_heads, tq.dim(1)}, DType::f32, d.device);
+    ops::AttentionOptions opt = attention_options(num_heads, tl, causal, causal_offset, scale);
+    {
+      py::gil_scoped_release release;
+      if (k) ops::attention_train(out, {&tq, 0}, {&*tk, 0}, {&*tv, 0}, opt, lse);
+      else ops::attention_train(out, {&tq, 0}, {&tq, width}, {&tq, 2 * width}, opt, lse);
+    }
+    return py::make_tuple(d.get(out), d.get(lse));
+  }, py::arg("q"), py::arg("k") = py::none(), py::arg("v") = py::none(), py::arg("num_heads") = 1,
+     py::arg("kv_lengths") = py::none(), py::arg("causal") = false, py::arg("causal_offset") = 0,
+     py::arg("scale") = py::none(), py::arg("device") = "cpu", py::arg("dtype") = "float32",
+     "(out, lse) = attention_train(q, k, v, num_heads, ...): attention that also returns the\n"
+     "log-sum-exp float32 (batch, heads, q_len). With k and v None, q is one fused\n"
+     "(batch, len, 3 * width) buffer. Example: out, lse = ops.attention_train(q, k, v, 4)");
+
+  o.def("attention_backward", [](const py::array& dout, const py::array& q, const OptArray& k, const OptArray& v,
+                                 const py::array& out, const py::array& lse, int64_t num_heads,
+                                 const OptArray& kv_lengths, bool causal, int64_t causal_offset,
+                                 std::optional<float> scale, const std::string& device,
+                                 const std::string& dtype) -> py::object {
+    DeviceArgs d = args(device, dtype);
+    if (k.has_value() != v.has_value()) throw_value_error("attention_backward: give both k and v, or neither (fused q)");
+    Tensor tq = d.put(q, "q"), tout = d.put(out, "out"), tdout = d.put(dout, "dout");
+    Tensor tlse = d.put_f32(lse, "lse");
+    std::optional<Tensor> tk, tv, tl;
+    if (k) {
+      tk = d.put(*k, "k");
+      tv = d.put(*v, "v");
+    }
+    if (kv_lengths) tl = d.put_ids(*kv_lengths, "kv_lengths");
+    ops::AttentionOptions opt = attention_options(num_heads, tl, causal, causal_offset, scale);
+    if (!k) {  // fused: one gradient buffer laid out like qkv
+      const int64_t width = fused_width(tq);
+      Tensor dqkv = Tensor::empty(tq.shape(), d.dtype, d.device);
+      {
+        py::gil_scoped_release release;
+        ops::attention_backward({&dqkv, 0}, {&dqkv, width}, {&dqkv, 2 * width}, {&tq, 0}, {&tq, width},
+                                {&tq, 2 * width}, tout, tdout, tlse, opt);
+      }
+      return d.get(dqkv);
+    }
+    Tensor dq = Tensor::empty(tq.shape(), d.dtype, d.device);
+    Tensor dk = Tensor::empty(tk->shape(), d.dtype, d.device);
+    Tensor dv = Tensor::empty(tv->shape(), d.dtype, d.device);
+    {
+      py::gil_scoped_release release;
+      ops::attention_backward({&dq, 0}, {&dk, 0}, {&dv, 0}, {&tq, 0}, {&*tk, 0}, {&*tv, 0}, tout, tdout, tlse, opt);
+    }
+    return py::make_tuple(d.get(dq), d.get(dk), d.get(dv));
+  }, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"),
+     py::arg("num_heads") = 1, py::arg("kv_lengths") = py::none(), py::arg("causal") = false,
+     py::arg("causal_offset") = 0, py::arg("scale") = py::none(), py::arg("device") = "cpu",
+     py::arg("dtype") = "float32",
+     "(dq, dk, dv) = attention_backward(dout, q, k, v, out, lse, num_heads, ...), from the\n"
+     "forward's out and lse (attention_train); with k and v None, q is fused and one dqkv\n"
+     "comes back. Example: dq, dk, dv = ops.attention_backward(g, q, k, v, out, lse, 4)");
+}
+
+}  // namespace tformer::bindings::train

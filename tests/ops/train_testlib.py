@@ -1,0 +1,37 @@
+"""Helpers for the training-op tests (test_*_backward.py, test_cross_entropy.py,
+test_dropout.py, test_adamw.py).
+
+``run(device, fn, *args, **kwargs)`` calls a tformer.ops function on ``device``. A backend
+that does not implement a training kernel yet raises RuntimeError("<op> is not
+implemented on <device> yet"); on a non-CPU device that skips the test instead of
+failing it, so the suite runs on a GPU machine before the CUDA kernels exist. On the
+CPU it is a failure like any other.
+"""
+
+import numpy as np
+import pytest
+
+
+def run(device, fn, *args, **kwargs):
+    try:
+        return fn(*args, device=device, **kwargs)
+    except RuntimeError as e:
+        if device != "cpu" and "is not implemented on" in str(e):
+            pytest.skip(str(e))
+        raise
+
+
+def f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def assert_close(out, ref, atol, rtol=0.0, what=""):
+    """|out - ref| <= atol + rtol * |ref| elementwise, with the worst element reported."""
+    out = np.asarray(out)
+    assert out.shape == np.shape(ref), (what, out.shape, np.shape(ref))
+    err = np.abs(f64(out) - f64(ref))
+    bound = atol + rtol * np.abs(f64(ref))
+    if err.size and not np.all(err <= bound):
+        worst = np.unravel_index(np.argmax(err - bound), err.shape)
+        raise AssertionError(f"{what}: err {err[worst]:.3e} > bound {np.broadcast_to(bound, err.shape)[worst]:.3e}"
+                             f" at {worst} (out {f64(out)[worst]!r}, ref {f64(ref)[worst]!r})")
