@@ -1,4 +1,5 @@
-"""The `tformer` command line."""
+"""The `tformer` command line: info, serve, train, demo (each imports its heavy modules
+only when it runs)."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,16 @@ def main(argv=None) -> int:
 
     add_serve_arguments(sub.add_parser("serve", help="serve a model over HTTP (POST /translate)",
                                        description="HTTP translation service with dynamic batching"))
+    from .train_cli import add_arguments as add_train_arguments
+
+    add_train_arguments(sub.add_parser("train", help="train a translation model on line-aligned text files",
+                                       description="Train a translation model (tokenizer, batching by tokens, "
+                                                   "validation BLEU/chrF, atomic checkpoints, --resume)"))
+    from .demo.run import add_arguments as add_demo_arguments
+
+    add_demo_arguments(sub.add_parser("demo", help="train a small French -> English model from scratch on the CPU",
+                                      description="Train a small French -> English model on sentences made "
+                                                  "offline; report held-out exact match, BLEU, chrF"))
     args = parser.parse_args(argv)
     if args.command == "info":
         import tformer
@@ -22,6 +33,14 @@ def main(argv=None) -> int:
         print()
     elif args.command == "serve":
         from .serve.command import run
+
+        return run(args)
+    elif args.command == "train":
+        from .train_cli import run
+
+        return run(args)
+    elif args.command == "demo":
+        from .demo.run import run
 
         return run(args)
     return 0
