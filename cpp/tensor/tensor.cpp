@@ -1,5 +1,6 @@
 #include "tformer/tensor.h"
 
+#include <atomic>
 #include <cstring>
 
 #include "tformer/backends.h"
@@ -25,8 +26,13 @@ int64_t shape_numel(const Shape& shape) {
 
 // ------------------------------------------------------------------ Storage
 
+static std::atomic<int64_t> g_allocations{0};
+
+int64_t tensor_allocations() { return g_allocations.load(); }
+
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   data_ = backend_for(device).allocate(bytes, device.index);
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
 }
 
 Storage::Storage(void* data, size_t bytes, Device device, std::shared_ptr<void> owner)

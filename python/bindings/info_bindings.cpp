@@ -4,6 +4,7 @@
 #include "register.h"
 #include "tformer/backends.h"
 #include "tformer/profile.h"
+#include "tformer/tensor.h"
 
 #ifndef TFORMER_VERSION
 #define TFORMER_VERSION "0.0.0"
@@ -31,6 +32,8 @@ void register_info(py::module_& m) {
         py::arg("dtype"));
   m.def("empty_cache", [](const std::string& device) { backend_for(parse_device(device)).empty_cache(); },
         py::arg("device") = "cpu", "Returns cached memory blocks of a device to the system.");
+  m.def("tensor_allocations", &tformer::tensor_allocations,
+        "Tensor memory allocations so far (all devices); the decode loop makes none.");
   m.def("profile_report", &tformer::profile::report, "Per-op times recorded with TFORMER_PROFILE=1.");
   m.def("profile_reset", &tformer::profile::reset);
   m.def("cuda_device_count", [] { return cuda_available() ? backend_for(DeviceType::cuda).device_count() : 0; });

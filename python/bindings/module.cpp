@@ -20,6 +20,7 @@ PYBIND11_MODULE(_core, m) {
   tformer::bindings::register_info(m);
   tformer::bindings::register_config(m);
   tformer::bindings::register_generate(m);
+  tformer::bindings::register_train(m);
   tformer::bindings::register_model(m);
   tformer::bindings::register_ops(m);
   tformer::bindings::register_train_ops(m);

@@ -10,5 +10,6 @@ void register_model(pybind11::module_& m);   // model_bindings.cpp
 void register_ops(pybind11::module_& m);     // ops_bindings.cpp
 void register_generate(pybind11::module_& m);  // generate_bindings.cpp
 void register_train_ops(pybind11::module_& m);  // train_ops_bindings.cpp (after register_ops)
+void register_train(pybind11::module_& m);     // train_bindings.cpp
 
 }  // namespace tformer::bindings

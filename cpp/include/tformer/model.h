@@ -13,6 +13,10 @@
 
 namespace tformer {
 
+namespace training {
+class TrainGraph;
+}
+
 // A batch of token ids padded on the right. ids: int32 (batch, max_len) on the host;
 // lengths: the real length of each row (1 <= length <= max_len).
 struct TokenBatch {
@@ -49,6 +53,7 @@ class Transformer {
 
  private:
   friend class DecodeSession;
+  friend class training::TrainGraph;
   // A batch on the device: ids, per-row lengths and position ids.
   struct DeviceBatch {
     int64_t batch = 0, len = 0;

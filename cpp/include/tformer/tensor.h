@@ -15,6 +15,9 @@ namespace tformer {
 using Shape = std::vector<int64_t>;
 
 std::string shape_str(const Shape& shape);  // "(2, 3)"
+// Device-memory allocations made for tensors since the process started (any device);
+// tests use it to check that the decode loop allocates nothing.
+int64_t tensor_allocations();
 int64_t shape_numel(const Shape& shape);
 
 // Owns a block of device memory; returns it to the device's allocator when the last

@@ -1,0 +1,234 @@
+#include "train_graph.h"
+
+#include <cmath>
+
+#include "tformer/errors.h"
+#include "tformer/ops.h"
+
+namespace tformer::training {
+namespace {
+
+Tensor like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
+
+struct EmbedActs {
+  NormActs norm;
+  uint64_t drop_offset = 0;
+};
+
+Tensor embed_train(const Tensor& ids, const Tensor& pos_ids, const Tensor& table, const Tensor& positions,
+                   const layers::Norm* norm, const TransformerConfig& cfg, Dropout& drop, EmbedActs& a) {
+  Tensor x = Tensor::empty({ids.dim(0), ids.dim(1), cfg.d_model}, table.dtype(), table.device());
+  ops::embedding(x, ids, table, cfg.embed_scale, &pos_ids, &positions);
+  if (norm) {
+    Tensor out = like(x);
+    a.norm.s = like(x);
+    a.norm.mean = Tensor::empty({ids.numel()}, DType::f32, x.device());
+    a.norm.rstd = Tensor::empty({ids.numel()}, DType::f32, x.device());
+    ops::layer_norm_train(out, a.norm.s, x, nullptr, nullptr, *norm->gamma, *norm->beta, cfg.layer_norm_eps,
+                          a.norm.mean, a.norm.rstd);
+    x = out;
+  }
+  a.drop_offset = drop.take(x.numel());
+  if (drop.p > 0.0f) ops::dropout(x, x, drop.p, drop.seed, a.drop_offset);
+  return x;
+}
+
+void embed_backward(const Tensor& dx_in, const Tensor& ids, const Tensor& pos_ids, Tensor* dtable, Tensor* dpositions,
+                    const layers::Norm* norm, NormGrad ng, const TransformerConfig& cfg, const Dropout& drop,
+                    const EmbedActs& a) {
+  Tensor dx = like(dx_in);
+  if (drop.p > 0.0f) ops::dropout(dx, dx_in, drop.p, drop.seed, a.drop_offset);
+  else dx.copy_from(dx_in);
+  if (norm) {
+    Tensor ds = like(dx);
+    ops::layer_norm_backward(ds, ng.gamma, ng.beta, dx, a.norm.s, a.norm.mean, a.norm.rstd, *norm->gamma);
+    dx = ds;
+  }
+  // nn.Embedding(padding_idx=pad): the pad row gets no gradient from lookups.
+  ops::embedding_backward(dtable, dpositions, dx, ids, &pos_ids, cfg.embed_scale, cfg.pad_id);
+}
+
+// Final LayerNorm of a stack (pre-norm models).
+Tensor final_norm_train(const Tensor& x, const layers::Norm& norm, const TransformerConfig& cfg, NormActs& a) {
+  Tensor out = like(x);
+  a.s = like(x);
+  a.mean = Tensor::empty({x.numel() / x.dim(-1)}, DType::f32, x.device());
+  a.rstd = Tensor::empty({x.numel() / x.dim(-1)}, DType::f32, x.device());
+  ops::layer_norm_train(out, a.s, x, nullptr, nullptr, *norm.gamma, *norm.beta, cfg.layer_norm_eps, a.mean, a.rstd);
+  return out;
+}
+
+Tensor final_norm_backward(const Tensor& dy, const layers::Norm& norm, NormGrad ng, const NormActs& a) {
+  Tensor dx = like(dy);
+  ops::layer_norm_backward(dx, ng.gamma, ng.beta, dy, a.s, a.mean, a.rstd, *norm.gamma);
+  return dx;
+}
+
+}  // namespace
+
+TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen) : model_(model) {
+  if (!model.complete()) throw_value_error("the model has parameters not set: cannot train it");
+  for (const std::string& name : model.parameter_names()) {
+    if (frozen.count(name)) continue;
+    const Tensor& p = model.parameter(name);
+    trainable_.push_back(name);
+    grads_[name] = Tensor::zeros(p.shape(), DType::f32, p.device());
+    m_[name] = Tensor::zeros(p.shape(), DType::f32, p.device());
+    v_[name] = Tensor::zeros(p.shape(), DType::f32, p.device());
+  }
+}
+
+Tensor& TrainGraph::grad(const std::string& name) {
+  const TransformerConfig& c = model_.config();
+  if (name == "tgt_embed" && c.shared_embeddings) return grad("src_embed");
+  if (name == "out_proj" && c.tied_output) return grad("tgt_embed");
+  auto it = grads_.find(name);
+  if (it == grads_.end()) throw_value_error("no gradient for parameter '", name, "' (frozen or unknown)");
+  return it->second;
+}
+
+Tensor& TrainGraph::moment(const std::string& name, int which) {
+  auto& table = which == 0 ? m_ : v_;
+  auto it = table.find(name);
+  if (it == table.end()) throw_value_error("no optimizer state for parameter '", name, "'");
+  return it->second;
+}
+
+void TrainGraph::zero_grad() {
+  for (auto& [name, g] : grads_) g.fill_zero();
+}
+
+double TrainGraph::grad_norm() const {
+  double sq = 0.0;
+  for (const auto& [name, g] : grads_) sq += ops::sum_squares(g);
+  return std::sqrt(sq);
+}
+
+void TrainGraph::adamw_step(const ops::AdamWOptions& opt, float grad_multiplier) {
+  ops::AdamWOptions o = opt;
+  o.grad_scale = grad_multiplier;
+  for (const std::string& name : trainable_) {
+    Tensor param = model_.parameter(name);  // shares storage: updated in place
+    ops::adamw(param, grads_.at(name), m_.at(name), v_.at(name), o);
+  }
+}
+
+LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const Tensor& labels, const StepOptions& opt,
+                        float grad_scale) {
+  const TransformerConfig& c = model_.config();
+  Transformer& m = model_;
+  auto P = [&m](const std::string& n) -> const Tensor& { return m.parameter(n); };
+  auto G = [this](const std::string& n) -> Tensor* {
+    if (grads_.count(n) || n == "tgt_embed" || n == "out_proj") {
+      try {
+        return &grad(n);
+      } catch (const std::invalid_argument&) {
+        return nullptr;
+      }
+    }
+    return nullptr;
+  };
+  auto lin = [&](const std::string& n) { return LinearGrad{G(n + ".weight"), G(n + ".bias")}; };
+  auto nrm = [&](const std::string& n) { return NormGrad{G(n + ".gamma"), G(n + ".beta")}; };
+  const bool backward = grad_scale != 0.0f;
+
+  const Transformer::DeviceBatch s = m.upload(src, c.src_vocab_size, "src_ids");
+  const Transformer::DeviceBatch t = m.upload(tgt_in, c.tgt_vocab_size, "tgt_ids");
+  if (s.batch != t.batch) throw_value_error("src_ids has ", s.batch, " sentences but tgt_ids has ", t.batch);
+  if (labels.dtype() != DType::i32 || labels.shape() != Shape{t.batch, t.len})
+    throw_value_error("labels must be int32 (", t.batch, ", ", t.len, "), got ", labels.describe());
+
+  Dropout drop{opt.dropout, opt.activation_dropout, opt.seed, 0};
+  const layers::ParamLookup lookup = P;
+  const BatchInfo enc_batch{&s.lengths, c.encoder_heads, false};
+  const BatchInfo self_batch{&t.lengths, c.decoder_heads, true};
+  const BatchInfo cross_batch{&s.lengths, c.decoder_heads, false};
+
+  // ---- forward
+  layers::Norm enc_en{c.embed_norm ? &P("encoder.embed_norm.gamma") : nullptr,
+                      c.embed_norm ? &P("encoder.embed_norm.beta") : nullptr};
+  layers::Norm dec_en{c.embed_norm ? &P("decoder.embed_norm.gamma") : nullptr,
+                      c.embed_norm ? &P("decoder.embed_norm.beta") : nullptr};
+  EmbedActs src_emb, tgt_emb;
+  Tensor x = embed_train(s.ids, s.position_ids, P("src_embed"), P("src_positions"), c.embed_norm ? &enc_en : nullptr,
+                         c, drop, src_emb);
+  std::vector<layers::EncoderLayer> enc_w;
+  std::vector<EncoderLayerActs> enc_acts(static_cast<size_t>(c.encoder_layers));
+  for (int64_t i = 0; i < c.encoder_layers; ++i) {
+    enc_w.push_back(layers::encoder_layer(lookup, i));
+    x = encoder_layer_train(x, enc_w.back(), c, enc_batch, drop, enc_acts[static_cast<size_t>(i)]);
+  }
+  NormActs enc_final;
+  layers::Norm enc_fn;
+  if (c.encoder_final_norm) {
+    enc_fn = {&P("encoder.final_norm.gamma"), &P("encoder.final_norm.beta")};
+    x = final_norm_train(x, enc_fn, c, enc_final);
+  }
+  const Tensor memory = x;
+
+  Tensor y = embed_train(t.ids, t.position_ids, P("tgt_embed"), P("tgt_positions"), c.embed_norm ? &dec_en : nullptr,
+                         c, drop, tgt_emb);
+  std::vector<layers::DecoderLayer> dec_w;
+  std::vector<DecoderLayerActs> dec_acts(static_cast<size_t>(c.decoder_layers));
+  for (int64_t i = 0; i < c.decoder_layers; ++i) {
+    dec_w.push_back(layers::decoder_layer(lookup, i));
+    y = decoder_layer_train(y, memory, dec_w.back(), c, self_batch, cross_batch, drop, dec_acts[static_cast<size_t>(i)]);
+  }
+  NormActs dec_final;
+  layers::Norm dec_fn;
+  if (c.decoder_final_norm) {
+    dec_fn = {&P("decoder.final_norm.gamma"), &P("decoder.final_norm.beta")};
+    y = final_norm_train(y, dec_fn, c, dec_final);
+  }
+  const int64_t rows = t.batch * t.len, V = c.tgt_vocab_size;
+  Tensor hidden = y.reshape({rows, c.d_model});
+  Tensor logits = Tensor::empty({rows, V}, y.dtype(), y.device());
+  ops::linear(logits, hidden, P("out_proj"), c.final_logits_bias ? &P("final_logits_bias") : nullptr);
+  Tensor loss_rows = Tensor::empty({rows}, DType::f32, y.device());
+  const Tensor labels_dev = labels.reshape({rows}).to(y.device());
+  ops::cross_entropy(loss_rows, backward ? &logits : nullptr, logits, labels_dev, opt.label_smoothing,
+                     opt.ignore_index, grad_scale);
+  LossSum result;
+  const Tensor loss_host = loss_rows.to(Device{});
+  const int32_t* lab = labels.data<int32_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    if (lab[r] == opt.ignore_index) continue;
+    result.loss += loss_host.data<float>()[r];
+    result.tokens += 1;
+  }
+  if (!backward) return result;
+
+  // ---- backward (logits now hold d loss / d logits)
+  Tensor dhidden = like(hidden);
+  Tensor* dout_proj = G("out_proj");
+  ops::linear_backward(&dhidden, dout_proj, nullptr, logits, hidden, P("out_proj"));
+  Tensor dy = dhidden.reshape(y.shape());
+  if (c.decoder_final_norm) dy = final_norm_backward(dy, dec_fn, nrm("decoder.final_norm"), dec_final);
+  Tensor dmemory = Tensor::zeros(memory.shape(), memory.dtype(), memory.device());
+  for (int64_t i = c.decoder_layers - 1; i >= 0; --i) {
+    const std::string l = "decoder.layers." + std::to_string(i);
+    DecoderLayerGrads g{lin(l + ".self_attn.qkv"), lin(l + ".self_attn.out"), lin(l + ".cross_attn.q"),
+                        lin(l + ".cross_attn.kv"), lin(l + ".cross_attn.out"), lin(l + ".ffn.fc1"),
+                        lin(l + ".ffn.fc2"), nrm(l + ".self_attn_norm"), nrm(l + ".cross_attn_norm"),
+                        nrm(l + ".ffn_norm")};
+    dy = decoder_layer_backward(dy, dmemory, memory, dec_w[static_cast<size_t>(i)], g, c, self_batch, cross_batch, drop,
+                                dec_acts[static_cast<size_t>(i)]);
+  }
+  embed_backward(dy, t.ids, t.position_ids, G("tgt_embed"), G("tgt_positions"), c.embed_norm ? &dec_en : nullptr,
+                 nrm("decoder.embed_norm"), c, drop, tgt_emb);
+
+  Tensor dx = dmemory;
+  if (c.encoder_final_norm) dx = final_norm_backward(dx, enc_fn, nrm("encoder.final_norm"), enc_final);
+  for (int64_t i = c.encoder_layers - 1; i >= 0; --i) {
+    const std::string l = "encoder.layers." + std::to_string(i);
+    EncoderLayerGrads g{lin(l + ".self_attn.qkv"), lin(l + ".self_attn.out"), lin(l + ".ffn.fc1"),
+                        lin(l + ".ffn.fc2"), nrm(l + ".self_attn_norm"), nrm(l + ".ffn_norm")};
+    dx = encoder_layer_backward(dx, enc_w[static_cast<size_t>(i)], g, c, enc_batch, drop,
+                                enc_acts[static_cast<size_t>(i)]);
+  }
+  embed_backward(dx, s.ids, s.position_ids, G("src_embed"), G("src_positions"), c.embed_norm ? &enc_en : nullptr,
+                 nrm("encoder.embed_norm"), c, drop, src_emb);
+  return result;
+}
+
+}  // namespace tformer::training

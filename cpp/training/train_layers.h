@@ -1,0 +1,104 @@
+// Internal: encoder/decoder layers for training. Forward keeps exactly what the
+// backward needs (Acts structs); backward adds parameter gradients (+=) into Grads
+// and returns the gradient of the layer input. Unlike inference, nothing is updated
+// in place: every sublayer writes a new residual-stream tensor, kept for the backward.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../model/layers.h"
+#include "tformer/config.h"
+#include "tformer/tensor.h"
+
+namespace tformer::training {
+
+// Gradient tensors matching a layer's parameter views (same shapes).
+struct LinearGrad {
+  Tensor* weight = nullptr;
+  Tensor* bias = nullptr;
+};
+struct NormGrad {
+  Tensor* gamma = nullptr;
+  Tensor* beta = nullptr;
+};
+struct EncoderLayerGrads {
+  LinearGrad qkv, self_out, fc1, fc2;
+  NormGrad self_attn_norm, ffn_norm;
+};
+struct DecoderLayerGrads {
+  LinearGrad qkv, self_out, cross_q, cross_kv, cross_out, fc1, fc2;
+  NormGrad self_attn_norm, cross_attn_norm, ffn_norm;
+};
+
+struct Dropout {
+  float p = 0.0f;          // residual / embedding dropout
+  float activation = 0.0f; // after the FFN activation
+  uint64_t seed = 0;
+  uint64_t next_offset = 0;  // advanced by every dropout site, so each gets its own mask
+  uint64_t take(int64_t n) {
+    const uint64_t o = next_offset;
+    next_offset += static_cast<uint64_t>(n);
+    return o;
+  }
+};
+
+// The LayerNorm of a sublayer: its input sum s and per-row statistics.
+struct NormActs {
+  Tensor s, mean, rstd;
+};
+
+struct SublayerOut {  // residual + dropout (+ LayerNorm in post-norm models)
+  uint64_t drop_offset = 0;
+  NormActs norm;  // post-norm: LN(x + y); pre-norm: LN(x) at the sublayer input
+};
+
+struct AttentionActs {
+  Tensor in;    // (B, T, D) the sublayer input after the pre-norm (or x)
+  Tensor qkv;   // self: (B, T, 3D); cross: q (B, T, D)
+  Tensor kv;    // cross only: (B, S, 2D)
+  Tensor attn;  // (B, T, D)
+  Tensor lse;   // (B, H, T)
+  SublayerOut out;
+};
+
+struct FfnActs {
+  Tensor in;  // (B, T, D)
+  Tensor z;   // (B, T, F) pre-activation
+  Tensor a;   // (B, T, F) activation (after activation dropout)
+  uint64_t act_drop_offset = 0;
+  SublayerOut out;
+};
+
+struct EncoderLayerActs {
+  AttentionActs self;
+  FfnActs ffn;
+};
+struct DecoderLayerActs {
+  AttentionActs self, cross;
+  FfnActs ffn;
+};
+
+struct BatchInfo {
+  const Tensor* lengths = nullptr;  // int32 (B) on the device
+  int64_t heads = 1;
+  bool causal = false;
+};
+
+// x: (B, T, D) layer input; returns the layer output.
+Tensor encoder_layer_train(const Tensor& x, const layers::EncoderLayer& w, const TransformerConfig& cfg,
+                           const BatchInfo& batch, Dropout& drop, EncoderLayerActs& acts);
+// dy: gradient of the layer output; returns the gradient of the layer input.
+Tensor encoder_layer_backward(const Tensor& dy, const layers::EncoderLayer& w, EncoderLayerGrads& g,
+                              const TransformerConfig& cfg, const BatchInfo& batch, const Dropout& drop,
+                              const EncoderLayerActs& acts);
+
+Tensor decoder_layer_train(const Tensor& x, const Tensor& memory, const layers::DecoderLayer& w,
+                           const TransformerConfig& cfg, const BatchInfo& self_batch, const BatchInfo& cross_batch,
+                           Dropout& drop, DecoderLayerActs& acts);
+// dmemory (B, S, D) receives += the gradient through this layer's cross-attention K/V.
+Tensor decoder_layer_backward(const Tensor& dy, Tensor& dmemory, const Tensor& memory, const layers::DecoderLayer& w,
+                              DecoderLayerGrads& g, const TransformerConfig& cfg, const BatchInfo& self_batch,
+                              const BatchInfo& cross_batch, const Dropout& drop, const DecoderLayerActs& acts);
+
+}  // namespace tformer::training

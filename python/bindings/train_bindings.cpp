@@ -1,0 +1,93 @@
+// _core.TrainGraph: the C++ training step (forward, loss, backward, AdamW) of a Model.
+#include <pybind11/stl.h>
+
+#include "../../cpp/training/schedule.h"
+#include "../../cpp/training/train_graph.h"
+#include "numpy_interop.h"
+#include "register.h"
+#include "tformer/errors.h"
+
+namespace py = pybind11;
+
+namespace tformer::bindings {
+
+void register_train(py::module_& m) {
+  using training::TrainGraph;
+  m.def(
+      "learning_rate",
+      [](const std::string& schedule, int64_t step, double peak_lr, int64_t warmup_steps, int64_t total_steps,
+         int64_t d_model) {
+        training::ScheduleOptions o;
+        o.kind = training::parse_schedule(schedule);
+        o.peak_lr = peak_lr;
+        o.warmup_steps = warmup_steps;
+        o.total_steps = total_steps;
+        o.d_model = d_model;
+        training::validate(o);
+        return training::learning_rate(o, step);
+      },
+      py::arg("schedule"), py::arg("step"), py::arg("peak_lr"), py::arg("warmup_steps"), py::arg("total_steps"),
+      py::arg("d_model"), "The learning rate of `schedule` at 1-based `step` (peak_lr <= 0: the paper's formula).");
+  py::class_<TrainGraph>(m, "TrainGraph", "Forward/backward/AdamW over a Model (see tformer.Trainer).")
+      .def(py::init([](Transformer& model, const std::vector<std::string>& frozen) {
+             return std::make_unique<TrainGraph>(model, std::set<std::string>(frozen.begin(), frozen.end()));
+           }),
+           py::arg("model"), py::arg("frozen"), py::keep_alive<1, 2>())
+      .def(
+          "run",
+          [](TrainGraph& g, const py::array& src, const std::vector<int32_t>& src_len, const py::array& tgt,
+             const std::vector<int32_t>& tgt_len, const py::array& labels, float label_smoothing, float dropout,
+             float activation_dropout, uint64_t seed, float grad_scale) {
+            TokenBatch s{tensor_from_numpy(src, DType::i32, "src_ids"), src_len};
+            TokenBatch t{tensor_from_numpy(tgt, DType::i32, "tgt_ids"), tgt_len};
+            Tensor lab = tensor_from_numpy(labels, DType::i32, "labels");
+            training::StepOptions o;
+            o.label_smoothing = label_smoothing;
+            o.dropout = dropout;
+            o.activation_dropout = activation_dropout;
+            o.seed = seed;
+            training::LossSum r;
+            {
+              py::gil_scoped_release release;
+              r = g.run(s, t, lab, o, grad_scale);
+            }
+            return py::make_tuple(r.loss, r.tokens);
+          },
+          py::arg("src_ids"), py::arg("src_lengths"), py::arg("tgt_ids"), py::arg("tgt_lengths"), py::arg("labels"),
+          py::arg("label_smoothing"), py::arg("dropout"), py::arg("activation_dropout"), py::arg("seed"),
+          py::arg("grad_scale"),
+          "Forward (+ backward when grad_scale != 0: gradients += grad_scale * d(loss sum)); returns (loss sum, tokens).")
+      .def("zero_grad", &TrainGraph::zero_grad)
+      .def("grad_norm", &TrainGraph::grad_norm, py::call_guard<py::gil_scoped_release>())
+      .def(
+          "adamw_step",
+          [](TrainGraph& g, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step,
+             float grad_multiplier) {
+            ops::AdamWOptions o;
+            o.lr = lr;
+            o.beta1 = beta1;
+            o.beta2 = beta2;
+            o.eps = eps;
+            o.weight_decay = weight_decay;
+            o.step = step;
+            py::gil_scoped_release release;
+            g.adamw_step(o, grad_multiplier);
+          },
+          py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("step"),
+          py::arg("grad_multiplier"))
+      .def_property_readonly("trainable", &TrainGraph::trainable)
+      .def("grad", [](TrainGraph& g, const std::string& name) { return tensor_to_numpy(g.grad(name).to(Device{})); })
+      .def("moment", [](TrainGraph& g, const std::string& name, int which) {
+        return tensor_to_numpy(g.moment(name, which).to(Device{}));
+      })
+      .def("set_moment", [](TrainGraph& g, const std::string& name, int which, const py::array& value) {
+        Tensor& dst = g.moment(name, which);
+        Tensor src = tensor_from_numpy(value, DType::f32, "moment '" + name + "'");
+        if (src.shape() != dst.shape())
+          throw_value_error("optimizer state '", name, "': expected shape ", shape_str(dst.shape()), ", got ",
+                            shape_str(src.shape()));
+        dst.copy_from(src);
+      });
+}
+
+}  // namespace tformer::bindings

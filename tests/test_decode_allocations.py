@@ -1,0 +1,27 @@
+"""The decode loop allocates no tensor memory: every buffer of a step (KV caches,
+workspaces, logits) is made before the first step. Generating 4 or 24 tokens must
+therefore cost the same number of tensor allocations."""
+import pytest
+
+import tformer
+from tformer import _core
+
+
+def _allocations(model, src, **options):
+    model.generate(src, **options)  # warm: thread-local scratch, caches
+    before = _core.tensor_allocations()
+    model.generate(src, **options)
+    return _core.tensor_allocations() - before
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_decode_steps_allocate_nothing(beam_size):
+    cfg = tformer.TransformerConfig(src_vocab_size=60, tgt_vocab_size=60, d_model=32, encoder_layers=2,
+                                    decoder_layers=2, encoder_heads=4, decoder_heads=4, encoder_ffn_dim=48,
+                                    decoder_ffn_dim=48, max_positions=64, pad_id=0, eos_id=1, bos_id=2)
+    model = tformer.Transformer(cfg, seed=0)
+    src = [[5, 6, 7, 1], [8, 9, 1]]
+    short = _allocations(model, src, beam_size=beam_size, max_length=4, min_length=4)
+    long = _allocations(model, src, beam_size=beam_size, max_length=24, min_length=24)
+    assert short > 0  # the setup before the loop does allocate
+    assert long == short, f"{long - short} extra tensor allocations for 20 more decode steps"
