@@ -93,10 +93,15 @@ void check_grad_view(const char* op, const char* what, MutableHeadsView g, int64
   same_device(op, what, *g.tensor, like);
 }
 
-// Column blocks [a, a + width) and [b, b + width) of one tensor's storage overlap.
+// Whether column blocks [a, a + width) of ta and [b, b + width) of tb may share memory:
+// disjoint byte ranges never do; two views of the same tensor do when the columns meet;
+// other views that share bytes are refused.
 bool overlaps(const Tensor& ta, int64_t a, const Tensor& tb, int64_t b, int64_t width) {
   if (ta.storage() != tb.storage()) return false;
-  if (ta.raw() != tb.raw() || ta.shape() != tb.shape()) return true;  // other views of one storage: refuse
+  const char* sa = static_cast<const char*>(ta.raw());
+  const char* sb = static_cast<const char*>(tb.raw());
+  if (sa + ta.nbytes() <= sb || sb + tb.nbytes() <= sa) return false;
+  if (sa != sb || ta.shape() != tb.shape()) return true;
   return a < b + width && b < a + width;
 }
 
