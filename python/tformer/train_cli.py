@@ -316,7 +316,7 @@ def train(args) -> dict:
          f"{len(valid) if valid else 0} validation; vocabulary {tokenizer.src_vocab_size}/{tokenizer.tgt_vocab_size}; "
          f"{model!r}")
 
-    def save(reason):
+    def save():
         state.update(step=trainer.step_count, seconds=state["seconds"] + time.time() - segment_start[0],
                      history=history)
         segment_start[0] = time.time()
@@ -331,8 +331,10 @@ def train(args) -> dict:
     def run_eval():
         if valid is None:
             return
+        t0 = time.time()
         result = evaluate(model, trainer, tokenizer, valid, max_tokens, args.eval_sentences, args.eval_beam)
         history.append({"step": trainer.step_count, **result})
+        state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.time() - t0
         parts = [f"valid loss {result['valid_loss']:.3f}"] + \
             [f"{k} {result[k]:.2f}" for k in ("bleu", "chrf") if k in result] + \
             ([f"exact {100 * result['exact_match']:.1f}%"] if "exact_match" in result else [])
@@ -381,7 +383,9 @@ def train(args) -> dict:
                 bar.update(1)
                 if step % args.eval_every == 0:
                     run_eval()
-                    save("eval")
+                    save()
+                    if window_steps == 0:
+                        window_start = time.time()  # tokens/s counts training only
             if reason != "done":
                 break
             state["epoch"] += 1
@@ -393,7 +397,7 @@ def train(args) -> dict:
         if trainer.step_count and (not history or history[-1].get("step") != trainer.step_count
                                    or "valid_loss" not in history[-1]) and reason != "interrupted":
             run_eval()
-        path = save(reason)
+        path = save()
     if reason == "interrupted":
         exit_code = INTERRUPTED
         _log(f"interrupted at step {trainer.step_count}: checkpoint saved to {path}; "
@@ -401,5 +405,6 @@ def train(args) -> dict:
     else:
         _log(f"stopped ({reason}) at step {trainer.step_count}, epoch {state['epoch']}: model in {args.out}")
     return {"exit_code": exit_code, "reason": reason, "step": trainer.step_count, "epoch": state["epoch"],
-            "tokens": state["tokens"], "seconds": state["seconds"], "history": history, "checkpoint": path,
+            "tokens": state["tokens"], "seconds": state["seconds"], "eval_seconds": state.get("eval_seconds", 0.0),
+            "history": history, "checkpoint": path,
             "model": model, "trainer": trainer, "tokenizer": tokenizer}

@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=RECIPE["lr"], help=f"peak learning rate (default {RECIPE['lr']})")
     p.add_argument("--warmup-steps", type=int, default=RECIPE["warmup_steps"],
                    help=f"learning-rate warm-up (default {RECIPE['warmup_steps']})")
+    p.add_argument("--dropout", type=float, default=RECIPE["dropout"], help=f"dropout (default {RECIPE['dropout']})")
     p.add_argument("--beam-size", type=int, default=1, help="beam size for the held-out translations (1: greedy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: tformer's choice)")
@@ -47,7 +48,7 @@ def _train_arguments(args, data, model_dir):
     argv = ["--src", f"{data}/train.fr", "--tgt", f"{data}/train.en", "--valid-src", f"{data}/valid.fr",
             "--valid-tgt", f"{data}/valid.en", "--out", model_dir, "--config", args.config,
             "--vocab-size", str(r["vocab_size"]), "--spm-type", r["spm_type"], "--max-tokens", str(args.max_tokens),
-            "--lr", str(args.lr), "--warmup-steps", str(args.warmup_steps), "--dropout", str(r["dropout"]),
+            "--lr", str(args.lr), "--warmup-steps", str(args.warmup_steps), "--dropout", str(args.dropout),
             "--label-smoothing", str(r["label_smoothing"]), "--eval-every", str(r["eval_every"]),
             "--eval-sentences", str(r["eval_sentences"]), "--minutes", str(args.minutes),
             "--max-steps", str(args.max_steps), "--seed", str(args.seed), "--threads", str(args.threads),
@@ -94,9 +95,12 @@ def run(args) -> int:
     hyps = train_cli.translate_ids(model, tokenizer, src_ids, beam_size=args.beam_size)
     metrics = train_cli.score(hyps, [en for _, en in test])
     eval_seconds = time.time() - t0
-    train_tokens_per_s = summary["tokens"] / max(summary["seconds"], 1e-9)
+    train_tokens_per_s = summary["tokens"] / max(summary["seconds"], 1e-9)  # validation passes included
+    # training steps only (validation passes and checkpoints left out)
+    step_tokens_per_s = summary["tokens"] / max(summary["seconds"] - summary["eval_seconds"], 1e-9)
     metrics.update(seconds=time.time() - start, train_seconds=summary["seconds"], eval_seconds=eval_seconds,
                    steps=summary["step"], epochs=summary["epoch"], train_tokens_per_s=train_tokens_per_s,
+                   step_tokens_per_s=step_tokens_per_s,
                    train_pairs=len(train), test_pairs=len(test), beam_size=args.beam_size, config=args.config,
                    d_model=model.config.d_model, layers=model.config.encoder_layers, threads=_threads(),
                    examples=[{"fr": fr, "reference": en, "tformer": h} for (fr, en), h in list(zip(test, hyps))[:8]])
@@ -125,7 +129,7 @@ def run(args) -> int:
     print(f"held-out ({len(test)} new sentences): exact match {100 * metrics['exact_match']:.1f}%, "
           f"BLEU {metrics['bleu']:.1f}, chrF {metrics['chrf']:.1f}")
     print(f"trained {summary['step']} steps ({summary['epoch']} epochs) in {summary['seconds']:.0f} s at "
-          f"{train_tokens_per_s:.0f} tokens/s; total {metrics['seconds']:.0f} s")
+          f"{step_tokens_per_s:.0f} tokens/s (source + target); total {metrics['seconds']:.0f} s")
     print(f"wrote {out}/metrics.json, {out}/attention.png, {out}/loss.png and the model in {model_dir}")
     return 0
 
