@@ -9,6 +9,7 @@
 // and dv: no atomics and no races, and the sums come out in the same order whatever
 // the thread count.
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -22,11 +23,13 @@ namespace {
 constexpr int64_t kQueryTile = 32;
 constexpr int64_t kKeyTile = 64;
 // Register blocks of the tile products: kRows rows by kCols columns of accumulators,
-// two vector registers per row (8 accumulators: 2 loads and 4 broadcasts per 8 FMAs).
-constexpr int64_t kRows = 4;
+// two vector registers per row: 16 zmm accumulators on AVX-512 (of 32 registers; 2 loads
+// and 8 broadcasts per 16 FMAs), 8 ymm on AVX2 (of 16).
 #if defined(__AVX512F__)
+constexpr int64_t kRows = 8;
 constexpr int64_t kCols = 32;
 #else
+constexpr int64_t kRows = 4;
 constexpr int64_t kCols = 16;
 #endif
 static_assert(kQueryTile % kRows == 0 && kKeyTile % kCols == 0 && kKeyTile % kRows == 0, "whole blocks");
@@ -57,6 +60,45 @@ struct Workspace {
     grow(dv, kKeyTile * D);
   }
 };
+
+// GCC's generic vectors: 8 floats, lowered to whatever the ISA has (one ymm on AVX2).
+typedef float Vec8 __attribute__((vector_size(32)));
+typedef int32_t Idx8 __attribute__((vector_size(32)));
+
+// dst (8, 8) with row stride ldd = src (8, 8)^T with row stride lds, in registers:
+// three rounds of two-source shuffles (unpack, pairs, halves) instead of 64 scalar
+// stores to 8 rows.
+inline void transpose8x8(float* dst, int64_t ldd, const float* src, int64_t lds) {
+  Vec8 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) std::memcpy(&r[i], src + i * lds, sizeof(Vec8));
+  const Idx8 lo1 = {0, 8, 1, 9, 4, 12, 5, 13}, hi1 = {2, 10, 3, 11, 6, 14, 7, 15};
+  const Idx8 lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+  const Idx8 lo3 = {0, 1, 2, 3, 8, 9, 10, 11}, hi3 = {4, 5, 6, 7, 12, 13, 14, 15};
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shuffle(r[i], r[i + 1], lo1);  // r_i[0] r_i+1[0] r_i[1] r_i+1[1] | [4] [5]
+    t[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi1);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = __builtin_shuffle(t[i], t[i + 2], lo2);  // column 0 of rows i..i+3 | column 4
+    u[i + 1] = __builtin_shuffle(t[i], t[i + 2], hi2);
+    u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], lo2);
+    u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], hi2);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const Vec8 a = __builtin_shuffle(u[c], u[c + 4], lo3), b = __builtin_shuffle(u[c], u[c + 4], hi3);
+    std::memcpy(dst + c * ldd, &a, sizeof(Vec8));
+    std::memcpy(dst + (c + 4) * ldd, &b, sizeof(Vec8));
+  }
+}
+
+// dst (cols, rows) with row stride ldd = src (rows, cols)^T with row stride lds.
+inline void transpose(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t cols) {
+  const int64_t rows8 = rows / 8 * 8, cols8 = cols / 8 * 8;
+  for (int64_t i = 0; i < rows8; i += 8)
+    for (int64_t j = 0; j < cols8; j += 8) transpose8x8(dst + j * ldd + i, ldd, src + i * lds + j, lds);
+  for (int64_t i = 0; i < rows; ++i)  // the edges
+    for (int64_t j = i < rows8 ? cols8 : 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+}
 
 // c (rows, cols) = a (rows, K) @ bt (K, cols); rows % kRows == 0, cols % kCols == 0.
 inline void tile_mul(float* c, int64_t ldc, const float* a, int64_t lda, const float* bt, int64_t ldb,
@@ -99,7 +141,7 @@ inline void block_mul_add(float* c, int64_t ldc, const float* a, int64_t lda, co
 }
 
 // c (rows, n) += op(a) (rows, K) @ b (K, n); rows % kRows == 0, any n: blocks of kCols
-// columns, then of 16 (odd head dims such as 80), then one column at a time.
+// columns, then of 16 (head dims such as 80) and 8, then one column at a time.
 template <bool TransA>
 inline void tile_mul_add(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb,
                          int64_t rows, int64_t K, int64_t n) {
@@ -108,6 +150,10 @@ inline void tile_mul_add(float* c, int64_t ldc, const float* a, int64_t lda, con
     for (; d0 + kCols <= n; d0 += kCols) block_mul_add<TransA, kCols>(c, ldc, a, lda, b, ldb, i0, d0, K);
     if constexpr (kCols > 16) {
       for (; d0 + 16 <= n; d0 += 16) block_mul_add<TransA, 16>(c, ldc, a, lda, b, ldb, i0, d0, K);
+    }
+    if (d0 + 8 <= n) {
+      block_mul_add<TransA, 8>(c, ldc, a, lda, b, ldb, i0, d0, K);
+      d0 += 8;
     }
     if (d0 == n) continue;
     for (int64_t r = 0; r < kRows; ++r) {  // the columns past the last whole block
@@ -179,14 +225,8 @@ void backward_head(const AttentionBackwardParams& bp, int64_t b, int64_t h, Work
     int64_t q_first = 0;
     if (p.causal) q_first = std::max<int64_t>(0, k0 - p.causal_offset);
     if (nk > 0 && q_first < Lq) {
-      for (int64_t j = 0; j < nk; ++j) {
-        const float* kj = kb + (k0 + j) * p.k_row_stride;
-        const float* vj = vb + (k0 + j) * p.v_row_stride;
-        for (int64_t d = 0; d < D; ++d) {
-          kt[d * kKeyTile + j] = kj[d];
-          vt[d * kKeyTile + j] = vj[d];
-        }
-      }
+      transpose(kt, kKeyTile, kb + k0 * p.k_row_stride, p.k_row_stride, nk, D);
+      transpose(vt, kKeyTile, vb + k0 * p.v_row_stride, p.v_row_stride, nk, D);
       for (int64_t d = 0; d < D; ++d) {  // unused columns stay finite
         std::fill(kt + d * kKeyTile + nk, kt + (d + 1) * kKeyTile, 0.0f);
         std::fill(vt + d * kKeyTile + nk, vt + (d + 1) * kKeyTile, 0.0f);

@@ -72,8 +72,8 @@ void layer_norm(const LayerNormParams& p) {
 // so the result is the same bits with 1 or 16 threads.
 namespace {
 
-constexpr int64_t kMaxGroups = 64;    // partial (dgamma, dbeta) vectors at most
-constexpr int64_t kMinGroupRows = 8;  // fewer rows per group is not worth a partial
+constexpr int64_t kMaxGroups = 32;     // partial (dgamma, dbeta) vectors at most
+constexpr int64_t kMinGroupRows = 8;   // fewer rows per group is not worth a partial
 
 // Rows r0..r1-1; partial (2, cols) receives (dout * xhat, dout) summed over them, or is null.
 void backward_rows(const LayerNormBackwardParams& p, int64_t r0, int64_t r1, float* partial) {
@@ -136,7 +136,8 @@ void layer_norm_backward(const LayerNormBackwardParams& p) {
   const int64_t group_rows = (p.rows + groups - 1) / groups;
   // The partials live in the calling thread's buffer, shared with the team.
   static thread_local std::vector<float> partials;
-  if (params) partials.assign(static_cast<size_t>(groups * 2 * p.cols), 0.0f);
+  if (params && partials.size() < static_cast<size_t>(groups * 2 * p.cols))
+    partials.resize(static_cast<size_t>(groups * 2 * p.cols));
   float* part = params ? partials.data() : nullptr;
   const bool parallel = p.rows * p.cols > 16384;
 #pragma omp parallel if (parallel)
@@ -144,7 +145,9 @@ void layer_norm_backward(const LayerNormBackwardParams& p) {
 #pragma omp for schedule(static)
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t r0 = g * group_rows, r1 = std::min(p.rows, r0 + group_rows);
-      if (r0 < r1) backward_rows(p, r0, r1, part ? part + g * 2 * p.cols : nullptr);
+      float* pg = part ? part + g * 2 * p.cols : nullptr;
+      if (pg) std::fill(pg, pg + 2 * p.cols, 0.0f);  // by the thread that sums into it
+      if (r0 < r1) backward_rows(p, r0, r1, pg);
     }
     if (params) {
       // Column blocks: each sums the groups' partials in group order.
