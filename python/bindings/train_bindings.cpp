@@ -61,7 +61,7 @@ void register_train(py::module_& m) {
       .def("grad_norm", &TrainGraph::grad_norm, py::call_guard<py::gil_scoped_release>())
       .def(
           "adamw_step",
-          [](TrainGraph& g, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step,
+          [](TrainGraph& g, double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
              float grad_multiplier) {
             ops::AdamWOptions o;
             o.lr = lr;
