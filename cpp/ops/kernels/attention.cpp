@@ -179,23 +179,21 @@ void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, 
   }
 }
 
-// Few queries (a decode step): one query row against its keys directly, no tiles.
-void attention_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, std::vector<float>& scores) {
-  const int64_t D = p.head_dim, kvb = b / p.kv_group;
-  const float* q = static_cast<const float*>(p.q) + b * p.q_batch_stride + i * p.q_row_stride + h * D;
-  const float* k = static_cast<const float*>(p.k) + kvb * p.k_batch_stride + h * D;
-  const float* v = static_cast<const float*>(p.v) + kvb * p.v_batch_stride + h * D;
-  float* o = static_cast<float*>(p.out) + b * p.out_batch_stride + i * p.out_row_stride + h * D;
+// The keys query i of batch b may see: [0, visible_keys).
+inline int64_t visible_keys(const AttentionParams& p, int64_t b, int64_t i) {
   int64_t kv_end = p.kv_len;
-  if (p.kv_lengths) kv_end = std::min<int64_t>(kv_end, std::max<int32_t>(p.kv_lengths[kvb], 0));
+  if (p.kv_lengths) kv_end = std::min<int64_t>(kv_end, std::max<int32_t>(p.kv_lengths[b / p.kv_group], 0));
   if (p.causal) kv_end = std::min(kv_end, i + p.causal_offset + 1);
-  std::fill(o, o + D, 0.0f);
-  float* lse = p.lse_out ? p.lse_out + (b * p.heads + h) * p.q_len + i : nullptr;
-  if (kv_end <= 0) {
-    if (lse) *lse = -std::numeric_limits<float>::infinity();
-    return;
-  }
-  if (static_cast<int64_t>(scores.size()) < kv_end) scores.resize(static_cast<size_t>(kv_end));
+  return kv_end;
+}
+
+// scores[j] = exp(scale * q . k_j - m) for the kv_end visible keys of row (b, h, i); returns
+// their sum and sets *max_out = m (the softmax is scores / sum).
+inline float row_exp_scores(const AttentionParams& p, int64_t b, int64_t h, int64_t i, int64_t kv_end,
+                            float* scores, float* max_out) {
+  const int64_t D = p.head_dim;
+  const float* q = static_cast<const float*>(p.q) + b * p.q_batch_stride + i * p.q_row_stride + h * D;
+  const float* k = static_cast<const float*>(p.k) + (b / p.kv_group) * p.k_batch_stride + h * D;
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < kv_end; ++j) {
     const float* kj = k + j * p.k_row_stride;
@@ -211,6 +209,25 @@ void attention_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, st
     scores[j] = fast_exp(scores[j] - m);
     sum += scores[j];
   }
+  *max_out = m;
+  return sum;
+}
+
+// Few queries (a decode step): one query row against its keys directly, no tiles.
+void attention_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, std::vector<float>& scores) {
+  const int64_t D = p.head_dim;
+  const float* v = static_cast<const float*>(p.v) + (b / p.kv_group) * p.v_batch_stride + h * D;
+  float* o = static_cast<float*>(p.out) + b * p.out_batch_stride + i * p.out_row_stride + h * D;
+  const int64_t kv_end = visible_keys(p, b, i);
+  std::fill(o, o + D, 0.0f);
+  float* lse = p.lse_out ? p.lse_out + (b * p.heads + h) * p.q_len + i : nullptr;
+  if (kv_end <= 0) {
+    if (lse) *lse = -std::numeric_limits<float>::infinity();
+    return;
+  }
+  if (static_cast<int64_t>(scores.size()) < kv_end) scores.resize(static_cast<size_t>(kv_end));
+  float m;
+  const float sum = row_exp_scores(p, b, h, i, kv_end, scores.data(), &m);
   const float inv = 1.0f / sum;
   if (lse) *lse = m + std::log(sum);
   for (int64_t j = 0; j < kv_end; ++j) {
@@ -227,33 +244,16 @@ void attention_weights(const AttentionParams& p) {
   const int64_t D = p.head_dim;
 #pragma omp parallel for schedule(static) if (p.batch * p.q_len * p.kv_len * p.heads * D > 65536)
   for (int64_t bi = 0; bi < p.batch * p.q_len; ++bi) {
-    const int64_t b = bi / p.q_len, i = bi % p.q_len, kvb = b / p.kv_group;
+    const int64_t b = bi / p.q_len, i = bi % p.q_len;
     float* w = p.weights_out + bi * p.kv_len;
     std::fill(w, w + p.kv_len, 0.0f);
-    int64_t kv_end = p.kv_len;
-    if (p.kv_lengths) kv_end = std::min<int64_t>(kv_end, std::max<int32_t>(p.kv_lengths[kvb], 0));
-    if (p.causal) kv_end = std::min(kv_end, i + p.causal_offset + 1);
+    const int64_t kv_end = visible_keys(p, b, i);
     if (kv_end <= 0) continue;
     static thread_local std::vector<float> scores;
     if (static_cast<int64_t>(scores.size()) < kv_end) scores.resize(static_cast<size_t>(kv_end));
     for (int64_t h = 0; h < p.heads; ++h) {
-      const float* q = static_cast<const float*>(p.q) + b * p.q_batch_stride + i * p.q_row_stride + h * D;
-      const float* k = static_cast<const float*>(p.k) + kvb * p.k_batch_stride + h * D;
-      float m = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < kv_end; ++j) {
-        const float* kj = k + j * p.k_row_stride;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < D; ++d) dot += q[d] * kj[d];
-        scores[j] = dot * p.scale;
-        m = std::max(m, scores[j]);
-      }
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j < kv_end; ++j) {
-        scores[j] = fast_exp(scores[j] - m);
-        sum += scores[j];
-      }
+      float m;
+      const float sum = row_exp_scores(p, b, h, i, kv_end, scores.data(), &m);
       const float inv = 1.0f / (sum * static_cast<float>(p.heads));
 #pragma omp simd
       for (int64_t j = 0; j < kv_end; ++j) w[j] += scores[j] * inv;
