@@ -91,7 +91,11 @@ def main():
     def tformer_step():
         return trainer.step(src, tgt)
 
+    # On a shared machine other jobs slow both engines (PyTorch more: its threads wait on each
+    # other); the load average before and after says whether a run can be trusted.
+    load_before = os.getloadavg()[0]
     times = common.interleaved({"tformer": tformer_step, "torch": torch_step}, args.repeat)
+    load_after = os.getloadavg()[0]
     flops = 3 * common.forward_flops(B, S, T, cfg.d_model, cfg.encoder_ffn_dim, cfg.encoder_layers,
                                      cfg.decoder_layers, V)["total"]
     rate = common.gemm_rate(args.threads)
@@ -105,11 +109,12 @@ def main():
         "target_tokens_per_s": {k: B * T / v for k, v in times.items()},
         "all_tokens_per_s": {k: B * (S + T) / v for k, v in times.items()},
         "step_gflop": flops / 1e9, "gflops": {k: flops / v / 1e9 for k, v in times.items()},
-        "gemm_gflops": rate,
+        "gemm_gflops": rate, "load_average_1min": [load_before, load_after],
     }
     print(f"training step, opus-mt-fr-en size, batch {B} x {S} source + {T} target tokens, cpu float32, "
           f"{args.threads} threads, torch {torch.__version__}, dropout {DROPOUT}, label smoothing {SMOOTHING}")
-    print(f"  parity: loss rel err vs transformers {loss_rel:.1e}")
+    print(f"  parity: loss rel err vs transformers {loss_rel:.1e}; 1-min load average {load_before:.1f} before, "
+          f"{load_after:.1f} after (> {args.threads} means other jobs shared the cores)")
     print(f"  step     tformer {times['tformer']*1e3:8.0f} ms   torch {times['torch']*1e3:8.0f} ms   "
           f"tformer/torch {res['ratio']:.2f}x (target <= 0.80)")
     print(f"  target tokens/s  tformer {res['target_tokens_per_s']['tformer']:7.0f}   "

@@ -245,7 +245,8 @@ def test_gradients_match_torch(zoo, name):
 
 def test_pad_id_lookups_add_no_gradient(zoo):
     """nn.Embedding(padding_idx=pad): a pad id inside a source sentence (attended to, as its
-    mask says) and Marian's decoder start token (= pad) add nothing to the pad row. With
+    mask says), inside a target sentence (a label to predict like any other, then a decoder
+    input) and Marian's decoder start token (= pad) add nothing to the pad row. With
     separate vocabularies the source pad row stays exactly 0; the target pad row, tied to the
     output projection, gets only the output projection's gradient."""
     name = "marian_untied"
@@ -254,6 +255,7 @@ def test_pad_id_lookups_add_no_gradient(zoo):
     src, tgt = make_batch(name, seed=2)
     src[0][2] = pad
     src[2][0] = pad
+    tgt[1][3] = pad
     inputs, labels = hf_inputs(name, src, tgt)
     hf_loss(ref, inputs, labels).backward()
     expected = to_tformer(ref, hf_tensors(ref, "grad"))
