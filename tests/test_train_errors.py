@@ -234,3 +234,13 @@ def test_load_into_a_non_model(model, tmp_path):
     tformer.Trainer(model).save(tmp_path / "trainer")
     with pytest.raises(TypeError, match="model must be a tformer.Transformer"):
         tformer.Trainer.load(tmp_path / "trainer", "model")
+
+
+def test_lr_of_the_wrong_type_is_a_type_error():
+    import tformer
+
+    cfg = tformer.TransformerConfig(src_vocab_size=20, tgt_vocab_size=20, d_model=16, encoder_layers=1,
+                                    decoder_layers=1, encoder_heads=2, decoder_heads=2, encoder_ffn_dim=16,
+                                    decoder_ffn_dim=16, max_positions=16, pad_id=0, eos_id=1, bos_id=2)
+    with pytest.raises(TypeError, match="lr"):
+        tformer.Trainer(tformer.Transformer(cfg, seed=0), lr="1e-3")

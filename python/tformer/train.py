@@ -53,7 +53,9 @@ class Trainer:
 
         if not isinstance(model, Transformer):
             raise TypeError(f"model must be a tformer.Transformer, got {type(model).__name__}")
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0):
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real)):
+            raise TypeError(f"lr must be a number > 0 (or None for the paper's schedule), got {type(lr).__name__} {lr!r}")
+        if lr is not None and not lr > 0:
             raise ValueError(f"lr must be a number > 0 (or None for the paper's schedule), got {lr!r}")
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
