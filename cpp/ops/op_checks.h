@@ -4,6 +4,7 @@
 
 #include "tformer/backends.h"
 #include "tformer/errors.h"
+#include "tformer/ops.h"
 #include "tformer/tensor.h"
 
 namespace tformer::ops::checks {
@@ -50,3 +51,12 @@ inline void saves_stats(const char* op, const Tensor& t) {
 inline Tensor on_host(const Tensor& t) { return t.device().is_cpu() ? t : t.to(Device{}); }
 
 }  // namespace tformer::ops::checks
+
+namespace tformer::ops {
+
+// Checks the arguments of an attention call (ops.cpp) and describes them as the kernel's
+// params; shared by ops::attention and the training ops, which add their own outputs.
+AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q, HeadsView k, HeadsView v,
+                                 const AttentionOptions& opt);
+
+}  // namespace tformer::ops

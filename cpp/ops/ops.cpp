@@ -6,6 +6,7 @@
 
 #include "tformer/backends.h"
 #include "tformer/errors.h"
+#include "op_checks.h"
 #include "tformer/profile.h"
 
 namespace tformer::ops {
@@ -185,8 +186,8 @@ void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale,
   }
 }
 
-void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const AttentionOptions& opt) {
-  const char* op = "attention";
+AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q, HeadsView k, HeadsView v,
+                                 const AttentionOptions& opt) {
   for (const Tensor* t : {q.tensor, k.tensor, v.tensor, static_cast<const Tensor*>(&out)}) {
     if (!t || t->ndim() != 3) throw_value_error(op, ": q, k, v and out must be 3-D (batch, len, width)");
     expect_dtype(op, "input", *t, out.dtype());
@@ -249,7 +250,12 @@ void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const Attenti
   p.causal = opt.causal;
   p.causal_offset = opt.causal_offset;
   p.scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
-  if (batch == 0 || q_len == 0 || width == 0) return;
+  return p;
+}
+
+void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const AttentionOptions& opt) {
+  const AttentionParams p = attention_params("attention", out, q, k, v, opt);
+  if (p.batch == 0 || p.q_len == 0 || out.dim(2) == 0) return;
   {
     profile::Scope scope("attention");
     backend_for(out.device()).attention(p, out.device().index);

@@ -13,65 +13,11 @@ using namespace checks;
 
 namespace {
 
-// Checks the forward's arguments and describes them as AttentionParams (no outputs set
-// but `out`, which the backward reads).
+// The forward's checks and params (ops::attention's), restricted to kv_group 1.
 AttentionParams forward_params(const char* op, const Tensor& out, HeadsView q, HeadsView k, HeadsView v,
                                const AttentionOptions& opt) {
-  if (out.ndim() != 3) throw_value_error(op, ": out must be 3-D (batch, q_len, width), got ", shape_str(out.shape()));
-  auto view = [&](HeadsView hv, const char* what) {
-    if (!hv.tensor || hv.tensor->ndim() != 3) throw_value_error(op, ": ", what, " must be a 3-D (batch, len, width) tensor");
-    dtype_is(op, what, *hv.tensor, out.dtype());
-    same_device(op, what, *hv.tensor, out);
-  };
-  view(q, "q");
-  view(k, "k");
-  view(v, "v");
-  if (opt.heads < 1) throw_value_error(op, ": heads must be >= 1, got ", opt.heads);
   if (opt.kv_group != 1) throw_value_error(op, ": kv_group must be 1 for training, got ", opt.kv_group);
-  const int64_t width = out.dim(2);
-  if (width % opt.heads != 0) throw_value_error(op, ": output width ", width, " is not divisible by ", opt.heads, " heads");
-  const int64_t batch = out.dim(0), q_len = out.dim(1), kv_len = k.tensor->dim(1);
-  if (q.tensor->dim(0) != batch || k.tensor->dim(0) != batch || v.tensor->dim(0) != batch)
-    throw_value_error(op, ": batch sizes differ: q ", q.tensor->dim(0), ", k ", k.tensor->dim(0), ", v ",
-                      v.tensor->dim(0), ", out ", batch);
-  if (q.tensor->dim(1) != q_len) throw_value_error(op, ": q has ", q.tensor->dim(1), " rows, out has ", q_len);
-  if (v.tensor->dim(1) != kv_len) throw_value_error(op, ": k has ", kv_len, " rows, v has ", v.tensor->dim(1));
-  for (HeadsView hv : {q, k, v})
-    if (hv.col < 0 || hv.col + width > hv.tensor->dim(2))
-      throw_value_error(op, ": columns [", hv.col, ", ", hv.col + width, ") out of range for width ", hv.tensor->dim(2));
-  if (opt.kv_lengths) {
-    dtype_is(op, "kv_lengths", *opt.kv_lengths, DType::i32);
-    shape_is(op, "kv_lengths", *opt.kv_lengths, {batch});
-    same_device(op, "kv_lengths", *opt.kv_lengths, out);
-  }
-  const int64_t head_dim = width / opt.heads;
-  const size_t es = dtype_size(out.dtype());
-  auto at = [es](const HeadsView& hv) { return static_cast<const char*>(hv.tensor->raw()) + hv.col * es; };
-  AttentionParams p;
-  p.dtype = out.dtype();
-  p.batch = batch;
-  p.heads = opt.heads;
-  p.head_dim = head_dim;
-  p.q_len = q_len;
-  p.kv_len = kv_len;
-  p.q = at(q);
-  p.q_row_stride = q.tensor->dim(2);
-  p.q_batch_stride = q_len * p.q_row_stride;
-  p.k = at(k);
-  p.k_row_stride = k.tensor->dim(2);
-  p.k_batch_stride = kv_len * p.k_row_stride;
-  p.v = at(v);
-  p.v_row_stride = v.tensor->dim(2);
-  p.v_batch_stride = kv_len * p.v_row_stride;
-  p.out = out.raw();
-  p.out_row_stride = width;
-  p.out_batch_stride = q_len * width;
-  p.kv_lengths = opt.kv_lengths ? opt.kv_lengths->data<int32_t>() : nullptr;
-  p.causal = opt.causal;
-  p.causal_offset = opt.causal_offset;
-  p.scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
-  p.kv_group = 1;
-  return p;
+  return attention_params(op, out, q, k, v, opt);
 }
 
 void check_lse(const char* op, const Tensor& lse, const AttentionParams& p, const Tensor& out) {
@@ -111,13 +57,6 @@ void attention_train(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const A
   const char* op = "attention_train";
   AttentionParams p = forward_params(op, out, q, k, v, opt);
   check_lse(op, lse, p, out);
-  if (opt.weights_out) {
-    if (opt.weights_out->dtype() != DType::f32 || opt.weights_out->shape() != Shape{p.batch, p.q_len, p.kv_len})
-      throw_value_error(op, ": weights_out must be float32 (", p.batch, ", ", p.q_len, ", ", p.kv_len, "), got ",
-                        opt.weights_out->describe());
-    same_device(op, "weights_out", *opt.weights_out, out);
-    p.weights_out = opt.weights_out->data<float>();
-  }
   p.lse_out = lse.data<float>();
   saves_stats(op, out);
   if (p.batch == 0 || p.q_len == 0 || out.dim(2) == 0) return;
