@@ -1,7 +1,9 @@
 #include "train_graph.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "tformer/backends.h"
 #include "tformer/errors.h"
 #include "tformer/ops.h"
 
@@ -66,23 +68,105 @@ Tensor final_norm_backward(const Tensor& dy, const layers::Norm& norm, NormGrad 
 
 }  // namespace
 
-TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen) : model_(model) {
+TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, int64_t bucket_bytes)
+    : model_(model) {
   if (!model.complete()) throw_value_error("the model has parameters not set: cannot train it");
-  for (const std::string& name : model.parameter_names()) {
-    if (frozen.count(name)) continue;
+  if (bucket_bytes < 0) throw_value_error("bucket_bytes must be >= 0, got ", bucket_bytes);
+  for (const std::string& name : model.parameter_names())
+    if (!frozen.count(name)) trainable_.push_back(name);
+  if (trainable_.empty()) throw_value_error("every parameter is frozen: nothing to train");
+  const Device device = model.parameter(trainable_.front()).device();
+
+  // The stage that finishes each gradient buffer: the last stage of any name writing into it.
+  std::map<std::string, int> final_stage;
+  std::vector<std::string> writers = trainable_;
+  writers.push_back("tgt_embed");
+  writers.push_back("out_proj");
+  for (const std::string& w : writers) {
+    const std::string o = owner(w);
+    if (std::find(trainable_.begin(), trainable_.end(), o) == trainable_.end()) continue;
+    auto it = final_stage.find(o);
+    final_stage[o] = it == final_stage.end() ? stage_of(w) : std::max(it->second, stage_of(w));
+  }
+  std::vector<std::string> order = trainable_;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](const std::string& a, const std::string& b) { return final_stage[a] < final_stage[b]; });
+
+  // Offsets rounded up to 16 floats (64 bytes): every view starts cache-line aligned.
+  constexpr int64_t kAlign = 16;
+  const int stages = num_stages();
+  std::vector<int64_t> stage_end(static_cast<size_t>(stages), 0);
+  int64_t total = 0;
+  for (const std::string& name : order) {
+    offsets_[name] = total;
+    total += (shape_numel(model.parameter(name).shape()) + kAlign - 1) / kAlign * kAlign;
+    stage_end[static_cast<size_t>(final_stage[name])] = total;
+  }
+  for (int s = 1; s < stages; ++s)
+    stage_end[static_cast<size_t>(s)] = std::max(stage_end[static_cast<size_t>(s)], stage_end[static_cast<size_t>(s - 1)]);
+  flat_grad_ = Tensor::zeros({total}, DType::f32, device);
+  for (const std::string& name : trainable_) {
     const Tensor& p = model.parameter(name);
-    trainable_.push_back(name);
-    grads_[name] = Tensor::zeros(p.shape(), DType::f32, p.device());
+    const int64_t off = offsets_[name];
+    grads_[name] = flat_grad_.slice(off, off + shape_numel(p.shape())).reshape(p.shape());
     m_[name] = Tensor::zeros(p.shape(), DType::f32, p.device());
     v_[name] = Tensor::zeros(p.shape(), DType::f32, p.device());
   }
+
+  // Buckets close at stage ends once they hold bucket_bytes (the last one at the end).
+  stage_bucket_.assign(static_cast<size_t>(stages), -1);
+  int64_t start = 0;
+  for (int s = 0; s < stages; ++s) {
+    const int64_t end = stage_end[static_cast<size_t>(s)];
+    if (end > start && ((end - start) * 4 >= bucket_bytes || s == stages - 1)) {
+      stage_bucket_[static_cast<size_t>(s)] = static_cast<int64_t>(buckets_.size());
+      buckets_.push_back({start, end - start});
+      start = end;
+    }
+  }
+}
+
+int TrainGraph::num_stages() const {
+  const TransformerConfig& c = model_.config();
+  return static_cast<int>(4 + c.decoder_layers + c.encoder_layers);
+}
+
+int TrainGraph::stage_of(const std::string& name) const {
+  const TransformerConfig& c = model_.config();
+  const int ld = static_cast<int>(c.decoder_layers), le = static_cast<int>(c.encoder_layers);
+  auto starts = [&name](const char* prefix) { return name.rfind(prefix, 0) == 0; };
+  auto layer = [&name](size_t prefix_len) { return std::stoi(name.substr(prefix_len, name.find('.', prefix_len))); };
+  if (starts("out_proj") || starts("decoder.final_norm.")) return 0;
+  if (starts("decoder.layers.")) return 1 + (ld - 1 - layer(15));
+  if (starts("tgt_embed") || starts("tgt_positions") || starts("decoder.embed_norm.")) return 1 + ld;
+  if (starts("encoder.final_norm.")) return 2 + ld;
+  if (starts("encoder.layers.")) return 3 + ld + (le - 1 - layer(15));
+  return 3 + ld + le;  // source embeddings (and anything unknown: final only at the very end)
+}
+
+std::string TrainGraph::owner(const std::string& name) const {
+  const TransformerConfig& c = model_.config();
+  if (name == "tgt_embed" && c.shared_embeddings) return "src_embed";
+  if (name == "out_proj" && c.tied_output) return owner("tgt_embed");
+  return name;
+}
+
+void TrainGraph::stage_done(int stage, const BucketReady* on_ready) const {
+  if (on_ready == nullptr || !*on_ready) return;
+  const int64_t bucket = stage_bucket_[static_cast<size_t>(stage)];
+  if (bucket < 0) return;
+  const Device& d = flat_grad_.device();
+  if (!d.is_cpu()) backend_for(d).synchronize(d.index);  // the collective reads what the kernels wrote
+  (*on_ready)(bucket);
+}
+
+int64_t TrainGraph::grad_offset(const std::string& name) {
+  grad(name);  // the error for frozen or unknown names
+  return offsets_.at(owner(name));
 }
 
 Tensor& TrainGraph::grad(const std::string& name) {
-  const TransformerConfig& c = model_.config();
-  if (name == "tgt_embed" && c.shared_embeddings) return grad("src_embed");
-  if (name == "out_proj" && c.tied_output) return grad("tgt_embed");
-  auto it = grads_.find(name);
+  auto it = grads_.find(owner(name));
   if (it == grads_.end()) throw_value_error("no gradient for parameter '", name, "' (frozen or unknown)");
   return it->second;
 }
@@ -94,9 +178,7 @@ Tensor& TrainGraph::moment(const std::string& name, int which) {
   return it->second;
 }
 
-void TrainGraph::zero_grad() {
-  for (auto& [name, g] : grads_) g.fill_zero();
-}
+void TrainGraph::zero_grad() { flat_grad_.fill_zero(); }
 
 double TrainGraph::grad_norm() const {
   double sq = 0.0;
@@ -114,7 +196,7 @@ void TrainGraph::adamw_step(const ops::AdamWOptions& opt, float grad_multiplier)
 }
 
 LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const Tensor& labels, const StepOptions& opt,
-                        float grad_scale) {
+                        float grad_scale, const BucketReady* on_ready) {
   const TransformerConfig& c = model_.config();
   Transformer& m = model_;
   auto P = [&m](const std::string& n) -> const Tensor& { return m.parameter(n); };
@@ -204,6 +286,8 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
   ops::linear_backward(&dhidden, dout_proj, nullptr, logits, hidden, P("out_proj"));
   Tensor dy = dhidden.reshape(y.shape());
   if (c.decoder_final_norm) dy = final_norm_backward(dy, dec_fn, nrm("decoder.final_norm"), dec_final);
+  int stage = 0;
+  stage_done(stage++, on_ready);
   Tensor dmemory = Tensor::zeros(memory.shape(), memory.dtype(), memory.device());
   for (int64_t i = c.decoder_layers - 1; i >= 0; --i) {
     const std::string l = "decoder.layers." + std::to_string(i);
@@ -213,21 +297,26 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
                         nrm(l + ".ffn_norm")};
     dy = decoder_layer_backward(dy, dmemory, memory, dec_w[static_cast<size_t>(i)], g, c, self_batch, cross_batch, drop,
                                 dec_acts[static_cast<size_t>(i)]);
+    stage_done(stage++, on_ready);
   }
   embed_backward(dy, t.ids, t.position_ids, G("tgt_embed"), G("tgt_positions"), c.embed_norm ? &dec_en : nullptr,
                  nrm("decoder.embed_norm"), c, drop, tgt_emb);
+  stage_done(stage++, on_ready);
 
   Tensor dx = dmemory;
   if (c.encoder_final_norm) dx = final_norm_backward(dx, enc_fn, nrm("encoder.final_norm"), enc_final);
+  stage_done(stage++, on_ready);
   for (int64_t i = c.encoder_layers - 1; i >= 0; --i) {
     const std::string l = "encoder.layers." + std::to_string(i);
     EncoderLayerGrads g{lin(l + ".self_attn.qkv"), lin(l + ".self_attn.out"), lin(l + ".ffn.fc1"),
                         lin(l + ".ffn.fc2"), nrm(l + ".self_attn_norm"), nrm(l + ".ffn_norm")};
     dx = encoder_layer_backward(dx, enc_w[static_cast<size_t>(i)], g, c, enc_batch, drop,
                                 enc_acts[static_cast<size_t>(i)]);
+    stage_done(stage++, on_ready);
   }
   embed_backward(dx, s.ids, s.position_ids, G("src_embed"), G("src_positions"), c.embed_norm ? &enc_en : nullptr,
                  nrm("encoder.embed_norm"), c, drop, src_emb);
+  stage_done(stage++, on_ready);
   return result;
 }
 

@@ -1,8 +1,15 @@
 // One training step's computation graph over a Transformer: forward with saved
 // activations, label-smoothed cross-entropy, backward into gradient buffers (one per
 // trainable parameter; tied/shared matrices share one buffer), and the AdamW update.
+//
+// All gradients live in ONE flat f32 buffer, laid out in the order the backward finishes
+// them (logits and the top decoder layer first, source embeddings last; a tied/shared
+// matrix sits where its last writer finishes it). Consecutive gradients are grouped into
+// buckets; run() can announce each bucket as soon as it is final, so that data-parallel
+// training starts its all-reduce while the backward is still running.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -27,16 +34,29 @@ struct LossSum {
   int64_t tokens = 0;  // target tokens that count (labels != ignore_index)
 };
 
+// A run of the flat gradient buffer whose gradients become final together (elements).
+struct GradBucket {
+  int64_t offset = 0;
+  int64_t size = 0;
+};
+
+// Called by run() with a bucket's index once the backward no longer writes into it (on the
+// calling thread, between layers; on a GPU after the device has finished the writes).
+using BucketReady = std::function<void(int64_t bucket)>;
+
 class TrainGraph {
  public:
   // frozen: parameters that get no gradient (fixed position tables, final_logits_bias).
-  TrainGraph(Transformer& model, const std::set<std::string>& frozen);
+  // bucket_bytes: a bucket closes at the first layer boundary where it holds at least this
+  // many bytes (0: one bucket per layer boundary).
+  TrainGraph(Transformer& model, const std::set<std::string>& frozen, int64_t bucket_bytes = 4 << 20);
 
   // Forward (and, with grad_scale != 0, backward: gradients += grad_scale * d(loss sum)).
   // tgt_in: decoder inputs (start token first); labels: int32 (batch, tgt_len) host,
-  // ignore_index where nothing is predicted.
+  // ignore_index where nothing is predicted. on_ready (optional) hears of each bucket, in
+  // bucket order, as the backward finishes it.
   LossSum run(const TokenBatch& src, const TokenBatch& tgt_in, const Tensor& labels, const StepOptions& opt,
-              float grad_scale);
+              float grad_scale, const BucketReady* on_ready = nullptr);
 
   void zero_grad();
   double grad_norm() const;  // global L2 norm of all gradients
@@ -47,10 +67,26 @@ class TrainGraph {
   Tensor& grad(const std::string& name);         // resolves tied/shared names
   Tensor& moment(const std::string& name, int which);  // 0: first, 1: second
 
+  const Tensor& flat_grad() const { return flat_grad_; }  // every gradient (views into it)
+  const std::vector<GradBucket>& buckets() const { return buckets_; }
+  int64_t grad_offset(const std::string& name);  // where grad(name) starts in flat_grad()
+
  private:
+  // Backward stages, in the order run() finishes them: 0 = logits + decoder final norm,
+  // then each decoder layer (top first), decoder embeddings, encoder final norm, each
+  // encoder layer (top first), source embeddings.
+  int stage_of(const std::string& name) const;
+  int num_stages() const;
+  std::string owner(const std::string& name) const;  // the buffer a name writes into
+  void stage_done(int stage, const BucketReady* on_ready) const;
+
   Transformer& model_;
   std::vector<std::string> trainable_;
   std::map<std::string, Tensor> grads_, m_, v_;
+  std::map<std::string, int64_t> offsets_;
+  Tensor flat_grad_;
+  std::vector<GradBucket> buckets_;
+  std::vector<int64_t> stage_bucket_;  // the bucket closed by each stage, or -1
 };
 
 }  // namespace tformer::training

@@ -29,15 +29,16 @@ void register_train(py::module_& m) {
       py::arg("schedule"), py::arg("step"), py::arg("peak_lr"), py::arg("warmup_steps"), py::arg("total_steps"),
       py::arg("d_model"), "The learning rate of `schedule` at 1-based `step` (peak_lr <= 0: the paper's formula).");
   py::class_<TrainGraph>(m, "TrainGraph", "Forward/backward/AdamW over a Model (see tformer.Trainer).")
-      .def(py::init([](Transformer& model, const std::vector<std::string>& frozen) {
-             return std::make_unique<TrainGraph>(model, std::set<std::string>(frozen.begin(), frozen.end()));
+      .def(py::init([](Transformer& model, const std::vector<std::string>& frozen, int64_t bucket_bytes) {
+             return std::make_unique<TrainGraph>(model, std::set<std::string>(frozen.begin(), frozen.end()),
+                                                 bucket_bytes);
            }),
-           py::arg("model"), py::arg("frozen"), py::keep_alive<1, 2>())
+           py::arg("model"), py::arg("frozen"), py::arg("bucket_bytes") = 4 << 20, py::keep_alive<1, 2>())
       .def(
           "run",
           [](TrainGraph& g, const py::array& src, const std::vector<int32_t>& src_len, const py::array& tgt,
              const std::vector<int32_t>& tgt_len, const py::array& labels, float label_smoothing, float dropout,
-             float activation_dropout, uint64_t seed, float grad_scale) {
+             float activation_dropout, uint64_t seed, float grad_scale, const py::object& on_bucket_ready) {
             TokenBatch s{tensor_from_numpy(src, DType::i32, "src_ids"), src_len};
             TokenBatch t{tensor_from_numpy(tgt, DType::i32, "tgt_ids"), tgt_len};
             Tensor lab = tensor_from_numpy(labels, DType::i32, "labels");
@@ -47,16 +48,49 @@ void register_train(py::module_& m) {
             o.activation_dropout = activation_dropout;
             o.seed = seed;
             training::LossSum r;
+            // The backward runs without the GIL; the callback takes it back, between layers.
+            training::BucketReady ready;
+            if (!on_bucket_ready.is_none()) {
+              ready = [&on_bucket_ready](int64_t bucket) {
+                py::gil_scoped_acquire acquire;
+                on_bucket_ready(bucket);
+              };
+            }
             {
               py::gil_scoped_release release;
-              r = g.run(s, t, lab, o, grad_scale);
+              r = g.run(s, t, lab, o, grad_scale, ready ? &ready : nullptr);
             }
             return py::make_tuple(r.loss, r.tokens);
           },
           py::arg("src_ids"), py::arg("src_lengths"), py::arg("tgt_ids"), py::arg("tgt_lengths"), py::arg("labels"),
           py::arg("label_smoothing"), py::arg("dropout"), py::arg("activation_dropout"), py::arg("seed"),
-          py::arg("grad_scale"),
-          "Forward (+ backward when grad_scale != 0: gradients += grad_scale * d(loss sum)); returns (loss sum, tokens).")
+          py::arg("grad_scale"), py::arg("on_bucket_ready") = py::none(),
+          "Forward (+ backward when grad_scale != 0: gradients += grad_scale * d(loss sum)); returns (loss sum, tokens).\n"
+          "on_bucket_ready(i) is called as soon as bucket i of the flat gradient buffer is final.")
+      .def(
+          "flat_grad",
+          [](TrainGraph& g) {
+            if (!g.flat_grad().device().is_cpu())
+              throw_value_error("flat_grad: the gradients are on ", device_name(g.flat_grad().device()),
+                                ": use flat_grad_pointer()");
+            return tensor_to_numpy(g.flat_grad());  // a view: the array sees every later step
+          },
+          "Every gradient in one float32 array (zero-copy view, CPU only), in backward order.")
+      .def(
+          "flat_grad_pointer",
+          [](TrainGraph& g) {
+            const Tensor& f = g.flat_grad();
+            return py::make_tuple(reinterpret_cast<uintptr_t>(f.raw()), f.numel(), device_name(f.device()));
+          },
+          "(address, elements, device) of the flat gradient buffer, for device collectives.")
+      .def_property_readonly("buckets",
+                             [](const TrainGraph& g) {
+                               std::vector<std::pair<int64_t, int64_t>> out;
+                               for (const auto& b : g.buckets()) out.emplace_back(b.offset, b.size);
+                               return out;
+                             },
+                             "(offset, size) of each bucket in the flat gradient buffer, in backward order.")
+      .def("grad_offset", &TrainGraph::grad_offset, py::arg("name"))
       .def("zero_grad", &TrainGraph::zero_grad)
       .def("grad_norm", &TrainGraph::grad_norm, py::call_guard<py::gil_scoped_release>())
       .def(

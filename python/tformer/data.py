@@ -152,6 +152,18 @@ def batch_by_tokens(src_lengths, tgt_lengths, max_tokens: int, seed: int = 0, ep
     return batches
 
 
+def shard_batch(batch, rank: int, world_size: int):
+    """Rank `rank`'s part of a global batch in data-parallel training: every world_size-th
+    pair starting at `rank`. A batch is sorted by length, so the parts have nearly equal
+    padded sizes, and the parts of all ranks together are exactly the global batch: N ranks
+    with budget B see what one process with budget N·B sees."""
+    if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)) or world_size < 1:
+        raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
+    return batch[rank::world_size]
+
+
 def epoch_batches(corpus: TokenizedCorpus, max_tokens: int, seed: int, epoch: int, max_sentences: int = 0) -> list:
     """The training batches of one epoch (see `batch_by_tokens`)."""
     return batch_by_tokens(corpus.src_lengths, corpus.tgt_lengths, max_tokens, seed=seed, epoch=epoch,

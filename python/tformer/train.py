@@ -1,6 +1,8 @@
 """tformer.Trainer: one training step = forward, label-smoothed cross-entropy, backward,
 gradient clipping and AdamW, all in C++ (cpp/training/). The Python side prepares the
-batch (decoder input = [start] + target, labels = target + [eos]) and keeps the step count."""
+batch (decoder input = [start] + target, labels = target + [eos]) and keeps the step count.
+With distributed=True each process trains a replica on its part of the global batch and
+the gradients are summed over the processes during the backward (tformer.distributed)."""
 from __future__ import annotations
 
 import json
@@ -26,6 +28,14 @@ def _frozen(config) -> list:
     return names
 
 
+def hash_config(config, shapes) -> int:
+    """A 63-bit fingerprint of a model's configuration and parameter shapes (ranks compare it)."""
+    import hashlib
+
+    text = json.dumps([repr(config), shapes], sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
 def _check_range(name, value, lo, hi, lo_open=False, hi_open=True):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
@@ -44,11 +54,18 @@ class Trainer:
     schedule: "inverse_sqrt" (lr=None: the paper's d^-0.5 * min(step^-0.5, step * warmup^-1.5);
     a number: the same shape peaking at lr), "cosine" (needs total_steps) or "constant".
     clip_norm=None turns gradient clipping off.
+
+    distributed=True (under torchrun) or a tformer.distributed.ProcessGroup: data-parallel
+    training. Each rank passes its own part of the global batch to `step` (see
+    tformer.distributed.shard); the loss is normalised by the global token count and the
+    gradients are all-reduced in buckets of `bucket_mb` MiB while the backward runs, so every
+    rank takes the same update as one process given the whole batch. Parameters are
+    broadcast from rank 0 at construction.
     """
 
     def __init__(self, model, lr=None, betas=(0.9, 0.98), eps=1e-9, weight_decay=0.0, warmup_steps=4000,
                  schedule="inverse_sqrt", label_smoothing=0.1, clip_norm=1.0, dropout=0.1, seed=0,
-                 total_steps=None, activation_dropout=0.0):
+                 total_steps=None, activation_dropout=0.0, distributed=False, bucket_mb=4.0):
         from .model import Transformer
 
         if not isinstance(model, Transformer):
@@ -79,7 +96,47 @@ class Trainer:
         self.step_count = 0
         self.last_grad_norm = None
         self.learning_rate(1)  # validates the schedule settings (ValueError naming the problem)
-        self._graph = _core.TrainGraph(model._core, _frozen(model.config))
+        if isinstance(bucket_mb, bool) or not isinstance(bucket_mb, numbers.Real) or not bucket_mb >= 0:
+            raise ValueError(f"bucket_mb must be a number >= 0, got {bucket_mb!r}")
+        self._graph = _core.TrainGraph(model._core, _frozen(model.config), int(bucket_mb * (1 << 20)))
+        self.group = self._reducer = None
+        if distributed is not False and distributed is not None:
+            self._join(distributed)
+
+    # ------------------------------------------------------------------ distributed
+
+    def _join(self, distributed):
+        from . import distributed as dist_mod
+
+        if distributed is True:
+            group = dist_mod.init(device=self.model.device)
+        elif isinstance(distributed, dist_mod.ProcessGroup):
+            group = distributed
+        else:
+            raise TypeError(f"distributed must be True, False or a tformer.distributed.ProcessGroup, "
+                            f"got {type(distributed).__name__}")
+        # Every rank must train the same architecture; then rank 0's weights win.
+        names = self.model._core.parameter_names()
+        mine = hash_config(self.model.config, [list(self.model._core.parameter(n).shape) for n in names])
+        hashes = group.all_gather_int(mine)
+        if len(set(hashes)) != 1:
+            other = next(r for r, h in enumerate(hashes) if h != hashes[0])
+            raise ValueError(f"rank {other} has a different model configuration than rank 0: every rank must "
+                             "build the same model")
+        for name in names:
+            value = group.broadcast(np.asarray(self.model._core.parameter(name)))
+            if group.rank != 0:
+                self.model._core.set_parameter(name, value)
+        self.group = group
+        self._reducer = dist_mod.GradientReducer(group, self._graph)
+
+    @property
+    def rank(self) -> int:
+        return self.group.rank if self.group else 0
+
+    @property
+    def world_size(self) -> int:
+        return self.group.world_size if self.group else 1
 
     # ------------------------------------------------------------------ schedule
 
@@ -118,30 +175,51 @@ class Trainer:
         return src, src_len, dec_ids, dec_len, labels
 
     def _step_seed(self) -> int:
-        return (self.seed * 0x9E3779B97F4A7C15 + self.step_count + 1) & ((1 << 63) - 1)
+        # each rank draws its own dropout masks (rank 0 the same as a single process)
+        return (self.seed * 0x9E3779B97F4A7C15 + self.step_count + 1 + self.rank * 0xD1B54A32D192ED03) \
+            & ((1 << 63) - 1)
 
     # ------------------------------------------------------------------ training
 
     def step(self, src_ids, tgt_ids, micro_batches: int = 1) -> float:
         """One update on this batch; returns its loss before the update (mean over target
         tokens, EOS included). micro_batches > 1 accumulates gradients over slices of the
-        batch (less memory, same result)."""
-        src, src_len, dec, dec_len, labels = self._batch(src_ids, tgt_ids)
-        tokens = int((labels != IGNORE).sum())
-        n = src.shape[0]
+        batch (less memory, same result). Distributed: this rank's part of the global batch
+        (it may be empty); the loss returned is the global batch's, the same on every rank."""
         if isinstance(micro_batches, bool) or not isinstance(micro_batches, numbers.Integral) or micro_batches < 1:
             raise ValueError(f"micro_batches must be an int >= 1, got {micro_batches!r}")
+        empty = self.group is not None and len(src_ids) == 0 and len(tgt_ids) == 0
+        if not empty:
+            src, src_len, dec, dec_len, labels = self._batch(src_ids, tgt_ids)
+        local_tokens = 0 if empty else int((labels != IGNORE).sum())
+        # every rank normalises by the global token count: the summed gradients are then
+        # those of the global batch's mean loss
+        tokens = local_tokens if self.group is None else int(self.group.all_reduce([local_tokens])[0])
+        if tokens == 0:
+            raise ValueError("the global batch has no sentences: every rank got an empty part")
         self._graph.zero_grad()
         loss = 0.0
         seed = self._step_seed()
-        bounds = np.linspace(0, n, min(int(micro_batches), n) + 1).astype(int)
-        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-            ws, wt = max(src_len[a:b]), max(dec_len[a:b])
-            part_loss, _ = self._graph.run(np.ascontiguousarray(src[a:b, :ws]), src_len[a:b],
-                                           np.ascontiguousarray(dec[a:b, :wt]), dec_len[a:b],
-                                           np.ascontiguousarray(labels[a:b, :wt]), self.label_smoothing, self.dropout,
-                                           self.activation_dropout, seed + k * 0x100000001, 1.0 / tokens)
-            loss += part_loss
+        if empty:
+            self._reducer.reduce_all()  # this rank contributes zeros, in the same bucket order
+        else:
+            n = src.shape[0]
+            bounds = np.linspace(0, n, min(int(micro_batches), n) + 1).astype(int)
+            last = len(bounds) - 2
+            for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+                ws, wt = max(src_len[a:b]), max(dec_len[a:b])
+                # only the last micro-batch's backward finishes the gradients
+                ready = self._reducer.on_ready if self._reducer is not None and k == last else None
+                part_loss, _ = self._graph.run(np.ascontiguousarray(src[a:b, :ws]), src_len[a:b],
+                                               np.ascontiguousarray(dec[a:b, :wt]), dec_len[a:b],
+                                               np.ascontiguousarray(labels[a:b, :wt]), self.label_smoothing,
+                                               self.dropout, self.activation_dropout, seed + k * 0x100000001,
+                                               1.0 / tokens, ready)
+                loss += part_loss
+            if self._reducer is not None:
+                self._reducer.finish()
+        if self.group is not None:
+            loss = float(self.group.all_reduce([loss])[0])
         norm = self._graph.grad_norm()
         self.last_grad_norm = norm
         multiplier = 1.0
@@ -195,8 +273,10 @@ class Trainer:
         _atomic_write(os.path.join(path, "trainer.json"), write)
 
     @classmethod
-    def load(cls, path, model) -> "Trainer":
-        """A Trainer for `model` restored from `save`: same settings, step count and moments."""
+    def load(cls, path, model, distributed=False, bucket_mb=4.0) -> "Trainer":
+        """A Trainer for `model` restored from `save`: same settings, step count and moments.
+        A checkpoint of a distributed run resumes on any number of ranks (the state is the
+        same on every rank)."""
         from .weights import load_safetensors
 
         path = os.fspath(path)
@@ -207,7 +287,7 @@ class Trainer:
             meta = json.load(f)
         if meta.get("format") != _STATE_FORMAT:
             raise ValueError(f"{meta_path}: not a tformer Trainer checkpoint")
-        trainer = cls(model, **meta["settings"])
+        trainer = cls(model, **meta["settings"], distributed=distributed, bucket_mb=bucket_mb)
         expected = {n: list(model._core.parameter(n).shape) for n in trainer._graph.trainable}
         if expected != meta["parameters"]:
             names = sorted(set(expected) ^ set(meta["parameters"])) or sorted(

@@ -9,7 +9,12 @@ The model directory holds the latest model (config.json + model.safetensors, loa
 training state. A checkpoint is written to a temporary directory and renamed, then the
 pointer checkpoints/latest is replaced atomically: a killed run always leaves the previous
 complete checkpoint, and `--resume` continues from it with the same batches (they depend on
-the seed and the epoch only). Ctrl-C saves a checkpoint and exits with status 130."""
+the seed and the epoch only). Ctrl-C saves a checkpoint and exits with status 130.
+
+Data-parallel on several processes, GPUs or machines: start the same command with torchrun
+(`torchrun --nproc-per-node 2 -m tformer.cli train ...`); --max-tokens is then per process
+and the global batch is world_size × that (see docs/SCALING.md). Rank 0 writes the
+checkpoints; a run resumes on any number of processes."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +27,10 @@ import tempfile
 import threading
 import time
 
-from .data import DataError, TokenizedCorpus, corpus_fingerprint, epoch_batches, fixed_batches, read_parallel
+import numpy as np
+
+from .data import (DataError, TokenizedCorpus, corpus_fingerprint, epoch_batches, fixed_batches, read_parallel,
+                   shard_batch)
 from .spm import atomic_write_bytes
 
 PRESETS = {  # the paper's base model, and two sizes that train on a CPU
@@ -79,6 +87,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (default: tformer's choice)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("distributed (start with torchrun; see docs/SCALING.md)")
+    g.add_argument("--distributed", action="store_true", help="data-parallel over the processes torchrun "
+                   "started (on by itself when the launcher started more than one)")
+    g.add_argument("--dist-timeout", type=float, default=300.0, help="seconds a collective waits for the "
+                   "slowest process before the run stops with an error naming it (default 300)")
+    g.add_argument("--bucket-mb", type=float, default=4.0, help="gradient all-reduce bucket size in MiB")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -89,11 +103,19 @@ def make_parser() -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """The command: errors in the data or the arguments end it with a one-line message."""
+    from .distributed import DistributedError
+
     try:
         return train(args)["exit_code"]
     except (DataError, FileNotFoundError, ValueError) as e:
         print(f"tformer train: error: {e}", file=sys.stderr)
         return 2
+    except DistributedError as e:
+        print(f"tformer train: error: {e}", file=sys.stderr)
+        sys.stderr.flush()
+        # A peer is gone: leaving through the normal exit could block in the collective
+        # library's teardown, waiting for it.
+        os._exit(3)
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -246,9 +268,28 @@ def _check_args(args):
         raise ValueError("--schedule cosine needs --max-steps (the step where the learning rate reaches 0)")
     if args.from_hf and args.tokenizer:
         raise ValueError("--from-hf brings its own tokenizer: leave out --tokenizer")
+    if not args.dist_timeout > 0:
+        raise ValueError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
+    if not args.bucket_mb >= 0:
+        raise ValueError(f"--bucket-mb must be >= 0, got {args.bucket_mb}")
 
 
-def _load_tokenizer(args, pairs, resumed):
+def _join_group(args):
+    """The process group when the launcher started several processes (or --distributed)."""
+    from . import distributed
+
+    env = distributed.launch_env()
+    if env is None:
+        if args.distributed:
+            raise ValueError("--distributed: no launcher environment (RANK, WORLD_SIZE): start the command with "
+                             "torchrun, e.g. torchrun --nproc-per-node 2 -m tformer.cli train ...")
+        return None
+    if env.world_size == 1 and not args.distributed:
+        return None
+    return distributed.init(timeout=args.dist_timeout)
+
+
+def _load_tokenizer(args, pairs, resumed, group=None):
     from .spm import SubwordTokenizer, copy_tokenizer_files
 
     if resumed:
@@ -256,13 +297,22 @@ def _load_tokenizer(args, pairs, resumed):
     source = args.from_hf or args.tokenizer
     if source:
         tokenizer = SubwordTokenizer.load(source)
-        copy_tokenizer_files(source, args.out)
+        if group is None or group.rank == 0:
+            copy_tokenizer_files(source, args.out)
         return tokenizer
-    return SubwordTokenizer.train([s for s, _ in pairs], [t for _, t in pairs], args.out, vocab_size=args.vocab_size,
+    if group is not None and group.rank != 0:  # rank 0 trains it (deterministic) and writes the files
+        group.wait_for(0, "tokenizer")
+        return SubwordTokenizer.load(args.out)
+    tokenizer = SubwordTokenizer.train([s for s, _ in pairs], [t for _, t in pairs], args.out, vocab_size=args.vocab_size,
                                   model_type=args.spm_type, shared=not args.separate_vocabs, seed=args.seed)
+    if group is not None:
+        group.arrive("tokenizer")
+    return tokenizer
 
 
-def _log(message, bar=None):
+def _log(message, bar=None, rank=0):
+    if rank != 0:
+        return
     if bar is not None and not bar.disable:
         bar.write(message, file=sys.stderr)
     else:
@@ -279,8 +329,13 @@ def train(args) -> dict:
 
     _check_args(args)
     start_time = time.time()
-    if args.threads:
-        tformer.set_num_threads(args.threads)
+    group = _join_group(args)
+    rank, world = (group.rank, group.world_size) if group else (0, 1)
+    threads = args.threads
+    if group is not None and not threads:  # the processes of one machine share its cores
+        threads = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    if threads:
+        tformer.set_num_threads(threads)
     pairs = read_parallel(args.src, args.tgt)
     valid_pairs = read_parallel(args.valid_src, args.valid_tgt) if args.valid_src else None
     os.makedirs(args.out, exist_ok=True)
@@ -290,7 +345,7 @@ def train(args) -> dict:
         raise FileNotFoundError(f"--resume: no checkpoint in {args.out}/checkpoints")
     if checkpoint is None and checkpoints.latest() is not None:
         raise ValueError(f"{args.out} already holds a training run: pass --resume to continue it, or another --out")
-    tokenizer = _load_tokenizer(args, pairs, checkpoint is not None)
+    tokenizer = _load_tokenizer(args, pairs, checkpoint is not None, group)
     corpus = TokenizedCorpus.from_texts(pairs, tokenizer, max_length=args.max_length)
     if len(corpus) == 0:
         raise DataError(f"{args.src}: no sentence pair is at most --max-length {args.max_length} tokens long")
@@ -302,34 +357,47 @@ def train(args) -> dict:
         if [f["size"] for f in state.get("data", [])] != [f["size"] for f in fingerprint]:
             raise DataError(f"--resume: the training files differ from the run in {args.out} (their sizes changed)")
         model = tformer.Transformer.load(checkpoint)
-        trainer = tformer.Trainer.load(os.path.join(checkpoint, "trainer"), model)
-        _log(f"resuming from {checkpoint} (step {state['step']}, epoch {state['epoch']})")
+        trainer = tformer.Trainer.load(os.path.join(checkpoint, "trainer"), model, distributed=group or False,
+                                       bucket_mb=args.bucket_mb)
+        _log(f"resuming from {checkpoint} (step {state['step']}, epoch {state['epoch']}"
+             + (f"; saved by {state.get('world_size', 1)} processes, continuing on {world}: same global batches"
+                if state.get("world_size", 1) != world else "") + ")", rank=rank)
     else:
         model = tformer.from_huggingface(args.from_hf) if args.from_hf else \
             tformer.Transformer(_model_config(args, tokenizer), seed=args.seed)
-        trainer = tformer.Trainer(model, **_trainer_options(args))
-        state = {"step": 0, "epoch": 0, "batch": 0, "seed": args.seed, "max_tokens": args.max_tokens,
+        trainer = tformer.Trainer(model, **_trainer_options(args), distributed=group or False,
+                                  bucket_mb=args.bucket_mb)
+        # max_tokens is the GLOBAL budget (per process × processes): the batches, and a
+        # resumed run's position in them, do not depend on how many processes share them
+        state = {"step": 0, "epoch": 0, "batch": 0, "seed": args.seed, "max_tokens": args.max_tokens * world,
                  "tokens": 0, "seconds": 0.0, "data": fingerprint, "history": []}
+    state["world_size"] = world
     seed, max_tokens = state["seed"], state["max_tokens"]  # what the batches of the run depend on
     history = state["history"]
     _log(f"{len(corpus)} training pairs ({corpus.dropped} dropped: too long or empty), "
          f"{len(valid) if valid else 0} validation; vocabulary {tokenizer.src_vocab_size}/{tokenizer.tgt_vocab_size}; "
-         f"{model!r}")
+         f"{model!r}" + (f"; {world} processes ({group.backend}), {max_tokens} tokens per global batch"
+                         if group else ""), rank=rank)
 
     def save():
         state.update(step=trainer.step_count, seconds=state["seconds"] + time.time() - segment_start[0],
                      history=history)
         segment_start[0] = time.time()
+        if rank != 0:  # rank 0 writes; the others wait while it is alive (evaluation included)
+            group.wait_for(0, f"saved-{trainer.step_count}")
+            return None
         path = checkpoints.save(model, trainer, state, keep=args.keep)
         export_model(model, args.out)
         if history:
             from .plots import plot_loss
 
             plot_loss(history, os.path.join(args.out, "loss.png"), title=os.path.basename(os.path.abspath(args.out)))
+        if group is not None:
+            group.arrive(f"saved-{trainer.step_count}")
         return path
 
     def run_eval():
-        if valid is None:
+        if valid is None or rank != 0:
             return
         t0 = time.time()
         result = evaluate(model, trainer, tokenizer, valid, max_tokens, args.eval_sentences, args.eval_beam)
@@ -338,7 +406,7 @@ def train(args) -> dict:
         parts = [f"valid loss {result['valid_loss']:.3f}"] + \
             [f"{k} {result[k]:.2f}" for k in ("bleu", "chrf") if k in result] + \
             ([f"exact {100 * result['exact_match']:.1f}%"] if "exact_match" in result else [])
-        _log(f"step {trainer.step_count}: " + ", ".join(parts), bar)
+        _log(f"step {trainer.step_count}: " + ", ".join(parts), bar, rank)
 
     deadline = start_time + 60 * args.minutes if args.minutes > 0 else None
     segment_start = [time.time()]
@@ -346,24 +414,27 @@ def train(args) -> dict:
     from tqdm import tqdm
 
     bar = tqdm(total=args.max_steps or None, initial=trainer.step_count, unit="step", dynamic_ncols=True,
-               disable=args.quiet, file=sys.stderr, mininterval=0.5)
+               disable=args.quiet or rank != 0, file=sys.stderr, mininterval=0.5)
     window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.time()
     step_seconds = 0.0
     with _StopOnSigint() as sigint:
         while True:
             batches = epoch_batches(corpus, max_tokens, seed, state["epoch"])
             while state["batch"] < len(batches):
-                if sigint.requested:
+                stop = [sigint.requested, bool(deadline and time.time() + step_seconds > deadline)]
+                if group is not None:  # every rank stops at the same step
+                    stop = group.all_reduce(np.array(stop, dtype=np.int64), op="max").tolist()
+                if stop[0]:
                     reason = "interrupted"
                 elif args.max_steps and trainer.step_count >= args.max_steps:
                     reason = "max_steps"
-                elif deadline and time.time() + step_seconds > deadline:
+                elif stop[1]:
                     reason = "time"
                 if reason != "done":
                     break
                 t0 = time.time()
                 idx = batches[state["batch"]]
-                loss = trainer.step(*corpus.batch(idx))
+                loss = trainer.step(*corpus.batch(shard_batch(idx, rank, world)))
                 state["batch"] += 1
                 tokens = corpus.num_tokens(idx)
                 state["tokens"] += tokens
@@ -378,7 +449,7 @@ def train(args) -> dict:
                                     lr=f"{trainer.lr:.2e}", epoch=state["epoch"], refresh=False)
                     if bar.disable and step % (10 * args.log_every) == 0:
                         _log(f"step {step}: loss {window_loss / window_steps:.3f}, "
-                             f"{window_tokens / elapsed:.0f} tokens/s, lr {trainer.lr:.2e}")
+                             f"{window_tokens / elapsed:.0f} tokens/s, lr {trainer.lr:.2e}", rank=rank)
                     window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0, time.time()
                 bar.update(1)
                 if step % args.eval_every == 0:
@@ -401,9 +472,10 @@ def train(args) -> dict:
     if reason == "interrupted":
         exit_code = INTERRUPTED
         _log(f"interrupted at step {trainer.step_count}: checkpoint saved to {path}; "
-             f"continue with the same command and --resume")
+             f"continue with the same command and --resume", rank=rank)
     else:
-        _log(f"stopped ({reason}) at step {trainer.step_count}, epoch {state['epoch']}: model in {args.out}")
+        _log(f"stopped ({reason}) at step {trainer.step_count}, epoch {state['epoch']}: model in {args.out}",
+             rank=rank)
     return {"exit_code": exit_code, "reason": reason, "step": trainer.step_count, "epoch": state["epoch"],
             "tokens": state["tokens"], "seconds": state["seconds"], "eval_seconds": state.get("eval_seconds", 0.0),
             "history": history, "checkpoint": path,
