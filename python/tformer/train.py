@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from . import distributed as _distributed  # also makes tformer.distributed available (torch loads lazily)
 from ._native import _core
 from .inputs import prepare_ids
 
@@ -106,8 +107,7 @@ class Trainer:
     # ------------------------------------------------------------------ distributed
 
     def _join(self, distributed):
-        from . import distributed as dist_mod
-
+        dist_mod = _distributed
         if distributed is True:
             group = dist_mod.init(device=self.model.device)
         elif isinstance(distributed, dist_mod.ProcessGroup):
