@@ -257,6 +257,71 @@ def collectives(args):
     group.close()
 
 
+# ------------------------------------------------------------------------------ cluster model
+
+PAPER = {  # "Attention Is All You Need", EN-DE: shared BPE vocabulary of ~37000 tokens
+    "base": dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_heads=8, decoder_heads=8,
+                 encoder_ffn_dim=2048, decoder_ffn_dim=2048),
+    "big": dict(d_model=1024, encoder_layers=6, decoder_layers=6, encoder_heads=16, decoder_heads=16,
+                encoder_ffn_dim=4096, decoder_ffn_dim=4096),
+}
+
+
+def step_model(name, gpus_per_node, nodes, tokens_per_gpu, tflops, bw_intra, bw_inter, nics, length=25,
+               grad_bytes=4, overlap=None):
+    """Expected time of one data-parallel step (see docs/SCALING.md): compute from FLOPs,
+    ring all-reduce from bytes and the slowest link, and the part of it not hidden."""
+    import tformer
+    from tformer.train import _frozen
+
+    cfg = tformer.TransformerConfig(src_vocab_size=37000, tgt_vocab_size=37000, **PAPER[name])
+    frozen = set(_frozen(cfg))
+    shapes = {n: s for n, s in cfg.to_core().parameter_shapes() if n not in frozen}
+    count = {n: int(np.prod(s)) for n, s in shapes.items()}
+    params = sum(count.values())
+    enc = sum(v for n, v in count.items() if n.startswith("encoder.layers."))
+    dec = sum(v for n, v in count.items() if n.startswith("decoder.layers."))
+    d, v = cfg.d_model, cfg.tgt_vocab_size
+    # forward FLOPs per token: 2 per weight of the matrices it passes through, plus attention
+    # (QK^T and AV: 2 x 2 x length x d per layer and attention kind)
+    att = 4 * length * d
+    f_src = 2 * enc + cfg.encoder_layers * att
+    f_tgt = 2 * dec + 2 * v * d + cfg.decoder_layers * 2 * att
+    flops = 3 * (tokens_per_gpu / 2) * (f_src + f_tgt)  # training = forward + 2x for the backward
+    t_compute = flops / (tflops * 1e12)
+    n = gpus_per_node * nodes
+    size = params * grad_bytes
+    ring = 2 * (n - 1) / n * size
+    # Ring all-reduce: every link of a ring carries 2(n-1)/n of the bytes. Within a node the
+    # rings run at the NVLink/PCIe bus bandwidth; across nodes NCCL runs one ring per NIC,
+    # each with its share of the bytes, so the NICs of a node together bound the rate.
+    bw = bw_intra if nodes == 1 else min(bw_intra, bw_inter * nics)
+    t_ar = ring / (bw * 1e9)
+    # The shared embedding matrix is final only when the backward ends (its bucket cannot
+    # overlap); the rest can hide behind the remaining backward (2/3 of the compute).
+    late = count.get("src_embed", 0) / params
+    overlap = 1.0 - late if overlap is None else overlap
+    exposed = t_ar * (1 - overlap) + max(0.0, t_ar * overlap - 2 * t_compute / 3)
+    return {"model": name, "params_M": params / 1e6, "grad_MB": size / 1e6, "gpus": n, "overlap": overlap,
+            "tflop_per_step_per_gpu": flops / 1e12, "t_compute_ms": 1e3 * t_compute, "t_allreduce_ms": 1e3 * t_ar,
+            "t_exposed_ms": 1e3 * exposed, "efficiency": t_compute / (t_compute + exposed)}
+
+
+def cluster(args):
+    print(f"{args.tokens_per_gpu} tokens per GPU and step, {args.tflops} TFLOP/s sustained per GPU, "
+          f"{args.bw_intra} GB/s within a node, {args.nics} x {args.bw_inter} GB/s between nodes, "
+          f"{args.grad_bytes}-byte gradients")
+    print(f"{'model':5s} {'params':>8s} {'grad MB':>8s} {'GPUs':>5s} {'TFLOP':>6s} {'compute':>8s} "
+          f"{'allreduce':>9s} {'overlap':>7s} {'exposed':>8s} {'efficiency':>10s}")
+    for name in ("base", "big"):
+        for nodes in args.nodes:
+            r = step_model(name, args.gpus_per_node, nodes, args.tokens_per_gpu, args.tflops, args.bw_intra,
+                           args.bw_inter, args.nics, grad_bytes=args.grad_bytes, overlap=args.overlap)
+            print(f"{name:5s} {r['params_M']:7.1f}M {r['grad_MB']:8.0f} {r['gpus']:5d} "
+                  f"{r['tflop_per_step_per_gpu']:6.2f} {r['t_compute_ms']:6.0f}ms {r['t_allreduce_ms']:7.1f}ms "
+                  f"{100 * r['overlap']:6.0f}% {r['t_exposed_ms']:6.1f}ms {r['efficiency']:10.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", choices=sorted(PRESETS), default="small")
@@ -268,12 +333,25 @@ def main():
     ap.add_argument("--bucket-mb", type=float, default=4.0)
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--cluster", action="store_true", help="print the scaling model of docs/SCALING.md")
+    ap.add_argument("--gpus-per-node", type=int, default=8)
+    ap.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--tokens-per-gpu", type=int, default=6250, help="source + target tokens (paper: ~50k / 8)")
+    ap.add_argument("--tflops", type=float, default=40.0, help="sustained TFLOP/s per GPU in training")
+    ap.add_argument("--bw-intra", type=float, default=130.0, help="all-reduce bus bandwidth in a node, GB/s")
+    ap.add_argument("--bw-inter", type=float, default=12.5, help="bandwidth of one NIC, GB/s (100 Gb/s = 12.5)")
+    ap.add_argument("--nics", type=int, default=4, help="NICs per node")
+    ap.add_argument("--grad-bytes", type=int, default=4, help="4: fp32 gradients, 2: fp16/bf16")
+    ap.add_argument("--overlap", type=float, default=None, help="share of the gradient bytes final before the "
+                    "backward ends (default: all but the shared embedding)")
     ap.add_argument("--collectives", action="store_true", help="gloo vs MPI (run under mpirun -np 2)")
     args = ap.parse_args()
     if args.worker:
         worker(args)
     elif args.collectives:
         collectives(args)
+    elif args.cluster:
+        cluster(args)
     else:
         driver(args)
 

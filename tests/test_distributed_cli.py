@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -90,3 +91,38 @@ def test_distributed_flag_without_launcher(data, tmp_path, capsys, monkeypatch):
 def test_distributed_argument_errors(data, tmp_path, capsys, flag, value, message):
     assert main(argv(data, tmp_path / "m", flag, value)) == 2
     assert message in capsys.readouterr().err
+
+
+def test_killed_rank_stops_tformer_train_with_its_name(data, tmp_path):
+    """Two `tformer train` processes started the way torchrun starts them; rank 1 is killed
+    mid-run: rank 0 prints an error naming rank 1 and exits with status 3 within the
+    --dist-timeout, and the run's last checkpoint stays complete."""
+    port, out, procs = free_port(), tmp_path / "m", []
+    for rank in (0, 1):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, "-m", "tformer.cli",
+                                       *argv(data, out, "--max-tokens", "100", "--max-steps", "100000",
+                                             "--dist-timeout", "8", "--eval-every", "5", "--eval-sentences", "0")],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # rank 0 logs every 10 steps (--log-every 1, --quiet)
+            line = procs[0].stderr.readline()
+            if line.startswith("step 20:") or (not line and procs[0].poll() is not None):
+                break
+        assert line.startswith("step 20:"), line
+        t0 = time.time()
+        procs[1].kill()
+        _, err = procs[0].communicate(timeout=60)
+        elapsed = time.time() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert procs[0].returncode == 3, err[-2000:]
+    assert "tformer train: error: rank 0: " in err and "rank 1 stopped responding" in err, err[-2000:]
+    assert elapsed < 8 + 3 + 10
+    state = history(str(out))  # the newest complete checkpoint
+    assert state["step"] >= 20 and state["step"] % 5 == 0

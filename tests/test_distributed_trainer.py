@@ -27,9 +27,10 @@ WORKER = textwrap.dedent("""
     cfg = tformer.TransformerConfig(src_vocab_size=50, tgt_vocab_size=50, d_model=32, encoder_layers=2,
                                     decoder_layers=2, encoder_heads=4, decoder_heads=4, encoder_ffn_dim=64,
                                     decoder_ffn_dim=64, max_positions=64)
-    model = tformer.Transformer(cfg, seed=1)
+    device = os.environ.get("TF_DEVICE", "cpu")
+    model = tformer.Transformer(cfg, seed=1, device=device)
     distributed = "WORLD_SIZE" in os.environ
-    group = tformer.distributed.init(timeout=timeout) if distributed else None
+    group = tformer.distributed.init(timeout=timeout, device=model.device) if distributed else None
     trainer = tformer.Trainer(model, lr=3e-3, warmup_steps=2, dropout=0.0, label_smoothing=0.1, clip_norm=0.5, eps=1e-6,
                               distributed=group or False, bucket_mb=0.01)
     rank, world = trainer.rank, trainer.world_size
@@ -135,6 +136,22 @@ def test_two_ranks_match_one_process(tmp_path, micro):
     moved = max(np.abs(ref_arrays[n] - first[n]).max() for n in ref_arrays if n.startswith("p.") and
                 "positions" not in n and "final_logits_bias" not in n)
     assert moved > 20 * WEIGHT_ATOL
+
+
+def test_one_rank_under_the_launcher_matches_plain_training(tmp_path, device):
+    """1 rank with the collective library (gloo on the CPU, NCCL on a GPU) equals no library."""
+    plain, one = tmp_path / "plain", tmp_path / "one"
+    plain.mkdir()
+    one.mkdir()
+    env = {0: {"TF_DEVICE": device}}
+    finish(launch(tmp_path, 1, "train", plain, 3, 30, env_extra=env))
+    env[0].update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    finish(launch(tmp_path, 1, "train", one, 3, 30, env_extra=env))
+    ref, ref_arrays = results(plain, 0)
+    meta, arrays = results(one, 0)
+    np.testing.assert_allclose(meta["losses"], ref["losses"], rtol=1e-6)
+    for name, value in ref_arrays.items():
+        np.testing.assert_allclose(arrays[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def wait_for_line(proc, text, timeout):
