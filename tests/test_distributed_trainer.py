@@ -165,7 +165,7 @@ def wait_for_line(proc, text, timeout):
     raise AssertionError(f"no '{text}' within {timeout} s")
 
 
-@pytest.mark.parametrize("fault,victim", [("kill", 1), ("hang", 1), ("kill", 0)])
+@pytest.mark.parametrize("fault,victim", [("kill", 1), ("hang", 1), ("kill", 0), ("hang", 0)])
 def test_a_lost_rank_stops_the_other_with_its_name(tmp_path, fault, victim):
     """A rank is killed (SIGKILL) or frozen (SIGSTOP) mid-run: the other must exit non-zero
     within the collective timeout (+ the heartbeat check), naming it. Rank 0 hosts the
@@ -190,4 +190,53 @@ def test_a_lost_rank_stops_the_other_with_its_name(tmp_path, fault, victim):
         assert "rank 0: " in err and "rank 1 stopped responding" in err, err[-2000:]
     else:
         assert "rank 1: " in err and "rank 0, which hosts it, has died" in err, err[-2000:]
-    assert elapsed < timeout + 3 * 1.0 + 10, elapsed  # timeout + heartbeat check + slack for a loaded machine
+    # the collective timeout + the heartbeat check (3 beats) or the store's silence (5 s) +
+    # slack for a loaded machine
+    assert elapsed < timeout + 5.0 + 10, elapsed
+
+
+WAITER = textwrap.dedent("""
+    import sys, time
+    import tformer
+    from tformer import distributed
+    distributed.WAIT_STALL_SECONDS = 3.0
+    group = distributed.init(timeout=5)
+    if group.rank == 0:
+        time.sleep(7)          # longer than the collective timeout: the waiter must not give up
+        group.arrive("saved")
+        print("arrived", flush=True)
+        time.sleep(60)         # the test freezes this process now
+    else:
+        t0 = time.time()
+        group.wait_for(0, "saved")
+        assert time.time() - t0 > 5.0  # past the collective timeout
+        print(f"waited {time.time() - t0:.1f}", flush=True)
+        group.wait_for(0, "never")
+""")
+
+
+def test_waiting_for_rank0_lasts_while_it_lives(tmp_path):
+    """Ranks wait for rank 0's checkpoint longer than the collective timeout while its
+    heartbeat advances, and stop with an error naming it once it is frozen (rank 0 hosts
+    the store, so the store stops answering: reported within STORE_SECONDS)."""
+    script = tmp_path / "waiter.py"
+    script.write_text(WAITER)
+    port, procs = free_port(), []
+    for rank in (0, 1):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    try:
+        wait_for_line(procs[1], "waited", 90)
+        t0 = time.time()
+        os.kill(procs[0].pid, signal.SIGSTOP)
+        out, err = procs[1].communicate(timeout=60)
+        elapsed = time.time() - t0
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate()
+    assert procs[1].returncode != 0
+    assert "rank 1: the rendezvous store at 127.0.0.1" in err and "rank 0, which hosts it, has died or hangs" in err, \
+        err[-2000:]
+    assert elapsed < 5 + 10

@@ -34,6 +34,8 @@ from .data import shard_batch
 
 DEFAULT_TIMEOUT = 300.0   # seconds a collective may wait for the slowest rank
 HEARTBEAT_SECONDS = 1.0   # a rank whose counter stands still for 3 beats is reported
+WAIT_STALL_SECONDS = 10.0  # wait_for gives up on a rank whose heartbeat stood still this long
+STORE_SECONDS = 5.0        # a store operation without an answer this long: its host is gone or frozen
 
 
 class DistributedError(RuntimeError):
@@ -197,19 +199,46 @@ class ProcessGroup:
             except Exception:  # the store's host is gone: the next collective reports it
                 return
 
+    def _bounded(self, fn):
+        """fn() on a daemon thread, given up after STORE_SECONDS: a TCPStore client waits
+        forever for a host that is frozen (only get/wait have timeouts)."""
+        box = {}
+
+        def call():
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # handed to the caller
+                box["error"] = e
+
+        t = threading.Thread(target=call, name="tformer-store-call", daemon=True)
+        t.start()
+        t.join(STORE_SECONDS)
+        if t.is_alive():
+            raise TimeoutError(f"no answer within {STORE_SECONDS:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _store_lost(self, error) -> DistributedError:
+        self._failed = True
+        host = "rank 0" if not self.env.agent_store else "the launcher (torchrun) of the first node"
+        return DistributedError(f"rank {self.rank}: the rendezvous store at {self.env.master_addr}:"
+                                f"{self.env.master_port} is unreachable ({type(error).__name__}: {error}): {host}, "
+                                f"which hosts it, has died or hangs")
+
+    def _beats_now(self) -> list:
+        return self._bounded(lambda: [self._store.add(self._key(f"beat/{r}"), 0) for r in range(self.world_size)])
+
     def silent_ranks(self, wait: float = None) -> list:
         """Ranks whose heartbeat does not advance over `wait` seconds (default 3 beats).
         Raises DistributedError when the store itself is unreachable."""
         wait = 3 * HEARTBEAT_SECONDS if wait is None else wait
         try:
-            before = [self._store.add(self._key(f"beat/{r}"), 0) for r in range(self.world_size)]
+            before = self._beats_now()
             time.sleep(wait)
-            after = [self._store.add(self._key(f"beat/{r}"), 0) for r in range(self.world_size)]
+            after = self._beats_now()
         except Exception as e:
-            host = "rank 0" if not self.env.agent_store else "the launcher (torchrun) of the first node"
-            raise DistributedError(f"rank {self.rank}: the rendezvous store at {self.env.master_addr}:"
-                                   f"{self.env.master_port} is unreachable ({type(e).__name__}): {host}, which "
-                                   f"hosts it, has died") from None
+            raise self._store_lost(e) from None
         return [r for r in range(self.world_size) if r != self.rank and after[r] == before[r]]
 
     def _failure(self, what, error) -> DistributedError:
@@ -222,7 +251,7 @@ class ProcessGroup:
             else:
                 cause = "every other rank is still alive: the collective itself failed"
         except DistributedError as e:
-            cause = str(e).split(": ", 1)[1]
+            cause = str(e).split(": ", 1)[1]  # the store's host, named
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return DistributedError(f"rank {self.rank}: {what} failed: {cause} [{first}]")
 
@@ -272,21 +301,22 @@ class ProcessGroup:
         """Waits until rank `src` calls `arrive(tag)`, for as long as `src` is alive (its
         heartbeat advances): rank 0 may write checkpoints or evaluate for longer than the
         collective timeout without the others giving up."""
-        key = self._key(f"arrive/{tag}")
+        key, beat_key = self._key(f"arrive/{tag}"), self._key(f"beat/{src}")
         last, last_change = None, time.time()
         while True:
             try:
-                if self._store.check([key]):
-                    return
-                beat = self._store.add(self._key(f"beat/{src}"), 0)
+                arrived, beat = self._bounded(lambda: (self._store.check([key]), self._store.add(beat_key, 0)))
             except Exception as e:
-                raise self._failure(f"waiting for rank {src} ({tag})", e) from None
+                raise self._store_lost(e) from None
+            if arrived:
+                return
             if beat != last:
                 last, last_change = beat, time.time()
-            elif time.time() - last_change > 3 * HEARTBEAT_SECONDS + 1.0:
+            elif time.time() - last_change > WAIT_STALL_SECONDS:  # Python holding the GIL that long: stuck
                 raise DistributedError(f"rank {self.rank}: rank {src} stopped responding while this rank waited "
                                        f"for it ({tag}): no heartbeat for {time.time() - last_change:.0f} s")
             time.sleep(poll)
+            poll = min(0.5, poll * 1.2)  # quick for short waits, light on the store for long ones
 
     def arrive(self, tag: str):
         self._store.set(self._key(f"arrive/{tag}"), "1")
