@@ -222,8 +222,9 @@ class ProcessGroup:
     def _store_lost(self, error) -> DistributedError:
         self._failed = True
         host = "rank 0" if not self.env.agent_store else "the launcher (torchrun) of the first node"
+        first = (str(error).strip().splitlines() or [""])[0]
         return DistributedError(f"rank {self.rank}: the rendezvous store at {self.env.master_addr}:"
-                                f"{self.env.master_port} is unreachable ({type(error).__name__}: {error}): {host}, "
+                                f"{self.env.master_port} is unreachable ({type(error).__name__}: {first}): {host}, "
                                 f"which hosts it, has died or hangs")
 
     def _beats_now(self) -> list:
