@@ -15,12 +15,18 @@ GOOD = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0
 
 
 def test_launch_env_torchrun_and_mpirun():
-    env = distributed.launch_env(dict(GOOD, TORCHELASTIC_RUN_ID="x", TORCHELASTIC_USE_AGENT_STORE="True"))
-    assert (env.rank, env.world_size, env.local_rank, env.launcher, env.agent_store) == (1, 2, 1, "torchrun", True)
+    env = distributed.launch_env(dict(GOOD, TORCHELASTIC_RUN_ID="x", TORCHELASTIC_USE_AGENT_STORE="True",
+                                      LOCAL_WORLD_SIZE="2"))
+    assert (env.rank, env.world_size, env.local_rank, env.launcher, env.agent_store, env.local_world_size) == \
+        (1, 2, 1, "torchrun", True, 2)
+    assert distributed.launch_env(GOOD).launcher == "env"
     mpi = {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
-           "MASTER_ADDR": "node0", "MASTER_PORT": "1234"}
+           "OMPI_COMM_WORLD_LOCAL_SIZE": "2", "MASTER_ADDR": "node0", "MASTER_PORT": "1234"}
     env = distributed.launch_env(mpi)
-    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.launcher) == (3, 4, 1, "node0", "mpirun")
+    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.launcher, env.local_world_size) == \
+        (3, 4, 1, "node0", "mpirun", 2)
+    with pytest.raises(ValueError, match="OMPI_COMM_WORLD_RANK is set but MASTER_ADDR is not"):
+        distributed.launch_env({k: v for k, v in mpi.items() if k != "MASTER_ADDR"})
     assert distributed.launch_env({"PATH": "/bin"}) is None
 
 

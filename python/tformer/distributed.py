@@ -56,6 +56,7 @@ class LaunchEnv:
     master_port: int
     launcher: str          # "torchrun", "mpirun" or "env" (variables set by hand)
     agent_store: bool      # torchrun's agent hosts the rendezvous store (no worker does)
+    local_world_size: int  # processes on this machine (they share its cores)
 
 
 def _int_var(environ, name, lo, hi=None):
@@ -77,10 +78,11 @@ def launch_env(environ=None):
     environ = os.environ if environ is None else environ
     if "RANK" in environ or "WORLD_SIZE" in environ:
         launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in environ else "env"
-        names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+        names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
     elif "OMPI_COMM_WORLD_RANK" in environ:
         launcher = "mpirun"
-        names = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK")
+        names = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+                 "OMPI_COMM_WORLD_LOCAL_SIZE")
     else:
         return None
     for name in names[:2] + ("MASTER_ADDR", "MASTER_PORT"):
@@ -90,12 +92,13 @@ def launch_env(environ=None):
     world = _int_var(environ, names[1], 1)
     rank = _int_var(environ, names[0], 0, world - 1)
     local = _int_var(environ, names[2], 0) if names[2] in environ else rank
+    local_world = _int_var(environ, names[3], 1) if names[3] in environ else world
     port = _int_var(environ, "MASTER_PORT", 1, 65535)
     addr = environ["MASTER_ADDR"].strip()
     if not addr:
         raise ValueError("environment variable MASTER_ADDR is empty")
     agent = environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
-    return LaunchEnv(rank, world, local, addr, port, launcher, agent)
+    return LaunchEnv(rank, world, local, addr, port, launcher, agent, local_world)
 
 
 # ------------------------------------------------------------------------------ the group

@@ -333,7 +333,7 @@ def train(args) -> dict:
     rank, world = (group.rank, group.world_size) if group else (0, 1)
     threads = args.threads
     if group is not None and not threads:  # the processes of one machine share its cores
-        threads = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+        threads = max(1, (os.cpu_count() or 1) // group.env.local_world_size)
     if threads:
         tformer.set_num_threads(threads)
     pairs = read_parallel(args.src, args.tgt)
