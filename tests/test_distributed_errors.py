@@ -95,8 +95,10 @@ SCRIPT = textwrap.dedent("""
                                     encoder_layers=1, decoder_layers=1, encoder_heads=2, decoder_heads=2,
                                     encoder_ffn_dim=32, decoder_ffn_dim=32, max_positions=32)
     group = tformer.distributed.init(timeout=float(sys.argv[2]))
-    tformer.Trainer(tformer.Transformer(cfg, seed=0), distributed=group)
-    print("joined", flush=True)
+    model = tformer.Transformer(cfg, seed=group.rank)  # different weights on each rank...
+    tformer.Trainer(model, distributed=group)          # ...until rank 0's are broadcast
+    total = sum(float(abs(model._core.parameter(n)).astype("float64").sum()) for n in model._core.parameter_names())
+    print("joined", repr(total), flush=True)
 """)
 
 
@@ -140,6 +142,12 @@ def test_ranks_with_different_models(tmp_path):
 
 
 def test_ranks_join_and_agree(tmp_path):
-    for p, out, err in start(tmp_path, [(0, 2), (1, 2)], free_port()):
+    results = start(tmp_path, [(0, 2), (1, 2)], free_port())
+    for p, out, err in results:
         assert p.returncode == 0, err[-2000:]
         assert "joined" in out
+    # every rank now holds rank 0's weights (built from seed 0)
+    sums = [float(out.split()[1]) for _, out, _ in results]
+    assert sums[0] == sums[1]
+    m = model()
+    assert sums[0] == sum(float(abs(m._core.parameter(n)).astype("float64").sum()) for n in m._core.parameter_names())
