@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import tformer
@@ -75,6 +76,15 @@ def test_bad_group_arguments():
         distributed.ProcessGroup(env, backend="nccl")
     with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
         distributed.ProcessGroup(env, timeout=0)
+
+
+def test_unreachable_store():
+    env = distributed.launch_env(dict(GOOD, MASTER_PORT=str(free_port())))  # nobody listens there
+    t0 = time.time()
+    with pytest.raises(distributed.DistributedError, match="rank 1: cannot reach the rendezvous store at "
+                                                           "127.0.0.1:[0-9]+ within 1 s"):
+        distributed.ProcessGroup(env, timeout=1)
+    assert time.time() - t0 < 15
 
 
 def test_shard_batch():

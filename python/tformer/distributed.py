@@ -142,10 +142,11 @@ class ProcessGroup:
         self.device = device
         td = datetime.timedelta(seconds=self.timeout)
         try:
-            # Our own store handle: the heartbeat and the diagnosis of failures use it.
-            self._store = dist.TCPStore(env.master_addr, env.master_port, env.world_size,
-                                        is_master=env.rank == 0 and not env.agent_store, timeout=td,
-                                        wait_for_workers=False)
+            # Our own store handle: the heartbeat and the diagnosis of failures use it. Rank 0
+            # hosts it unless torchrun's agent or an existing process group already does.
+            host = env.rank == 0 and not env.agent_store and not dist.is_initialized()
+            self._store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=host,
+                                        timeout=td, wait_for_workers=False)
         except (RuntimeError, OSError) as e:
             raise DistributedError(f"rank {self.rank}: cannot reach the rendezvous store at {env.master_addr}:"
                                    f"{env.master_port} within {self.timeout:g} s ({e})") from None
