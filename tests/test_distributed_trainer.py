@@ -183,7 +183,7 @@ def test_a_lost_rank_stops_the_other_with_its_name(tmp_path, fault, victim):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-                p.wait()
+            p.communicate()  # reaps it and closes its pipes
     assert survivor.returncode != 0
     assert "DistributedError" in err, err[-2000:]
     if victim == 1:
