@@ -183,7 +183,7 @@ void CudaBackend::attention_backward(const AttentionBackwardParams& p, int devic
 
 void CudaBackend::embedding_backward(const EmbeddingBackwardParams& p, int device_index) {
   LockedDevice d = lock_device(device_index);
-  cuda::embedding_backward(p, d.state.stream());
+  cuda::embedding_backward(p, d.state.allocator(), d.state.stream());
 }
 
 void CudaBackend::cross_entropy(const CrossEntropyParams& p, int device_index) {
