@@ -23,10 +23,12 @@ inline double tolerance(tformer::DType t) {
   return t == tformer::DType::f32 ? 1e-5 : t == tformer::DType::f16 ? 2e-3 : 1.6e-2;
 }
 
-// ||got - ref|| / ||ref|| over the listed indices; NaN (an unwritten output) fails.
-// tol > 0 replaces the dtype's tolerance.
+// ||got - ref|| / max(||ref||, floor) over the listed indices; NaN (an unwritten output)
+// fails. tol > 0 replaces the dtype's tolerance; floor is the scale of a result that is
+// zero up to cancellation (then ||ref|| is rounding noise of the float64 reference).
 inline void report(const std::string& name, tformer::DType t, const std::vector<float>& got,
-                   const std::vector<double>& ref, const std::vector<size_t>& where, double tol = 0) {
+                   const std::vector<double>& ref, const std::vector<size_t>& where, double tol = 0,
+                   double floor = 0) {
   double num = 0, den = 0;
   bool nan = false;
   for (size_t k = 0; k < where.size(); ++k) {
@@ -35,7 +37,7 @@ inline void report(const std::string& name, tformer::DType t, const std::vector<
     num += (g - ref[k]) * (g - ref[k]);
     den += ref[k] * ref[k];
   }
-  const double err = std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+  const double err = std::sqrt(num) / std::max({std::sqrt(den), floor, 1e-30});
   const bool ok = !nan && err <= (tol > 0 ? tol : tolerance(t));
   failures += !ok;
   std::printf("%-4s %-58s %-9s rel err %.2e%s\n", ok ? "ok" : "FAIL", name.c_str(), tformer::dtype_name(t), err,
