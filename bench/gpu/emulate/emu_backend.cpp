@@ -40,7 +40,9 @@ class EmulatedBackend final : public Backend {
   void attention_backward(const AttentionBackwardParams& p, int) override {
     cuda::attention_backward(p, allocator_, nullptr);
   }
-  void embedding_backward(const EmbeddingBackwardParams&, int) override { not_emulated("embedding_backward (CUB)"); }
+  void embedding_backward(const EmbeddingBackwardParams& p, int) override {
+    cuda::embedding_backward(p, allocator_, nullptr);  // CUB's sort: emu_ops.h's host stand-in
+  }
   void cross_entropy(const CrossEntropyParams& p, int) override { cuda::cross_entropy(p, nullptr); }
   void dropout(const DropoutParams& p, int) override { cuda::dropout(p, nullptr); }
   void adamw(const AdamWParams& p, int) override { cuda::adamw(p, nullptr); }

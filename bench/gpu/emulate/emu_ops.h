@@ -3,12 +3,35 @@
 // the launchers' declarations, host-memory temporaries, no-op error checks.
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
+#include <utility>
+#include <vector>
 #include <stdexcept>
 #include <string>
 
 #include "emu.h"
 #include "tformer/backend.h"
+
+// CUB's stable radix sort of (key, value) pairs, as std::stable_sort on the host (the
+// kernels that consume its output are what the emulator is for).
+namespace cub {
+struct DeviceRadixSort {
+  template <typename K, typename V>
+  static cudaError_t SortPairs(void* temp, size_t& temp_bytes, const K* keys_in, K* keys_out, const V* values_in,
+                               V* values_out, int n, int = 0, int = int(sizeof(K) * 8), cudaStream_t = nullptr) {
+    if (temp == nullptr) {
+      temp_bytes = 1;
+      return cudaSuccess;
+    }
+    std::vector<std::pair<K, V>> v(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) v[i] = {keys_in[i], values_in[i]};
+    std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (int i = 0; i < n; ++i) keys_out[i] = v[i].first, values_out[i] = v[i].second;
+    return cudaSuccess;
+  }
+};
+}  // namespace cub
 
 namespace tformer::cuda {
 
@@ -49,6 +72,7 @@ void layer_norm_backward(const LayerNormBackwardParams& p, CachingAllocator& all
 void activation_backward(const ActivationBackwardParams& p, cudaStream_t stream);
 void sum_rows(const SumRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void attention_backward(const AttentionBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
+void embedding_backward(const EmbeddingBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void cross_entropy(const CrossEntropyParams& p, cudaStream_t stream);
 void dropout(const DropoutParams& p, cudaStream_t stream);
 void adamw(const AdamWParams& p, cudaStream_t stream);
