@@ -85,7 +85,8 @@ def test_cpu_dropout_mask_is_the_documented_draw(seed, offset, p):
 def test_cuda_dropout_equals_cpu(dtype):
     if not tformer.cuda_available():
         pytest.skip("tformer.cuda_available() is False")
-    x = np.random.default_rng(3).standard_normal(100_003).astype(np.float32)
+    rng = np.random.default_rng(3)  # |x| >= 0.5: nonzero in every dtype, so 0 means dropped
+    x = (rng.uniform(0.5, 2.0, 100_003) * rng.choice([-1.0, 1.0], 100_003)).astype(np.float32)
     for seed, offset in CASES:
         cpu = ops.dropout(x, 0.3, seed=seed, offset=offset)
         gpu = np.asarray(ops.dropout(x, 0.3, seed=seed, offset=offset, device="cuda", dtype=dtype), np.float32)
