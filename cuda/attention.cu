@@ -16,12 +16,15 @@
 // batch b / kv_group. weights_out (alignments) comes from a second, separate kernel
 // launched after the first: it recomputes the scores, which is cheap in the decoding
 // step it serves (q_len 1), and keeps the main kernel's registers untouched.
+// lse_out (training) is written by the main kernel from its running max and sum; the
+// backward (train_attention.cu) recomputes the probabilities from it.
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
+#include "launch_util.h"
 #include "ops.h"
 #include "reduce.cuh"
 
@@ -36,6 +39,7 @@ constexpr int kBlockQ = kWarps * kRowsPerWarp;  // query rows per block
 constexpr int kBlockK = 32;                     // keys per tile: one per lane
 constexpr int kKeyPitch = kBlockK + 1;          // K^T row pitch: +1 float against bank conflicts
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.69314718055994531f;
 constexpr int kWeightsThreads = 256;
 
 // Shared memory of one block: Q (kBlockQ, D), K^T (D, kKeyPitch), V (kBlockK, D), fp32.
@@ -174,6 +178,9 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionPara
     if (i >= p.q_len) continue;
     // A row that sees no key (kv_lengths 0, or causal with a negative offset) gets zeros.
     const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+    // Training: the natural-log normaliser, -inf for a row that saw no key.
+    if (p.lse_out != nullptr && lane == 0)
+      p.lse_out[(b * p.heads + h) * p.q_len + i] = total > 0.0f ? (row_max[r] + log2f(total)) * kLn2 : -INFINITY;
     T* dst = out + i * p.out_row_stride;
 #pragma unroll
     for (int t = 0; t < kDimsPerLane; ++t) {
@@ -248,25 +255,10 @@ __global__ void __launch_bounds__(kWeightsThreads) attention_weights_kernel(cons
 
 namespace {
 
-// Shared memory a kernel needs beyond the default 48 KiB: opted into, or a clear error.
-void allow_shared_memory(const void* kernel, size_t smem, const std::string& what) {
-  if (smem <= 48 * 1024) return;
-  int device = 0, optin = 0;
-  TFORMER_CUDA_CHECK(cudaGetDevice(&device));
-  TFORMER_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (smem > static_cast<size_t>(optin)) {
-    throw std::runtime_error("cuda attention: " + what + " needs " + std::to_string(smem) +
-                             " bytes of shared memory per block, cuda:" + std::to_string(device) +
-                             " allows " + std::to_string(optin));
-  }
-  TFORMER_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
-}
-
 template <typename T, int D>
 void launch_attention(const AttentionParams& p, cudaStream_t stream) {
   constexpr size_t smem = attention_smem_bytes<D>();
-  allow_shared_memory(reinterpret_cast<const void*>(attention_kernel<T, D>), smem,
+  allow_shared_memory(reinterpret_cast<const void*>(attention_kernel<T, D>), smem, "attention",
                       "head_dim " + std::to_string(p.head_dim));
   const dim3 grid(static_cast<unsigned>((p.q_len + kBlockQ - 1) / kBlockQ),
                   static_cast<unsigned>(p.heads), static_cast<unsigned>(p.batch));
@@ -283,7 +275,7 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
   }
   const size_t weights_smem = size_t(p.heads) * (p.head_dim + 1) * sizeof(float);
   if (p.weights_out != nullptr) {
-    allow_shared_memory(reinterpret_cast<const void*>(attention_weights_kernel<T>), weights_smem,
+    allow_shared_memory(reinterpret_cast<const void*>(attention_weights_kernel<T>), weights_smem, "attention",
                         "weights_out with " + std::to_string(p.heads) + " heads of " +
                             std::to_string(p.head_dim));
   }

@@ -159,4 +159,59 @@ void CudaBackend::copy_2d(const Copy2dParams& p, int device_index) {
   cuda::copy_2d(p, d.state.stream());
 }
 
+// ---------------------------------------------------------------- training kernels
+
+void CudaBackend::layer_norm_backward(const LayerNormBackwardParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::layer_norm_backward(p, d.state.allocator(), d.state.stream());
+}
+
+void CudaBackend::activation_backward(const ActivationBackwardParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::activation_backward(p, d.state.stream());
+}
+
+void CudaBackend::sum_rows(const SumRowsParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::sum_rows(p, d.state.allocator(), d.state.stream());
+}
+
+void CudaBackend::attention_backward(const AttentionBackwardParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::attention_backward(p, d.state.allocator(), d.state.stream());
+}
+
+void CudaBackend::embedding_backward(const EmbeddingBackwardParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::embedding_backward(p, d.state.allocator(), d.state.stream());
+}
+
+void CudaBackend::cross_entropy(const CrossEntropyParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::cross_entropy(p, d.state.stream());
+}
+
+void CudaBackend::dropout(const DropoutParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::dropout(p, d.state.stream());
+}
+
+void CudaBackend::adamw(const AdamWParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::adamw(p, d.state.stream());
+}
+
+double CudaBackend::sum_squares(const SumSquaresParams& p, int device_index) {
+  double result = 0.0;
+  cudaStream_t stream = nullptr;
+  {
+    LockedDevice d = lock_device(device_index);
+    stream = d.state.stream();
+    cuda::sum_squares(p, d.state.allocator(), stream, &result);
+  }
+  // Wait unlocked, as copy_to_host: the result is in `result` once the stream is done.
+  TFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return result;
+}
+
 }  // namespace tformer::cuda

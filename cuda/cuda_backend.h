@@ -39,6 +39,18 @@ class CudaBackend final : public Backend {
   void gather_rows(const GatherRowsParams& p, int device_index) override;
   void copy_2d(const Copy2dParams& p, int device_index) override;
 
+  // Training (train_*.cu); layer_norm and attention fill mean/rstd and lse when asked.
+  bool saves_training_stats() const override { return true; }
+  void layer_norm_backward(const LayerNormBackwardParams& p, int device_index) override;
+  void activation_backward(const ActivationBackwardParams& p, int device_index) override;
+  void sum_rows(const SumRowsParams& p, int device_index) override;
+  void attention_backward(const AttentionBackwardParams& p, int device_index) override;
+  void embedding_backward(const EmbeddingBackwardParams& p, int device_index) override;
+  void cross_entropy(const CrossEntropyParams& p, int device_index) override;
+  void dropout(const DropoutParams& p, int device_index) override;
+  void adamw(const AdamWParams& p, int device_index) override;
+  double sum_squares(const SumSquaresParams& p, int device_index) override;
+
  private:
   // A device's state, locked for the calling scope (threads: see device_state.h).
   struct LockedDevice {

@@ -46,6 +46,10 @@ __global__ void layer_norm_kernel(const LayerNormParams p) {
     }
     const float var = block_sum(sq, scratch) * inv_cols;
     const float rstd = 1.0f / sqrtf(var + p.eps);
+    if (threadIdx.x == 0) {  // training: saved for layer_norm_backward (train_reduce.cu)
+      if (p.mean_out != nullptr) p.mean_out[row] = mean;
+      if (p.rstd_out != nullptr) p.rstd_out[row] = rstd;
+    }
 
     for (int64_t c = threadIdx.x; c < p.cols; c += blockDim.x) {
       const float s = layer_norm_input<T>(p, offset, c);

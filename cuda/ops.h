@@ -22,4 +22,17 @@ void cast(const CastParams& p, cudaStream_t stream);
 void gather_rows(const GatherRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void copy_2d(const Copy2dParams& p, cudaStream_t stream);
 
+// Training kernels (train_*.cu). Those that take `allocator` draw temporaries from it.
+void layer_norm_backward(const LayerNormBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
+void activation_backward(const ActivationBackwardParams& p, cudaStream_t stream);
+void sum_rows(const SumRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);
+void attention_backward(const AttentionBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
+void embedding_backward(const EmbeddingBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
+void cross_entropy(const CrossEntropyParams& p, cudaStream_t stream);
+void dropout(const DropoutParams& p, cudaStream_t stream);
+void adamw(const AdamWParams& p, cudaStream_t stream);
+// Enqueues the sum and its copy to *host_result (host memory); valid once the stream
+// has been synchronised.
+void sum_squares(const SumSquaresParams& p, CachingAllocator& allocator, cudaStream_t stream, double* host_result);
+
 }  // namespace tformer::cuda

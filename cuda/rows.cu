@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cuda_check.h"
+#include "launch_util.h"
 #include "ops.h"
 
 namespace tformer::cuda {
@@ -86,23 +87,6 @@ void move_rows(RowMoves m, const int32_t* dst_rows, const int32_t* src_rows, int
     }
   }
 }
-
-// A temporary from the caching allocator, returned when the scope ends. Work already
-// queued on the stream that uses it stays ordered before any later user of the block.
-class ScopedBlock {
- public:
-  ScopedBlock(CachingAllocator& allocator, size_t bytes)
-      : allocator_(allocator), bytes_(bytes), ptr_(allocator.allocate(bytes)) {}
-  ~ScopedBlock() { allocator_.deallocate(ptr_, bytes_); }
-  ScopedBlock(const ScopedBlock&) = delete;
-  ScopedBlock& operator=(const ScopedBlock&) = delete;
-  char* data() const { return static_cast<char*>(ptr_); }
-
- private:
-  CachingAllocator& allocator_;
-  size_t bytes_;
-  void* ptr_;
-};
 
 }  // namespace
 

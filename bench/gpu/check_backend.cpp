@@ -12,6 +12,7 @@
 #include <functional>
 #include <thread>
 
+#include "lab_check.h"
 #include "lab_util.h"
 
 using tformer::Activation;
@@ -19,51 +20,9 @@ using tformer::DType;
 
 namespace {
 
-int failures = 0;
 std::mt19937 rng(1234);
 const DType kFloatTypes[] = {DType::f32, DType::f16, DType::bf16};
-
-// Relative error tolerances by storage dtype: fp32 math is exact to rounding; f16 and
-// bf16 lose their output rounding (and, in gemm, cuBLAS's internal conversions).
-double tolerance(DType t) { return t == DType::f32 ? 1e-5 : t == DType::f16 ? 2e-3 : 1.6e-2; }
-
-// ||got - ref|| / ||ref|| over the listed indices; NaN (an unwritten output) fails.
-void report(const std::string& name, DType t, const std::vector<float>& got,
-            const std::vector<double>& ref, const std::vector<size_t>& where, double tol = 0) {
-  double num = 0, den = 0;
-  bool nan = false;
-  for (size_t k = 0; k < where.size(); ++k) {
-    const double g = got[where[k]];
-    nan |= std::isnan(g);
-    num += (g - ref[k]) * (g - ref[k]);
-    den += ref[k] * ref[k];
-  }
-  const double err = std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-  const bool ok = !nan && err <= (tol > 0 ? tol : tolerance(t));
-  failures += !ok;
-  std::printf("%-4s %-58s %-9s rel err %.2e%s\n", ok ? "ok" : "FAIL", name.c_str(),
-              tformer::dtype_name(t), err, nan ? " (NaN: unwritten output)" : "");
-}
-
-std::vector<size_t> all_indices(size_t n) {
-  std::vector<size_t> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = i;
-  return v;
-}
-
-std::vector<float> nans(size_t n) { return std::vector<float>(n, NAN); }
-
-void expect_throw(const std::string& name, const std::function<void()>& fn, const char* want) {
-  try {
-    fn();
-    std::printf("FAIL %s: no exception\n", name.c_str());
-    ++failures;
-  } catch (const std::exception& e) {
-    const bool ok = std::string(e.what()).find(want) != std::string::npos;
-    failures += !ok;
-    std::printf("%-4s %s: %s\n", ok ? "ok" : "FAIL", name.c_str(), e.what());
-  }
-}
+using lab::all_indices, lab::expect_throw, lab::failures, lab::nans, lab::report;
 
 // ---------------------------------------------------------------- ops
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole project on a lent GPU, in one device call (see docs/PERFORMANCE.md, "GPU check"):
-# build tformer with the CUDA backend, run the test suite (cpu and cuda cases), the CUDA
-# lab checks, and the forward benchmark on the GPU. Logs and figures go to $OUT.
+# build tformer with the CUDA backend (with the ptxas resource report), run the lab checks
+# of the forward and training kernels on it, the test suite (cpu and cuda cases: the op
+# tests of tests/ops, training kernels included, run on both), and the forward benchmark
+# on the GPU. Logs and figures go to $OUT.
 #
 #   run: bash bench/gpu/full_check.sh      carry: ["wheelhouse"]   timeout_s: 540
 #
@@ -18,11 +20,22 @@ arch=${arch:-90}
 python3 -m pip install -q --no-index --find-links wheelhouse scipy-openblas32 >"$OUT/pip.log" 2>&1 || cat "$OUT/pip.log"
 t0=$(date +%s)
 TFORMER_CUDA=ON python3 -m pip install --no-build-isolation --no-deps -v . \
-  -Ccmake.define.TFORMER_CUDA_ARCHS="$arch" >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s for sm_$arch"
+  -Ccmake.define.TFORMER_CUDA_ARCHS="$arch" -Ccmake.define.TFORMER_CUDA_VERBOSE_PTXAS=ON \
+  >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s for sm_$arch; kernels that spill: $(grep -c '[1-9][0-9]* bytes spill' "$OUT/build.log")"
 python3 -c "import tformer, json; print(json.dumps(tformer.build_info()))" | tee "$OUT/build_info.json"
 
-timeout 240 python3 -m pytest -q -x --no-header -p no:cacheprovider tests >"$OUT/pytest.log" 2>&1
+# The lab's checks (host programs, seconds to compile) on the library just installed:
+# every forward op, then every training kernel, against float64 / CPU-formula references.
+lib=$(python3 -c "import pathlib, tformer; print(pathlib.Path(tformer.__file__).parent / 'libtformer_cuda.so')")
+for check in check_backend check_training; do
+  g++ -O2 -std=c++17 -pthread -Icpp/include "bench/gpu/$check.cpp" -ldl -o "$OUT/$check" &&
+    timeout 60 "$OUT/$check" "$lib" > "$OUT/$check.log" 2>&1
+  echo "$check exit $?: $(tail -1 "$OUT/$check.log")"
+  grep -E "^FAIL" "$OUT/$check.log" | head -20
+done
+
+timeout 270 python3 -m pytest -q -x --no-header -p no:cacheprovider tests >"$OUT/pytest.log" 2>&1
 echo "pytest exit $?: $(tail -1 "$OUT/pytest.log")"
 grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20
 

@@ -1,10 +1,13 @@
 // Timing lab for libtformer_cuda.so: median wall time of the backend's ops on random
 // data (warm-up first; host clock around back-to-back calls and a synchronize()),
-// with the achieved rate. Compare numbers only between runs on the same card.
+// with the achieved rate; then the training kernels (skipped with --forward-only).
+// Compare numbers only between runs on the same card.
 //   g++ -O2 -std=c++17 -Icpp/include bench/gpu/time_backend.cpp -ldl -o /tmp/time_backend
 //   /tmp/time_backend build/libtformer_cuda.so
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <string>
 #include <cstdio>
 #include <functional>
 
@@ -115,6 +118,128 @@ void time_layer_norm(tformer::Backend* be, DType t, int64_t rows, int64_t cols) 
               tformer::dtype_name(t), s * 1e3, bytes / s * 1e-9);
 }
 
+// ---------------------------------------------------------------- training kernels
+
+void print_rate(const char* what, DType t, double s, double bytes, double flops = 0) {
+  std::printf("%-52s %-9s %9.3f ms", what, tformer::dtype_name(t), s * 1e3);
+  if (flops > 0) std::printf(" %8.2f TFLOP/s", flops / s * 1e-12);
+  if (bytes > 0) std::printf(" %8.1f GB/s", bytes / s * 1e-9);
+  std::printf("\n");
+}
+
+// Forward with lse, then the timed backward; q, k, v, out, dout and the gradients in
+// separate (batch, len, heads * hd) buffers.
+void time_attention_backward(tformer::Backend* be, DType t, int64_t batch, int64_t heads, int64_t hd, int64_t len,
+                             bool causal) {
+  const int64_t width = heads * hd, n = batch * len * width;
+  lab::Buffer q(be, t, n), k(be, t, n), v(be, t, n), out(be, t, n), dout(be, t, n), dq(be, t, n), dk(be, t, n),
+      dv(be, t, n), lse(be, DType::f32, batch * heads * len);
+  q.upload(lab::random_values(rng, n, t)), k.upload(lab::random_values(rng, n, t));
+  v.upload(lab::random_values(rng, n, t)), dout.upload(lab::random_values(rng, n, t));
+  tformer::AttentionParams f;
+  f.dtype = t, f.batch = batch, f.heads = heads, f.head_dim = hd, f.q_len = len, f.kv_len = len;
+  f.q = q.data(), f.k = k.data(), f.v = v.data(), f.out = out.data();
+  f.q_batch_stride = f.k_batch_stride = f.v_batch_stride = f.out_batch_stride = len * width;
+  f.q_row_stride = f.k_row_stride = f.v_row_stride = f.out_row_stride = width;
+  f.causal = causal, f.scale = float(1 / std::sqrt(double(hd))), f.lse_out = static_cast<float*>(lse.data());
+  be->attention(f, 0);
+  tformer::AttentionBackwardParams p;
+  p.fwd = f, p.fwd.lse_out = nullptr, p.lse = static_cast<const float*>(lse.data());
+  p.dout = dout.data(), p.dq = dq.data(), p.dk = dk.data(), p.dv = dv.data();
+  p.dout_batch_stride = p.dq_batch_stride = p.dk_batch_stride = p.dv_batch_stride = len * width;
+  p.dout_row_stride = p.dq_row_stride = p.dk_row_stride = p.dv_row_stride = width;
+  const double s = median_seconds(be, [&] { be->attention_backward(p, 0); }, 7, 3);
+  // 7 products of (len x len x hd) per (batch, head): S and dP twice (dK/dV and dQ
+  // kernels), dV, dK, dQ; the usual "useful" count is 5 (FA2's 2.5x forward).
+  const double flops = 2.0 * 5 * batch * heads * len * len * hd * (causal ? 0.5 : 1.0);
+  char what[96];
+  std::snprintf(what, sizeof what, "attention_backward B%ld H%ld D%ld L%ld%s", long(batch), long(heads), long(hd),
+                long(len), causal ? " causal" : "");
+  print_rate(what, t, s, 0, flops);
+}
+
+void time_training_elementwise(tformer::Backend* be, DType t, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  const double es = double(tformer::dtype_size(t));
+  lab::Buffer a(be, t, n), b(be, t, n), c(be, t, n), g(be, t, cols), vec(be, t, cols);
+  lab::Buffer mean(be, DType::f32, rows), rstd(be, DType::f32, rows);
+  a.upload(lab::random_values(rng, n, t)), b.upload(lab::random_values(rng, n, t));
+  g.upload(lab::random_values(rng, cols, t, 1.0f, 0.2f)), vec.upload(lab::random_values(rng, cols, t));
+  char what[96];
+
+  tformer::LayerNormParams ln;
+  ln.dtype = t, ln.rows = rows, ln.cols = cols, ln.out = c.data(), ln.x = a.data(), ln.gamma = g.data();
+  ln.beta = vec.data(), ln.mean_out = static_cast<float*>(mean.data()), ln.rstd_out = static_cast<float*>(rstd.data());
+  be->layer_norm(ln, 0);
+  tformer::LayerNormBackwardParams lb;
+  lb.dtype = t, lb.rows = rows, lb.cols = cols, lb.ds = c.data(), lb.dout = b.data(), lb.s = a.data();
+  lb.mean = static_cast<const float*>(mean.data()), lb.rstd = static_cast<const float*>(rstd.data());
+  lb.gamma = g.data(), lb.dgamma = vec.data(), lb.dbeta = vec.data();
+  std::snprintf(what, sizeof what, "layer_norm_backward %ldx%ld +dgamma,dbeta", long(rows), long(cols));
+  print_rate(what, t, median_seconds(be, [&] { be->layer_norm_backward(lb, 0); }), 5.0 * n * es);
+
+  tformer::ActivationBackwardParams ab;
+  ab.dtype = t, ab.n = n, ab.act = tformer::Activation::gelu, ab.dz = c.data(), ab.dy = b.data(), ab.z = a.data();
+  std::snprintf(what, sizeof what, "activation_backward gelu n%ld", long(n));
+  print_rate(what, t, median_seconds(be, [&] { be->activation_backward(ab, 0); }), 3.0 * n * es);
+
+  tformer::SumRowsParams sr;
+  sr.dtype = t, sr.rows = rows, sr.cols = cols, sr.out = vec.data(), sr.x = b.data();
+  std::snprintf(what, sizeof what, "sum_rows %ldx%ld", long(rows), long(cols));
+  print_rate(what, t, median_seconds(be, [&] { be->sum_rows(sr, 0); }), double(n) * es);
+
+  tformer::DropoutParams dp;
+  dp.dtype = t, dp.n = n, dp.p = 0.1f, dp.seed = 1, dp.out = c.data(), dp.x = a.data();
+  std::snprintf(what, sizeof what, "dropout p0.1 n%ld", long(n));
+  print_rate(what, t, median_seconds(be, [&] { be->dropout(dp, 0); }), 2.0 * n * es);
+
+  tformer::SumSquaresParams sq;
+  sq.dtype = t, sq.n = n, sq.x = a.data();
+  std::snprintf(what, sizeof what, "sum_squares n%ld (with its sync)", long(n));
+  print_rate(what, t, median_seconds(be, [&] { be->sum_squares(sq, 0); }), double(n) * es);
+}
+
+void time_cross_entropy(tformer::Backend* be, DType t, int64_t rows, int64_t vocab) {
+  lab::Buffer logits(be, t, rows * vocab), loss(be, DType::f32, rows), labels(be, DType::i32, rows);
+  logits.upload(lab::random_values(rng, logits.size(), t));
+  std::vector<int32_t> hl(rows);
+  for (auto& l : hl) l = int32_t(rng() % vocab);
+  labels.upload_i32(hl);
+  tformer::CrossEntropyParams p;
+  p.dtype = t, p.rows = rows, p.vocab = vocab, p.smoothing = 0.1f, p.loss = static_cast<float*>(loss.data());
+  p.dlogits = logits.data(), p.logits = logits.data(), p.labels = static_cast<const int32_t*>(labels.data());
+  char what[96];
+  std::snprintf(what, sizeof what, "cross_entropy %ldx%ld in place", long(rows), long(vocab));
+  // Each call overwrites the logits with gradients: the timing is the same work.
+  print_rate(what, t, median_seconds(be, [&] { be->cross_entropy(p, 0); }), 4.0 * rows * vocab * tformer::dtype_size(t));
+}
+
+void time_embedding_backward(tformer::Backend* be, DType t, int64_t rows, int64_t dim, int64_t vocab) {
+  lab::Buffer dout(be, t, rows * dim), table(be, t, vocab * dim), ids(be, DType::i32, rows);
+  dout.upload(lab::random_values(rng, dout.size(), t));
+  std::vector<int32_t> hi(rows);
+  for (auto& i : hi) i = int32_t(rng() % vocab);
+  ids.upload_i32(hi);
+  tformer::EmbeddingBackwardParams p;
+  p.dtype = t, p.rows = rows, p.dim = dim, p.dtable = table.data(), p.dout = dout.data();
+  p.ids = static_cast<const int32_t*>(ids.data());
+  char what[96];
+  std::snprintf(what, sizeof what, "embedding_backward %ldx%ld vocab %ld", long(rows), long(dim), long(vocab));
+  print_rate(what, t, median_seconds(be, [&] { be->embedding_backward(p, 0); }), 3.0 * rows * dim * tformer::dtype_size(t));
+}
+
+void time_adamw(tformer::Backend* be, int64_t n) {
+  lab::Buffer param(be, DType::f32, n), grad(be, DType::f32, n), m(be, DType::f32, n), v(be, DType::f32, n);
+  param.upload(lab::random_values(rng, n, DType::f32)), grad.upload(lab::random_values(rng, n, DType::f32));
+  be->fill_zero(m.data(), n * 4, 0), be->fill_zero(v.data(), n * 4, 0);
+  tformer::AdamWParams p;
+  p.n = n, p.weight_decay = 0.01, p.param = static_cast<float*>(param.data());
+  p.grad = static_cast<const float*>(grad.data()), p.m = static_cast<float*>(m.data()), p.v = static_cast<float*>(v.data());
+  char what[96];
+  std::snprintf(what, sizeof what, "adamw n%ld", long(n));
+  print_rate(what, DType::f32, median_seconds(be, [&] { be->adamw(p, 0); }), 7.0 * n * 4);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -132,6 +257,18 @@ int main(int argc, char** argv) {
       time_layer_norm(be, t, 16384, 4096);
     }
     time_gather_rows(be);
+    const bool training = !(argc > 2 && std::string(argv[2]) == "--forward-only");
+    for (DType t : {DType::f32, DType::bf16}) {  // training kernels
+      if (!training) break;
+      for (int64_t hd : {64, 128}) {
+        time_attention_backward(be, t, 8, 16, hd, 1024, false);
+        time_attention_backward(be, t, 8, 16, hd, 1024, true);
+      }
+      time_training_elementwise(be, t, 16384, 1024);
+      time_cross_entropy(be, t, 8192, 32000);
+      time_embedding_backward(be, t, 16384, 1024, 32000);
+    }
+    if (training) time_adamw(be, 100'000'000);
     delete be;
     return 0;
   } catch (const std::exception& e) {

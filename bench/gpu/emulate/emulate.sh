@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds and runs check_training against the CUDA backend's training kernels on the CPU
+# emulator (emu.h): no GPU needed, only the CUDA headers (cuda_fp16.h and friends) and
+# g++. Run from the repository root: bash bench/gpu/emulate/emulate.sh
+set -euo pipefail
+out=${OUT:-build/emulate}
+cuda_include=${CUDA_INCLUDE:-}
+for dir in "${CUDA_HOME:-/nonexistent}/include" /usr/local/cuda/include "$(dirname "$(command -v nvcc)")/../include"; do
+  [ -z "$cuda_include" ] && [ -f "$dir/cuda_fp16.h" ] && cuda_include=$dir
+done
+[ -n "$cuda_include" ] || { echo "no CUDA headers found: set CUDA_INCLUDE" >&2; exit 1; }
+mkdir -p "$out"
+python3 bench/gpu/emulate/emulate.py "$out/src" cuda/layer_norm.cu cuda/attention.cu cuda/train_attention.cu \
+  cuda/train_reduce.cu cuda/train_loss.cu cuda/train_elementwise.cu cuda/train_embedding.cu
+flags=(-std=c++17 -O2 -g -Wno-attributes -Icpp/include -Icuda -Ibench/gpu/emulate -I"$cuda_include")
+objs=()
+for src in "$out"/src/*.cpp bench/gpu/emulate/emu_backend.cpp; do
+  obj="$out/$(basename "${src%.cpp}").o"
+  g++ "${flags[@]}" -c "$src" -o "$obj" &
+  objs+=("$obj")
+done
+wait
+g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_training.cpp "${objs[@]}" -ldl -o "$out/check_training_emulated"
+"$out/check_training_emulated" "$@"

@@ -1,0 +1,189 @@
+// Element-wise training kernels, one thread per element (grid-stride), fp32 math:
+//   activation_backward: dz = dy * act'(z), the derivatives of bias_act.cu's activations;
+//   dropout: inverted dropout whose mask comes from the counter RNG shared with the CPU
+//     (cpp/decoding/random.h), so a (seed, offset) gives the same mask on both devices;
+//   adamw: one torch.optim.AdamW step with the CPU kernel's factors and rounding order.
+// Each element is read and written by the thread that owns it, so dz may alias dy and
+// dropout's out may alias x.
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "../cpp/decoding/random.h"
+#include "cuda_check.h"
+#include "dtype_convert.cuh"
+#include "ops.h"
+
+namespace tformer::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned grid_for(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 4));
+}
+
+// sigmoid(x) and 1 - sigmoid(x) without cancellation (as the CPU kernel): from
+// e = exp(-|x|), sigmoid(|x|) = 1 / (1 + e) and 1 - sigmoid(|x|) = e / (1 + e).
+struct Sigmoid {
+  float s, one_minus_s;
+};
+__device__ __forceinline__ Sigmoid sigmoid_pair(float x) {
+  const float e = expf(-fabsf(x));
+  const float inv = 1.0f / (1.0f + e);
+  return x >= 0.0f ? Sigmoid{inv, e * inv} : Sigmoid{e * inv, inv};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- kernels
+
+template <Activation A>
+__device__ __forceinline__ float activation_grad(float z) {
+  if constexpr (A == Activation::relu) {
+    return z > 0.0f ? 1.0f : 0.0f;  // torch's threshold_backward: 0 at z == 0
+  } else if constexpr (A == Activation::gelu) {
+    // d/dz [z Phi(z)] = Phi(z) + z phi(z).
+    return 0.5f * (1.0f + erff(z * 0.70710678118654752f)) + z * 0.39894228040143268f * expf(-0.5f * z * z);
+  } else if constexpr (A == Activation::gelu_tanh) {
+    // 0.5 (1 + tanh u) = sigmoid(2u), 1 - tanh^2 u = 4 sigmoid(2u) (1 - sigmoid(2u)).
+    constexpr float k = 0.7978845608028654f;
+    const Sigmoid sg = sigmoid_pair(2.0f * k * (z + 0.044715f * z * z * z));
+    return sg.s + 0.5f * z * (4.0f * sg.s * sg.one_minus_s) * k * (1.0f + 0.134145f * z * z);
+  } else if constexpr (A == Activation::silu) {
+    const Sigmoid sg = sigmoid_pair(z);  // d/dz [z s(z)] = s (1 + z (1 - s))
+    return sg.s * (1.0f + z * sg.one_minus_s);
+  } else {
+    return 1.0f;
+  }
+}
+
+template <typename T, Activation A>
+__global__ void __launch_bounds__(kThreads) activation_backward_kernel(const ActivationBackwardParams p) {
+  T* dz = static_cast<T*>(p.dz);
+  const T* dy = static_cast<const T*>(p.dy);
+  const T* z = static_cast<const T*>(p.z);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < p.n; i += int64_t(gridDim.x) * blockDim.x)
+    dz[i] = from_float<T>(to_float(dy[i]) * activation_grad<A>(to_float(z[i])));
+}
+
+// keep(i): dropout_draw(key, offset + i) >= p; kept values times scale = 1 / (1 - p),
+// computed on the host as the CPU kernel does (0 when p = 1).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    dropout_kernel(const DropoutParams p, uint64_t key, float scale) {
+  T* out = static_cast<T*>(p.out);
+  const T* x = static_cast<const T*>(p.x);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < p.n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float u = decoding::dropout_draw(key, p.offset + static_cast<uint64_t>(i));
+    out[i] = u >= p.p ? from_float<T>(to_float(x[i]) * scale) : from_float<T>(0.0f);
+  }
+}
+
+// The scalar factors of one AdamW step, computed in double on the host and rounded to
+// float once (cpp/ops/kernels/adamw.cpp's Factors, field for field).
+struct AdamWFactors {
+  float gs, decay, w1, one_minus_w1, b2, w2, step_size, bc2_sqrt, eps;
+  bool decayed, small_w1;
+};
+
+// The CPU kernel's expression order, with explicitly rounded operations: no FMA
+// contraction, so the float results are those of the CPU's separate multiplies and adds.
+__global__ void __launch_bounds__(kThreads) adamw_kernel(const AdamWParams p, const AdamWFactors f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < p.n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = __fmul_rn(p.grad[i], f.gs);
+    const float param = p.param[i];
+    const float w = f.decayed ? __fmul_rn(param, f.decay) : param;
+    float m = p.m[i];
+    // torch's lerp(m, g, w1): m + w1 (g - m) for |w1| < 0.5, else g - (g - m)(1 - w1).
+    m = f.small_w1 ? __fadd_rn(m, __fmul_rn(f.w1, __fsub_rn(g, m))) : __fsub_rn(g, __fmul_rn(__fsub_rn(g, m), f.one_minus_w1));
+    const float v = __fadd_rn(__fmul_rn(p.v[i], f.b2), __fmul_rn(__fmul_rn(f.w2, g), g));
+    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), f.bc2_sqrt), f.eps);
+    p.param[i] = __fadd_rn(w, __fdiv_rn(__fmul_rn(-f.step_size, m), denom));
+    p.m[i] = m;
+    p.v[i] = v;
+  }
+}
+
+// ---------------------------------------------------------------- launchers
+
+namespace {
+
+template <typename T, Activation A>
+void launch_activation_backward(const ActivationBackwardParams& p, cudaStream_t stream) {
+  activation_backward_kernel<T, A><<<grid_for(p.n), kThreads, 0, stream>>>(p);
+  TFORMER_CUDA_CHECK_LAUNCH("activation_backward_kernel");
+}
+
+template <typename T>
+void launch_activation_backward(const ActivationBackwardParams& p, cudaStream_t stream) {
+  switch (p.act) {
+    case Activation::none: return launch_activation_backward<T, Activation::none>(p, stream);
+    case Activation::relu: return launch_activation_backward<T, Activation::relu>(p, stream);
+    case Activation::gelu: return launch_activation_backward<T, Activation::gelu>(p, stream);
+    case Activation::gelu_tanh: return launch_activation_backward<T, Activation::gelu_tanh>(p, stream);
+    case Activation::silu: return launch_activation_backward<T, Activation::silu>(p, stream);
+  }
+  throw std::invalid_argument("cuda activation_backward: unknown activation " + std::to_string(static_cast<int>(p.act)));
+}
+
+template <typename T>
+void launch_dropout(const DropoutParams& p, cudaStream_t stream) {
+  const float scale = p.p < 1.0f ? 1.0f / (1.0f - p.p) : 0.0f;  // as the CPU kernel
+  dropout_kernel<T><<<grid_for(p.n), kThreads, 0, stream>>>(p, decoding::dropout_key(p.seed), scale);
+  TFORMER_CUDA_CHECK_LAUNCH("dropout_kernel");
+}
+
+}  // namespace
+
+void activation_backward(const ActivationBackwardParams& p, cudaStream_t stream) {
+  if (p.n <= 0) return;
+  switch (p.dtype) {
+    case DType::f32: return launch_activation_backward<float>(p, stream);
+    case DType::f16: return launch_activation_backward<__half>(p, stream);
+    case DType::bf16: return launch_activation_backward<__nv_bfloat16>(p, stream);
+    default: throw_unsupported_dtype("activation_backward", p.dtype);
+  }
+}
+
+void dropout(const DropoutParams& p, cudaStream_t stream) {
+  if (!dtype_is_float(p.dtype)) throw_unsupported_dtype("dropout", p.dtype);
+  if (!(p.p >= 0.0f && p.p <= 1.0f))
+    throw std::invalid_argument("cuda dropout: p must be in [0, 1], got " + std::to_string(p.p));
+  if (p.n <= 0) return;
+  if (p.p == 0.0f) {  // the identity
+    if (p.out != p.x)
+      TFORMER_CUDA_CHECK(cudaMemcpyAsync(p.out, p.x, static_cast<size_t>(p.n) * dtype_size(p.dtype),
+                                         cudaMemcpyDeviceToDevice, stream));
+    return;
+  }
+  switch (p.dtype) {
+    case DType::f32: return launch_dropout<float>(p, stream);
+    case DType::f16: return launch_dropout<__half>(p, stream);
+    case DType::bf16: return launch_dropout<__nv_bfloat16>(p, stream);
+    default: throw_unsupported_dtype("dropout", p.dtype);
+  }
+}
+
+void adamw(const AdamWParams& p, cudaStream_t stream) {
+  if (p.n <= 0) return;
+  const double step = static_cast<double>(p.step);
+  AdamWFactors f;
+  f.gs = p.grad_scale;
+  f.decayed = p.weight_decay != 0.0;
+  f.decay = static_cast<float>(1.0 - p.lr * p.weight_decay);
+  f.w1 = static_cast<float>(1.0 - p.beta1);
+  f.small_w1 = std::fabs(f.w1) < 0.5f;
+  f.one_minus_w1 = 1.0f - f.w1;
+  f.b2 = static_cast<float>(p.beta2);
+  f.w2 = static_cast<float>(1.0 - p.beta2);
+  f.step_size = static_cast<float>(p.lr / (1.0 - std::pow(p.beta1, step)));
+  f.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(p.beta2, step)));
+  f.eps = static_cast<float>(p.eps);
+  adamw_kernel<<<grid_for(p.n), kThreads, 0, stream>>>(p, f);
+  TFORMER_CUDA_CHECK_LAUNCH("adamw_kernel");
+}
+
+}  // namespace tformer::cuda
