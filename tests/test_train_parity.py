@@ -7,8 +7,8 @@ k/v included; tied embeddings as one gradient), the global gradient norm, the we
 AdamW steps, the losses of several steps, gradient clipping, micro-batches, evaluate() and
 the learning-rate schedules.
 
-Training runs on the CPU only: the CUDA backend does not implement the training kernels yet
-(Backend's defaults throw), so these tests take no `device` parameter."""
+The gradient and AdamW parity tests take the `device` fixture: on a machine with a GPU they run
+the same step on "cuda" (float32) against the same float64 CPU reference."""
 
 import copy
 import math
@@ -132,7 +132,7 @@ def to_tformer(ref, hf):
     return out
 
 
-def pair(zoo, name):
+def pair(zoo, name, device="cpu"):
     """(float64 transformers model in train mode, float32 tformer model) with the same weights,
     both fresh (training changes them)."""
     ckpt = zoo.get(name)
@@ -146,7 +146,7 @@ def pair(zoo, name):
             stack.embed_positions.weight.requires_grad_(False)
     for key in ("dropout", "attention_dropout", "activation_dropout"):
         assert getattr(ref.config, key) == 0.0, key
-    model = tformer.from_huggingface(str(ckpt.dir), dtype="float32")
+    model = tformer.from_huggingface(str(ckpt.dir), dtype="float32", device=device)
     return ref, model
 
 
@@ -221,10 +221,10 @@ GRAD_FAMILIES = ["marian", "marian_untied", "bart", "bart_untied", "mbart", "m2m
 
 
 @pytest.mark.parametrize("name", GRAD_FAMILIES)
-def test_gradients_match_torch(zoo, name):
+def test_gradients_match_torch(zoo, name, device):
     """One step: loss, gradient of every trained parameter (≤ 1e-4 relative per tensor in
     float32 against float64 autograd) and the global gradient norm."""
-    ref, model = pair(zoo, name)
+    ref, model = pair(zoo, name, device)
     src, tgt = make_batch(name, seed=1)
     inputs, labels = hf_inputs(name, src, tgt)
     loss_ref = hf_loss(ref, inputs, labels)
@@ -298,11 +298,11 @@ def _frozen_values(model):
 
 @pytest.mark.parametrize("name", ["marian", "bart", "mbart"])
 @pytest.mark.parametrize("clip_norm", [None, 0.5])
-def test_adamw_steps_match_torch(zoo, name, clip_norm):
+def test_adamw_steps_match_torch(zoo, name, clip_norm, device):
     """Weights after one AdamW step (≤ 1e-5 relative per tensor), then the losses, gradient
     norms (before clipping) and weights of 5 steps on the same batch, against
     torch.optim.AdamW (+ clip_grad_norm_ when clip_norm is set)."""
-    ref, model = pair(zoo, name)
+    ref, model = pair(zoo, name, device)
     src, tgt = make_batch(name, seed=4)
     inputs, labels = hf_inputs(name, src, tgt)
     opt = torch_adamw(ref)
