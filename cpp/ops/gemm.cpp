@@ -23,6 +23,13 @@ void sgemm(const GemmParams& p, int64_t m, int64_t n, const float* a, const floa
                     static_cast<int>(p.lda), b, static_cast<int>(p.ldb), p.beta, c, static_cast<int>(p.ldc));
 }
 
+// Row thresholds of the decode-step kernels; the variables exist for measurements
+// (bench/bench_gemm.py) and are read once.
+int64_t env_rows(const char* name, int64_t fallback) {
+  const char* env = std::getenv(name);
+  return env ? std::atoll(env) : fallback;
+}
+
 }  // namespace
 
 void gemm(const GemmParams& p) {
@@ -33,14 +40,19 @@ void gemm(const GemmParams& p) {
   const float* a = static_cast<const float*>(p.a);
   const float* b = static_cast<const float*>(p.b);
   float* c = static_cast<float*>(p.c);
-  // A decode step multiplies a few rows by a weight matrix: stream the weights once.
-  static const int64_t short_a_rows = [] {
-    const char* env = std::getenv("TFORMER_SHORT_GEMM_ROWS");
-    return env ? std::atoll(env) : int64_t{16};  // measured: OpenBLAS wins from 32 rows
-  }();
-  if (!p.trans_a && p.trans_b && p.m <= short_a_rows) {
-    kernels().gemm_short_a(p);
-    return;
+  // Decode steps multiply a few rows by a weight matrix (trans_b): our kernels read the
+  // weights in place, where OpenBLAS would pack all of them on every call.
+  static const int64_t short_a_rows = env_rows("TFORMER_SHORT_GEMM_ROWS", 16);
+  static const int64_t medium_a_rows = env_rows("TFORMER_MEDIUM_GEMM_ROWS", 128);
+  if (!p.trans_a && p.trans_b) {
+    if (p.m <= short_a_rows) {
+      kernels().gemm_short_a(p);
+      return;
+    }
+    if (p.m <= std::min(medium_a_rows, kMediumGemmMaxRows) && kernels().gemm_medium_a) {
+      kernels().gemm_medium_a(p);
+      return;
+    }
   }
   const int threads = omp_get_max_threads();
   const double flops = 2.0 * p.m * p.n * p.k;

@@ -6,8 +6,14 @@
 
 namespace tformer::cpu::TFORMER_CPU_ISA {
 
+#if defined(__AVX2__) && defined(__FMA__)
+#define TFORMER_GEMM_MEDIUM_A &gemm_medium_a
+#else
+#define TFORMER_GEMM_MEDIUM_A nullptr  // OpenBLAS does these (gemm.cpp)
+#endif
+
 const KernelTable table = {TFORMER_STR(TFORMER_CPU_ISA), &bias_act, &layer_norm, &embedding, &attention,
-                           &row_max, &logsumexp, &exp_shifted, &gemm_short_a,
+                           &row_max, &logsumexp, &exp_shifted, &gemm_short_a, TFORMER_GEMM_MEDIUM_A,
                            &layer_norm_backward, &activation_backward, &sum_rows, &attention_backward,
                            &embedding_backward, &cross_entropy, &dropout, &adamw, &sum_squares};
 
