@@ -42,7 +42,7 @@ void gemm(const GemmParams& p) {
   float* c = static_cast<float*>(p.c);
   // Decode steps multiply a few rows by a weight matrix (trans_b): our kernels read the
   // weights in place, where OpenBLAS would pack all of them on every call.
-  static const int64_t short_a_rows = env_rows("TFORMER_SHORT_GEMM_ROWS", 16);
+  static const int64_t short_a_rows = env_rows("TFORMER_SHORT_GEMM_ROWS", 4);
   static const int64_t medium_a_rows = env_rows("TFORMER_MEDIUM_GEMM_ROWS", 128);
   if (!p.trans_a && p.trans_b) {
     if (p.m <= short_a_rows) {
@@ -82,3 +82,23 @@ void gemm(const GemmParams& p) {
 }
 
 }  // namespace tformer::cpu
+
+// For tests/ops/test_gemm_kernels.py (through ctypes): the CPU gemm with explicit leading
+// dimensions, which the NumPy-facing ops.gemm (always contiguous) never passes. Returns 0,
+// or 1 when the gemm threw.
+extern "C" __attribute__((visibility("default"))) int tformer_test_cpu_sgemm(
+    int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+    const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  tformer::GemmParams p;
+  p.trans_a = trans_a != 0;
+  p.trans_b = trans_b != 0;
+  p.m = m, p.n = n, p.k = k;
+  p.alpha = alpha, p.beta = beta;
+  p.a = a, p.lda = lda, p.b = b, p.ldb = ldb, p.c = c, p.ldc = ldc;
+  try {
+    tformer::cpu::gemm(p);
+  } catch (...) {
+    return 1;
+  }
+  return 0;
+}
