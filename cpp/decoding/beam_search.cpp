@@ -115,6 +115,7 @@ std::vector<GenerationResult> beam_search(const SearchInputs& in) {
       const int64_t b = r / K, j = r % K;
       if (!state[b].open) continue;
       float* row = logp + r * V;
+      session.finish_row(row);
       const float lse = kt.logsumexp(row, V);
       for (int64_t v = 0; v < V; ++v) row[v] -= lse;
       RowContext ctx;

@@ -73,6 +73,7 @@ std::vector<GenerationResult> greedy_search(const SearchInputs& in) {
         continue;
       }
       float* row = logits + b * V;
+      session.finish_row(row);
       RowContext ctx;
       ctx.history = history.data() + b * (L + 1);
       ctx.history_len = step + 1;

@@ -43,7 +43,7 @@ void gemm(const GemmParams& p) {
   // Decode steps multiply a few rows by a weight matrix (trans_b): our kernels read the
   // weights in place, where OpenBLAS would pack all of them on every call.
   static const int64_t short_a_rows = env_rows("TFORMER_SHORT_GEMM_ROWS", 4);
-  static const int64_t medium_a_rows = env_rows("TFORMER_MEDIUM_GEMM_ROWS", 128);
+  static const int64_t medium_a_rows = env_rows("TFORMER_MEDIUM_GEMM_ROWS", kernels().gemm_medium_max_rows);
   if (!p.trans_a && p.trans_b) {
     if (p.m <= short_a_rows) {
       kernels().gemm_short_a(p);
