@@ -5,7 +5,7 @@ each, output length forced to 32 tokens for every system, engines interleaved in
   (a) latency: batch 1, 32 source tokens -> 32 target tokens, greedy
   (b) throughput: 64 sentences of 32 tokens, beam 4, batches of 16, 32 target tokens
   (c) throughput: 64 sentences, greedy, batch 32
-  (d) peak memory (ru_maxrss) of a fresh process: import, load, one (b) batch
+  (d) peak memory (VmHWM) of a fresh process: import, load, one (b) batch
 
 then the ceilings: weights read per decode step against the read bandwidth of the
 threads (a 1 GiB streaming sum), FLOPs per token against a large GEMM's rate.
@@ -166,7 +166,10 @@ import bench_decode as b
 srcs = b.make_inputs(16, 32, 59514, 0)
 fns = b.engines({model_dir!r}, {ct2_dir!r}, {threads}, skip_hf=False, only={engine!r})
 fns[{engine!r}](srcs, 4, 16)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM, the peak of this process's own memory: ru_maxrss would also count the parent's
+# peak, which Linux carries over into a child through fork/vfork and exec.
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+print(int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

@@ -1,5 +1,5 @@
-// C (m, n) = alpha * A (m, k) @ W^T + beta * C for a medium A (the 17..~128 rows of a
-// beam or batch decode step) and W (n, k) row-major (a Linear weight), without
+// C (m, n) = alpha * A (m, k) @ W^T + beta * C for a medium A (the 5..128 rows of a
+// beam or batch decode step; limits in kernels/table.cpp) and W (n, k) row-major (a Linear weight), without
 // repacking W. OpenBLAS packs all of W on every call, which for a decode step moves
 // the weights through memory twice and costs as much as the product itself.
 //
@@ -7,8 +7,9 @@
 // rows (zero-padded). The micro-kernel broadcasts single weights W[j, kk] of NR weight
 // rows, read in place, against V vectors of A and accumulates an (16·V) x NR block of
 // C, transposed, in registers: no horizontal sums, and the k loop has no tail. Each
-// weight panel is read from memory once and stays in L1 while every tile of A passes
-// over it; threads split the weight rows.
+// block of 24 weight rows is read from memory once and stays in cache while every tile
+// of A passes over it; threads split the blocks. Measured in bench/bench_gemm.py and
+// docs/PERFORMANCE.md ("Decoding on the CPU").
 //
 // AVX-512 and AVX2+FMA builds only; the baseline build leaves this to OpenBLAS.
 #include <immintrin.h>
@@ -112,7 +113,7 @@ struct Tile {
   int64_t offset;      // floats into the packed buffer
 };
 
-// Scratch of the calling thread, grown once: packed A and the tile list.
+// Packed A, per calling thread, grown once (no allocation in a decode loop).
 struct Scratch {
   std::unique_ptr<float, decltype(&std::free)> buf{nullptr, &std::free};
   int64_t capacity = 0;
