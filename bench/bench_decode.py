@@ -5,7 +5,10 @@ each, output length forced to 32 tokens for every system, engines interleaved in
   (a) latency: batch 1, 32 source tokens -> 32 target tokens, greedy
   (b) throughput: 64 sentences of 32 tokens, beam 4, batches of 16, 32 target tokens
   (c) throughput: 64 sentences, greedy, batch 32
-  (d) peak memory (ru_maxrss) of a fresh process: import, load, one (b) batch
+  (d) peak memory (VmHWM) of a fresh process: import, load, one (b) batch
+
+then the ceilings: weights read per decode step against the read bandwidth of the
+threads (a 1 GiB streaming sum), FLOPs per token against a large GEMM's rate.
 
     python bench/bench_decode.py [--threads 2] [--repeat 5] [--skip-hf] [--json out.json]
 """
@@ -18,6 +21,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -89,6 +93,70 @@ def engines(model_dir, ct2_dir, threads, skip_hf, only=None):
     return fns
 
 
+def read_bandwidth(threads, gib=1.0, repeat=5):
+    """Best streaming-read rate (bytes/s) of `threads` threads over a `gib` GiB array:
+    numpy sums its slices in parallel Python threads (the GIL is released)."""
+    import threading
+
+    import numpy as np
+
+    x = np.ones(int(gib * (1 << 30)) // 4, np.float32)
+    parts = np.array_split(x, threads)
+    best = float("inf")
+    for _ in range(repeat):
+        ts = [threading.Thread(target=np.add.reduce, args=(p,)) for p in parts]
+        t0 = time.perf_counter()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        best = min(best, time.perf_counter() - t0)
+    return x.nbytes / best
+
+
+def gemm_rate(rows=1024, k=2048, n=2048, repeat=10):
+    """FLOP/s of a large tformer GEMM (OpenBLAS; the numpy round trip included, ~5 %),
+    the machine's practical compute ceiling."""
+    import numpy as np
+    import tformer.ops as ops
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((rows, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        ops.gemm(a, w, trans_b=True)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * rows * k * n / best
+
+
+def ceilings(threads):
+    """read_bandwidth and gemm_rate, measured in a fresh process: a child inherits its
+    parent's peak RSS, which the 1 GiB array would spoil for the memory figures (d)."""
+    code = f"""
+import json, sys
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+import bench_decode as b, tformer
+tformer.set_num_threads({threads})
+print(json.dumps({{"read_bandwidth": b.read_bandwidth({threads}), "gemm_flops": b.gemm_rate()}}))
+"""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def decoder_step_weights(model_dir):
+    """Weights (floats) one decode step reads per row: decoder layers + output projection
+    (the cross-attention K/V projections run once per source, not per step)."""
+    from transformers import MarianConfig
+
+    c = MarianConfig.from_pretrained(model_dir)
+    d, f = c.d_model, c.decoder_ffn_dim
+    layer = 4 * d * d + 2 * d * d + 2 * d * f  # self q/k/v/out, cross q/out, FFN
+    return c.decoder_layers * layer + c.vocab_size * d
+
+
 def peak_rss(model_dir, ct2_dir, engine, threads):
     """Peak RSS (MiB) of a fresh process that loads `engine` and runs one (b) batch."""
     code = f"""
@@ -98,7 +166,10 @@ import bench_decode as b
 srcs = b.make_inputs(16, 32, 59514, 0)
 fns = b.engines({model_dir!r}, {ct2_dir!r}, {threads}, skip_hf=False, only={engine!r})
 fns[{engine!r}](srcs, 4, 16)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM, the peak of this process's own memory: ru_maxrss would also count the parent's
+# peak, which Linux carries over into a child through fork/vfork and exec.
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+print(int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
@@ -142,6 +213,10 @@ def main():
         times = common.interleaved({k: (lambda f=f: f(srcs, beam, batch)) for k, f in fns.items()}, args.repeat)
         tokens = len(srcs) * OUT_LEN
         results[name] = {k: {"seconds": t, "tokens_per_s": tokens / t} for k, t in times.items()}
+    # Ceilings: weight bytes per step against the read bandwidth, FLOPs per output token
+    # against a large GEMM's rate (2 FLOPs per weight per decoder row; attention aside).
+    weights = decoder_step_weights(model_dir)
+    results["ceilings"] = {"step_weights": weights, **ceilings(args.threads)}
     if not args.skip_memory:
         results["d_peak_rss_mib"] = {k: peak_rss(model_dir, ct2_dir, k, args.threads) for k in fns}
 
@@ -152,6 +227,19 @@ def main():
         base = r["tformer"]["seconds"]
         ratios = "  ".join(f"{k}/tformer {v['seconds'] / base:.2f}x" for k, v in r.items() if k != "tformer")
         print(f"{name:22s} {line}\n{'':22s} {ratios}")
+    ceil = results["ceilings"]
+    bw, peak = ceil["read_bandwidth"], ceil["gemm_flops"]
+    print(f"ceilings: {weights / 1e6:.1f} M weights ({4 * weights / 1e6:.0f} MB) per decode step; read bandwidth "
+          f"{bw / 1e9:.1f} GB/s ({args.threads} threads); large GEMM {peak / 1e9:.0f} GFLOP/s")
+    for name, rows_per_token in (("a_latency_b1_greedy", 1), ("b_beam4_b16", 4), ("c_greedy_b32", 1)):
+        tps = results[name]["tformer"]["tokens_per_s"]
+        steps = tps / rows_per_token if name.startswith("a") else None
+        flops = tps * rows_per_token * 2 * weights
+        line = f"  {name:22s} tformer {flops / 1e9:6.1f} GFLOP/s = {flops / peak:.0%} of the GEMM rate"
+        if steps:
+            line += f"; weights read at {steps * 4 * weights / 1e9:.1f} GB/s = {steps * 4 * weights / bw:.0%} of bandwidth"
+            line += f" (ceiling {bw / (4 * weights):.0f} tok/s)"
+        print(line)
     if "d_peak_rss_mib" in results:
         print("d_peak_rss_mib        " + "  ".join(f"{k} {v:.0f}" for k, v in results["d_peak_rss_mib"].items()))
     if args.json:

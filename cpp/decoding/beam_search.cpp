@@ -43,6 +43,27 @@ struct TopK {
   }
 };
 
+// The k best of row[v] + base (flat index offset + v) into top. Once top is full, a
+// vector pass over 64 entries at a time skips those none of which beats the worst kept
+// one (nearly all of them): the row is read at memory speed instead of one branchy
+// comparison per entry. Same float sums, same order, so the same candidates.
+void row_top_k(const float* row, int64_t V, float base, int64_t offset, TopK& top) {
+  int64_t v = 0;
+  for (; v < V && static_cast<int64_t>(top.items.size()) < top.k; ++v)
+    top.offer(Candidate{row[v] + base, row[v] + base, offset + v});
+  constexpr int64_t kChunk = 64;
+  for (; v < V; v += kChunk) {
+    const int64_t n = std::min(kChunk, V - v);
+    const float* x = row + v;
+    float best = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : best)
+    for (int64_t i = 0; i < n; ++i) best = std::max(best, x[i] + base);
+    // Later entries have higher flat indices, so only a strictly greater key enters.
+    if (!(best > top.items.back().key)) continue;
+    for (int64_t i = 0; i < n; ++i) top.offer(Candidate{x[i] + base, x[i] + base, offset + v + i});
+  }
+}
+
 struct Finished {
   float score = -kHuge;
   bool filled = false;
@@ -75,6 +96,7 @@ std::vector<GenerationResult> beam_search(const SearchInputs& in) {
   std::vector<int32_t> feed(static_cast<size_t>(R), in.start_token), parents(static_cast<size_t>(R));
   std::vector<float> attention(opt.return_attention ? static_cast<size_t>(R * L * S) : 0), attention_next(attention.size());
   std::vector<SourceState> state(static_cast<size_t>(B));
+  std::vector<TopK> row_top(static_cast<size_t>(R));  // each row's best candidates
   for (int64_t b = 0; b < B; ++b) {
     state[b].finished.resize(static_cast<size_t>(K));
     running[b * K] = 0.0f;  // only the first beam is live at the start
@@ -86,11 +108,14 @@ std::vector<GenerationResult> beam_search(const SearchInputs& in) {
     const float* att = opt.return_attention ? session.attention() : nullptr;
     const bool last_step = step + 1 >= L;
 
-    // Log-softmax and processors, row by row.
+    // Log-softmax, processors and the row's best `keep` candidates, row by row (while
+    // the row is in cache; the best of a source are among its rows' best).
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t r = 0; r < R; ++r) {
-      if (!state[r / K].open) continue;
+      const int64_t b = r / K, j = r % K;
+      if (!state[b].open) continue;
       float* row = logp + r * V;
+      session.finish_row(row);
       const float lse = kt.logsumexp(row, V);
       for (int64_t v = 0; v < V; ++v) row[v] -= lse;
       RowContext ctx;
@@ -101,6 +126,23 @@ std::vector<GenerationResult> beam_search(const SearchInputs& in) {
       proc.process(row, ctx);
       if (opt.do_sample) proc.warp(row, 1 + static_cast<int64_t>(proc.eos().size()));
       proc.renormalize(row);
+
+      TopK& top = row_top[static_cast<size_t>(r)];
+      top.reset(keep);
+      const float base = running[r];
+      if (!opt.do_sample) {
+        row_top_k(row, V, base, j * V, top);
+        continue;
+      }
+      for (int64_t v = 0; v < V; ++v) {  // Gumbel-top-k: sampling without replacement from softmax(score)
+        Candidate c;
+        c.score = row[v] + base;
+        c.flat = j * V + v;
+        const double u = uniform01(opt.seed, opt.sample_ids.empty() ? b : opt.sample_ids[b],
+                                   static_cast<uint64_t>(step), static_cast<uint64_t>(c.flat));
+        c.key = std::isfinite(c.score) ? c.score - static_cast<float>(std::log(-std::log(u + 1e-300))) : c.score;
+        top.offer(c);
+      }
     }
 
     // Per source: candidates, finished hypotheses, next beams.
@@ -116,23 +158,8 @@ std::vector<GenerationResult> beam_search(const SearchInputs& in) {
         continue;
       }
       st.topk.reset(keep);
-      for (int64_t j = 0; j < K; ++j) {
-        const int64_t r = b * K + j;
-        const float base = running[r];
-        const float* row = logp + r * V;
-        for (int64_t v = 0; v < V; ++v) {
-          Candidate c;
-          c.score = row[v] + base;
-          c.flat = j * V + v;
-          c.key = c.score;
-          if (opt.do_sample) {  // Gumbel-top-k: sampling without replacement from softmax(score)
-            const double u = uniform01(opt.seed, opt.sample_ids.empty() ? b : opt.sample_ids[b],
-                                       static_cast<uint64_t>(step), static_cast<uint64_t>(c.flat));
-            c.key = std::isfinite(c.score) ? c.score - static_cast<float>(std::log(-std::log(u + 1e-300))) : c.score;
-          }
-          st.topk.offer(c);
-        }
-      }
+      for (int64_t j = 0; j < K; ++j)
+        for (const Candidate& c : row_top[static_cast<size_t>(b * K + j)].items) st.topk.offer(c);
       std::vector<Candidate>& cand = st.topk.items;
       if (opt.do_sample)  // sampled candidates are then ranked by their scores
         std::stable_sort(cand.begin(), cand.end(), [](const Candidate& a, const Candidate& c) { return a.score > c.score; });

@@ -35,6 +35,8 @@ DecodeSession::DecodeSession(const Transformer& model, const TokenBatch& src, in
   self_lengths_ = dev.is_cpu() ? self_lengths_host_ : Tensor::empty({rows_}, DType::i32, dev);
   logits_ = Tensor::empty({rows_, cfg_.tgt_vocab_size}, dt, dev);
   logits_host_ = dev.is_cpu() && dt == DType::f32 ? logits_ : Tensor::empty({rows_, cfg_.tgt_vocab_size}, DType::f32);
+  if (cfg_.final_logits_bias && logits_host_.raw() == logits_.raw())
+    pending_bias_ = model.parameter("final_logits_bias").data<float>();
   if (want_attention_) {
     weights_dev_ = Tensor::zeros({rows_, 1, src_.len}, DType::f32, dev);
     weights_host_ = dev.is_cpu() ? weights_dev_ : Tensor::zeros({rows_, 1, src_.len}, DType::f32);
@@ -68,8 +70,8 @@ float* DecodeSession::step(const int32_t* tokens, int64_t step) {
   if (cfg_.decoder_final_norm)
     ops::layer_norm(x_, nullptr, x_, nullptr, nullptr, model_.parameter("decoder.final_norm.gamma"),
                     model_.parameter("decoder.final_norm.beta"), cfg_.layer_norm_eps);
-  ops::linear(logits_, x_, model_.parameter("out_proj"),
-              cfg_.final_logits_bias ? &model_.parameter("final_logits_bias") : nullptr);
+  const bool bias_here = cfg_.final_logits_bias && !pending_bias_;
+  ops::linear(logits_, x_, model_.parameter("out_proj"), bias_here ? &model_.parameter("final_logits_bias") : nullptr);
   if (logits_host_.raw() != logits_.raw()) {
     if (logits_.dtype() == DType::f32) logits_host_.copy_from(logits_);
     else logits_host_.copy_from(logits_.to_dtype(DType::f32));
@@ -116,6 +118,14 @@ void DecodeSession::layer_step(int64_t i, int64_t step) {
   layers::sublayer_output(x_, proj, w.cross_out.bias, w.cross_attn_norm, cfg_);
 
   layers::feed_forward(x_, w.fc1, w.fc2, w.ffn_norm, cfg_, ws_);
+}
+
+void DecodeSession::finish_row(float* row) const {
+  if (!pending_bias_) return;
+  const float* bias = pending_bias_;
+  const int64_t V = vocab();
+#pragma omp simd
+  for (int64_t v = 0; v < V; ++v) row[v] += bias[v];  // as bias_act: x + bias, in float
 }
 
 const float* DecodeSession::attention() const {

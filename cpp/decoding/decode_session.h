@@ -24,8 +24,12 @@ class DecodeSession {
   int64_t max_src_len() const { return src_.len; }
 
   // Feeds tokens[r] at decoder position `step` (0 for the start token); returns the
-  // logits (rows, vocab) in host memory, valid until the next call.
+  // logits (rows, vocab) in host memory, valid until the next call. The output bias may
+  // still be missing: the search calls finish_row on each row it reads, first.
   float* step(const int32_t* tokens, int64_t step);
+  // Adds the output bias to one row of step()'s logits where step() left it out (on the
+  // CPU: the search's own first pass over the row adds it, saving a pass over all logits).
+  void finish_row(float* row) const;
   // Cross-attention weights of the last layer for the last step, (rows, max_src_len) host.
   const float* attention() const;
   // Beam reselection: row r continues the hypothesis of row parents[r] (caches up to `step`).
@@ -48,6 +52,7 @@ class DecodeSession {
   Tensor ids_, positions_, self_lengths_;    // int32 (rows, 1), (rows, 1), (rows)
   Tensor ids_host_, positions_host_, self_lengths_host_;
   Tensor logits_, logits_host_;              // (rows, V)
+  const float* pending_bias_ = nullptr;      // output bias finish_row adds, or nullptr
   Tensor weights_dev_, weights_host_;        // (rows, 1, src_len) float32
 };
 

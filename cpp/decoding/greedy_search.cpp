@@ -1,6 +1,8 @@
 // Greedy decoding and sampling, one hypothesis per source, as transformers' _sample:
 // the processors run on the raw logits, then argmax or a draw from their softmax.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "../ops/cpu_kernels.h"
 #include "random.h"
@@ -9,10 +11,20 @@
 namespace tformer::decoding {
 namespace {
 
+// First maximum, as torch.argmax: a vector max over chunks of 64, and a scalar look
+// only into the chunks that raise it.
 int32_t argmax(const float* x, int64_t n) {
   int64_t best = 0;
-  for (int64_t v = 1; v < n; ++v)
-    if (x[v] > x[best]) best = v;  // first maximum, as torch.argmax
+  constexpr int64_t kChunk = 64;
+  for (int64_t v = 0; v < n; v += kChunk) {
+    const int64_t len = std::min(kChunk, n - v);
+    float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+    for (int64_t i = 0; i < len; ++i) m = std::max(m, x[v + i]);
+    if (!(m > x[best]) && v > 0) continue;
+    for (int64_t i = (v == 0 ? 1 : 0); i < len; ++i)
+      if (x[v + i] > x[best]) best = v + i;
+  }
   return static_cast<int32_t>(best);
 }
 
@@ -61,6 +73,7 @@ std::vector<GenerationResult> greedy_search(const SearchInputs& in) {
         continue;
       }
       float* row = logits + b * V;
+      session.finish_row(row);
       RowContext ctx;
       ctx.history = history.data() + b * (L + 1);
       ctx.history_len = step + 1;

@@ -22,6 +22,8 @@ struct KernelTable {
   float (*logsumexp)(const float* x, int64_t n);                 // -inf when every x is -inf
   float (*exp_shifted)(float* x, int64_t n, float shift);        // x = exp(x - shift); returns the sum
   void (*gemm_short_a)(const GemmParams&);  // !trans_a, trans_b, few rows of A (decode steps)
+  void (*gemm_medium_a)(const GemmParams&);  // !trans_a, trans_b, 5..~128 rows; nullptr: none here
+  int64_t gemm_medium_max_rows;               // where OpenBLAS wins again (measured, bench_gemm.py)
   // Training (see the training section of backend.h).
   void (*layer_norm_backward)(const LayerNormBackwardParams&);
   void (*activation_backward)(const ActivationBackwardParams&);
@@ -35,6 +37,7 @@ struct KernelTable {
 };
 
 const KernelTable& kernels();
+constexpr int64_t kMediumGemmMaxRows = 256;  // gemm_medium_a takes at most this many rows
 
 #define TFORMER_DECLARE_CPU_KERNELS(isa_ns)            \
   namespace isa_ns {                                  \
@@ -46,6 +49,7 @@ const KernelTable& kernels();
   float logsumexp(const float* x, int64_t n);         \
   float exp_shifted(float* x, int64_t n, float shift); \
   void gemm_short_a(const GemmParams& p);             \
+  void gemm_medium_a(const GemmParams& p);            \
   void layer_norm_backward(const LayerNormBackwardParams& p); \
   void activation_backward(const ActivationBackwardParams& p); \
   void sum_rows(const SumRowsParams& p);              \

@@ -23,6 +23,13 @@ void sgemm(const GemmParams& p, int64_t m, int64_t n, const float* a, const floa
                     static_cast<int>(p.lda), b, static_cast<int>(p.ldb), p.beta, c, static_cast<int>(p.ldc));
 }
 
+// Row thresholds of the decode-step kernels; the variables exist for measurements
+// (bench/bench_gemm.py) and are read once.
+int64_t env_rows(const char* name, int64_t fallback) {
+  const char* env = std::getenv(name);
+  return env ? std::atoll(env) : fallback;
+}
+
 }  // namespace
 
 void gemm(const GemmParams& p) {
@@ -33,14 +40,19 @@ void gemm(const GemmParams& p) {
   const float* a = static_cast<const float*>(p.a);
   const float* b = static_cast<const float*>(p.b);
   float* c = static_cast<float*>(p.c);
-  // A decode step multiplies a few rows by a weight matrix: stream the weights once.
-  static const int64_t short_a_rows = [] {
-    const char* env = std::getenv("TFORMER_SHORT_GEMM_ROWS");
-    return env ? std::atoll(env) : int64_t{16};  // measured: OpenBLAS wins from 32 rows
-  }();
-  if (!p.trans_a && p.trans_b && p.m <= short_a_rows) {
-    kernels().gemm_short_a(p);
-    return;
+  // Decode steps multiply a few rows by a weight matrix (trans_b): our kernels read the
+  // weights in place, where OpenBLAS would pack all of them on every call.
+  static const int64_t short_a_rows = env_rows("TFORMER_SHORT_GEMM_ROWS", 4);
+  static const int64_t medium_a_rows = env_rows("TFORMER_MEDIUM_GEMM_ROWS", kernels().gemm_medium_max_rows);
+  if (!p.trans_a && p.trans_b) {
+    if (p.m <= short_a_rows) {
+      kernels().gemm_short_a(p);
+      return;
+    }
+    if (p.m <= std::min(medium_a_rows, kMediumGemmMaxRows) && kernels().gemm_medium_a) {
+      kernels().gemm_medium_a(p);
+      return;
+    }
   }
   const int threads = omp_get_max_threads();
   const double flops = 2.0 * p.m * p.n * p.k;
@@ -70,3 +82,23 @@ void gemm(const GemmParams& p) {
 }
 
 }  // namespace tformer::cpu
+
+// For tests/ops/test_gemm_kernels.py (through ctypes): the CPU gemm with explicit leading
+// dimensions, which the NumPy-facing ops.gemm (always contiguous) never passes. Returns 0,
+// or 1 when the gemm threw.
+extern "C" __attribute__((visibility("default"))) int tformer_test_cpu_sgemm(
+    int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+    const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  tformer::GemmParams p;
+  p.trans_a = trans_a != 0;
+  p.trans_b = trans_b != 0;
+  p.m = m, p.n = n, p.k = k;
+  p.alpha = alpha, p.beta = beta;
+  p.a = a, p.lda = lda, p.b = b, p.ldb = ldb, p.c = c, p.ldc = ldc;
+  try {
+    tformer::cpu::gemm(p);
+  } catch (...) {
+    return 1;
+  }
+  return 0;
+}

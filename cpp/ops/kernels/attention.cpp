@@ -179,6 +179,15 @@ void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, 
   }
 }
 
+// A decode step reads each query's keys and values from the KV cache (megabytes per
+// layer, out of cache), one head's slice of each position, positions a row apart: too
+// scattered for the hardware prefetcher, so the slice kAhead positions on is fetched
+// while this one is used (measured: bench/bench_decode.py (b)).
+constexpr int64_t kAhead = 4;
+inline void prefetch_row(const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(x + i);
+}
+
 // The keys query i of batch b may see: [0, visible_keys).
 inline int64_t visible_keys(const AttentionParams& p, int64_t b, int64_t i) {
   int64_t kv_end = p.kv_len;
@@ -197,6 +206,7 @@ inline float row_exp_scores(const AttentionParams& p, int64_t b, int64_t h, int6
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < kv_end; ++j) {
     const float* kj = k + j * p.k_row_stride;
+    if (j + kAhead < kv_end) prefetch_row(kj + kAhead * p.k_row_stride, D);
     float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
     for (int64_t d = 0; d < D; ++d) dot += q[d] * kj[d];
@@ -233,6 +243,7 @@ void attention_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, st
   for (int64_t j = 0; j < kv_end; ++j) {
     const float pj = scores[j] * inv;
     const float* vj = v + j * p.v_row_stride;
+    if (j + kAhead < kv_end) prefetch_row(vj + kAhead * p.v_row_stride, D);
 #pragma omp simd
     for (int64_t d = 0; d < D; ++d) o[d] += pj * vj[d];
   }

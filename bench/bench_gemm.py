@@ -1,0 +1,104 @@
+"""Decode-step GEMMs C = A @ W^T (W a row-major (n, k) Linear weight): tformer's
+medium-row kernel against OpenBLAS (and the short-row kernel), on the shapes of an
+opus-mt-sized model, to pick the row thresholds in cpp/ops/gemm.cpp.
+
+Each path runs in its own worker process (the paths are chosen by environment
+variables read once); the parent interleaves them shape by shape, repetition by
+repetition, and reports the MINIMUM time per path, which is what survives other load
+on shared cores. The timed call is the C++ gemm alone (TFORMER_PROFILE's "gemm"
+scope, mean over a burst of calls lasting ~3 ms, as its report has 0.1 ms resolution),
+not the numpy round trip.
+
+    python bench/bench_gemm.py [--threads 2] [--repeat 15] [--rows 16,24,32,48,64,96,128]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+PATHS = {
+    # name -> environment of the worker
+    "medium": {"TFORMER_SHORT_GEMM_ROWS": "0", "TFORMER_MEDIUM_GEMM_ROWS": "100000"},
+    "openblas": {"TFORMER_SHORT_GEMM_ROWS": "0", "TFORMER_MEDIUM_GEMM_ROWS": "0"},
+    "short": {"TFORMER_SHORT_GEMM_ROWS": "100000", "TFORMER_MEDIUM_GEMM_ROWS": "0"},
+}
+SHAPES = [(512, 512), (512, 1536), (512, 1024), (512, 2048), (2048, 512), (512, 59514)]  # (k, n)
+
+WORKER = r"""
+import json, sys, time
+import numpy as np
+import tformer
+from tformer import _core, ops
+tformer.set_num_threads(int(sys.argv[1]))
+rng = np.random.default_rng(0)
+assert _core.profile_report() is not None
+weights = {}
+for line in sys.stdin:
+    m, k, n, reps = map(int, line.split())
+    if (k, n) not in weights:
+        weights[(k, n)] = rng.standard_normal((n, k)).astype(np.float32)
+    w = weights[(k, n)]
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    _core.profile_reset()
+    t0 = time.thread_time()
+    for _ in range(reps):
+        ops.gemm(a, w, trans_b=True)
+    cpu = time.thread_time() - t0
+    line = _core.profile_report().split()  # "gemm  12.3 ms  N calls ..."
+    print(json.dumps([float(line[1]) * 1e-3 / reps, cpu / reps]), flush=True)
+"""
+
+
+def start(name, threads):
+    env = dict(os.environ, TFORMER_PROFILE="1", OMP_NUM_THREADS=str(threads), **PATHS[name])
+    return subprocess.Popen([sys.executable, "-c", WORKER, str(threads)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=15, help="interleaved rounds per shape")
+    ap.add_argument("--rows", default="16,24,32,48,64,96,128")
+    ap.add_argument("--paths", default="medium,openblas")
+    ap.add_argument("--shapes", default=None, help="k:n,k:n,... (default: the opus-mt decoder shapes)")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    shapes = SHAPES if not args.shapes else [tuple(map(int, s.split(":"))) for s in args.shapes.split(",")]
+    names = args.paths.split(",")
+    workers = {n: start(n, args.threads) for n in names}
+    results = []
+    clock = "thread CPU time" if args.threads == 1 else "wall time"
+    print(f"{args.threads} threads; min {clock} over {args.repeat} interleaved rounds; GFLOP/s from it")
+    print(f"{'m':>4} {'k':>5} {'n':>6}  " + "  ".join(f"{n:>18}" for n in names))
+    for k, n in shapes:
+        for m in map(int, args.rows.split(",")):
+            best = {name: float("inf") for name in names}
+            flops = 2.0 * m * n * k
+            reps = max(1, min(100, int(3e-3 / (flops / 2e11)) + 1))  # a window of ~3 ms: 0.1 ms resolution
+            for _ in range(args.repeat):
+                for name, w in workers.items():
+                    w.stdin.write(f"{m} {k} {n} {reps}\n")
+                    w.stdin.flush()
+                    wall, cpu = json.loads(w.stdout.readline())
+                    # One thread runs in the worker's own thread: its CPU time is the
+                    # least load-sensitive clock. With more threads, the gemm's wall time.
+                    best[name] = min(best[name], cpu if args.threads == 1 else wall)
+            cells = "  ".join(f"{best[x] * 1e3:8.3f} ms {flops / best[x] / 1e9:5.0f} GF" for x in names)
+            print(f"{m:4d} {k:5d} {n:6d}  {cells}", flush=True)
+            results.append({"m": m, "k": k, "n": n, **{x: best[x] for x in names}})
+    for w in workers.values():
+        w.stdin.close()
+        w.wait()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
