@@ -79,8 +79,8 @@ def test_missing_cublas_names_library_and_extra(tmp_path):
     if system_has_cublas():
         pytest.skip("this machine's system library path has cuBLAS, so it cannot be hidden")
     copy_package(tmp_path)
-    out = run_copy(tmp_path, f"import tformer; assert tformer.__file__.startswith({str(tmp_path)!r})\n"
-                             + ASK_FOR_CUDA)
+    out = run_copy(tmp_path, textwrap.dedent(ASK_FOR_CUDA)
+                   + f"assert tformer.__file__.startswith({str(tmp_path)!r}), tformer.__file__\n")
     major = cuda_major()
     assert "RuntimeError:" in out, out
     assert f"libcublas.so.{major}" in out and f"libcublasLt.so.{major}" in out, out

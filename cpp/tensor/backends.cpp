@@ -1,7 +1,9 @@
 #include "tformer/backends.h"
 
 #include <dlfcn.h>
+#include <limits.h>
 #include <link.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <memory>
@@ -75,8 +77,10 @@ std::string needed_libraries() {
 std::string load_cublas(const std::string& own_dir) {
   std::string wheel_dir;
   for (const std::string& dir : {cat(own_dir, "/../nvidia/cu", kCudaMajor, "/lib"), own_dir + "/../nvidia/cublas/lib"}) {
-    if (file_exists(dir + "/" + kCublasLibs[0]) && file_exists(dir + "/" + kCublasLibs[1])) {
-      wheel_dir = dir;
+    char resolved[PATH_MAX];
+    if (file_exists(dir + "/" + kCublasLibs[0]) && file_exists(dir + "/" + kCublasLibs[1]) &&
+        realpath(dir.c_str(), resolved) != nullptr) {
+      wheel_dir = resolved;
       break;
     }
   }
