@@ -5,7 +5,8 @@ which has auditwheel and pyelftools):
 
 * `auditwheel show`: the symbol versions allow a manylinux_2_* tag, and every library
   outside the manylinux policy is one that a pip dependency of the wheel provides:
-  libscipy_openblas.so (scipy-openblas32) and cuBLAS (nvidia-cublas, the [cuda] extra).
+  libscipy_openblas.so (scipy-openblas32) and cuBLAS (nvidia-cublas, the [cuda] extra,
+  pinned to the major version libtformer_cuda.so links).
   These are excluded from `auditwheel repair` on purpose, so `auditwheel show` gives the
   overall tag linux_x86_64 for exactly these and nothing else.
 * libgomp (the OpenMP runtime) is vendored in tformer.libs/.
@@ -22,6 +23,7 @@ import zipfile
 
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from packaging.requirements import Requirement
 
 
 def fail(message):
@@ -48,17 +50,23 @@ def main(wheel):
                         for tag in section.iter_tags():
                             if tag.entry.d_tag in ("DT_RPATH", "DT_RUNPATH"):
                                 rpaths[name] = getattr(tag, "rpath", None) or tag.runpath
-    requires = " | ".join(metadata.get_all("Requires-Dist") or [])
+    requirements = [Requirement(r) for r in metadata.get_all("Requires-Dist") or []]
 
-    provided_by = {r"libscipy_openblas\.so": r"scipy-openblas32",
-                   r"libcublas(Lt)?\.so\.(\d+)": r"nvidia-cublas.*extra == .cuda."}
     for lib in show["external_libs"]:
-        pattern = next((p for p in provided_by if re.fullmatch(p, lib)), None)
-        if pattern is None:
+        cublas = re.fullmatch(r"libcublas(Lt)?\.so\.(\d+)", lib)
+        if lib == "libscipy_openblas.so":
+            wanted = [r for r in requirements if r.name == "scipy-openblas32" and not r.marker]
+        elif cublas:  # the [cuda] extra must pin the cuBLAS major the backend was linked with
+            major = int(cublas.group(2))
+            wanted = [r for r in requirements if r.name.startswith("nvidia-cublas") and r.marker
+                      and r.marker.evaluate({"extra": "cuda"}) and f"{major}.0" in r.specifier
+                      and f"{major}.99" in r.specifier and f"{major + 1}.0" not in r.specifier
+                      and f"{major - 1}.99" not in r.specifier]
+        else:
             fail(f"{lib} is neither vendored, nor allowed by the manylinux policy, nor a pip dependency")
-        if not re.search(provided_by[pattern], requires):
-            fail(f"{lib} is left to a pip dependency ({provided_by[pattern]}) that the wheel does not declare: "
-                 f"{requires}")
+        if not wanted:
+            fail(f"{lib} is left to a pip dependency that the wheel does not declare (or pins to another "
+                 f"version): {[str(r) for r in requirements]}")
     if not any(re.fullmatch(r"tformer\.libs/libgomp-[0-9a-f]+\.so[.0-9]*", n) for n in names):
         fail("libgomp is not vendored in tformer.libs/")
     for name, rpath in rpaths.items():
