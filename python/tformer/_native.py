@@ -6,19 +6,30 @@ where pip put the two packages. Nothing here touches CUDA: libtformer_cuda.so an
 cuBLAS are loaded by the core only when a CUDA device is asked for.
 """
 import ctypes
+import importlib.util
 import json
 import os
 
-blas_library = None  # the libscipy_openblas.so loaded, for build_info()
-try:
-    import scipy_openblas32 as _openblas
 
-    _lib = os.path.join(_openblas.get_lib_dir(), "libscipy_openblas.so")
-    if os.path.exists(_lib):
-        ctypes.CDLL(_lib, mode=ctypes.RTLD_GLOBAL)
-        blas_library = _lib
-except ImportError:  # pragma: no cover - a dependency; _core's RPATH may still find it
-    pass
+
+def _openblas_path():
+    # The package's lib/ (what its get_lib_dir() returns), found without running its
+    # __init__, which reads its version through importlib.metadata: ~50 ms of start-up.
+    spec = importlib.util.find_spec("scipy_openblas32")
+    if spec is None:  # pragma: no cover - a dependency; _core's RPATH may still find it
+        return None
+    for directory in spec.submodule_search_locations or []:
+        path = os.path.join(directory, "lib", "libscipy_openblas.so")
+        if os.path.exists(path):
+            return path
+    import scipy_openblas32  # pragma: no cover - another layout: ask the package
+
+    return os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so")  # pragma: no cover
+
+
+blas_library = _openblas_path()  # the libscipy_openblas.so loaded, for build_info()
+if blas_library is not None:
+    ctypes.CDLL(blas_library, mode=ctypes.RTLD_GLOBAL)
 
 from . import _core  # noqa: E402
 
