@@ -27,9 +27,27 @@ def _openblas_path():
     return os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so")  # pragma: no cover
 
 
+def _load_single_threaded(path):
+    # tformer runs OpenBLAS on one thread inside each OpenMP thread (cpp/ops/gemm.cpp), so
+    # its own pool of spinning threads would only cost CPU: ~100 ms at import on 2 cores.
+    # OPENBLAS_NUM_THREADS is read once, as the library loads; numpy (imported first, for
+    # its own OpenBLAS) and everything loaded later see the user's setting again.
+    import numpy  # noqa: F401
+
+    saved = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    finally:
+        if saved is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = saved
+
+
 blas_library = _openblas_path()  # the libscipy_openblas.so loaded, for build_info()
 if blas_library is not None:
-    ctypes.CDLL(blas_library, mode=ctypes.RTLD_GLOBAL)
+    _load_single_threaded(blas_library)
 
 from . import _core  # noqa: E402
 
