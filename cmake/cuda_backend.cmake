@@ -16,7 +16,12 @@ get_filename_component(_tformer_root "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
 
 set(TFORMER_CUDA_ARCHS "80;86;89;90" CACHE STRING
   "CUDA architectures of libtformer_cuda (machine code for each; PTX for the last too)")
+option(TFORMER_CUDA_PORTABLE_RPATH "Give libtformer_cuda.so only the relative install RPATH in the build tree too (cmake/cuda_standalone: it is packaged as built)" OFF)
 option(TFORMER_CUDA_VERBOSE_PTXAS "Print the ptxas resource report (-Xptxas=-v)" OFF)
+set(TFORMER_CUDA_COMPRESS "size" CACHE STRING
+  "Fatbin compression, nvcc --compress-mode: size, speed, balance, default or none")
+set_property(CACHE TFORMER_CUDA_COMPRESS PROPERTY STRINGS size speed balance default none)
+include("${CMAKE_CURRENT_LIST_DIR}/cuda_sources_hash.cmake")
 
 macro(_tformer_cuda_skip what how)
   if(TFORMER_CUDA STREQUAL "ON")
@@ -107,6 +112,10 @@ if(NOT TFORMER_CUBLAS_LIB)
   return()
 endif()
 get_filename_component(TFORMER_CUBLAS_LIBDIR "${TFORMER_CUBLAS_LIB}" DIRECTORY)
+# cuBLAS's own version (e.g. 13.1.0), for build_info() and the messages of the core.
+file(STRINGS "${TFORMER_CUBLAS_INCLUDE}/cublas_api.h" _tformer_cublas_ver REGEX "^#define CUBLAS_VER_(MAJOR|MINOR|PATCH) ")
+string(REGEX REPLACE ".*MAJOR ([0-9]+).*MINOR ([0-9]+).*PATCH ([0-9]+).*" "\\1.\\2.\\3" TFORMER_CUBLAS_VERSION "${_tformer_cublas_ver}")
+set(TFORMER_CUDA_MAJOR "${_tformer_cuda_major}")
 message(STATUS "tformer: CUDA ${CMAKE_CUDA_COMPILER_VERSION}, archs ${CMAKE_CUDA_ARCHITECTURES}, cuBLAS ${TFORMER_CUBLAS_LIB}")
 
 # ---------------------------------------------------------------- the library
@@ -119,6 +128,9 @@ target_compile_features(tformer_cuda PRIVATE cxx_std_17 cuda_std_17)
 target_compile_options(tformer_cuda PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:-lineinfo --expt-relaxed-constexpr -Xcompiler=-Wall,-Wextra,-Wno-unused-parameter>
   $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+if(NOT TFORMER_CUDA_COMPRESS STREQUAL "default")
+  target_compile_options(tformer_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--compress-mode=${TFORMER_CUDA_COMPRESS}>)
+endif()
 if(TFORMER_CUDA_VERBOSE_PTXAS)
   target_compile_options(tformer_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xptxas=-v>)
 endif()
@@ -138,8 +150,27 @@ set_target_properties(tformer_cuda PROPERTIES
   CUDA_VISIBILITY_PRESET hidden
   VISIBILITY_INLINES_HIDDEN ON
   LINK_DEPENDS "${_tformer_root}/cuda/exports.map"
-  INSTALL_RPATH "$ORIGIN/../nvidia/cu13/lib;$ORIGIN/../nvidia/cublas/lib;${TFORMER_CUBLAS_LIBDIR}"
-  BUILD_WITH_INSTALL_RPATH ON)
+  # Installed: the nvidia-cublas wheel beside the package (the core also loads cuBLAS
+  # itself before this library, see cpp/tensor/backends.cpp); in the build tree, also
+  # the cuBLAS found here, unless the library is to be packaged as built.
+  INSTALL_RPATH "$ORIGIN/../nvidia/cu${_tformer_cuda_major}/lib;$ORIGIN/../nvidia/cublas/lib"
+  BUILD_RPATH "${TFORMER_CUBLAS_LIBDIR}"
+  BUILD_WITH_INSTALL_RPATH ${TFORMER_CUDA_PORTABLE_RPATH})
 install(TARGETS tformer_cuda LIBRARY DESTINATION tformer)
+
+# What the library was built with, next to it: build_info() reads it without loading
+# CUDA, and a wheel build given TFORMER_CUDA_PREBUILT (cmake/cuda_prebuilt.cmake)
+# checks the sources against it.
+tformer_cuda_sources_hash(_tformer_sources_sha256)
+set(TFORMER_CUDA_BUILD_JSON "${CMAKE_CURRENT_BINARY_DIR}/tformer_cuda_build.json")
+file(WRITE "${TFORMER_CUDA_BUILD_JSON}" "{
+  \"cuda_version\": \"${CMAKE_CUDA_COMPILER_VERSION}\",
+  \"cuda_major\": ${TFORMER_CUDA_MAJOR},
+  \"cublas_version\": \"${TFORMER_CUBLAS_VERSION}\",
+  \"archs\": \"${CMAKE_CUDA_ARCHITECTURES}\",
+  \"fatbin_compression\": \"${TFORMER_CUDA_COMPRESS}\",
+  \"sources_sha256\": \"${_tformer_sources_sha256}\"
+}
+")
 
 set(TFORMER_WITH_CUDA ON)

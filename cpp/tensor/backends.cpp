@@ -1,12 +1,24 @@
 #include "tformer/backends.h"
 
 #include <dlfcn.h>
+#include <limits.h>
+#include <link.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <memory>
 #include <mutex>
 #include <string>
 
 #include "tformer/errors.h"
+
+// Set by CMake from the CUDA build (cmake/cuda_backend.cmake); unused without one.
+#ifndef TFORMER_CUDA_MAJOR
+#define TFORMER_CUDA_MAJOR 13
+#endif
+#ifndef TFORMER_CUBLAS_VERSION
+#define TFORMER_CUBLAS_VERSION "13"
+#endif
 
 namespace tformer {
 
@@ -18,7 +30,6 @@ struct CudaLoad {
   std::once_flag once;
   Backend* backend = nullptr;
   std::string error;
-  bool library_found = false;
 };
 
 CudaLoad& cuda_load() {
@@ -35,25 +46,79 @@ std::string own_directory() {
   return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
 }
 
-void load_cuda_backend(CudaLoad& s) {
-  const std::string path = own_directory() + "/libtformer_cuda.so";
-  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    const char* why = dlerror();
-    std::string msg = why ? why : "unknown error";
-    s.library_found = msg.find("No such file") == std::string::npos ||
-                      msg.find("libtformer_cuda.so") == std::string::npos;
-    if (!s.library_found) {
-      s.error = "this tformer build has no CUDA backend (libtformer_cuda.so was not built; "
-                "rebuild with nvcc and cuBLAS present, or -DTFORMER_CUDA=ON)";
-    } else {
-      s.error = cat("the CUDA backend could not be loaded: ", msg,
-                    ". Install the CUDA libraries with: pip install \"tformer[cuda]\" "
-                    "(nvidia-cublas for CUDA 13)");
+bool file_exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
+
+// The file a dlopen handle was loaded from (for messages).
+std::string loaded_path(void* handle) {
+  link_map* map = nullptr;
+  if (dlinfo(handle, RTLD_DI_LINKMAP, &map) != 0 || map == nullptr || map->l_name == nullptr) return "?";
+  return map->l_name;
+}
+
+#define TFORMER_STR2(x) #x
+#define TFORMER_STR(x) TFORMER_STR2(x)
+
+// cuBLAS, the one CUDA library that libtformer_cuda.so links dynamically (cudart is
+// static in it). libcublasLt comes first: libcublas needs it.
+constexpr const char* kCudaMajor = TFORMER_STR(TFORMER_CUDA_MAJOR);
+const std::string kCublasLibs[] = {std::string("libcublasLt.so.") + kCudaMajor,
+                                   std::string("libcublas.so.") + kCudaMajor};
+const std::string kInstallHint = "install them with: pip install \"tformer[cuda]\"";
+
+std::string needed_libraries() {
+  return cat(kCublasLibs[1], " and ", kCublasLibs[0], " (cuBLAS ", kCudaMajor, ".x, built with ",
+             TFORMER_CUBLAS_VERSION, ")");
+}
+
+// Loads cuBLAS before libtformer_cuda.so, so that its NEEDED entries resolve to these
+// copies: first from the nvidia-cublas wheel next to our package (site-packages/nvidia/
+// cu13/lib; nvidia/cublas/lib is the CUDA 12 wheels' layout), else from the system
+// library path (LD_LIBRARY_PATH, ldconfig). Empty on success, else the error message.
+std::string load_cublas(const std::string& own_dir) {
+  std::string wheel_dir;
+  for (const std::string& dir : {cat(own_dir, "/../nvidia/cu", kCudaMajor, "/lib"), own_dir + "/../nvidia/cublas/lib"}) {
+    char resolved[PATH_MAX];
+    if (file_exists(dir + "/" + kCublasLibs[0]) && file_exists(dir + "/" + kCublasLibs[1]) &&
+        realpath(dir.c_str(), resolved) != nullptr) {
+      wheel_dir = resolved;
+      break;
     }
+  }
+  for (const std::string& lib : kCublasLibs) {
+    const std::string path = wheel_dir.empty() ? lib : wheel_dir + "/" + lib;
+    if (dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL) != nullptr) continue;
+    const char* why = dlerror();
+    const std::string reason = why ? why : "unknown error";
+    if (wheel_dir.empty() && reason.find("cannot open shared object file") != std::string::npos)
+      return cat("device=\"cuda\" needs ", needed_libraries(), ", and ", lib,
+                 " was not found (neither the nvidia-cublas wheel nor the system library path has it); ",
+                 kInstallHint);
+    return cat("device=\"cuda\" needs ", needed_libraries(), ", but ", path, " could not be loaded: ", reason,
+               "; ", kInstallHint);
+  }
+  return "";
+}
+
+void load_cuda_backend(CudaLoad& s) {
+  const std::string own_dir = own_directory();
+  const std::string path = own_dir + "/libtformer_cuda.so";
+  if (!cuda_backend_built() || !file_exists(path)) {
+    s.error = "this tformer build has no CUDA backend (libtformer_cuda.so was not built; install a tformer "
+              "wheel built with CUDA, or build from source with nvcc and cuBLAS present: TFORMER_CUDA=ON)";
     return;
   }
-  s.library_found = true;
+  s.error = load_cublas(own_dir);
+  if (!s.error.empty()) return;
+  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    // cuBLAS loaded, so what is left is a cuBLAS older than ours (a missing symbol) or a damaged file.
+    const char* why = dlerror();
+    void* cublas = dlopen(kCublasLibs[1].c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    s.error = cat("the CUDA backend could not be loaded: ", why ? why : "unknown error", " (cuBLAS from ",
+                  cublas ? loaded_path(cublas) : std::string("?"), "; tformer needs ", needed_libraries(),
+                  "); ", kInstallHint);
+    return;
+  }
   auto factory = reinterpret_cast<tformer_backend_factory_fn>(dlsym(lib, TFORMER_CUDA_BACKEND_SYMBOL));
   if (!factory) {
     s.error = cat("libtformer_cuda.so has no symbol ", TFORMER_CUDA_BACKEND_SYMBOL);

@@ -4,7 +4,7 @@
     >>> model = tformer.from_huggingface("path/to/opus-mt-fr-en")
     >>> logits = model.forward([[432, 11, 0]], [[59513]])
 """
-from ._native import _core
+from ._native import _core, blas_library as _blas_library, cuda_build as _cuda_build
 from .config import TransformerConfig
 from .convert.huggingface import from_huggingface
 from .model import Transformer
@@ -25,12 +25,21 @@ def cuda_available() -> bool:
 
 
 def build_info() -> dict:
-    """What this build contains and what it finds at run time."""
+    """What this build contains and what it finds at run time.
+
+    cuda_build: the CUDA and cuBLAS versions libtformer_cuda.so was built with and the
+    GPU architectures it has code for (sm_XY: machine code, compute_XY: PTX), or None.
+    blas_threads: matrix products are split over tformer's OpenMP pool (OpenBLAS itself
+    runs single-threaded inside each part), so it equals num_threads.
+    """
     info = {
         "version": __version__,
         "cuda": _core.cuda_backend_built(),
+        "cuda_build": _cuda_build(),
         "cuda_available": _core.cuda_available(),
         "blas": _core.blas_info(),
+        "blas_library": _blas_library,
+        "blas_threads": _core.get_num_threads(),
         "num_threads": _core.get_num_threads(),
     }
     if info["cuda_available"]:
