@@ -35,7 +35,7 @@ for check in check_backend check_training; do
   grep -E "^FAIL" "$OUT/$check.log" | head -20
 done
 
-timeout 270 python3 -m pytest -q -x --no-header -p no:cacheprovider tests >"$OUT/pytest.log" 2>&1
+timeout 270 python3 -m pytest -q --maxfail=25 --no-header -p no:cacheprovider tests >"$OUT/pytest.log" 2>&1
 echo "pytest exit $?: $(tail -1 "$OUT/pytest.log")"
 grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20
 
