@@ -63,6 +63,27 @@ __device__ __forceinline__ bool visible(const AttentionParams& p, int64_t i, int
   return j < kv_end && (!p.causal || j <= i + p.causal_offset);
 }
 
+// What both main kernels read of one (batch, head): its column block of q/k/v/dO, its
+// rows of lse and delta, and how many keys its length mask leaves.
+template <typename T>
+struct HeadView {
+  const T *q, *k, *v, *dout;
+  const float *lse, *delta;
+  int64_t kv_end;
+
+  __device__ __forceinline__ HeadView(const AttentionBackwardParams& bp, const float* delta_all, int64_t b,
+                                      int64_t h) {
+    const AttentionParams& p = bp.fwd;
+    q = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.head_dim;
+    k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.head_dim;
+    v = static_cast<const T*>(p.v) + b * p.v_batch_stride + h * p.head_dim;
+    dout = static_cast<const T*>(bp.dout) + b * bp.dout_batch_stride + h * p.head_dim;
+    lse = bp.lse + (b * p.heads + h) * p.q_len;
+    delta = delta_all + (b * p.heads + h) * p.q_len;
+    kv_end = visible_keys(p, b);
+  }
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------- kernels
@@ -98,13 +119,10 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dkdv_kernel(const Atten
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t b = blockIdx.z, h = blockIdx.y, k0 = int64_t(blockIdx.x) * kTile;
   const int head_dim = static_cast<int>(p.head_dim);
-  const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.head_dim;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.head_dim;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + h * p.head_dim;
-  const T* dout = static_cast<const T*>(bp.dout) + b * bp.dout_batch_stride + h * p.head_dim;
-  const float* lse = bp.lse + (b * p.heads + h) * p.q_len;
-  const float* delta_bh = delta + (b * p.heads + h) * p.q_len;
-  const int64_t kv_end = visible_keys(p, b);
+  const HeadView<T> view(bp, delta, b, h);
+  const T *q = view.q, *k = view.k, *v = view.v, *dout = view.dout;
+  const float *lse = view.lse, *delta_bh = view.delta;
+  const int64_t kv_end = view.kv_end;
 
   // The block's keys and values, zeros past the visible keys and past head_dim.
   for (int idx = tid; idx < kTile * D; idx += kThreads) {
@@ -230,13 +248,10 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dq_kernel(const Attenti
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kTile;
   const int head_dim = static_cast<int>(p.head_dim);
-  const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.head_dim;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.head_dim;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + h * p.head_dim;
-  const T* dout = static_cast<const T*>(bp.dout) + b * bp.dout_batch_stride + h * p.head_dim;
-  const float* lse = bp.lse + (b * p.heads + h) * p.q_len;
-  const float* delta_bh = delta + (b * p.heads + h) * p.q_len;
-  const int64_t kv_end = visible_keys(p, b);
+  const HeadView<T> view(bp, delta, b, h);
+  const T *q = view.q, *k = view.k, *v = view.v, *dout = view.dout;
+  const float *lse = view.lse, *delta_bh = view.delta;
+  const int64_t kv_end = view.kv_end;
 
   for (int idx = tid; idx < kTile * D; idx += kThreads) {
     const int i = idx / D, d = idx % D;
