@@ -191,10 +191,21 @@ class ProcessGroup:
                                            f"(WORLD_SIZE={self.world_size}: were {self.world_size} processes started?)")
                 time.sleep(0.05)
             other = int(self._store.get(key))
+            if self.rank != 0:  # rank 0 hosts the store: it must not exit before this read
+                self._store.set(self._key(f"world/read/{self.rank}"), "1")
+            elif other != self.world_size:
+                self._wait_until_read(r)
             if other != self.world_size:
                 raise DistributedError(f"rank {self.rank}: rank {r} was started with world size {other}, rank "
                                        f"{self.rank} with {self.world_size}: every process must get the same "
                                        "WORLD_SIZE")
+
+    def _wait_until_read(self, r, seconds=10.0):
+        """Rank 0 is about to fail start-up because of rank r: give r (bounded) time to read
+        rank 0's world size, so that it reports the mismatch too, not a vanished store."""
+        deadline = time.time() + min(seconds, self.timeout)
+        while time.time() < deadline and not self._store.check([self._key(f"world/read/{r}")]):
+            time.sleep(0.05)
 
     def _heartbeat(self):
         while not self._stop.wait(HEARTBEAT_SECONDS):
