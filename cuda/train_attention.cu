@@ -84,6 +84,22 @@ struct HeadView {
   }
 };
 
+// Rows [r0, r0 + kTile) of two same-shaped head slices a and b (row strides sa, sb) into
+// shared memory as float, zeros past row_end and past head_dim: row-major (kTile, D), or
+// transposed (D, kPitch) for the streamed tiles read at [d][lane-indexed row].
+template <int D, bool Transposed, typename T>
+__device__ __forceinline__ void load_tile_pair(float* a_s, float* b_s, const T* a, int64_t sa, const T* b, int64_t sb,
+                                               int64_t r0, int64_t row_end, int head_dim) {
+  for (int idx = threadIdx.x; idx < kTile * D; idx += kThreads) {
+    const int r = idx / D, d = idx % D;
+    const int64_t row = r0 + r;
+    const bool valid = row < row_end && d < head_dim;
+    const int at = Transposed ? d * kPitch + r : idx;
+    a_s[at] = valid ? to_float(a[row * sa + d]) : 0.0f;
+    b_s[at] = valid ? to_float(b[row * sb + d]) : 0.0f;
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- kernels
@@ -125,13 +141,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dkdv_kernel(const Atten
   const int64_t kv_end = view.kv_end;
 
   // The block's keys and values, zeros past the visible keys and past head_dim.
-  for (int idx = tid; idx < kTile * D; idx += kThreads) {
-    const int j = idx / D, d = idx % D;
-    const int64_t key = k0 + j;
-    const bool valid = key < kv_end && d < head_dim;
-    k_s[idx] = valid ? to_float(k[key * p.k_row_stride + d]) : 0.0f;
-    v_s[idx] = valid ? to_float(v[key * p.v_row_stride + d]) : 0.0f;
-  }
+  load_tile_pair<D, false>(k_s, v_s, k, p.k_row_stride, v, p.v_row_stride, k0, kv_end, head_dim);
 
   // Query tiles that can see a key of the block: from the first that sees key k0 (causal).
   int64_t q_begin = 0;
@@ -150,13 +160,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dkdv_kernel(const Atten
 
   for (int64_t q0 = q_begin; q0 < p.q_len; q0 += kTile) {
     __syncthreads();  // K / V staged; every warp is done with the previous query tile
-    for (int idx = tid; idx < kTile * D; idx += kThreads) {
-      const int i = idx / D, d = idx % D;
-      const int64_t row = q0 + i;
-      const bool valid = row < p.q_len && d < head_dim;
-      q_t[d * kPitch + i] = valid ? to_float(q[row * p.q_row_stride + d]) : 0.0f;
-      do_t[d * kPitch + i] = valid ? to_float(dout[row * bp.dout_row_stride + d]) : 0.0f;
-    }
+    load_tile_pair<D, true>(q_t, do_t, q, p.q_row_stride, dout, bp.dout_row_stride, q0, p.q_len, head_dim);
     __syncthreads();
 
     // Warp-uniform skips: the warp's keys are all past kv_end, or all in the future of
@@ -253,13 +257,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dq_kernel(const Attenti
   const float *lse = view.lse, *delta_bh = view.delta;
   const int64_t kv_end = view.kv_end;
 
-  for (int idx = tid; idx < kTile * D; idx += kThreads) {
-    const int i = idx / D, d = idx % D;
-    const int64_t row = q0 + i;
-    const bool valid = row < p.q_len && d < head_dim;
-    q_s[idx] = valid ? to_float(q[row * p.q_row_stride + d]) : 0.0f;
-    do_s[idx] = valid ? to_float(dout[row * bp.dout_row_stride + d]) : 0.0f;
-  }
+  load_tile_pair<D, false>(q_s, do_s, q, p.q_row_stride, dout, bp.dout_row_stride, q0, p.q_len, head_dim);
 
   // Keys any query of the block can see: [0, kv_stop).
   int64_t kv_stop = kv_end;
@@ -281,13 +279,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dq_kernel(const Attenti
 
   for (int64_t k0 = 0; k0 < kv_stop; k0 += kTile) {
     __syncthreads();  // Q / dO staged; every warp is done with the previous key tile
-    for (int idx = tid; idx < kTile * D; idx += kThreads) {
-      const int j = idx / D, d = idx % D;
-      const int64_t key = k0 + j;
-      const bool valid = key < kv_end && d < head_dim;
-      k_t[d * kPitch + j] = valid ? to_float(k[key * p.k_row_stride + d]) : 0.0f;
-      v_t[d * kPitch + j] = valid ? to_float(v[key * p.v_row_stride + d]) : 0.0f;
-    }
+    load_tile_pair<D, true>(k_t, v_t, k, p.k_row_stride, v, p.v_row_stride, k0, kv_end, head_dim);
     __syncthreads();
 
     if (row0 >= p.q_len) continue;  // warp-uniform skips, as in the dK/dV kernel
