@@ -11,6 +11,7 @@
 #include <string>
 
 #include "../cpp/decoding/random.h"
+#include "tformer/adamw_factors.h"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "ops.h"
@@ -81,13 +82,6 @@ __global__ void __launch_bounds__(kThreads)
     out[i] = u >= p.p ? from_float<T>(to_float(x[i]) * scale) : from_float<T>(0.0f);
   }
 }
-
-// The scalar factors of one AdamW step, computed in double on the host and rounded to
-// float once (cpp/ops/kernels/adamw.cpp's Factors, field for field).
-struct AdamWFactors {
-  float gs, decay, w1, one_minus_w1, b2, w2, step_size, bc2_sqrt, eps;
-  bool decayed, small_w1;
-};
 
 // The CPU kernel's expression order, with explicitly rounded operations: no FMA
 // contraction, so the float results are those of the CPU's separate multiplies and adds.
@@ -169,20 +163,7 @@ void dropout(const DropoutParams& p, cudaStream_t stream) {
 
 void adamw(const AdamWParams& p, cudaStream_t stream) {
   if (p.n <= 0) return;
-  const double step = static_cast<double>(p.step);
-  AdamWFactors f;
-  f.gs = p.grad_scale;
-  f.decayed = p.weight_decay != 0.0;
-  f.decay = static_cast<float>(1.0 - p.lr * p.weight_decay);
-  f.w1 = static_cast<float>(1.0 - p.beta1);
-  f.small_w1 = std::fabs(f.w1) < 0.5f;
-  f.one_minus_w1 = 1.0f - f.w1;
-  f.b2 = static_cast<float>(p.beta2);
-  f.w2 = static_cast<float>(1.0 - p.beta2);
-  f.step_size = static_cast<float>(p.lr / (1.0 - std::pow(p.beta1, step)));
-  f.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(p.beta2, step)));
-  f.eps = static_cast<float>(p.eps);
-  adamw_kernel<<<grid_for(p.n), kThreads, 0, stream>>>(p, f);
+  adamw_kernel<<<grid_for(p.n), kThreads, 0, stream>>>(p, adamw_factors(p));
   TFORMER_CUDA_CHECK_LAUNCH("adamw_kernel");
 }
 

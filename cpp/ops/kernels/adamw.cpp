@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "../cpu_kernels.h"
+#include "tformer/adamw_factors.h"
 
 namespace tformer::cpu::TFORMER_CPU_ISA {
 namespace {
@@ -49,15 +50,10 @@ inline Vec vsqrt(Vec v) { return std::sqrt(v); }
 inline Vec vset(float x) { return x; }
 #endif
 
-struct Factors {
-  float gs, decay, w1, one_minus_w1, b2, w2, step_size, bc2_sqrt, eps;
-  bool decayed, small_w1;
-};
-
 // The update of one element (float) or one vector of them (GCC's vector types take the
 // same operators), so both paths round the same way.
 template <typename T, typename Sqrt>
-inline void update(T& param, T& m, T& v, T grad, const Factors& f, Sqrt sqrt) {
+inline void update(T& param, T& m, T& v, T grad, const AdamWFactors& f, Sqrt sqrt) {
   auto c = [](float x) { return T{} + x; };  // broadcast (a no-op for float)
   const T g = grad * c(f.gs);
   const T w = f.decayed ? param * c(f.decay) : param;
@@ -67,7 +63,7 @@ inline void update(T& param, T& m, T& v, T grad, const Factors& f, Sqrt sqrt) {
   param = w + c(-f.step_size) * m / (sqrt(v) / c(f.bc2_sqrt) + c(f.eps));
 }
 
-void adamw_range(const AdamWParams& p, const Factors& f, int64_t i0, int64_t i1) {
+void adamw_range(const AdamWParams& p, const AdamWFactors& f, int64_t i0, int64_t i1) {
   int64_t i = i0;
   for (; i + kLanes <= i1; i += kLanes) {
     Vec param = vload(p.param + i), m = vload(p.m + i), v = vload(p.v + i);
@@ -82,19 +78,7 @@ void adamw_range(const AdamWParams& p, const Factors& f, int64_t i0, int64_t i1)
 }  // namespace
 
 void adamw(const AdamWParams& p) {
-  const double step = static_cast<double>(p.step);
-  Factors f;
-  f.gs = p.grad_scale;
-  f.decayed = p.weight_decay != 0.0;
-  f.decay = static_cast<float>(1.0 - p.lr * p.weight_decay);
-  f.w1 = static_cast<float>(1.0 - p.beta1);  // lerp weight
-  f.small_w1 = std::fabs(f.w1) < 0.5f;
-  f.one_minus_w1 = 1.0f - f.w1;
-  f.b2 = static_cast<float>(p.beta2);
-  f.w2 = static_cast<float>(1.0 - p.beta2);
-  f.step_size = static_cast<float>(p.lr / (1.0 - std::pow(p.beta1, step)));
-  f.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(p.beta2, step)));
-  f.eps = static_cast<float>(p.eps);
+  const AdamWFactors f = adamw_factors(p);
   constexpr int64_t kChunk = 8192;
   const int64_t chunks = (p.n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (p.n > 32768)
