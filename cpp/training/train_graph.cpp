@@ -180,11 +180,9 @@ Tensor& TrainGraph::moment(const std::string& name, int which) {
 
 void TrainGraph::zero_grad() { flat_grad_.fill_zero(); }
 
-double TrainGraph::grad_norm() const {
-  double sq = 0.0;
-  for (const auto& [name, g] : grads_) sq += ops::sum_squares(g);
-  return std::sqrt(sq);
-}
+// One pass over the flat buffer (one device sync on a GPU, not one per parameter): every
+// gradient once, and its alignment padding, which stays zero.
+double TrainGraph::grad_norm() const { return std::sqrt(ops::sum_squares(flat_grad_)); }
 
 void TrainGraph::adamw_step(const ops::AdamWOptions& opt, float grad_multiplier) {
   ops::AdamWOptions o = opt;
