@@ -22,3 +22,7 @@ done
 wait
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_training.cpp "${objs[@]}" -ldl -o "$out/check_training_emulated"
 "$out/check_training_emulated" "$@"
+# The tensor-core primitives (cuda/mma.cuh as emu_mma.h models them), composed as the kernels do.
+python3 bench/gpu/emulate/emulate.py "$out/src" bench/gpu/check_mma.cu
+g++ "${flags[@]}" -DTFORMER_LAB_EMULATED "$out/src/check_mma.cpp" -o "$out/check_mma_emulated"
+"$out/check_mma_emulated"
