@@ -22,6 +22,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "attention_mma.h"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "launch_util.h"
@@ -279,7 +280,9 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
                         "weights_out with " + std::to_string(p.heads) + " heads of " +
                             std::to_string(p.head_dim));
   }
-  if (p.head_dim <= 32) launch_attention<T, 32>(p, stream);
+  // f16 / bf16 prefill and training (head_dim <= 128, 16-byte aligned rows): tensor cores.
+  if (p.q_len >= 2 && attention_mma_forward(p, stream)) {
+  } else if (p.head_dim <= 32) launch_attention<T, 32>(p, stream);
   else if (p.head_dim <= 64) launch_attention<T, 64>(p, stream);
   else if (p.head_dim <= 96) launch_attention<T, 96>(p, stream);
   else if (p.head_dim <= 128) launch_attention<T, 128>(p, stream);
