@@ -10,7 +10,8 @@
 // and the warp accumulates P @ V with lanes splitting the head dimension.
 // The head dimension is a template parameter D (padded: 32, 64, 96, 128, 192, 256),
 // so the register accumulators are indexed with compile-time constants only.
-// Tensor-core (mma.sync / wgmma) versions are future work.
+// f16 / bf16 with q_len >= 2 and 16-byte aligned rows go to the tensor-core kernel of
+// attention_mma.cu instead; this one serves f32, decode steps and odd layouts.
 //
 // kv_group > 1 (beams sharing their sentence's encoder K/V): query batch b reads K/V
 // batch b / kv_group. weights_out (alignments) comes from a second, separate kernel

@@ -91,7 +91,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(const Attention
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int64_t b = blockIdx.z, h = blockIdx.y, kv_b = b / p.kv_group;
-  const int64_t q0 = int64_t(blockIdx.x) * kBlockM;
+  // Causal: the last query blocks (the most keys) first, so the short ones fill the tail.
+  const int64_t q0 = int64_t(p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * kBlockM;
   const int head_dim = static_cast<int>(p.head_dim);
   const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.head_dim;
   const T* k = static_cast<const T*>(p.k) + kv_b * p.k_batch_stride + h * p.head_dim;
