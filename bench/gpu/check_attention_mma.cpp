@@ -3,10 +3,10 @@
 // 80: padded to the next one), self-attention on a fused QKV buffer (row strides of
 // 3 * width + 8), causal with offsets (chunked prefill, rows that see no key), kv_lengths
 // with a batch of no keys, cross-attention (q_len 5, kv_len 77), kv_group 3, lengths
-// that are no multiple of the 64-row tiles, a long causal sequence, and a misaligned
-// layout that must take the CUDA-core kernel instead. Outputs and lse start as NaN;
-// references are float64 from the rounded inputs; the columns around each head's output
-// must keep their NaN. Exits 1 on a failure.
+// that are no multiple of the 64-row tiles, a long causal sequence, a peaked softmax,
+// random shapes (seeded), and a misaligned layout that must take the CUDA-core kernel.
+// Outputs and lse start as NaN; references are float64 from the rounded inputs; the
+// columns around each head's output must keep their NaN. Exits 1 on a failure.
 //   g++ -O2 -std=c++17 -Icpp/include bench/gpu/check_attention_mma.cpp -ldl -o /tmp/check_attention_mma
 //   /tmp/check_attention_mma build/libtformer_cuda.so
 // Without a GPU, bash bench/gpu/emulate/emulate.sh runs it on the CPU emulator, where it
@@ -45,6 +45,7 @@ struct Case {
   int64_t kv_group = 1;  // > 1 or cross: q in its own buffer, k / v in a fused KV buffer
   bool cross = false;
   bool misaligned = false;  // odd row strides and an output one element off: CUDA-core kernel
+  float std = 1.0f;         // of q, k, v: 3 gives peaked softmaxes (scores of std ~9)
 };
 
 void check(tformer::Backend* be, DType t, const Case& c) {
@@ -58,7 +59,8 @@ void check(tformer::Backend* be, DType t, const Case& c) {
   lab::Buffer qbuf(be, t, c.batch * q_rows * qw), kvbuf(be, t, fused ? 1 : kv_batch * kv_rows * kvw);
   lab::Buffer out(be, t, c.batch * c.q_len * ow), lse(be, DType::f32, c.batch * c.heads * c.q_len);
   lab::Buffer kvl(be, DType::i32, kv_batch);
-  const auto hq = lab::random_values(rng, qbuf.size(), t), hkv = lab::random_values(rng, kvbuf.size(), t);
+  const auto hq = lab::random_values(rng, qbuf.size(), t, 0.0f, c.std);
+  const auto hkv = lab::random_values(rng, kvbuf.size(), t, 0.0f, c.std);
   const std::vector<float>& hk = fused ? hq : hkv;
   std::vector<int32_t> hl(kv_batch);
   for (int64_t b = 0; b < kv_batch; ++b)
@@ -82,11 +84,11 @@ void check(tformer::Backend* be, DType t, const Case& c) {
   p.lse_out = static_cast<float*>(lse.data());
 
   char name[160];
-  std::snprintf(name, sizeof name, "attention B%ld H%ld D%ld q%ld kv%ld%s%s%s%s%s", long(c.batch), long(c.heads),
+  std::snprintf(name, sizeof name, "attention B%ld H%ld D%ld q%ld kv%ld%s%s%s%s%s%s", long(c.batch), long(c.heads),
                 long(D), long(c.q_len), long(c.kv_len),
                 c.causal ? (" causal" + std::to_string(c.offset)).c_str() : "", c.lengths ? " kv_lengths" : "",
                 c.kv_group > 1 ? (" kv_group" + std::to_string(c.kv_group)).c_str() : "", c.cross ? " cross" : "",
-                c.misaligned ? " misaligned" : "");
+                c.misaligned ? " misaligned" : "", c.std != 1.0f ? " peaked" : "");
 #ifdef TFORMER_LAB_EMULATED
   const bool mma = tformer::cuda::attention_mma_supports(p);
   expect(mma == !c.misaligned, std::string(name) + " takes the " + (c.misaligned ? "CUDA-core" : "mma") + " kernel",
@@ -159,6 +161,17 @@ int main(int argc, char** argv) {
       check(be, t, {2, 2, 40, 37, 45});                                     // head_dim 40 in D = 64
       check(be, t, {1, 2, 80, 65, 129, false, 0, true, 1, true});           // head_dim 80 in D = 96, 3 key tiles
       check(be, t, {1, 2, 64, 37, 45, true, 8, false, 1, false, true});     // misaligned: CUDA-core kernel
+      check(be, t, {1, 2, 64, 100, 200, false, 0, false, 1, false, false, 3.0f});  // peaked softmax
+      // Random shapes: head_dim any multiple of 8 up to 128, lengths 2-150 / 1-150, offsets
+      // around the diagonal, with or without lengths, fused, cross or kv_group 2.
+      for (int n = 0; n < 12; ++n) {
+        Case c{1 + int64_t(rng() % 2), 1 + int64_t(rng() % 2), 8 * (1 + int64_t(rng() % 16)),
+               2 + int64_t(rng() % 149), 1 + int64_t(rng() % 150)};
+        c.causal = rng() % 2, c.lengths = rng() % 2, c.cross = rng() % 3 == 0;
+        c.offset = c.kv_len - c.q_len + int64_t(rng() % 11) - 5;
+        if (rng() % 3 == 0) c.kv_group = 2, c.batch *= 2;
+        check(be, t, c);
+      }
     }
     std::printf("%s: %d failure(s)\n", lab::failures ? "FAILED" : "PASSED", lab::failures);
     delete be;
