@@ -15,7 +15,7 @@
 //   128, so each 8x8 load touches all 32 banks once (no conflicts, no swizzle needed).
 // - The online softmax works on the accumulator fragments in place: a thread holds 2 of a
 //   row's 8 columns per n-block, so row max and sum need only the quad's 4 lanes
-//   (__shfl_xor 1, 2); scores are scaled by scale * log2(e) once so exp2 does the rest.
+//   (__shfl_xor 1, 2); scale * log2(e) is folded into the exponent (one FFMA + exp2 a score).
 //   The running sum stays per thread and is reduced across the quad once at the end.
 // - P goes from the S accumulators to A fragments by pack2 with no shared memory (the
 //   m16n8 C layout of two adjacent n-blocks is the m16k16 A layout).
@@ -160,10 +160,6 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(const Attention
           mma::mma_16816<T>(s[2 * np], qf[ks], b0);
           mma::mma_16816<T>(s[2 * np + 1], qf[ks], b1);
         }
-#pragma unroll
-      for (int nb = 0; nb < kNBlocks; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[nb][e] *= sl2;
       // Masks only where the tile crosses the keys' end or the warp's causal diagonal.
       if (j0 + kBlockN > kv_end || (p.causal && j0 + kBlockN - 1 > warp_row0 + p.causal_offset)) {
 #pragma unroll
@@ -174,7 +170,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(const Attention
             if (key >= kv_end || (p.causal && key > row + p.causal_offset)) s[nb][e] = -INFINITY;
           }
       }
-      // Online softmax of rows g (r = 0) and g + 8 (r = 1).
+      // Online softmax of rows g (r = 0) and g + 8 (r = 1): the max of the raw scores
+      // (scale > 0), then p = exp2(s * scale * log2(e) - max): one FFMA and one MUFU a score.
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         float mx = -INFINITY;
@@ -182,7 +179,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(const Attention
         for (int nb = 0; nb < kNBlocks; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * r], s[nb][2 * r + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float new_max = fmaxf(row_max[r], mx);
+        const float new_max = fmaxf(row_max[r], mx * sl2);
         // A row with no visible key yet keeps max -inf: subtract 0 so that exp2 gives 0, not NaN.
         const float base = new_max == -INFINITY ? 0.0f : new_max;
         const float correction = exp2f(row_max[r] - base);
@@ -190,8 +187,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(const Attention
         float sum = 0.0f;
 #pragma unroll
         for (int nb = 0; nb < kNBlocks; ++nb) {
-          s[nb][2 * r] = exp2f(s[nb][2 * r] - base);
-          s[nb][2 * r + 1] = exp2f(s[nb][2 * r + 1] - base);
+          s[nb][2 * r] = exp2f(fmaf(s[nb][2 * r], sl2, -base));
+          s[nb][2 * r + 1] = exp2f(fmaf(s[nb][2 * r + 1], sl2, -base));
           sum += s[nb][2 * r] + s[nb][2 * r + 1];
         }
         row_sum[r] = row_sum[r] * correction + sum;
@@ -273,6 +270,7 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 bool attention_mma_supports(const AttentionParams& p) {
   if (p.dtype != DType::f16 && p.dtype != DType::bf16) return false;
   if (p.head_dim % 8 != 0 || p.head_dim > 128) return false;
+  if (!(p.scale > 0.0f && p.scale < INFINITY)) return false;  // the row max is taken before scaling
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out)) return false;
   for (int64_t stride : {p.q_batch_stride, p.q_row_stride, p.k_batch_stride, p.k_row_stride, p.v_batch_stride,
                          p.v_row_stride, p.out_batch_stride, p.out_row_stride})

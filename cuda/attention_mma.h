@@ -8,8 +8,8 @@
 namespace tformer::cuda {
 
 // Whether the mma.sync forward takes `p`: f16 or bf16, head_dim a multiple of 8 and at
-// most 128, q / k / v / out 16-byte aligned with every stride a multiple of 8 elements
-// (cp.async and the output stores move 16 bytes).
+// most 128, a finite scale > 0, q / k / v / out 16-byte aligned with every stride a
+// multiple of 8 elements (cp.async and the output stores move 16 bytes).
 bool attention_mma_supports(const AttentionParams& p);
 
 // Launches the mma.sync forward and returns true when attention_mma_supports(p); else

@@ -4,7 +4,8 @@
 // 3 * width + 8), causal with offsets (chunked prefill, rows that see no key), kv_lengths
 // with a batch of no keys, cross-attention (q_len 5, kv_len 77), kv_group 3, lengths
 // that are no multiple of the 64-row tiles, a long causal sequence, a peaked softmax,
-// random shapes (seeded), and a misaligned layout that must take the CUDA-core kernel.
+// random shapes (seeded), and a misaligned layout and a negative scale that must take
+// the CUDA-core kernel.
 // Outputs and lse start as NaN; references are float64 from the rounded inputs; the
 // columns around each head's output must keep their NaN. Exits 1 on a failure.
 //   g++ -O2 -std=c++17 -Icpp/include bench/gpu/check_attention_mma.cpp -ldl -o /tmp/check_attention_mma
@@ -46,6 +47,8 @@ struct Case {
   bool cross = false;
   bool misaligned = false;  // odd row strides and an output one element off: CUDA-core kernel
   float std = 1.0f;         // of q, k, v: 3 gives peaked softmaxes (scores of std ~9)
+  float scale = 0.0f;       // 0: 1 / sqrt(head_dim); a negative one takes the CUDA-core kernel
+  bool mma() const { return !misaligned && scale >= 0.0f; }
 };
 
 void check(tformer::Backend* be, DType t, const Case& c) {
@@ -80,7 +83,7 @@ void check(tformer::Backend* be, DType t, const Case& c) {
   p.k_batch_stride = p.v_batch_stride = kv_bs, p.k_row_stride = p.v_row_stride = kvw;
   p.out = static_cast<char*>(out.data()) + o0 * es, p.out_batch_stride = c.q_len * ow, p.out_row_stride = ow;
   p.kv_lengths = c.lengths ? static_cast<const int32_t*>(kvl.data()) : nullptr;
-  p.causal = c.causal, p.causal_offset = c.offset, p.scale = float(1 / std::sqrt(double(D)));
+  p.causal = c.causal, p.causal_offset = c.offset, p.scale = c.scale != 0.0f ? c.scale : float(1 / std::sqrt(double(D)));
   p.lse_out = static_cast<float*>(lse.data());
 
   char name[160];
@@ -88,10 +91,10 @@ void check(tformer::Backend* be, DType t, const Case& c) {
                 long(D), long(c.q_len), long(c.kv_len),
                 c.causal ? (" causal" + std::to_string(c.offset)).c_str() : "", c.lengths ? " kv_lengths" : "",
                 c.kv_group > 1 ? (" kv_group" + std::to_string(c.kv_group)).c_str() : "", c.cross ? " cross" : "",
-                c.misaligned ? " misaligned" : "", c.std != 1.0f ? " peaked" : "");
+                c.misaligned ? " misaligned" : "", c.std != 1.0f ? " peaked" : c.scale < 0.0f ? " scale<0" : "");
 #ifdef TFORMER_LAB_EMULATED
   const bool mma = tformer::cuda::attention_mma_supports(p);
-  expect(mma == !c.misaligned, std::string(name) + " takes the " + (c.misaligned ? "CUDA-core" : "mma") + " kernel",
+  expect(mma == c.mma(), std::string(name) + " takes the " + (c.mma() ? "mma" : "CUDA-core") + " kernel",
          mma ? "mma" : "CUDA-core");
 #endif
   be->attention(p, 0);
@@ -162,6 +165,7 @@ int main(int argc, char** argv) {
       check(be, t, {1, 2, 80, 65, 129, false, 0, true, 1, true});           // head_dim 80 in D = 96, 3 key tiles
       check(be, t, {1, 2, 64, 37, 45, true, 8, false, 1, false, true});     // misaligned: CUDA-core kernel
       check(be, t, {1, 2, 64, 100, 200, false, 0, false, 1, false, false, 3.0f});  // peaked softmax
+      check(be, t, {1, 2, 32, 40, 50, true, 10, false, 1, false, false, 1.0f, -0.3f});  // CUDA-core kernel
       // Random shapes: head_dim any multiple of 8 up to 128, lengths 2-150 / 1-150, offsets
       // around the diagonal, with or without lengths, fused, cross or kv_group 2.
       for (int n = 0; n < 12; ++n) {
