@@ -162,6 +162,7 @@ int main(int argc, char** argv) {
         check(be, t, {1, 1, d, 333, 333, true, 0});                         // long: 6 query blocks, diagonal tiles
       }
       check(be, t, {2, 2, 40, 37, 45});                                     // head_dim 40 in D = 64
+      check(be, t, {1, 2, 64, 5, 0});                                       // no keys at all: zeros, lse -inf
       check(be, t, {1, 2, 80, 65, 129, false, 0, true, 1, true});           // head_dim 80 in D = 96, 3 key tiles
       check(be, t, {1, 2, 64, 37, 45, true, 8, false, 1, false, true});     // misaligned: CUDA-core kernel
       check(be, t, {1, 2, 64, 100, 200, false, 0, false, 1, false, false, 3.0f});  // peaked softmax
