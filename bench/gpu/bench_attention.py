@@ -68,6 +68,7 @@ def main():
         if width % d:
             ap.error(f"--width {width} is not a multiple of head_dim {d}")
     repeats = args.repeats or (3 if args.smoke else 5)
+    min_repeat_s = 0.001 if args.smoke else 0.02  # n calls per repeat: at least this long
 
     import numpy as np
     import torch
@@ -121,7 +122,7 @@ def main():
             passes.append(("bwd", timer.backward, torch_backward, 2.5 * f_fwd))
         for name, ours, theirs, fl in passes:
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # an error, not a fallback, if flash cannot run
-                t = g.per_call({"tformer": ours, "torch": g.loop_runner(theirs, sync)}, repeats)
+                t = g.per_call({"tformer": ours, "torch": g.loop_runner(theirs, sync)}, repeats, min_repeat_s)
             row[name] = {
                 "tformer_ms": t["tformer"]["s"] * 1e3, "torch_ms": t["torch"]["s"] * 1e3,
                 "tformer_tflops": fl / t["tformer"]["s"] / 1e12, "torch_tflops": fl / t["torch"]["s"] / 1e12,
