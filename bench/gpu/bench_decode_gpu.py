@@ -194,7 +194,9 @@ def main():
            "skipped_for_budget": skipped, "summary": summary}
     g.write_json(args.json, out)
 
-    print(f"decoding, opus-mt-fr-en size (random weights), {args.src_len} -> {args.out_len} tokens, "
+    size = "smoke-test Marian" if args.smoke else "opus-mt-fr-en-sized Marian"
+    print(f"decoding, {size} (random weights, d_model {hf_cfg.d_model}, vocabulary {vocab}), {args.src_len} -> "
+          f"{args.out_len} tokens, "
           f"{info.get('gpu') or info['device']}, torch {info['torch']}; ms per sentence (lower is better)")
     for n in notes:
         print(f"  note: {n}")
