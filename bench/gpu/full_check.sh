@@ -80,7 +80,7 @@ publish
 bench() {  # name cap command...: runs command --json $OUT/name.json --budget-s, prints its table
   local name=$1 cap=$2 t
   shift 2
-  t=$(limit "$cap" 150)
+  t=$(limit "$cap" "$after_bench")
   if (( t < 20 )); then echo "$name: skipped, $(left) s left"; return; fi
   echo "== $name (timeout $t s)"
   timeout -k 5 "$t" "$@" --json "$OUT/$name.json" --budget-s $(( t - 25 )) > "$OUT/$name.txt" 2>&1
@@ -89,6 +89,9 @@ bench() {  # name cap command...: runs command --json $OUT/name.json --budget-s,
   echo "$name exit $rc"
   publish
 }
+after_bench=0  # seconds kept for the stages that follow, when they are to run
+want tests && after_bench=$(( after_bench + 110 ))
+want forward && after_bench=$(( after_bench + 40 ))
 if want bench; then
   bench attention 95 python3 bench/gpu/bench_attention.py --dtypes bfloat16,float16 --seqs 128,512,1024,2048,4096 --repeats 3
   bench train 85 python3 bench/gpu/bench_train_gpu.py --repeats 3
@@ -96,7 +99,7 @@ if want bench; then
 fi
 
 if want tests; then
-  t=$(limit 200 40)
+  t=$(limit 200 "$(want forward && echo 40 || echo 0)")
   select=(-k cuda)
   [[ "${TESTS_ALL:-0}" == 1 ]] && select=()
   if (( t >= 20 )); then
