@@ -11,5 +11,6 @@ void register_ops(pybind11::module_& m);     // ops_bindings.cpp
 void register_generate(pybind11::module_& m);  // generate_bindings.cpp
 void register_train_ops(pybind11::module_& m);  // train_ops_bindings.cpp (after register_ops)
 void register_train(pybind11::module_& m);     // train_bindings.cpp
+void register_bench(pybind11::module_& m);     // bench_bindings.cpp (tensors kept on the device)
 
 }  // namespace tformer::bindings
