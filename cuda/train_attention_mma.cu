@@ -75,9 +75,23 @@ __device__ __forceinline__ int64_t visible_keys(const AttentionParams& p, int64_
   return p.kv_lengths != nullptr ? min64(p.kv_len, max64(p.kv_lengths[b], 0)) : p.kv_len;
 }
 
-__device__ __forceinline__ bool visible(const AttentionParams& p, int64_t i, int64_t j, int64_t kv_end) {
-  return i < p.q_len && j < kv_end && (!p.causal || j <= i + p.causal_offset);
-}
+__device__ __forceinline__ int clamp16(int64_t x) { return static_cast<int>(min64(max64(x, -16), 16)); }
+
+// Which (query q_base + qi, key k_base + kj) pairs of a 16 x 16 chunk are visible, in
+// int32 offsets worked out once per chunk; `full` (warp-uniform) skips the tests.
+struct ChunkMask {
+  int q_left, k_left, diag;
+  bool causal, full;
+  __device__ __forceinline__ ChunkMask(const AttentionParams& p, int64_t q_base, int64_t k_base, int64_t kv_end) {
+    q_left = clamp16(p.q_len - q_base), k_left = clamp16(kv_end - k_base);
+    diag = clamp16(q_base + p.causal_offset - k_base);  // visible iff kj - qi <= diag (kj - qi in [-15, 15])
+    causal = p.causal;
+    full = q_left == 16 && k_left == 16 && (!causal || diag >= 15);
+  }
+  __device__ __forceinline__ bool operator()(int qi, int kj) const {
+    return full || (qi < q_left && kj < k_left && (!causal || kj - qi <= diag));
+  }
+};
 
 // Rows [r0, r0 + Rows) of a head slice (row stride `stride`) into shared memory (pitch
 // pitch<D>()) by cp.async, zeros past row_end and past head_dim (a multiple of 8).
@@ -302,14 +316,14 @@ __global__ void __launch_bounds__(kThreads)
         float s[2][4], dp[2][4];
         scores<T, D>(s, kf, q_t + c * P, lane);   // S^T: keys x queries
         scores<T, D>(dp, vf, do_t + c * P, lane);  // dP^T
+        const ChunkMask mask(p, qc, key_w, kv_end);
 #pragma unroll
         for (int nb = 0; nb < 2; ++nb)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const int col = c + nb * 8 + 2 * t + (e & 1);
-            const bool vis = visible(p, q0 + col, key_w + g + 8 * (e >> 1), kv_end);
+            const int qi = nb * 8 + 2 * t + (e & 1), col = c + qi;
             // Masked pairs get exactly 0, whatever exp2f gives for lse = -inf.
-            s[nb][e] = vis ? exp2f(fmaf(s[nb][e], scale2, -lse_t[col])) : 0.0f;
+            s[nb][e] = mask(qi, g + 8 * (e >> 1)) ? exp2f(fmaf(s[nb][e], scale2, -lse_t[col])) : 0.0f;
             dp[nb][e] = s[nb][e] * (dp[nb][e] - delta_t[col]);
           }
         uint32_t a[4];
@@ -397,12 +411,13 @@ __global__ void __launch_bounds__(kThreads)
         float s[2][4], dp[2][4];
         scores<T, D>(s, qf, k_t + c * P, lane);    // S: queries x keys
         scores<T, D>(dp, dof, v_t + c * P, lane);  // dP
+        const ChunkMask mask(p, row_w, kc, kv_end);
 #pragma unroll
         for (int nb = 0; nb < 2; ++nb)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int half = e >> 1;
-            const bool vis = visible(p, row_w + g + 8 * half, kc + nb * 8 + 2 * t + (e & 1), kv_end);
+            const bool vis = mask(g + 8 * half, nb * 8 + 2 * t + (e & 1));
             s[nb][e] = vis ? exp2f(fmaf(s[nb][e], scale2, -lse_r[half])) : 0.0f;
             dp[nb][e] = s[nb][e] * (dp[nb][e] - delta_r[half]);
           }

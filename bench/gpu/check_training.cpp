@@ -559,7 +559,8 @@ int main(int argc, char** argv) {
       check_dropout(be, t, 1001, 1.0f, 3, 5, false);
       check_dropout(be, t, 1001, 0.0f, 3, 5, false);
       // Aligned cases: half types run the tensor-core kernels (train_attention_mma.cu).
-      for (int64_t hd : {32, 64, 80, 96, 128}) check_attention_backward(be, t, {2, 3, hd, 37, 45, false, 0, false, false, true});
+      for (int64_t hd : {32, 64, 80, 96, 128})
+        check_attention_backward(be, t, {2, 3, hd, 37, 45, false, 0, false, false, true});
       check_attention_backward(be, t, {2, 3, 64, 37, 45});                                 // odd widths: CUDA-core kernels
       check_attention_backward(be, t, {2, 2, 64, 50, 50, true, 0, false, false, true});    // causal self-attention
       check_attention_backward(be, t, {3, 2, 64, 70, 70, true, 0, true, false, true});     // + padding, a batch of no keys
