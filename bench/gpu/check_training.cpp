@@ -36,8 +36,10 @@ std::mt19937 rng(4321);
 const DType kFloatTypes[] = {DType::f32, DType::f16, DType::bf16};
 
 // Tolerances of results that sum many products (attention gradients): the rounding of
-// the half-precision inputs and outputs adds up.
-double sum_tolerance(DType t) { return t == DType::f32 ? 2e-5 : t == DType::f16 ? 5e-3 : 4e-2; }
+// the half-precision inputs and outputs adds up, and the tensor-core kernels round P and
+// dS to the input type (seen on the emulator: <= 4e-4 f16, <= 3.3e-3 bf16; issue 6 asks
+// for 3e-3 and 1e-2).
+double sum_tolerance(DType t) { return t == DType::f32 ? 2e-5 : t == DType::f16 ? 2e-3 : 1e-2; }
 
 std::vector<float> download_f32(tformer::Backend* be, void* ptr, size_t n) {
   std::vector<float> v(n);
@@ -508,6 +510,26 @@ void check_attention_backward(tformer::Backend* be, DType t, const BackwardCase&
   expect(touched == 0, std::string(name) + " nothing written outside dq/dk/dv", std::to_string(touched) + " written");
 }
 
+// Every layout and mask the attention backward serves. Aligned cases: half types run the
+// tensor-core kernels (train_attention_mma.cu), the others the CUDA-core ones (skipped
+// when aligned_only).
+void check_attention_backward_cases(tformer::Backend* be, DType t, bool aligned_only = false) {
+  for (int64_t hd : {32, 64, 80, 96, 128})
+    check_attention_backward(be, t, {2, 3, hd, 37, 45, false, 0, false, false, true});
+  if (!aligned_only) check_attention_backward(be, t, {2, 3, 64, 37, 45});             // odd widths: CUDA-core kernels
+  check_attention_backward(be, t, {2, 2, 64, 50, 50, true, 0, false, false, true});    // causal self-attention
+  check_attention_backward(be, t, {3, 2, 64, 70, 70, true, 0, true, false, true});     // + padding, a batch of no keys
+  check_attention_backward(be, t, {2, 1, 40, 18, 40, true, -3, true, false, true});    // rows that see no key
+  check_attention_backward(be, t, {2, 2, 64, 20, 70, true, 50, true, false, true});    // chunked prefill
+  if (!aligned_only) check_attention_backward(be, t, {2, 2, 64, 20, 70, true, 50, true});  // the same, odd widths
+  check_attention_backward(be, t, {3, 4, 64, 33, 97, false, 0, true, true, true});     // cross-attention + padding
+  check_attention_backward(be, t, {1, 2, 128, 130, 1, false, 0, false, true, true});   // one key
+  check_attention_backward(be, t, {1, 1, 16, 1, 65, false, 0, false, true, true});     // one query
+  check_attention_backward(be, t, {1, 2, 128, 150, 150, true, 0, true, false, true});  // several tiles per side
+  check_attention_backward(be, t, {2, 1, 96, 100, 77, false, 0, true, true, true});    // cross, partial tiles
+  check_attention_backward(be, t, {1, 2, 32, 140, 200, true, 60, false, true, true});  // causal cross, offset 60
+}
+
 void check_errors(tformer::Backend* be) {
   tformer::AttentionBackwardParams p;
   p.fwd.batch = p.fwd.heads = p.fwd.q_len = p.fwd.kv_len = 1, p.fwd.head_dim = 160;
@@ -528,7 +550,8 @@ void check_errors(tformer::Backend* be) {
 int main(int argc, char** argv) {
   try {
 #ifdef TFORMER_LAB_EMULATED
-    // The kernels on the CPU emulator: f32 only unless --all-dtypes (it is slow).
+    // The kernels on the CPU emulator: f32 only unless --all-dtypes (it is slow), but
+    // the half-precision attention backward cases always (tensor-core kernels).
     tformer::Backend* be = make_emulated_backend();
     const bool all_dtypes = argc > 1 && std::string(argv[1]) == "--all-dtypes";
 #else
@@ -558,25 +581,14 @@ int main(int argc, char** argv) {
       check_dropout(be, t, 100003, 0.5f, 7, uint64_t(1) << 33, true);
       check_dropout(be, t, 1001, 1.0f, 3, 5, false);
       check_dropout(be, t, 1001, 0.0f, 3, 5, false);
-      // Aligned cases: half types run the tensor-core kernels (train_attention_mma.cu).
-      for (int64_t hd : {32, 64, 80, 96, 128})
-        check_attention_backward(be, t, {2, 3, hd, 37, 45, false, 0, false, false, true});
-      check_attention_backward(be, t, {2, 3, 64, 37, 45});                                 // odd widths: CUDA-core kernels
-      check_attention_backward(be, t, {2, 2, 64, 50, 50, true, 0, false, false, true});    // causal self-attention
-      check_attention_backward(be, t, {3, 2, 64, 70, 70, true, 0, true, false, true});     // + padding, a batch of no keys
-      check_attention_backward(be, t, {2, 1, 40, 18, 40, true, -3, true, false, true});    // rows that see no key
-      check_attention_backward(be, t, {2, 2, 64, 20, 70, true, 50, true, false, true});    // chunked prefill
-      check_attention_backward(be, t, {2, 2, 64, 20, 70, true, 50, true});                 // the same, odd widths
-      check_attention_backward(be, t, {3, 4, 64, 33, 97, false, 0, true, true, true});     // cross-attention + padding
-      check_attention_backward(be, t, {1, 2, 128, 130, 1, false, 0, false, true, true});   // one key
-      check_attention_backward(be, t, {1, 1, 16, 1, 65, false, 0, false, true, true});     // one query
-      check_attention_backward(be, t, {1, 2, 128, 150, 150, true, 0, true, false, true});  // several tiles per side
-      check_attention_backward(be, t, {2, 1, 96, 100, 77, false, 0, true, true, true});    // cross, partial tiles
-      check_attention_backward(be, t, {1, 2, 32, 140, 200, true, 60, false, true, true});  // causal cross, offset 60
+      check_attention_backward_cases(be, t);
     }
     for (double wd : {0.0, 0.01})
       for (int64_t step : {1, 1000}) check_adamw(be, 1e-3, 0.9, wd, step, 1.0f);
     check_adamw(be, 3e-4, 0.4, 0.1, 7, 0.5f);  // beta1 0.4: lerp's large-weight form
+    // The tensor-core attention backward exists for half types only: checked in every run.
+    if (!all_dtypes)
+      for (DType t : {DType::f16, DType::bf16}) check_attention_backward_cases(be, t, true);
     check_errors(be);
     std::printf("%s: %d failure(s)\n", lab::failures ? "FAILED" : "PASSED", lab::failures);
     delete be;
