@@ -30,8 +30,10 @@
 // held in registers; D >= 96: 32-row tiles (the smem fits sm_86/89's 99 KiB) and the A
 // fragments re-read by ldmatrix (the dK, dV accumulators already take D registers).
 // Shared-memory rows are padded by 16 bytes: 8 consecutive rows of an ldmatrix then fall
-// in distinct banks. Requirements (else train_attention.cu's kernels run): f16 / bf16,
-// head_dim a multiple of 8 and <= 128, every pointer and stride 16-byte aligned.
+// in distinct banks. ptxas, sm_80-90: dK/dV 96-235 registers (D 32-128; 2 blocks of 4 warps
+// per SM at D 128), dQ 80-128, no spills; shared memory 30-69 KiB per block.
+// Requirements (else train_attention.cu's kernels run): f16 / bf16, head_dim a multiple
+// of 8 and <= 128, every pointer and stride 16-byte aligned.
 #include <cstdint>
 #include <string>
 
@@ -483,6 +485,8 @@ bool attention_backward_mma_supported(const AttentionBackwardParams& bp) {
   const AttentionParams& p = bp.fwd;
   if (p.dtype != DType::f16 && p.dtype != DType::bf16) return false;
   if (p.head_dim % 8 != 0 || p.head_dim > 128 || p.kv_group != 1) return false;
+  const int64_t q_pad = (p.q_len + kRows - 1) / kRows * kRows;
+  if (p.batch * p.heads * q_pad > int64_t(0x7fffffff) * kStatsWarps) return false;  // the stats grid
   for (const void* ptr : {p.q, p.k, p.v, bp.dout, static_cast<const void*>(bp.dq), static_cast<const void*>(bp.dk),
                           static_cast<const void*>(bp.dv)})
     if (!aligned16(ptr)) return false;

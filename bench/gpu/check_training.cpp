@@ -536,6 +536,31 @@ void check_errors(tformer::Backend* be) {
   expect_throw("attention_backward head_dim 160", [&] { be->attention_backward(p, 0); }, "head_dim 160");
   p.fwd.head_dim = 64, p.fwd.kv_group = 2;
   expect_throw("attention_backward kv_group 2", [&] { be->attention_backward(p, 0); }, "kv_group");
+#ifdef TFORMER_LAB_EMULATED
+  {  // Which calls the tensor-core kernels take: each requirement broken once (no kernel runs).
+    alignas(16) static char mem[64];
+    tformer::AttentionBackwardParams a;
+    a.fwd.dtype = DType::bf16, a.fwd.batch = a.fwd.heads = a.fwd.q_len = a.fwd.kv_len = 1, a.fwd.head_dim = 64;
+    a.fwd.q = a.fwd.k = a.fwd.v = a.dout = mem, a.dq = a.dk = a.dv = mem;
+    a.fwd.q_row_stride = a.fwd.k_row_stride = a.fwd.v_row_stride = a.dout_row_stride = 192;
+    a.dq_row_stride = a.dk_row_stride = a.dv_row_stride = 192;
+    const auto takes = [&](const char* what, bool want, auto&& change) {
+      tformer::AttentionBackwardParams b = a;
+      change(b);
+      expect(tformer::cuda::attention_backward_mma_supported(b) == want,
+             std::string("attention_backward tensor-core path ") + (want ? "taken: " : "not taken: ") + what);
+    };
+    takes("aligned bf16", true, [](auto&) {});
+    takes("aligned f16, head_dim 120", true, [](auto& b) { b.fwd.dtype = DType::f16, b.fwd.head_dim = 120; });
+    takes("f32", false, [](auto& b) { b.fwd.dtype = DType::f32; });
+    takes("head_dim 36", false, [](auto& b) { b.fwd.head_dim = 36; });
+    takes("head_dim 136", false, [](auto& b) { b.fwd.head_dim = 136; });
+    takes("dv 2 bytes off", false, [](auto& b) { b.dv = mem + 2; });
+    takes("k 8 bytes off", false, [](auto& b) { b.fwd.k = mem + 8; });
+    takes("dout row stride 100", false, [](auto& b) { b.dout_row_stride = 100; });
+    takes("q batch stride 12", false, [](auto& b) { b.fwd.q_batch_stride = 12; });
+  }
+#endif
   tformer::CrossEntropyParams ce;
   ce.dtype = DType::i32, ce.rows = ce.vocab = 1;
   expect_throw("cross_entropy int32", [&] { be->cross_entropy(ce, 0); }, "int32");
