@@ -3,6 +3,8 @@
 // kernels (FlashAttention-2, Dao 2023), which keep f32, misaligned layouts and odd head dims.
 //   P = exp2(S * scale * log2e - lse * log2e),  dV = P^T dO,  dP = dO V^T,
 //   dS = P * (dP - delta),  dK = scale dS^T Q,  dQ = scale dS K,  delta_i = rowsum(dO_i * O_i).
+// P and scale * dS are rounded to the input type for their products (as FlashAttention
+// does); scaling dS before the rounding keeps f16 further from overflow (by 1 / scale).
 // Three kernels, no atomics (deterministic): a stats kernel (delta and lse * log2e, each
 // (batch, head) row padded to a multiple of 64 queries so the dK/dV kernel streams them
 // with cp.async like the tiles); a dK/dV kernel (one block per 64 keys, walking the query
@@ -30,7 +32,7 @@
 // held in registers; D >= 96: 32-row tiles (the smem fits sm_86/89's 99 KiB) and the A
 // fragments re-read by ldmatrix (the dK, dV accumulators already take D registers).
 // Shared-memory rows are padded by 16 bytes: 8 consecutive rows of an ldmatrix then fall
-// in distinct banks. ptxas, sm_80-90: dK/dV 96-235 registers (D 32-128; 2 blocks of 4 warps
+// in distinct banks. ptxas, sm_80-90: dK/dV 100-234 registers (D 32-128; 2 blocks of 4 warps
 // per SM at D 128), dQ 80-128, no spills; shared memory 30-69 KiB per block.
 // Requirements (else train_attention.cu's kernels run): f16 / bf16, head_dim a multiple
 // of 8 and <= 128, every pointer and stride 16-byte aligned.
@@ -186,10 +188,10 @@ __device__ __forceinline__ void pack_a(uint32_t (&a)[4], const float (&x)[2][4])
   a[2] = mma::pack2<T>(x[1][0], x[1][1]), a[3] = mma::pack2<T>(x[1][2], x[1][3]);
 }
 
-// Writes a warp's 16 x D accumulator times `scale` to rows [row0, row0 + 16) below row_end.
+// Writes a warp's 16 x D accumulator to rows [row0, row0 + 16) below row_end.
 template <typename T, int D>
-__device__ __forceinline__ void store_rows(T* out, int64_t stride, const float (&acc)[D / 8][4], float scale,
-                                           int64_t row0, int64_t row_end, int head_dim, int lane) {
+__device__ __forceinline__ void store_rows(T* out, int64_t stride, const float (&acc)[D / 8][4], int64_t row0,
+                                           int64_t row_end, int head_dim, int lane) {
   const int g = lane / 4, t = lane % 4;
 #pragma unroll
   for (int nd = 0; nd < D / 8; ++nd) {
@@ -200,7 +202,7 @@ __device__ __forceinline__ void store_rows(T* out, int64_t stride, const float (
       const int64_t row = row0 + g + 8 * half;
       if (row < row_end)
         *reinterpret_cast<uint32_t*>(out + row * stride + col) =
-            mma::pack2<T>(acc[nd][2 * half] * scale, acc[nd][2 * half + 1] * scale);
+            mma::pack2<T>(acc[nd][2 * half], acc[nd][2 * half + 1]);
     }
   }
 }
@@ -224,8 +226,8 @@ struct Head {
 
 // ---------------------------------------------------------------- kernels
 
-// stats[0][bh][i] = lse * log2e, stats[1][bh][i] = rowsum(dO * O) for i < q_len, zeros up
-// to q_pad; one warp per row.
+// stats[0][bh][i] = lse * log2e, stats[1][bh][i] = scale * rowsum(dO * O) for i < q_len,
+// zeros up to q_pad; one warp per row.
 template <typename T>
 __global__ void __launch_bounds__(kStatsWarps * 32)
     attention_mma_stats_kernel(const AttentionBackwardParams bp, int64_t q_pad, float* stats) {
@@ -244,7 +246,7 @@ __global__ void __launch_bounds__(kStatsWarps * 32)
     lse2 = bp.lse[bh * p.q_len + i] * kLog2e;  // -inf for a row that sees no key
   }
   dot = warp_sum(dot);
-  if (lane == 0) stats[row] = lse2, stats[rows + row] = dot;
+  if (lane == 0) stats[row] = lse2, stats[rows + row] = dot * p.scale;
 }
 
 // dK and dV of keys [k0, k0 + 64) of one (batch, head); grid (key tiles, heads, batch).
@@ -255,7 +257,7 @@ __global__ void __launch_bounds__(kThreads)
   const AttentionParams& p = bp.fwd;
   extern __shared__ float4 smem[];
   float* lse_s = reinterpret_cast<float*>(smem);  // [2][M]: lse * log2e of the query tile
-  float* delta_s = lse_s + 2 * M;                 // [2][M]: its delta
+  float* delta_s = lse_s + 2 * M;                 // [2][M]: its scale * delta
   T* k_s = reinterpret_cast<T*>(delta_s + 2 * M);  // (kRows, P): the block's keys
   T* v_s = k_s + kRows * P;                        // (kRows, P): their values
   T* q_s = v_s + kRows * P;                        // [2](M, P): the query tile
@@ -326,7 +328,7 @@ __global__ void __launch_bounds__(kThreads)
             const int qi = nb * 8 + 2 * t + (e & 1), col = c + qi;
             // Masked pairs get exactly 0, whatever exp2f gives for lse = -inf.
             s[nb][e] = mask(qi, g + 8 * (e >> 1)) ? exp2f(fmaf(s[nb][e], scale2, -lse_t[col])) : 0.0f;
-            dp[nb][e] = s[nb][e] * (dp[nb][e] - delta_t[col]);
+            dp[nb][e] = s[nb][e] * fmaf(dp[nb][e], p.scale, -delta_t[col]);  // scale dS^T
           }
         uint32_t a[4];
         pack_a<T>(a, s);
@@ -341,8 +343,8 @@ __global__ void __launch_bounds__(kThreads)
   // Every key of the tile below kv_len is written; masked keys have zero sums.
   T* dk_out = static_cast<T*>(bp.dk) + b * bp.dk_batch_stride + h * p.head_dim;
   T* dv_out = static_cast<T*>(bp.dv) + b * bp.dv_batch_stride + h * p.head_dim;
-  store_rows<T, D>(dk_out, bp.dk_row_stride, dk, p.scale, key_w, p.kv_len, head_dim, lane);
-  store_rows<T, D>(dv_out, bp.dv_row_stride, dv, 1.0f, key_w, p.kv_len, head_dim, lane);
+  store_rows<T, D>(dk_out, bp.dk_row_stride, dk, key_w, p.kv_len, head_dim, lane);
+  store_rows<T, D>(dv_out, bp.dv_row_stride, dv, key_w, p.kv_len, head_dim, lane);
 }
 
 // dQ of queries [q0, q0 + 64) of one (batch, head); grid (query tiles, heads, batch).
@@ -421,7 +423,7 @@ __global__ void __launch_bounds__(kThreads)
             const int half = e >> 1;
             const bool vis = mask(g + 8 * half, nb * 8 + 2 * t + (e & 1));
             s[nb][e] = vis ? exp2f(fmaf(s[nb][e], scale2, -lse_r[half])) : 0.0f;
-            dp[nb][e] = s[nb][e] * (dp[nb][e] - delta_r[half]);
+            dp[nb][e] = s[nb][e] * fmaf(dp[nb][e], p.scale, -delta_r[half]);  // scale dS
           }
         uint32_t a[4];
         pack_a<T>(a, dp);
@@ -432,7 +434,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   T* dq_out = static_cast<T*>(bp.dq) + b * bp.dq_batch_stride + h * p.head_dim;
-  store_rows<T, D>(dq_out, bp.dq_row_stride, dq, p.scale, row_w, p.q_len, head_dim, lane);
+  store_rows<T, D>(dq_out, bp.dq_row_stride, dq, row_w, p.q_len, head_dim, lane);
 }
 
 // ---------------------------------------------------------------- launchers
