@@ -27,6 +27,9 @@ void layer_norm_backward(const LayerNormBackwardParams& p, CachingAllocator& all
 void activation_backward(const ActivationBackwardParams& p, cudaStream_t stream);
 void sum_rows(const SumRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void attention_backward(const AttentionBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
+// train_attention_mma.cu: the tensor-core path attention_backward takes when it applies.
+bool attention_backward_mma_supported(const AttentionBackwardParams& p);
+void attention_backward_mma(const AttentionBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void embedding_backward(const EmbeddingBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void cross_entropy(const CrossEntropyParams& p, cudaStream_t stream);
 void dropout(const DropoutParams& p, cudaStream_t stream);

@@ -21,7 +21,7 @@
 // __launch_bounds__(256, 2): at most 128 registers, two blocks per SM where shared memory
 // allows (without the minimum, ptxas caps these at 80 registers and spills).
 // Head dims up to 128 (padded to 32, 64, 96, 128: a template parameter, so the register
-// accumulators have compile-time indices). Tensor-core versions are the next issue.
+// accumulators have compile-time indices). f16 / bf16 with aligned rows: train_attention_mma.cu (tensor cores).
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -398,6 +398,8 @@ void attention_backward(const AttentionBackwardParams& bp, CachingAllocator& all
                                 std::to_string(p.q_len) + " and kv_len " + std::to_string(p.kv_len) +
                                 " at most 2^31 - 1");
   }
+  // f16 / bf16 with aligned rows and head_dim % 8 == 0: the tensor-core kernels.
+  if (attention_backward_mma_supported(bp)) return attention_backward_mma(bp, allocator, stream);
   switch (p.dtype) {
     case DType::f32: return launch_backward<float>(bp, allocator, stream);
     case DType::f16: return launch_backward<__half>(bp, allocator, stream);

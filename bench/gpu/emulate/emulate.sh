@@ -11,8 +11,9 @@ for dir in "${CUDA_HOME:-/nonexistent}/include" /usr/local/cuda/include "$(dirna
 done
 [ -n "$cuda_include" ] || { echo "no CUDA headers found: set CUDA_INCLUDE" >&2; exit 1; }
 mkdir -p "$out"
-python3 bench/gpu/emulate/emulate.py "$out/src" cuda/layer_norm.cu cuda/attention.cu cuda/attention_mma.cu cuda/train_attention.cu \
-  cuda/train_reduce.cu cuda/train_loss.cu cuda/train_elementwise.cu cuda/train_embedding.cu
+python3 bench/gpu/emulate/emulate.py "$out/src" cuda/layer_norm.cu cuda/attention.cu cuda/attention_mma.cu \
+  cuda/train_attention.cu cuda/train_attention_mma.cu cuda/train_reduce.cu cuda/train_loss.cu cuda/train_elementwise.cu \
+  cuda/train_embedding.cu
 flags=(-std=c++17 -O2 -g -Wno-attributes -Icpp/include -Icuda -Ibench/gpu/emulate -I"$cuda_include")
 objs=()
 for src in "$out"/src/*.cpp bench/gpu/emulate/emu_backend.cpp; do
