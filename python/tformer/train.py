@@ -115,7 +115,7 @@ class Trainer:
         self.learning_rate(1)  # validates the schedule settings (ValueError naming the problem)
         if isinstance(bucket_mb, bool) or not isinstance(bucket_mb, numbers.Real) or not bucket_mb >= 0:
             raise ValueError(f"bucket_mb must be a number >= 0, got {bucket_mb!r}")
-        if precision not in _PRECISIONS:
+        if not isinstance(precision, str) or precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         compute = _PRECISIONS[precision]
         if precision != "fp32" and not model.device.startswith("cuda"):
@@ -285,6 +285,8 @@ class Trainer:
     def gradients(self) -> dict:
         """The gradients of the last step (before clipping, loss scale divided out), by tformer
         parameter name."""
+        if self._last_scale == 1.0:  # views of the flat gradient buffer
+            return {name: self._graph.grad(name) for name in self._graph.trainable}
         return {name: self._graph.grad(name) / np.float32(self._last_scale) for name in self._graph.trainable}
 
     def master_weights(self) -> dict:
