@@ -16,6 +16,19 @@ get_filename_component(_tformer_root "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
 
 set(TFORMER_CUDA_ARCHS "80;86;89;90" CACHE STRING
   "CUDA architectures of libtformer_cuda (machine code for each; PTX for the last too)")
+# The environment variable wins (pip install builds configure without a -D of their own):
+# TFORMER_CUDA_ARCHS="90a" pip install . builds Hopper-only code (wgmma) for an H100 alone.
+if(NOT "$ENV{TFORMER_CUDA_ARCHS}" STREQUAL "")
+  string(REPLACE "," ";" _tformer_env_archs "$ENV{TFORMER_CUDA_ARCHS}")
+  set(TFORMER_CUDA_ARCHS "${_tformer_env_archs}" CACHE STRING "CUDA architectures (from the environment)" FORCE)
+endif()
+foreach(_arch IN LISTS TFORMER_CUDA_ARCHS)
+  string(REGEX MATCH "^[0-9]+" _tformer_cc "${_arch}")
+  if(NOT _arch MATCHES "^[0-9][0-9]+[af]?$" OR _tformer_cc LESS 80)
+    message(FATAL_ERROR "tformer: TFORMER_CUDA_ARCHS entry '${_arch}' is not a supported CUDA architecture: "
+                        "use compute capabilities 80 or newer, like 80;86;89;90 or 90a (Hopper-only code)")
+  endif()
+endforeach()
 option(TFORMER_CUDA_PORTABLE_RPATH "Give libtformer_cuda.so only the relative install RPATH in the build tree too (cmake/cuda_standalone: it is packaged as built)" OFF)
 option(TFORMER_CUDA_VERBOSE_PTXAS "Print the ptxas resource report (-Xptxas=-v)" OFF)
 set(TFORMER_CUDA_COMPRESS "size" CACHE STRING

@@ -10,7 +10,8 @@
 // and the warp accumulates P @ V with lanes splitting the head dimension.
 // The head dimension is a template parameter D (padded: 32, 64, 96, 128, 192, 256),
 // so the register accumulators are indexed with compile-time constants only.
-// Tensor-core (mma.sync / wgmma) versions are future work.
+// f16 / bf16 with q_len >= 2 and 16-byte aligned rows go to the tensor-core kernel of
+// attention_mma.cu instead; this one serves f32, decode steps and odd layouts.
 //
 // kv_group > 1 (beams sharing their sentence's encoder K/V): query batch b reads K/V
 // batch b / kv_group. weights_out (alignments) comes from a second, separate kernel
@@ -22,6 +23,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "attention_mma.h"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "launch_util.h"
@@ -279,7 +281,9 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
                         "weights_out with " + std::to_string(p.heads) + " heads of " +
                             std::to_string(p.head_dim));
   }
-  if (p.head_dim <= 32) launch_attention<T, 32>(p, stream);
+  // f16 / bf16 prefill and training (head_dim <= 128, 16-byte aligned rows): tensor cores.
+  if (p.q_len >= 2 && attention_mma_forward(p, stream)) {
+  } else if (p.head_dim <= 32) launch_attention<T, 32>(p, stream);
   else if (p.head_dim <= 64) launch_attention<T, 64>(p, stream);
   else if (p.head_dim <= 96) launch_attention<T, 96>(p, stream);
   else if (p.head_dim <= 128) launch_attention<T, 128>(p, stream);

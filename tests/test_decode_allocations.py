@@ -15,13 +15,15 @@ def _allocations(model, src, **options):
 
 
 @pytest.mark.parametrize("beam_size", [1, 4])
-def test_decode_steps_allocate_nothing(beam_size):
+def test_decode_steps_allocate_nothing(beam_size, device):
     cfg = tformer.TransformerConfig(src_vocab_size=60, tgt_vocab_size=60, d_model=32, encoder_layers=2,
                                     decoder_layers=2, encoder_heads=4, decoder_heads=4, encoder_ffn_dim=48,
                                     decoder_ffn_dim=48, max_positions=64, pad_id=0, eos_id=1, bos_id=2)
-    model = tformer.Transformer(cfg, seed=0)
     src = [[5, 6, 7, 1], [8, 9, 1]]
-    short = _allocations(model, src, beam_size=beam_size, max_length=4, min_length=4)
-    long = _allocations(model, src, beam_size=beam_size, max_length=24, min_length=24)
-    assert short > 0  # the setup before the loop does allocate
-    assert long == short, f"{long - short} extra tensor allocations for 20 more decode steps"
+    # Half-precision models (CUDA only) widen their logits on the device every step.
+    for dtype in ["float32"] if device == "cpu" else ["float32", "float16", "bfloat16"]:
+        model = tformer.Transformer(cfg, seed=0).to(device, dtype)
+        short = _allocations(model, src, beam_size=beam_size, max_length=4, min_length=4)
+        long = _allocations(model, src, beam_size=beam_size, max_length=24, min_length=24)
+        assert short > 0  # the setup before the loop does allocate
+        assert long == short, f"{dtype}: {long - short} extra tensor allocations for 20 more decode steps"

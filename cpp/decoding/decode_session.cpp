@@ -35,6 +35,8 @@ DecodeSession::DecodeSession(const Transformer& model, const TokenBatch& src, in
   self_lengths_ = dev.is_cpu() ? self_lengths_host_ : Tensor::empty({rows_}, DType::i32, dev);
   logits_ = Tensor::empty({rows_, cfg_.tgt_vocab_size}, dt, dev);
   logits_host_ = dev.is_cpu() && dt == DType::f32 ? logits_ : Tensor::empty({rows_, cfg_.tgt_vocab_size}, DType::f32);
+  // Half-precision logits are widened on the device into a buffer made here, not per step.
+  if (dt != DType::f32) logits_f32_ = Tensor::empty({rows_, cfg_.tgt_vocab_size}, DType::f32, dev);
   if (cfg_.final_logits_bias && logits_host_.raw() == logits_.raw())
     pending_bias_ = model.parameter("final_logits_bias").data<float>();
   if (want_attention_) {
@@ -73,8 +75,12 @@ float* DecodeSession::step(const int32_t* tokens, int64_t step) {
   const bool bias_here = cfg_.final_logits_bias && !pending_bias_;
   ops::linear(logits_, x_, model_.parameter("out_proj"), bias_here ? &model_.parameter("final_logits_bias") : nullptr);
   if (logits_host_.raw() != logits_.raw()) {
-    if (logits_.dtype() == DType::f32) logits_host_.copy_from(logits_);
-    else logits_host_.copy_from(logits_.to_dtype(DType::f32));
+    if (logits_.dtype() == DType::f32) {
+      logits_host_.copy_from(logits_);
+    } else {
+      logits_f32_.cast_from(logits_);
+      logits_host_.copy_from(logits_f32_);
+    }
   }
   if (want_attention_ && weights_host_.raw() != weights_dev_.raw()) weights_host_.copy_from(weights_dev_);
   return logits_host_.data<float>();

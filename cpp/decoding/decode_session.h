@@ -52,6 +52,7 @@ class DecodeSession {
   Tensor ids_, positions_, self_lengths_;    // int32 (rows, 1), (rows, 1), (rows)
   Tensor ids_host_, positions_host_, self_lengths_host_;
   Tensor logits_, logits_host_;              // (rows, V)
+  Tensor logits_f32_;                        // (rows, V) f32 on the device, for half-precision models
   const float* pending_bias_ = nullptr;      // output bias finish_row adds, or nullptr
   Tensor weights_dev_, weights_host_;        // (rows, 1, src_len) float32
 };

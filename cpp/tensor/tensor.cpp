@@ -129,14 +129,22 @@ Tensor Tensor::to_dtype(DType dtype) const {
     throw_type_error("cannot convert ", describe(), " to ", dtype_name(dtype),
                      ": only conversions between float types are supported");
   Tensor t = empty(shape_, dtype, device());
-  CastParams p;
-  p.src_dtype = dtype_;
-  p.dst_dtype = dtype;
-  p.n = numel();
-  p.src = raw();
-  p.dst = t.raw();
-  backend_for(device()).cast(p, device().index);
+  t.cast_from(*this);
   return t;
+}
+
+void Tensor::cast_from(const Tensor& src) {
+  if (src.shape_ != shape_ || src.device() != device() || !dtype_is_float(src.dtype_) || !dtype_is_float(dtype_))
+    throw_value_error("cast_from: expected a float tensor of shape and device like ", describe(), ", got ",
+                      src.describe());
+  if (numel() == 0) return;
+  CastParams p;
+  p.src_dtype = src.dtype_;
+  p.dst_dtype = dtype_;
+  p.n = numel();
+  p.src = src.raw();
+  p.dst = raw();
+  backend_for(device()).cast(p, device().index);
 }
 
 void Tensor::copy_from(const Tensor& src) {

@@ -36,6 +36,7 @@ namespace emu {
 
 constexpr int kMaxThreads = 1024;
 constexpr size_t kStackBytes = 256 * 1024;
+constexpr int kExchangeWords = 8;  // words a lane can publish in one warp exchange
 
 struct Thread {
   ucontext_t ctx;
@@ -45,6 +46,7 @@ struct Thread {
   int wait = -1;  // -1 running, 0 the block barrier, 1 + w warp w's barrier
   unsigned wait_gen = 0;
   unsigned shuffles = 0;  // shuffles done: picks the slot bank
+  unsigned exchanges = 0;  // warp exchanges done (emu_mma.h): picks the exchange bank
 };
 
 struct Block {
@@ -55,6 +57,7 @@ struct Block {
   unsigned block_count = 0, block_gen = 0;
   std::vector<unsigned> warp_count, warp_gen, warp_active;
   std::vector<uint64_t> slots;  // [bank][warp][lane]
+  std::vector<uint32_t> exchange;  // [bank][warp][lane][kExchangeWords]
   std::function<void()> body;
 };
 
@@ -111,6 +114,20 @@ T shuffle(T v, int src) {
   return r;
 }
 
+// Every lane of the warp publishes n <= kExchangeWords words; returns the warp's table
+// (lane l's words at [l * kExchangeWords]), valid until this lane's next exchange but one
+// (two banks: a lane can only reach that one after every lane has passed the next barrier,
+// i.e. finished reading this table). Warp-collective, like the instructions it models.
+inline const uint32_t* exchange(const uint32_t* mine, int n) {
+  Block& b = block();
+  Thread& t = self();
+  const size_t warps = b.warp_count.size();
+  uint32_t* bank = b.exchange.data() + ((t.exchanges++ & 1) * warps + t.warp) * 32 * kExchangeWords;
+  std::memcpy(bank + t.lane * kExchangeWords, mine, n * sizeof(uint32_t));
+  sync_warp();
+  return bank;
+}
+
 inline void thread_entry() {
   Block& b = block();
   b.body();
@@ -137,6 +154,7 @@ inline void launch(dim3 grid, dim3 block_dim, size_t smem, const std::function<v
         b.active = n, b.block_count = 0, b.block_gen = 0;
         b.warp_count.assign(warps, 0), b.warp_gen.assign(warps, 0), b.warp_active.assign(warps, 0);
         b.slots.assign(2 * warps * 32, 0);
+        b.exchange.assign(size_t(2) * warps * 32 * kExchangeWords, 0);
         for (int i = 0; i < n; ++i) {
           Thread& t = b.threads[i];
           t = Thread{};

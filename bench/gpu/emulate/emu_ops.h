@@ -11,6 +11,7 @@
 #include <string>
 
 #include "emu.h"
+#include "emu_mma.h"
 #include "tformer/backend.h"
 
 // CUB's stable radix sort of (key, value) pairs, as std::stable_sort on the host (the

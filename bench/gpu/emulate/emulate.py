@@ -8,7 +8,7 @@ import re
 import sys
 
 LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;]*>)?)<<<(.*?)>>>\((.*?)\);", re.S)
-OWN_HEADERS = re.compile(r'#include ("(cuda_check\.h|ops\.h|launch_util\.h|allocator\.h)"|<cub/[\w/.]+>)\n')
+OWN_HEADERS = re.compile(r'#include ("(cuda_check\.h|ops\.h|launch_util\.h|allocator\.h|mma\.cuh)"|<cub/[\w/.]+>)\n')
 
 
 def rewrite(text):

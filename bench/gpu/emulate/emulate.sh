@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds and runs check_training against the CUDA backend's training kernels on the CPU
-# emulator (emu.h): no GPU needed, only the CUDA headers (cuda_fp16.h and friends) and
+# Builds and runs check_training (the CUDA backend's training kernels) and
+# check_attention_mma (the tensor-core attention forward) on the CPU emulator (emu.h),
+# then check_mma: no GPU needed, only the CUDA headers (cuda_fp16.h and friends) and
 # g++. Run from the repository root: bash bench/gpu/emulate/emulate.sh
 set -euo pipefail
 out=${OUT:-build/emulate}
@@ -10,7 +11,7 @@ for dir in "${CUDA_HOME:-/nonexistent}/include" /usr/local/cuda/include "$(dirna
 done
 [ -n "$cuda_include" ] || { echo "no CUDA headers found: set CUDA_INCLUDE" >&2; exit 1; }
 mkdir -p "$out"
-python3 bench/gpu/emulate/emulate.py "$out/src" cuda/layer_norm.cu cuda/attention.cu cuda/train_attention.cu \
+python3 bench/gpu/emulate/emulate.py "$out/src" cuda/layer_norm.cu cuda/attention.cu cuda/attention_mma.cu cuda/train_attention.cu \
   cuda/train_reduce.cu cuda/train_loss.cu cuda/train_elementwise.cu cuda/train_embedding.cu
 flags=(-std=c++17 -O2 -g -Wno-attributes -Icpp/include -Icuda -Ibench/gpu/emulate -I"$cuda_include")
 objs=()
@@ -22,3 +23,10 @@ done
 wait
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_training.cpp "${objs[@]}" -ldl -o "$out/check_training_emulated"
 "$out/check_training_emulated" "$@"
+# The tensor-core attention forward (f16 / bf16) through the same backend.
+g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_attention_mma.cpp "${objs[@]}" -ldl -o "$out/check_attention_mma_emulated"
+"$out/check_attention_mma_emulated"
+# The tensor-core primitives (cuda/mma.cuh as emu_mma.h models them), composed as the kernels do.
+python3 bench/gpu/emulate/emulate.py "$out/src" bench/gpu/check_mma.cu
+g++ "${flags[@]}" -DTFORMER_LAB_EMULATED "$out/src/check_mma.cpp" -o "$out/check_mma_emulated"
+"$out/check_mma_emulated"

@@ -74,6 +74,8 @@ class Tensor {
   // Copies.
   Tensor to(Device device) const;
   Tensor to_dtype(DType dtype) const;  // between float dtypes, on the same device
+  // *this = src converted to this tensor's dtype (float types, same shape and device); no allocation.
+  void cast_from(const Tensor& src);
   void copy_from(const Tensor& src);   // same shape and dtype, any devices
   void copy_to_host(void* dst) const;
   void fill_zero();
