@@ -3,11 +3,14 @@ activations, float32 gradients, master weights and AdamW moments; and its error 
 
 The mixed-precision path is CUDA only: on "cpu" each device test checks the error instead.
 On a GPU a tiny model trains a few steps against a float32 CPU run from the same weights:
-  - the float32 gradients of the first step are within 2 % (bf16) / 0.5 % (fp16) of the
-    float32 ones (relative L2 norm; bf16 keeps 8 bits of mantissa, fp16 11);
+  - the float32 gradients of the first applied step are within 2 % (bf16) / 0.5 % (fp16)
+    of the float32 ones (relative L2 norm over all of them; bf16 keeps 8 bits of mantissa,
+    fp16 11), and within 5 times that per tensor (some are partly rounding noise: the key
+    bias's gradient is 0 in exact arithmetic);
   - the losses agree to 2 % / 0.5 %;
-  - the master weights moved like the float32 weights (their updates correlate > 0.9:
-    the first AdamW steps are about lr * sign(g), whatever the rounding of small g);
+  - the master weights moved like the float32 weights: their updates correlate > 0.9 over
+    all parameters and > 0.5 per tensor (the first AdamW steps are about lr * sign(g), and
+    the sign of a noise-level gradient is a coin flip);
   - the model's weights are exactly the master weights rounded to the half dtype
     (torch's round-to-nearest-even of the same float32 values).
 """
@@ -58,22 +61,28 @@ def test_mixed_precision_step(device, precision):
     trainer = tformer.Trainer(model, **SETTINGS, precision=precision)
     assert model.dtype == {"bf16": "bfloat16", "fp16": "float16"}[precision]
     assert (trainer.scaler is not None) == (precision == "fp16")
-    init = {n: np.array(reference._core.parameter(n)) for n in ref._graph.trainable}
+    names = ref._graph.trainable
+    init = {n: np.array(reference._core.parameter(n)) for n in names}
+    compared = False
     for k, (src, tgt) in enumerate(BATCHES):
         loss_ref = ref.step(src, tgt)
         loss = trainer.step(src, tgt)
         assert abs(loss - loss_ref) <= TOL[precision] * loss_ref, (k, loss, loss_ref)
-        if k == 0:
+        if not compared and not trainer.last_step_skipped:
+            compared = True
             grads, grads_ref = trainer.gradients(), ref.gradients()
-            for name in ref._graph.trainable:
-                assert grads[name].dtype == np.float32
-                assert rel_err(grads[name], grads_ref[name]) <= TOL[precision], name
+            assert all(grads[n].dtype == np.float32 for n in names)
+            assert rel_err(np.concatenate([grads[n].ravel() for n in names]),
+                           np.concatenate([grads_ref[n].ravel() for n in names])) <= TOL[precision]
+            for name in names:
+                assert rel_err(grads[name], grads_ref[name]) <= 5 * TOL[precision], name
     assert trainer.optimizer_steps >= 2
     master = trainer.master_weights()
-    for name in ref._graph.trainable:
-        moved = master[name] - init[name]
-        moved_ref = np.asarray(reference._core.parameter(name)) - init[name]
-        assert np.corrcoef(moved.ravel(), moved_ref.ravel())[0, 1] > 0.9, name
+    moved = {n: (master[n] - init[n]).ravel() for n in names}
+    moved_ref = {n: (np.asarray(reference._core.parameter(n)) - init[n]).ravel() for n in names}
+    assert np.corrcoef(np.concatenate(list(moved.values())), np.concatenate(list(moved_ref.values())))[0, 1] > 0.9
+    for name in names:
+        assert np.corrcoef(moved[name], moved_ref[name])[0, 1] > 0.5, name
         rounded = torch.from_numpy(master[name]).to(TORCH_HALF[precision]).float().numpy()
         assert np.array_equal(np.asarray(model._core.parameter(name)), rounded), name
 
