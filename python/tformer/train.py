@@ -129,10 +129,14 @@ class Trainer:
         self.optimizer_steps = 0  # AdamW updates applied (steps skipped for overflow do not count)
         self.last_step_skipped = False
         self._last_scale = 1.0
-        self._graph = _core.TrainGraph(model._core, _frozen(model.config), int(bucket_mb * (1 << 20)), compute)
         self.group = self._reducer = None
         if distributed is not False and distributed is not None:
-            self._join(distributed)
+            # before the graph: rank 0's weights are broadcast as they are (float32), so that
+            # every rank's master copy starts from the same values, not from rounded ones
+            self.group = self._join(distributed)
+        self._graph = _core.TrainGraph(model._core, _frozen(model.config), int(bucket_mb * (1 << 20)), compute)
+        if self.group is not None:
+            self._reducer = _distributed.GradientReducer(self.group, self._graph)
 
     # ------------------------------------------------------------------ distributed
 
@@ -157,8 +161,7 @@ class Trainer:
             value = group.broadcast(np.asarray(self.model._core.parameter(name)))
             if group.rank != 0:
                 self.model._core.set_parameter(name, value)
-        self.group = group
-        self._reducer = dist_mod.GradientReducer(group, self._graph)
+        return group
 
     @property
     def rank(self) -> int:
