@@ -55,16 +55,18 @@ void scale_rows(const GemmParams& p, cudaStream_t stream) {
   TFORMER_CUDA_CHECK_LAUNCH("scale_rows_kernel");
 }
 
+DType c_dtype(const GemmParams& p) { return p.c_f32 ? DType::f32 : p.dtype; }
+
 // k == 0: op(A) op(B) is empty, C = beta * C (C is not read when beta == 0).
 void gemm_empty_product(const GemmParams& p, cudaStream_t stream) {
-  const size_t elem = dtype_size(p.dtype);
+  const size_t elem = dtype_size(c_dtype(p));
   if (p.beta == 0.0f) {
     const int64_t ldc = leading_dim(p.ldc, p.m, p.n);
     TFORMER_CUDA_CHECK(cudaMemset2DAsync(p.c, ldc * elem, 0, p.n * elem, p.m, stream));
     return;
   }
   if (p.beta == 1.0f) return;
-  switch (p.dtype) {
+  switch (c_dtype(p)) {
     case DType::f32: return scale_rows<float>(p, stream);
     case DType::f16: return scale_rows<__half>(p, stream);
     case DType::bf16: return scale_rows<__nv_bfloat16>(p, stream);
@@ -76,6 +78,9 @@ void gemm_empty_product(const GemmParams& p, cudaStream_t stream) {
 
 void gemm(const GemmParams& p, cublasHandle_t handle, cudaStream_t stream) {
   const cudaDataType_t type = gemm_data_type(p.dtype);
+  // Mixed precision: f16/bf16 A and B, float32 C (cuBLAS's CUDA_R_16F/16BF x CUDA_R_32F
+  // combination with 32F compute), the parameter gradients' dW += dY^T X.
+  const cudaDataType_t c_type = gemm_data_type(c_dtype(p));
   if (p.m == 0 || p.n == 0) return;
   if (p.k == 0) return gemm_empty_product(p, stream);
 
@@ -92,7 +97,7 @@ void gemm(const GemmParams& p, cublasHandle_t handle, cudaStream_t stream) {
   TFORMER_CUBLAS_CHECK(cublasSetStream(handle, stream));
   TFORMER_CUBLAS_CHECK(cublasGemmEx_64(handle, op_b, op_a, p.n, p.m, p.k, &p.alpha,
                                        p.b, type, ldb, p.a, type, lda, &p.beta,
-                                       p.c, type, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                       p.c, c_type, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace tformer::cuda

@@ -35,13 +35,13 @@ __global__ void __launch_bounds__(kIotaThreads) iota_kernel(int32_t* out, int32_
 // table[key, :] += scale * sum of dout[rows[s], :] over the run s of keys[s] == key, in
 // order, skipping rows whose token id is skip_id. One block per run start (grid-stride
 // over sorted positions; the others return at once), threads over the columns.
-template <typename T>
+template <typename T, typename G>
 __global__ void embedding_runs_kernel(const T* dout, int64_t dim, const int32_t* keys, const int32_t* rows, int32_t n,
-                                      const int32_t* ids, int32_t skip_id, float scale, T* table) {
+                                      const int32_t* ids, int32_t skip_id, float scale, G* table) {
   for (int32_t k = blockIdx.x; k < n; k += gridDim.x) {
     const int32_t key = keys[k];
     if (k > 0 && keys[k - 1] == key) continue;  // block-uniform: not the start of a run
-    T* dst = table + int64_t(key) * dim;
+    G* dst = table + int64_t(key) * dim;
     for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
       float acc = 0.0f;
       bool any = false;
@@ -51,26 +51,27 @@ __global__ void embedding_runs_kernel(const T* dout, int64_t dim, const int32_t*
         if (!any) acc = to_float(dst[c]), any = true;  // read only a row that gets a gradient
         acc += to_float(dout[int64_t(r) * dim + c]) * scale;
       }
-      if (any) dst[c] = from_float<T>(acc);
+      if (any) dst[c] = from_float<G>(acc);
     }
   }
 }
 
 namespace {
 
-template <typename T>
-void launch_runs(const EmbeddingBackwardParams& p, const int32_t* keys_in, T* table, float scale, int32_t* keys,
+// T: dout's type; G: the tables' (T, or float for mixed precision's float32 gradients).
+template <typename T, typename G>
+void launch_runs(const EmbeddingBackwardParams& p, const int32_t* keys_in, G* table, float scale, int32_t* keys,
                  int32_t* rows, const int32_t* iota, void* temp, size_t temp_bytes, cudaStream_t stream) {
   const int32_t n = static_cast<int32_t>(p.rows);
   TFORMER_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys, iota, rows, n, 0, 32, stream));
   const int threads = static_cast<int>(std::min<int64_t>((p.dim + 31) / 32 * 32, 256));
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(n, 1 << 20));
-  embedding_runs_kernel<T><<<blocks, threads, 0, stream>>>(static_cast<const T*>(p.dout), p.dim, keys, rows, n, p.ids,
+  embedding_runs_kernel<T, G><<<blocks, threads, 0, stream>>>(static_cast<const T*>(p.dout), p.dim, keys, rows, n, p.ids,
                                                            p.skip_id, scale, table);
   TFORMER_CUDA_CHECK_LAUNCH("embedding_runs_kernel");
 }
 
-template <typename T>
+template <typename T, typename G>
 void launch_embedding_backward(const EmbeddingBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream) {
   const int32_t n = static_cast<int32_t>(p.rows);
   size_t temp_bytes = 0;
@@ -88,9 +89,16 @@ void launch_embedding_backward(const EmbeddingBackwardParams& p, CachingAllocato
                 stream>>>(iota, n);
   TFORMER_CUDA_CHECK_LAUNCH("iota_kernel");
   if (p.dtable != nullptr)
-    launch_runs<T>(p, p.ids, static_cast<T*>(p.dtable), p.scale, keys, rows, iota, temp, temp_bytes, stream);
+    launch_runs<T, G>(p, p.ids, static_cast<G*>(p.dtable), p.scale, keys, rows, iota, temp, temp_bytes, stream);
   if (p.dpositions != nullptr && p.position_ids != nullptr)
-    launch_runs<T>(p, p.position_ids, static_cast<T*>(p.dpositions), 1.0f, keys, rows, iota, temp, temp_bytes, stream);
+    launch_runs<T, G>(p, p.position_ids, static_cast<G*>(p.dpositions), 1.0f, keys, rows, iota, temp, temp_bytes,
+                      stream);
+}
+
+template <typename T>
+void launch_embedding_backward(const EmbeddingBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream) {
+  if (p.grad_f32) return launch_embedding_backward<T, float>(p, allocator, stream);
+  launch_embedding_backward<T, T>(p, allocator, stream);
 }
 
 }  // namespace
@@ -101,7 +109,7 @@ void embedding_backward(const EmbeddingBackwardParams& p, CachingAllocator& allo
   if (p.rows > INT32_MAX)
     throw std::invalid_argument("cuda embedding_backward: " + std::to_string(p.rows) + " rows are too many (at most 2^31 - 1)");
   switch (p.dtype) {
-    case DType::f32: return launch_embedding_backward<float>(p, allocator, stream);
+    case DType::f32: return launch_embedding_backward<float, float>(p, allocator, stream);
     case DType::f16: return launch_embedding_backward<__half>(p, allocator, stream);
     case DType::bf16: return launch_embedding_backward<__nv_bfloat16>(p, allocator, stream);
     default: throw_unsupported_dtype("embedding_backward", p.dtype);

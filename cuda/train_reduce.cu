@@ -217,18 +217,31 @@ void check_column_grid(const char* op, int64_t cols) {
     throw std::invalid_argument(std::string("cuda ") + op + ": " + std::to_string(cols) + " columns are too many");
 }
 
-template <typename T>
+// G: the gradient's type, T or float (mixed precision: float32 gradients of half values).
+template <typename T, typename G>
 void launch_sum_rows(const SumRowsParams& p, CachingAllocator& allocator, cudaStream_t stream) {
   RowValues<T> f{static_cast<const T*>(p.x), p.cols};
-  column_sums<T>(f, p.rows, p.cols, static_cast<T*>(p.out), static_cast<T*>(nullptr), allocator, stream);
+  column_sums<G>(f, p.rows, p.cols, static_cast<G*>(p.out), static_cast<G*>(nullptr), allocator, stream);
+}
+
+template <typename T>
+void launch_sum_rows(const SumRowsParams& p, CachingAllocator& allocator, cudaStream_t stream) {
+  if (p.grad_f32) return launch_sum_rows<T, float>(p, allocator, stream);
+  launch_sum_rows<T, T>(p, allocator, stream);
+}
+
+template <typename T, typename G>
+void layer_norm_param_grads(const LayerNormBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream) {
+  LayerNormParamValues<T> f{static_cast<const T*>(p.dout), static_cast<const T*>(p.s), p.mean, p.rstd, p.cols};
+  column_sums<G>(f, p.rows, p.cols, static_cast<G*>(p.dgamma), static_cast<G*>(p.dbeta), allocator, stream);
 }
 
 template <typename T>
 void launch_layer_norm_backward(const LayerNormBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream) {
   // The parameter gradients first: they read dout, which ds may alias.
   if (p.dgamma != nullptr || p.dbeta != nullptr) {
-    LayerNormParamValues<T> f{static_cast<const T*>(p.dout), static_cast<const T*>(p.s), p.mean, p.rstd, p.cols};
-    column_sums<T>(f, p.rows, p.cols, static_cast<T*>(p.dgamma), static_cast<T*>(p.dbeta), allocator, stream);
+    if (p.grad_f32) layer_norm_param_grads<T, float>(p, allocator, stream);
+    else layer_norm_param_grads<T, T>(p, allocator, stream);
   }
   const int threads = static_cast<int>(std::min<int64_t>((p.cols + 31) / 32 * 32, 512));
   const int64_t blocks = std::min<int64_t>(p.rows, 1 << 20);
@@ -256,7 +269,7 @@ void sum_rows(const SumRowsParams& p, CachingAllocator& allocator, cudaStream_t 
   if (p.rows <= 0 || p.cols <= 0) return;
   check_column_grid("sum_rows", p.cols);
   switch (p.dtype) {
-    case DType::f32: return launch_sum_rows<float>(p, allocator, stream);
+    case DType::f32: return launch_sum_rows<float, float>(p, allocator, stream);
     case DType::f16: return launch_sum_rows<__half>(p, allocator, stream);
     case DType::bf16: return launch_sum_rows<__nv_bfloat16>(p, allocator, stream);
     default: throw_unsupported_dtype("sum_rows", p.dtype);

@@ -361,6 +361,124 @@ void check_embedding_backward(tformer::Backend* be, DType t, bool positions, boo
   expect(dt.download() == got_t && dp.download() == got_p, name + " deterministic " + tformer::dtype_name(t));
 }
 
+// ---------------------------------------------------------------- mixed precision
+// Half-precision values with float32 parameter gradients (grad_f32, GemmParams::c_f32)
+// and AdamW's rounded half copy of the weights (param_half). The references are float64
+// sums of the half inputs' exact values: only float32 accumulation remains (1e-5).
+
+void check_sum_rows_f32_grad(tformer::Backend* be, DType t, int64_t rows, int64_t cols) {
+  lab::Buffer x(be, t, rows * cols), out(be, DType::f32, cols);
+  const auto hx = lab::random_values(rng, x.size(), t), h0 = lab::random_values(rng, cols, DType::f32);
+  x.upload(hx), out.upload(h0);
+  tformer::SumRowsParams p;
+  p.dtype = t, p.grad_f32 = true, p.rows = rows, p.cols = cols, p.out = out.data(), p.x = x.data();
+  be->sum_rows(p, 0);
+  std::vector<double> ref(h0.begin(), h0.end());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) ref[c] += hx[r * cols + c];
+  report("sum_rows " + std::to_string(rows) + "x" + std::to_string(cols) + " float32 out (+=)", t, out.download(), ref,
+         all_indices(cols), 1e-5);
+}
+
+void check_layer_norm_f32_grads(tformer::Backend* be, DType t, int64_t rows, int64_t cols) {
+  const size_t n = rows * cols;
+  lab::Buffer s(be, t, n), g(be, t, cols), dout(be, t, n), ds(be, t, n);
+  lab::Buffer mean(be, DType::f32, rows), rstd(be, DType::f32, rows), dg(be, DType::f32, cols), db(be, DType::f32, cols);
+  const auto hs = lab::random_values(rng, n, t, 1.0f, 2.0f), hg = lab::random_values(rng, cols, t, 1.0f, 0.3f);
+  const auto hdo = lab::random_values(rng, n, t);
+  const auto hdg0 = lab::random_values(rng, cols, DType::f32), hdb0 = lab::random_values(rng, cols, DType::f32);
+  std::vector<float> hmean(rows), hrstd(rows);
+  for (int64_t r = 0; r < rows; ++r) hmean[r] = 1.0f + 0.01f * r, hrstd[r] = 0.5f + 0.001f * r;  // any saved stats
+  s.upload(hs), g.upload(hg), dout.upload(hdo), dg.upload(hdg0), db.upload(hdb0), mean.upload(hmean), rstd.upload(hrstd);
+  tformer::LayerNormBackwardParams p;
+  p.dtype = t, p.grad_f32 = true, p.rows = rows, p.cols = cols, p.ds = ds.data(), p.dout = dout.data();
+  p.s = s.data(), p.gamma = g.data(), p.dgamma = dg.data(), p.dbeta = db.data();
+  p.mean = static_cast<const float*>(mean.data()), p.rstd = static_cast<const float*>(rstd.data());
+  be->layer_norm_backward(p, 0);
+  std::vector<double> ref_dg(hdg0.begin(), hdg0.end()), ref_db(hdb0.begin(), hdb0.end());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const double xhat = (double(hs[r * cols + c]) - hmean[r]) * hrstd[r];
+      ref_dg[c] += hdo[r * cols + c] * xhat, ref_db[c] += hdo[r * cols + c];
+    }
+  const std::string name = "layer_norm_backward " + std::to_string(rows) + "x" + std::to_string(cols);
+  report(name + " float32 dgamma", t, dg.download(), ref_dg, all_indices(cols), 1e-5);
+  report(name + " float32 dbeta", t, db.download(), ref_db, all_indices(cols), 1e-5);
+}
+
+void check_embedding_backward_f32(tformer::Backend* be, DType t) {
+  const int64_t rows = 97, dim = 40, vocab = 11, max_pos = 9;
+  lab::Buffer dout(be, t, rows * dim), dt(be, DType::f32, vocab * dim), dp(be, DType::f32, max_pos * dim);
+  lab::Buffer ids(be, DType::i32, rows), pos_ids(be, DType::i32, rows);
+  const auto hdo = lab::random_values(rng, dout.size(), t);
+  const auto ht0 = lab::random_values(rng, dt.size(), DType::f32), hp0 = lab::random_values(rng, dp.size(), DType::f32);
+  std::vector<int32_t> hi(rows), hpi(rows);
+  for (int64_t r = 0; r < rows; ++r) hi[r] = int32_t(rng() % vocab), hpi[r] = int32_t(rng() % max_pos);
+  dout.upload(hdo), dt.upload(ht0), dp.upload(hp0), ids.upload_i32(hi), pos_ids.upload_i32(hpi);
+  tformer::EmbeddingBackwardParams p;
+  p.dtype = t, p.grad_f32 = true, p.rows = rows, p.dim = dim, p.scale = 1.5f, p.skip_id = 3, p.dout = dout.data();
+  p.ids = static_cast<const int32_t*>(ids.data()), p.dtable = dt.data(), p.dpositions = dp.data();
+  p.position_ids = static_cast<const int32_t*>(pos_ids.data());
+  be->embedding_backward(p, 0);
+  std::vector<double> ref_t(ht0.begin(), ht0.end()), ref_p(hp0.begin(), hp0.end());
+  for (int64_t r = 0; r < rows; ++r) {
+    if (hi[r] == 3) continue;
+    for (int64_t c = 0; c < dim; ++c) ref_t[hi[r] * dim + c] += 1.5 * hdo[r * dim + c], ref_p[hpi[r] * dim + c] += hdo[r * dim + c];
+  }
+  report("embedding_backward float32 dtable", t, dt.download(), ref_t, all_indices(ref_t.size()), 1e-5);
+  report("embedding_backward float32 dpositions", t, dp.download(), ref_p, all_indices(ref_p.size()), 1e-5);
+}
+
+// AdamW on the float32 master weights, writing their rounding to `half` too: the float32
+// results are those without param_half, bit for bit, and the half copy is their rounding.
+void check_adamw_half(tformer::Backend* be, DType half) {
+  const int64_t n = 10007;
+  lab::Buffer param(be, DType::f32, n), grad(be, DType::f32, n), m(be, DType::f32, n), v(be, DType::f32, n);
+  lab::Buffer out(be, half, n), rounded(be, half, n);
+  auto hp = lab::random_values(rng, n, DType::f32), hg = lab::random_values(rng, n, DType::f32);
+  auto hm = lab::random_values(rng, n, DType::f32, 0.0f, 0.1f), hv = lab::random_values(rng, n, DType::f32, 0.0f, 0.1f);
+  for (auto& x : hv) x = x * x;
+  param.upload(hp), grad.upload(hg), m.upload(hm), v.upload(hv), out.upload(nans(n));
+  tformer::AdamWParams p;
+  p.n = n, p.lr = 1e-3, p.weight_decay = 0.01, p.step = 3, p.grad_scale = 0.25f;
+  p.param = static_cast<float*>(param.data()), p.grad = static_cast<const float*>(grad.data());
+  p.m = static_cast<float*>(m.data()), p.v = static_cast<float*>(v.data());
+  p.param_half = out.data(), p.half_dtype = half;
+  be->adamw(p, 0);
+  const auto gp = param.download(), gm = m.download(), gv = v.download();
+  const HostAdamW host(p);
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    float pp = hp[i], mm = hm[i], vv = hv[i];
+    host.update(pp, mm, vv, hg[i]);
+    wrong += !(gp[i] == pp && gm[i] == mm && gv[i] == vv);
+  }
+  const std::string name = std::string("adamw param_half ") + tformer::dtype_name(half);
+  expect(wrong == 0, name + " float32 bit-exact vs CPU order", std::to_string(wrong) + " element(s) differ");
+  rounded.upload(gp);  // the host's round-to-nearest-even
+  expect(out.download_bytes() == rounded.download_bytes(), name + " = rounded master weights");
+}
+
+#ifndef TFORMER_LAB_EMULATED
+// C (float32) += A^T B with half A, B: the weight gradient of mixed-precision training.
+void check_gemm_f32_out(tformer::Backend* be, DType t, int64_t m, int64_t n, int64_t k) {
+  lab::Buffer a(be, t, k * m), b(be, t, k * n), c(be, DType::f32, m * n);
+  const auto ha = lab::random_values(rng, a.size(), t), hb = lab::random_values(rng, b.size(), t);
+  const auto hc = lab::random_values(rng, c.size(), DType::f32);
+  a.upload(ha), b.upload(hb), c.upload(hc);
+  tformer::GemmParams p;
+  p.dtype = t, p.c_f32 = true, p.trans_a = true, p.m = m, p.n = n, p.k = k, p.alpha = 1.0f, p.beta = 1.0f;
+  p.a = a.data(), p.lda = m, p.b = b.data(), p.ldb = n, p.c = c.data(), p.ldc = n;
+  be->gemm(p, 0);
+  std::vector<double> ref(hc.begin(), hc.end());
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t l = 0; l < k; ++l) ref[i * n + j] += double(ha[l * m + i]) * hb[l * n + j];
+  report("gemm c_f32 dW += dY^T X " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k), t,
+         c.download(), ref, all_indices(ref.size()), 1e-5);
+}
+#endif
+
 // ---------------------------------------------------------------- attention
 
 struct BackwardCase {
@@ -614,6 +732,15 @@ int main(int argc, char** argv) {
     // The tensor-core attention backward exists for half types only: checked in every run.
     if (!all_dtypes)
       for (DType t : {DType::f16, DType::bf16}) check_attention_backward_cases(be, t, true);
+    for (DType half : {DType::f16, DType::bf16}) {  // mixed precision (small: also under the emulator)
+      check_sum_rows_f32_grad(be, half, 300, 70);
+      check_layer_norm_f32_grads(be, half, 80, 96);
+      check_embedding_backward_f32(be, half);
+      check_adamw_half(be, half);
+#ifndef TFORMER_LAB_EMULATED
+      check_gemm_f32_out(be, half, 64, 48, 1000);
+#endif
+    }
     check_errors(be);
     std::printf("%s: %d failure(s)\n", lab::failures ? "FAILED" : "PASSED", lab::failures);
     delete be;

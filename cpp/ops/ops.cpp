@@ -45,11 +45,16 @@ void gemm(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_
   if (c.dim(0) != m || c.dim(1) != n)
     throw_value_error("gemm: c must have shape (", m, ", ", n, "), got ", shape_str(c.shape()));
   expect_dtype("gemm", "b", b, a.dtype());
-  expect_dtype("gemm", "c", c, a.dtype());
+  // Half inputs may write a float32 C (mixed-precision gradients), on CUDA only.
+  const bool c_f32 = a.dtype() != DType::f32 && c.dtype() == DType::f32;
+  if (!c_f32) expect_dtype("gemm", "c", c, a.dtype());
   expect_same_device("gemm", a, b);
   expect_same_device("gemm", a, c);
+  if (c_f32 && a.device().is_cpu())
+    throw_type_error("gemm: a float32 c with ", dtype_name(a.dtype()), " a and b is CUDA only (cpu is all-float32)");
   GemmParams p;
   p.dtype = a.dtype();
+  p.c_f32 = c_f32;
   p.trans_a = trans_a;
   p.trans_b = trans_b;
   p.m = m;

@@ -20,6 +20,26 @@ void row_stat(const char* op, const char* what, const Tensor& t, int64_t rows, c
   same_device(op, what, t, x);
 }
 
+// A parameter gradient: the dtype of `like` (the parameter or activation it belongs to),
+// or float32 with half `like` on a GPU (mixed precision: gradients accumulate in float32).
+// Returns whether it is such a float32 gradient.
+bool grad_dtype(const char* op, const char* what, const Tensor& g, const Tensor& like) {
+  if (g.dtype() == DType::f32 && like.dtype() != DType::f32) {
+    if (like.device().is_cpu())
+      throw_type_error(op, ": a float32 ", what, " of ", dtype_name(like.dtype()), " values is CUDA only");
+    return true;
+  }
+  dtype_is(op, what, g, like.dtype());
+  return false;
+}
+
+// Like vector_of, with a gradient's dtype rule.
+bool grad_vector(const char* op, const char* what, const Tensor& t, int64_t n, const Tensor& like) {
+  shape_is(op, what, t, {n});
+  same_device(op, what, t, like);
+  return grad_dtype(op, what, t, like);
+}
+
 }  // namespace
 
 void linear_backward(Tensor* dx, Tensor* dweight, Tensor* dbias, const Tensor& dy, const Tensor& x,
@@ -37,8 +57,12 @@ void linear_backward(Tensor* dx, Tensor* dweight, Tensor* dbias, const Tensor& d
   same_device(op, "dy", dy, weight);
   same_device(op, "x", x, weight);
   if (dx) like(op, "dx", *dx, x, "x");
-  if (dweight) like(op, "dweight", *dweight, weight, "weight");
-  if (dbias) vector_of(op, "dbias", *dbias, out_features, weight);
+  if (dweight) {
+    shape_is(op, "dweight", *dweight, weight.shape());
+    same_device(op, "dweight", *dweight, weight);
+    grad_dtype(op, "dweight", *dweight, weight);
+  }
+  if (dbias) grad_vector(op, "dbias", *dbias, out_features, weight);
   const int64_t rows = rows_of(x);
   const Tensor dy2 = dy.reshape({rows, out_features});
   const Tensor x2 = x.reshape({rows, in});
@@ -53,8 +77,8 @@ void linear_backward(Tensor* dx, Tensor* dweight, Tensor* dbias, const Tensor& d
 void sum_rows(Tensor& dbias, const Tensor& dy) {
   const char* op = "sum_rows";
   if (dy.ndim() < 1) throw_value_error(op, ": dy must have at least 1 dimension");
-  vector_of(op, "dbias", dbias, dy.dim(-1), dy);
   SumRowsParams p;
+  p.grad_f32 = grad_vector(op, "dbias", dbias, dy.dim(-1), dy);
   p.dtype = dy.dtype();
   p.rows = rows_of(dy);
   p.cols = dy.dim(-1);
@@ -123,11 +147,14 @@ void layer_norm_backward(Tensor& ds, Tensor* dgamma, Tensor* dbeta, const Tensor
   like(op, "dout", dout, s, "s");
   like(op, "ds", ds, s, "s");
   vector_of(op, "gamma", gamma, cols, s);
-  if (dgamma) vector_of(op, "dgamma", *dgamma, cols, s);
-  if (dbeta) vector_of(op, "dbeta", *dbeta, cols, s);
+  const bool dgamma_f32 = dgamma && grad_vector(op, "dgamma", *dgamma, cols, s);
+  const bool dbeta_f32 = dbeta && grad_vector(op, "dbeta", *dbeta, cols, s);
+  if (dgamma && dbeta && dgamma_f32 != dbeta_f32)
+    throw_type_error(op, ": dgamma and dbeta must have one dtype, got ", dgamma->describe(), " and ", dbeta->describe());
   row_stat(op, "mean", mean, rows, s);
   row_stat(op, "rstd", rstd, rows, s);
   LayerNormBackwardParams p;
+  p.grad_f32 = dgamma_f32 || dbeta_f32;
   p.dtype = s.dtype();
   p.rows = rows;
   p.cols = cols;
@@ -156,14 +183,17 @@ void embedding_backward(Tensor* dtable, Tensor* dpositions, const Tensor& dout, 
   shape_is(op, "dout", dout, expected);
   same_device(op, "ids", ids, dout);
   auto table = [&](const Tensor* t, const char* what) {
-    if (!t) return;
+    if (!t) return false;
     if (t->ndim() != 2 || t->dim(1) != dim)
       throw_value_error(op, ": ", what, " must be (n, ", dim, "), got ", shape_str(t->shape()));
-    dtype_is(op, what, *t, dout.dtype());
     same_device(op, what, *t, dout);
+    return grad_dtype(op, what, *t, dout);
   };
-  table(dtable, "dtable");
-  table(dpositions, "dpositions");
+  const bool dtable_f32 = table(dtable, "dtable");
+  const bool dpositions_f32 = table(dpositions, "dpositions");
+  if (dtable && dpositions && dtable_f32 != dpositions_f32)
+    throw_type_error(op, ": dtable and dpositions must have one dtype, got ", dtable->describe(), " and ",
+                     dpositions->describe());
   if (dpositions) {
     if (!position_ids) throw_value_error(op, ": dpositions needs position_ids");
     dtype_is(op, "position_ids", *position_ids, DType::i32);
@@ -186,6 +216,7 @@ void embedding_backward(Tensor* dtable, Tensor* dpositions, const Tensor& dout, 
   }
   EmbeddingBackwardParams p;
   p.dtype = dout.dtype();
+  p.grad_f32 = dtable_f32 || dpositions_f32;
   p.rows = ids.numel();
   p.dim = dim;
   p.scale = scale;
@@ -264,12 +295,21 @@ void dropout(Tensor& out, const Tensor& x, float p, uint64_t seed, uint64_t offs
   backend_for(x.device()).dropout(dp, x.device().index);
 }
 
-void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWOptions& opt) {
+void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWOptions& opt, Tensor* param_half) {
   const char* op = "adamw";
   dtype_is(op, "param", param, DType::f32);
   like(op, "grad", grad, param, "param");
   like(op, "m", m, param, "param");
   like(op, "v", v, param, "param");
+  if (param_half) {
+    shape_is(op, "param_half", *param_half, param.shape());
+    same_device(op, "param_half", *param_half, param);
+    if (param_half->dtype() != DType::f16 && param_half->dtype() != DType::bf16)
+      throw_type_error(op, ": param_half must be float16 or bfloat16, got ", param_half->describe());
+    if (param.device().is_cpu())
+      throw_value_error(op, ": param_half (a half-precision copy of the updated weights) is CUDA only, ",
+                        "and param is on cpu");
+  }
   if (opt.step < 1) throw_value_error(op, ": step must be >= 1 (1-based), got ", opt.step);
   if (!(opt.lr >= 0.0) || !std::isfinite(opt.lr)) throw_value_error(op, ": lr must be >= 0, got ", opt.lr);
   if (!(opt.beta1 >= 0.0 && opt.beta1 < 1.0)) throw_value_error(op, ": beta1 must be in [0, 1), got ", opt.beta1);
@@ -291,6 +331,10 @@ void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWO
   p.grad = grad.data<float>();
   p.m = m.data<float>();
   p.v = v.data<float>();
+  if (param_half) {
+    p.param_half = param_half->raw();
+    p.half_dtype = param_half->dtype();
+  }
   if (p.n == 0) return;
   profile::Scope scope(op);
   backend_for(param.device()).adamw(p, param.device().index);

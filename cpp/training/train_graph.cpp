@@ -68,10 +68,18 @@ Tensor final_norm_backward(const Tensor& dy, const layers::Norm& norm, NormGrad 
 
 }  // namespace
 
-TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, int64_t bucket_bytes)
-    : model_(model) {
+TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, int64_t bucket_bytes, DType compute)
+    : model_(model), compute_(compute) {
   if (!model.complete()) throw_value_error("the model has parameters not set: cannot train it");
   if (bucket_bytes < 0) throw_value_error("bucket_bytes must be >= 0, got ", bucket_bytes);
+  if (!dtype_is_float(compute))
+    throw_value_error("the compute dtype must be float32, float16 or bfloat16, got ", dtype_name(compute));
+  if (compute != DType::f32 && !model.device().is_cuda())
+    throw_value_error(dtype_name(compute), " (mixed-precision) training needs a CUDA device, the model is on ",
+                      device_name(model.device()));
+  if (model.dtype() != DType::f32 && model.dtype() != compute)
+    throw_value_error("cannot train a ", dtype_name(model.dtype()), " model in ", dtype_name(compute),
+                      ": give a float32 model (or one of the compute dtype, with fp16/bf16)");
   for (const std::string& name : model.parameter_names())
     if (!frozen.count(name)) trainable_.push_back(name);
   if (trainable_.empty()) throw_value_error("every parameter is frozen: nothing to train");
@@ -105,12 +113,25 @@ TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, 
   for (int s = 1; s < stages; ++s)
     stage_end[static_cast<size_t>(s)] = std::max(stage_end[static_cast<size_t>(s)], stage_end[static_cast<size_t>(s - 1)]);
   flat_grad_ = Tensor::zeros({total}, DType::f32, device);
+  flat_m_ = Tensor::zeros({total}, DType::f32, device);
+  flat_v_ = Tensor::zeros({total}, DType::f32, device);
+  flat_param_ = Tensor::zeros({total}, compute, device);
+  if (mixed()) flat_master_ = Tensor::zeros({total}, DType::f32, device);
   for (const std::string& name : trainable_) {
-    const Tensor& p = model.parameter(name);
+    const Shape shape = model.parameter(name).shape();
     const int64_t off = offsets_[name];
-    grads_[name] = flat_grad_.slice(off, off + shape_numel(p.shape())).reshape(p.shape());
-    m_[name] = Tensor::zeros(p.shape(), DType::f32, p.device());
-    v_[name] = Tensor::zeros(p.shape(), DType::f32, p.device());
+    auto view = [&](const Tensor& flat) { return flat.slice(off, off + shape_numel(shape)).reshape(shape); };
+    grads_[name] = view(flat_grad_);
+    m_[name] = view(flat_m_);
+    v_[name] = view(flat_v_);
+    params_[name] = view(flat_param_);
+    if (mixed()) master_[name] = view(flat_master_);
+  }
+  sync_parameters();  // every parameter: its value into the flat buffers, the model onto the views
+  if (model_.dtype_ != compute) {  // f32 model, mixed precision: the frozen ones too
+    for (auto& [name, value] : model_.params_)
+      if (!params_.count(name)) value = value.to_dtype(compute);
+    model_.dtype_ = compute;
   }
 
   // Buckets close at stage ends once they hold bucket_bytes (the last one at the end).
@@ -171,6 +192,24 @@ Tensor& TrainGraph::grad(const std::string& name) {
   return it->second;
 }
 
+void TrainGraph::sync_parameters() {
+  for (const std::string& name : trainable_) {
+    Tensor& held = model_.params_.at(name);
+    Tensor& view = params_.at(name);
+    if (held.raw() == view.raw()) continue;
+    if (mixed()) master_.at(name).copy_from(held.dtype() == DType::f32 ? held : held.to_dtype(DType::f32));
+    view.copy_from(held.dtype() == compute_ ? held : held.to_dtype(compute_));
+    held = view;
+  }
+}
+
+Tensor& TrainGraph::master(const std::string& name) {
+  if (!mixed()) throw_value_error("no master weights: this graph trains in float32 (the model's weights are the master)");
+  auto it = master_.find(name);
+  if (it == master_.end()) throw_value_error("no master weights for parameter '", name, "' (frozen or unknown)");
+  return it->second;
+}
+
 Tensor& TrainGraph::moment(const std::string& name, int which) {
   auto& table = which == 0 ? m_ : v_;
   auto it = table.find(name);
@@ -185,16 +224,17 @@ void TrainGraph::zero_grad() { flat_grad_.fill_zero(); }
 double TrainGraph::grad_norm() const { return std::sqrt(ops::sum_squares(flat_grad_)); }
 
 void TrainGraph::adamw_step(const ops::AdamWOptions& opt, float grad_multiplier) {
+  sync_parameters();
   ops::AdamWOptions o = opt;
   o.grad_scale = grad_multiplier;
-  for (const std::string& name : trainable_) {
-    Tensor param = model_.parameter(name);  // shares storage: updated in place
-    ops::adamw(param, grads_.at(name), m_.at(name), v_.at(name), o);
-  }
+  // One launch over every parameter (weight decay is one setting for all of them).
+  if (mixed()) ops::adamw(flat_master_, flat_grad_, flat_m_, flat_v_, o, &flat_param_);
+  else ops::adamw(flat_param_, flat_grad_, flat_m_, flat_v_, o);
 }
 
 LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const Tensor& labels, const StepOptions& opt,
                         float grad_scale, const BucketReady* on_ready) {
+  sync_parameters();
   const TransformerConfig& c = model_.config();
   Transformer& m = model_;
   auto P = [&m](const std::string& n) -> const Tensor& { return m.parameter(n); };

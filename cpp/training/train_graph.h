@@ -7,6 +7,14 @@
 // matrix sits where its last writer finishes it). Consecutive gradients are grouped into
 // buckets; run() can announce each bucket as soon as it is final, so that data-parallel
 // training starts its all-reduce while the backward is still running.
+//
+// The optimizer state has the same layout: the AdamW moments are two flat f32 buffers,
+// and the model's trainable parameters become views into one flat buffer of the compute
+// dtype, so one AdamW launch updates everything (padding between views stays zero: zero
+// gradients and moments leave a zero parameter zero). Mixed precision (compute dtype
+// f16/bf16, CUDA): the model holds its weights in that dtype for the forward and
+// backward, the gradients still accumulate in f32, and a flat f32 master copy is what
+// AdamW updates, writing the rounded weights back into the model in the same launch.
 #pragma once
 
 #include <functional>
@@ -49,7 +57,11 @@ class TrainGraph {
   // frozen: parameters that get no gradient (fixed position tables, final_logits_bias).
   // bucket_bytes: a bucket closes at the first layer boundary where it holds at least this
   // many bytes (0: one bucket per layer boundary).
-  TrainGraph(Transformer& model, const std::set<std::string>& frozen, int64_t bucket_bytes = 4 << 20);
+  // compute: the dtype of the forward and backward. f32 needs an f32 model; f16/bf16 need
+  // a CUDA model of f32 (converted in place: the model's weights become `compute`, the
+  // master copy keeps their f32 values) or of `compute` already.
+  TrainGraph(Transformer& model, const std::set<std::string>& frozen, int64_t bucket_bytes = 4 << 20,
+             DType compute = DType::f32);
 
   // Forward (and, with grad_scale != 0, backward: gradients += grad_scale * d(loss sum)).
   // tgt_in: decoder inputs (start token first); labels: int32 (batch, tgt_len) host,
@@ -60,12 +72,16 @@ class TrainGraph {
 
   void zero_grad();
   double grad_norm() const;  // global L2 norm of all gradients
-  // AdamW on every trainable parameter; gradients are multiplied by grad_multiplier first.
+  // AdamW on every trainable parameter, one launch over the flat buffers; gradients are
+  // multiplied by grad_multiplier first (clipping, loss-scale unscaling).
   void adamw_step(const ops::AdamWOptions& opt, float grad_multiplier);
 
   const std::vector<std::string>& trainable() const { return trainable_; }
+  DType compute_dtype() const { return compute_; }
+  bool mixed() const { return compute_ != DType::f32; }
   Tensor& grad(const std::string& name);         // resolves tied/shared names
-  Tensor& moment(const std::string& name, int which);  // 0: first, 1: second
+  Tensor& moment(const std::string& name, int which);  // 0: first, 1: second (views)
+  Tensor& master(const std::string& name);       // the f32 master copy (mixed precision only)
 
   const Tensor& flat_grad() const { return flat_grad_; }  // every gradient (views into it)
   const std::vector<GradBucket>& buckets() const { return buckets_; }
@@ -79,12 +95,18 @@ class TrainGraph {
   int num_stages() const;
   std::string owner(const std::string& name) const;  // the buffer a name writes into
   void stage_done(int stage, const BucketReady* on_ready) const;
+  // A parameter replaced since (set_parameter, another TrainGraph) no longer views
+  // flat_param_: take its value into the flat buffers and point the model back at the view.
+  void sync_parameters();
 
   Transformer& model_;
+  DType compute_ = DType::f32;
   std::vector<std::string> trainable_;
-  std::map<std::string, Tensor> grads_, m_, v_;
+  std::map<std::string, Tensor> grads_, m_, v_, params_, master_;  // views into the flat buffers
   std::map<std::string, int64_t> offsets_;
-  Tensor flat_grad_;
+  Tensor flat_grad_, flat_m_, flat_v_;
+  Tensor flat_param_;   // compute dtype: the model's trainable weights are views of it
+  Tensor flat_master_;  // f32 master weights (mixed precision), else empty
   std::vector<GradBucket> buckets_;
   std::vector<int64_t> stage_bucket_;  // the bucket closed by each stage, or -1
 };

@@ -48,18 +48,21 @@ void register_ops(py::module_& m) {
   py::module_ o = m.def_submodule("ops", "Single ops on numpy arrays (tests, experiments).");
 
   o.def("gemm", [](const py::array& a, const py::array& b, bool trans_a, bool trans_b, float alpha, float beta,
-                   const OptArray& c, const std::string& device, const std::string& dtype) {
+                   const OptArray& c, const std::string& device, const std::string& dtype,
+                   const std::optional<std::string>& c_dtype) {
     DeviceArgs d = args(device, dtype);
+    DeviceArgs dc = c_dtype ? args(device, *c_dtype) : d;  // c's dtype (float32 with half a, b)
     Tensor ta = d.put(a, "a"), tb = d.put(b, "b");
     if (ta.ndim() != 2 || tb.ndim() != 2) throw_value_error("gemm: a and b must be 2-D");
     const int64_t m_ = trans_a ? ta.dim(1) : ta.dim(0);
     const int64_t n_ = trans_b ? tb.dim(0) : tb.dim(1);
-    Tensor tc = Tensor::zeros({m_, n_}, d.dtype, d.device);
-    if (c) tc.copy_from(d.put(*c, "c"));  // a copy: the caller's array is an input only
+    Tensor tc = Tensor::zeros({m_, n_}, dc.dtype, dc.device);
+    if (c) tc.copy_from(dc.put(*c, "c"));  // a copy: the caller's array is an input only
     ops::gemm(tc, ta, tb, trans_a, trans_b, alpha, beta);
-    return d.get(tc);
+    return dc.get(tc);
   }, py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false, py::arg("alpha") = 1.0f,
-     py::arg("beta") = 0.0f, py::arg("c") = py::none(), py::arg("device") = "cpu", py::arg("dtype") = "float32");
+     py::arg("beta") = 0.0f, py::arg("c") = py::none(), py::arg("device") = "cpu", py::arg("dtype") = "float32",
+     py::arg("c_dtype") = py::none());
 
   o.def("bias_act", [](const py::array& x, const OptArray& bias, const OptArray& residual,
                        const std::string& activation, const std::string& device, const std::string& dtype) {

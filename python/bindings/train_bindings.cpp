@@ -11,6 +11,19 @@ namespace py = pybind11;
 
 namespace tformer::bindings {
 
+namespace {
+
+// A resumed optimizer-state tensor (moment, master weights) into its view in the flat buffers.
+void set_state(Tensor& dst, const std::string& name, const py::array& value) {
+  Tensor src = tensor_from_numpy(value, DType::f32, "optimizer state '" + name + "'");
+  if (src.shape() != dst.shape())
+    throw_value_error("optimizer state '", name, "': expected shape ", shape_str(dst.shape()), ", got ",
+                      shape_str(src.shape()));
+  dst.copy_from(src);
+}
+
+}  // namespace
+
 void register_train(py::module_& m) {
   using training::TrainGraph;
   m.def(
@@ -29,11 +42,14 @@ void register_train(py::module_& m) {
       py::arg("schedule"), py::arg("step"), py::arg("peak_lr"), py::arg("warmup_steps"), py::arg("total_steps"),
       py::arg("d_model"), "The learning rate of `schedule` at 1-based `step` (peak_lr <= 0: the paper's formula).");
   py::class_<TrainGraph>(m, "TrainGraph", "Forward/backward/AdamW over a Model (see tformer.Trainer).")
-      .def(py::init([](Transformer& model, const std::vector<std::string>& frozen, int64_t bucket_bytes) {
+      .def(py::init([](Transformer& model, const std::vector<std::string>& frozen, int64_t bucket_bytes,
+                       const std::string& compute_dtype) {
              return std::make_unique<TrainGraph>(model, std::set<std::string>(frozen.begin(), frozen.end()),
-                                                 bucket_bytes);
+                                                 bucket_bytes, parse_dtype(compute_dtype));
            }),
-           py::arg("model"), py::arg("frozen"), py::arg("bucket_bytes") = 4 << 20, py::keep_alive<1, 2>())
+           py::arg("model"), py::arg("frozen"), py::arg("bucket_bytes") = 4 << 20, py::arg("compute_dtype") = "float32",
+           py::keep_alive<1, 2>())
+      .def_property_readonly("compute_dtype", [](const TrainGraph& g) { return std::string(dtype_name(g.compute_dtype())); })
       .def(
           "run",
           [](TrainGraph& g, const py::array& src, const std::vector<int32_t>& src_len, const py::array& tgt,
@@ -115,13 +131,13 @@ void register_train(py::module_& m) {
         return tensor_to_numpy(g.moment(name, which).to(Device{}));
       })
       .def("set_moment", [](TrainGraph& g, const std::string& name, int which, const py::array& value) {
-        Tensor& dst = g.moment(name, which);
-        Tensor src = tensor_from_numpy(value, DType::f32, "moment '" + name + "'");
-        if (src.shape() != dst.shape())
-          throw_value_error("optimizer state '", name, "': expected shape ", shape_str(dst.shape()), ", got ",
-                            shape_str(src.shape()));
-        dst.copy_from(src);
-      });
+        set_state(g.moment(name, which), name, value);
+      })
+      .def("master", [](TrainGraph& g, const std::string& name) { return tensor_to_numpy(g.master(name).to(Device{})); },
+           "The float32 master copy of a parameter (mixed precision only).")
+      .def("set_master", [](TrainGraph& g, const std::string& name, const py::array& value) {
+        set_state(g.master(name), name, value);
+      }, "Sets the float32 master copy of a parameter (mixed precision only; the model's weights are not changed).");
 }
 
 }  // namespace tformer::bindings

@@ -10,6 +10,7 @@ from .convert.huggingface import from_huggingface
 from .model import Transformer
 from .translator import Translator
 from .train import Trainer
+from .loss_scale import LossScaler
 from . import ops
 
 __version__ = _core.__version__
@@ -51,6 +52,6 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "Transformer", "TransformerConfig", "Translator", "Trainer", "from_huggingface", "ops", "set_num_threads", "get_num_threads",
+    "Transformer", "TransformerConfig", "Translator", "Trainer", "LossScaler", "from_huggingface", "ops", "set_num_threads", "get_num_threads",
     "cuda_available", "build_info", "empty_cache",
 ]

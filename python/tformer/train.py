@@ -1,8 +1,10 @@
 """tformer.Trainer: one training step = forward, label-smoothed cross-entropy, backward,
 gradient clipping and AdamW, all in C++ (cpp/training/). The Python side prepares the
-batch (decoder input = [start] + target, labels = target + [eos]) and keeps the step count.
-With distributed=True each process trains a replica on its part of the global batch and
-the gradients are summed over the processes during the backward (tformer.distributed)."""
+batch (decoder input = [start] + target, labels = target + [eos]), keeps the step count
+and the loss scale. With distributed=True each process trains a replica on its part of
+the global batch and the gradients are summed over the processes during the backward
+(tformer.distributed). precision="bf16"/"fp16" (CUDA) trains in half precision with
+float32 master weights, gradients and AdamW moments."""
 from __future__ import annotations
 
 import json
@@ -15,9 +17,12 @@ import numpy as np
 from . import distributed as _distributed  # also makes tformer.distributed available (torch loads lazily)
 from ._native import _core
 from .inputs import prepare_ids
+from .loss_scale import LossScaler, make_scaler
 
 IGNORE = -100
 _STATE_FORMAT = "tformer-trainer"
+# precision -> the compute dtype of the forward and backward
+_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def _frozen(config) -> list:
@@ -56,6 +61,16 @@ class Trainer:
     a number: the same shape peaking at lr), "cosine" (needs total_steps) or "constant".
     clip_norm=None turns gradient clipping off.
 
+    precision: "fp32" (default), or "bf16" / "fp16" on CUDA: the model's weights are held in
+    that dtype for the forward and backward (a float32 model is converted in place), while
+    the gradients, the AdamW moments and a master copy of the weights stay float32 (one
+    flat buffer each); AdamW updates the master copy and writes the rounded weights back.
+
+    loss_scale: None (dynamic for fp16, none otherwise), "dynamic" (torch.amp.GradScaler's
+    rules from 2^16), a number (a static scale) or a tformer.LossScaler. Steps whose
+    gradients overflow are skipped (see last_step_skipped); the learning-rate schedule
+    follows step_count, AdamW's bias correction the updates applied (optimizer_steps).
+
     distributed=True (under torchrun) or a tformer.distributed.ProcessGroup: data-parallel
     training. Each rank passes its own part of the global batch to `step` (see
     tformer.distributed.shard); the loss is normalised by the global token count and the
@@ -66,7 +81,8 @@ class Trainer:
 
     def __init__(self, model, lr=None, betas=(0.9, 0.98), eps=1e-9, weight_decay=0.0, warmup_steps=4000,
                  schedule="inverse_sqrt", label_smoothing=0.1, clip_norm=1.0, dropout=0.1, seed=0,
-                 total_steps=None, activation_dropout=0.0, distributed=False, bucket_mb=4.0):
+                 total_steps=None, activation_dropout=0.0, distributed=False, bucket_mb=4.0, precision="fp32",
+                 loss_scale=None):
         from .model import Transformer
 
         if not isinstance(model, Transformer):
@@ -99,10 +115,28 @@ class Trainer:
         self.learning_rate(1)  # validates the schedule settings (ValueError naming the problem)
         if isinstance(bucket_mb, bool) or not isinstance(bucket_mb, numbers.Real) or not bucket_mb >= 0:
             raise ValueError(f"bucket_mb must be a number >= 0, got {bucket_mb!r}")
-        self._graph = _core.TrainGraph(model._core, _frozen(model.config), int(bucket_mb * (1 << 20)))
+        if not isinstance(precision, str) or precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+        compute = _PRECISIONS[precision]
+        if precision != "fp32" and not model.device.startswith("cuda"):
+            raise ValueError(f"precision={precision!r} (mixed precision) needs a CUDA model, this one is on "
+                             f"{model.device}: use precision='fp32' or model.to('cuda')")
+        if model.dtype not in ("float32", compute):
+            raise ValueError(f"precision={precision!r} cannot train a {model.dtype} model: give a float32 model"
+                             + (f" (or a {compute} one)" if precision != "fp32" else ""))
+        self.precision = precision
+        self.scaler = make_scaler(loss_scale, precision)
+        self.optimizer_steps = 0  # AdamW updates applied (steps skipped for overflow do not count)
+        self.last_step_skipped = False
+        self._last_scale = 1.0
         self.group = self._reducer = None
         if distributed is not False and distributed is not None:
-            self._join(distributed)
+            # before the graph: rank 0's weights are broadcast as they are (float32), so that
+            # every rank's master copy starts from the same values, not from rounded ones
+            self.group = self._join(distributed)
+        self._graph = _core.TrainGraph(model._core, _frozen(model.config), int(bucket_mb * (1 << 20)), compute)
+        if self.group is not None:
+            self._reducer = _distributed.GradientReducer(self.group, self._graph)
 
     # ------------------------------------------------------------------ distributed
 
@@ -127,8 +161,7 @@ class Trainer:
             value = group.broadcast(np.asarray(self.model._core.parameter(name)))
             if group.rank != 0:
                 self.model._core.set_parameter(name, value)
-        self.group = group
-        self._reducer = dist_mod.GradientReducer(group, self._graph)
+        return group
 
     @property
     def rank(self) -> int:
@@ -200,6 +233,8 @@ class Trainer:
         self._graph.zero_grad()
         loss = 0.0
         seed = self._step_seed()
+        scale = self.scaler.scale if self.scaler is not None else 1.0
+        self._last_scale = scale
         if empty:
             self._reducer.reduce_all()  # this rank contributes zeros, in the same bucket order
         else:
@@ -214,22 +249,35 @@ class Trainer:
                                                np.ascontiguousarray(dec[a:b, :wt]), dec_len[a:b],
                                                np.ascontiguousarray(labels[a:b, :wt]), self.label_smoothing,
                                                self.dropout, self.activation_dropout, seed + k * 0x100000001,
-                                               1.0 / tokens, ready)
+                                               scale / tokens, ready)
                 loss += part_loss
             if self._reducer is not None:
                 self._reducer.finish()
         if self.group is not None:
             loss = float(self.group.all_reduce([loss])[0])
-        norm = self._graph.grad_norm()
+        # inf/NaN exactly when some (scaled) gradient overflowed; unscaled for clipping
+        norm = self._graph.grad_norm() / scale
         self.last_grad_norm = norm
+        self.step_count += 1
+        self.last_step_skipped = self.scaler is not None and not math.isfinite(norm)
+        if self.scaler is not None:
+            self.scaler.update(found_inf=self.last_step_skipped)
+        if self.last_step_skipped:  # GradScaler.step: no update, parameters and moments untouched
+            return loss / tokens
         multiplier = 1.0
         if self.clip_norm is not None:  # torch.nn.utils.clip_grad_norm_
             multiplier = min(1.0, self.clip_norm / (norm + 1e-6))
-        self.step_count += 1
+        self.optimizer_steps += 1
         b1, b2 = self.betas
+        # the unscaling rides on AdamW's gradient multiplier (exact for power-of-two scales)
         self._graph.adamw_step(self.learning_rate(self.step_count), b1, b2, self.eps, self.weight_decay,
-                               self.step_count, multiplier)
+                               self.optimizer_steps, multiplier / scale)
         return loss / tokens
+
+    @property
+    def loss_scale(self) -> float:
+        """The scale the next step multiplies the loss by (1.0 without loss scaling)."""
+        return self.scaler.scale if self.scaler is not None else 1.0
 
     def evaluate(self, src_ids, tgt_ids) -> float:
         """Mean loss over the target tokens, no dropout, no update."""
@@ -238,8 +286,18 @@ class Trainer:
         return loss / tokens
 
     def gradients(self) -> dict:
-        """The gradients of the last step (before clipping), by tformer parameter name."""
-        return {name: self._graph.grad(name) for name in self._graph.trainable}
+        """The gradients of the last step (before clipping, loss scale divided out), by tformer
+        parameter name."""
+        if self._last_scale == 1.0:  # views of the flat gradient buffer
+            return {name: self._graph.grad(name) for name in self._graph.trainable}
+        return {name: self._graph.grad(name) / np.float32(self._last_scale) for name in self._graph.trainable}
+
+    def master_weights(self) -> dict:
+        """The float32 master copy of each trained parameter (bf16/fp16 precision; with fp32
+        the model's own parameters are the master)."""
+        if self.precision == "fp32":
+            return {name: np.asarray(self.model._core.parameter(name)) for name in self._graph.trainable}
+        return {name: self._graph.master(name) for name in self._graph.trainable}
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -247,11 +305,14 @@ class Trainer:
         return {"lr": self.lr_peak, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay,
                 "warmup_steps": self.warmup_steps, "schedule": self.schedule, "label_smoothing": self.label_smoothing,
                 "clip_norm": self.clip_norm, "dropout": self.dropout, "seed": self.seed,
-                "total_steps": self.total_steps or None, "activation_dropout": self.activation_dropout}
+                "total_steps": self.total_steps or None, "activation_dropout": self.activation_dropout,
+                "precision": self.precision,
+                "loss_scale": self.scaler.settings() if self.scaler is not None else None}
 
     def save(self, path) -> None:
-        """Writes trainer.json (settings, step) and optimizer.safetensors (AdamW moments).
-        Save the model alongside with model.save to resume exactly."""
+        """Writes trainer.json (settings, step, loss scale) and optimizer.safetensors (AdamW
+        moments, and the float32 master weights with bf16/fp16). Save the model alongside
+        with model.save to resume exactly."""
         from safetensors.numpy import save_file
 
         from .io import _atomic_write
@@ -262,8 +323,12 @@ class Trainer:
         for name in self._graph.trainable:
             state[f"m.{name}"] = self._graph.moment(name, 0)
             state[f"v.{name}"] = self._graph.moment(name, 1)
+            if self.precision != "fp32":
+                state[f"master.{name}"] = self._graph.master(name)
         _atomic_write(os.path.join(path, "optimizer.safetensors"), lambda tmp: save_file(state, tmp))
-        meta = {"format": _STATE_FORMAT, "step": self.step_count, "settings": self._settings(),
+        meta = {"format": _STATE_FORMAT, "step": self.step_count, "optimizer_step": self.optimizer_steps,
+                "loss_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "settings": self._settings(),
                 "parameters": {n: list(self.model._core.parameter(n).shape) for n in self._graph.trainable}}
 
         def write(tmp):
@@ -298,5 +363,10 @@ class Trainer:
         for name in trainer._graph.trainable:
             trainer._graph.set_moment(name, 0, state[f"m.{name}"])
             trainer._graph.set_moment(name, 1, state[f"v.{name}"])
+            if trainer.precision != "fp32":
+                trainer._graph.set_master(name, state[f"master.{name}"])
         trainer.step_count = int(meta["step"])
+        trainer.optimizer_steps = int(meta.get("optimizer_step", meta["step"]))  # older files: no skipped steps
+        if trainer.scaler is not None and meta.get("loss_scaler") is not None:
+            trainer.scaler.load_state_dict(meta["loss_scaler"])
         return trainer

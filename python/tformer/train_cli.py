@@ -75,6 +75,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--clip-norm", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=0, help="model initialisation, batches and dropout")
+    g.add_argument("--device", default="cpu", help="where the model trains: cpu (default), cuda or cuda:N")
+    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="compute precision; bf16/fp16 (CUDA) keep float32 master weights and AdamW moments")
+    g.add_argument("--loss-scale", default=None, metavar="dynamic|N",
+                   help="loss scaling: 'dynamic' (the default with fp16) or a fixed number")
     g = p.add_argument_group("run")
     g.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: no limit)")
     g.add_argument("--epochs", type=int, default=0, help="stop after this many epochs (0: no limit)")
@@ -249,10 +254,20 @@ def _model_config(args, tokenizer):
                              **PRESETS[args.config])
 
 
+def _loss_scale(text):
+    if text is None or text == "dynamic":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--loss-scale must be 'dynamic' or a number, got {text!r}") from None
+
+
 def _trainer_options(args) -> dict:
     options = dict(lr=args.lr, warmup_steps=args.warmup_steps, schedule=args.schedule,
                    label_smoothing=args.label_smoothing, clip_norm=args.clip_norm or None, dropout=args.dropout,
-                   weight_decay=args.weight_decay, seed=args.seed)
+                   weight_decay=args.weight_decay, seed=args.seed, precision=args.precision,
+                   loss_scale=_loss_scale(args.loss_scale))
     if args.schedule == "cosine":
         options["total_steps"] = args.max_steps
     return options
@@ -272,6 +287,10 @@ def _check_args(args):
         raise ValueError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
     if not args.bucket_mb >= 0:
         raise ValueError(f"--bucket-mb must be >= 0, got {args.bucket_mb}")
+    if args.precision != "fp32" and not args.device.startswith("cuda"):
+        raise ValueError(f"--precision {args.precision} (mixed precision) needs a CUDA device, got --device "
+                         f"{args.device}")
+    _loss_scale(args.loss_scale)
 
 
 def _join_group(args):
@@ -356,15 +375,15 @@ def train(args) -> dict:
             state = json.load(f)
         if [f["size"] for f in state.get("data", [])] != [f["size"] for f in fingerprint]:
             raise DataError(f"--resume: the training files differ from the run in {args.out} (their sizes changed)")
-        model = tformer.Transformer.load(checkpoint)
+        model = tformer.Transformer.load(checkpoint, device=args.device)
         trainer = tformer.Trainer.load(os.path.join(checkpoint, "trainer"), model, distributed=group or False,
                                        bucket_mb=args.bucket_mb)
         _log(f"resuming from {checkpoint} (step {state['step']}, epoch {state['epoch']}"
              + (f"; saved by {state.get('world_size', 1)} processes, continuing on {world}: same global batches"
                 if state.get("world_size", 1) != world else "") + ")", rank=rank)
     else:
-        model = tformer.from_huggingface(args.from_hf) if args.from_hf else \
-            tformer.Transformer(_model_config(args, tokenizer), seed=args.seed)
+        model = tformer.from_huggingface(args.from_hf, device=args.device) if args.from_hf else \
+            tformer.Transformer(_model_config(args, tokenizer), seed=args.seed, device=args.device)
         trainer = tformer.Trainer(model, **_trainer_options(args), distributed=group or False,
                                   bucket_mb=args.bucket_mb)
         # max_tokens is the GLOBAL budget (per process × processes): the batches, and a

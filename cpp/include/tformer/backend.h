@@ -23,8 +23,12 @@ enum class Activation : int32_t { none = 0, relu = 1, gelu = 2, gelu_tanh = 3, s
 // C(m, n) = alpha * op(A) @ op(B) + beta * C, row-major, fp32 accumulation.
 // op(A) is (m, k): A is stored (m, k) with row stride lda, or (k, m) when trans_a.
 // op(B) is (k, n): B is stored (k, n) with row stride ldb, or (n, k) when trans_b.
+// c_f32: C is float32 whatever dtype is (mixed precision: dW = dY^T X of f16/bf16
+// activations accumulating into float32 gradients); CUDA only, the CPU is all-f32.
+// (A flag rather than a C dtype, so that a caller that never heard of it keeps C in dtype.)
 struct GemmParams {
-  DType dtype = DType::f32;  // of A, B and C
+  DType dtype = DType::f32;  // of A and B, and of C unless c_f32
+  bool c_f32 = false;
   bool trans_a = false;
   bool trans_b = false;
   int64_t m = 0, n = 0, k = 0;
@@ -156,10 +160,12 @@ struct CastParams {
 // and rstd: ds = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dout * gamma and
 // xhat = (s - mean) * rstd, written (or added when accumulate); dgamma += sum over rows
 // of dout * xhat; dbeta += sum over rows of dout (either may be null). ds may alias dout.
+// grad_f32: dgamma and dbeta are float32 whatever dtype is (mixed precision; CUDA only).
 struct LayerNormBackwardParams {
   DType dtype = DType::f32;
   int64_t rows = 0, cols = 0;
   bool accumulate = false;
+  bool grad_f32 = false;
   void* ds = nullptr;            // (rows, cols)
   void* dgamma = nullptr;        // (cols) or null
   void* dbeta = nullptr;         // (cols) or null
@@ -180,9 +186,11 @@ struct ActivationBackwardParams {
   const void* z = nullptr;
 };
 
-// out[c] += sum over r of x[r, c] (a bias gradient).
+// out[c] += sum over r of x[r, c] (a bias gradient). grad_f32: out is float32 whatever
+// dtype (of x) is (mixed precision; CUDA only).
 struct SumRowsParams {
   DType dtype = DType::f32;
+  bool grad_f32 = false;
   int64_t rows = 0, cols = 0;
   void* out = nullptr;      // (cols)
   const void* x = nullptr;  // (rows, cols)
@@ -210,8 +218,11 @@ struct AttentionBackwardParams {
 // Backward of the embedding lookup: dtable[ids[r], :] += scale * dout[r, :] and
 // dpositions[position_ids[r], :] += dout[r, :] (dtable, dpositions optional), skipping
 // the rows whose id is skip_id. Ids are checked on the host before the call.
+// grad_f32: dtable and dpositions are float32 whatever dtype (of dout) is (mixed
+// precision; CUDA only).
 struct EmbeddingBackwardParams {
   DType dtype = DType::f32;
+  bool grad_f32 = false;
   int64_t rows = 0, dim = 0;
   float scale = 1.0f;
   int32_t skip_id = -1;
@@ -258,6 +269,9 @@ struct DropoutParams {
 //   param -= (lr / (1 - beta1^step)) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps).
 // The hyperparameters are doubles (torch's Python floats); each scalar factor is
 // computed in double and rounded to float once, as torch does.
+// param_half (optional, n elements of half_dtype, f16 or bf16): also receives the updated
+// param rounded to nearest (mixed precision: param is the float32 master copy, param_half
+// the model's weights). CUDA only: the CPU backend rejects it.
 struct AdamWParams {
   int64_t n = 0;
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
@@ -267,6 +281,8 @@ struct AdamWParams {
   const float* grad = nullptr;
   float* m = nullptr;
   float* v = nullptr;
+  void* param_half = nullptr;
+  DType half_dtype = DType::bf16;
 };
 
 // Sum of x[i]^2 over n elements, accumulated in double (gradient-norm clipping).

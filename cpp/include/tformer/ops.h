@@ -10,7 +10,8 @@
 
 namespace tformer::ops {
 
-// c = alpha * op(a) @ op(b) + beta * c; all 2-D.
+// c = alpha * op(a) @ op(b) + beta * c; all 2-D. c has a's dtype, or float32 with
+// float16/bfloat16 a and b (mixed-precision gradients; CUDA only).
 void gemm(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false,
           float alpha = 1.0f, float beta = 0.0f);
 

@@ -15,6 +15,9 @@ namespace tformer::ops {
 // y = x @ weight^T + bias, x (rows, in), weight (out, in):
 //   dx = dy @ weight (written, or added when accumulate_dx), dweight += dy^T @ x,
 //   dbias += sum over rows of dy. Any of dx / dweight / dbias may be null.
+// Parameter gradients (dweight, dbias here; dgamma, dbeta, dtable, dpositions below) have
+// the dtype of what they belong to, or float32 with float16/bfloat16 values on a GPU
+// (mixed precision: they accumulate in float32).
 void linear_backward(Tensor* dx, Tensor* dweight, Tensor* dbias, const Tensor& dy, const Tensor& x,
                      const Tensor& weight, bool accumulate_dx = false);
 
@@ -76,7 +79,10 @@ struct AdamWOptions {
   int64_t step = 1;        // 1-based, for the bias corrections
   float grad_scale = 1.0f; // multiplies g first (gradient clipping, loss scaling)
 };
-void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWOptions& opt);
+// param_half (optional, float16/bfloat16 like param, CUDA only): also receives the updated
+// param rounded to its dtype (param is then a float32 master copy of it).
+void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWOptions& opt,
+           Tensor* param_half = nullptr);
 
 // Sum of squares of all elements, accumulated in double, returned on the host.
 double sum_squares(const Tensor& t);

@@ -15,6 +15,7 @@
 
 #include "../cpu_kernels.h"
 #include "tformer/adamw_factors.h"
+#include "tformer/errors.h"
 
 namespace tformer::cpu::TFORMER_CPU_ISA {
 namespace {
@@ -78,6 +79,8 @@ void adamw_range(const AdamWParams& p, const AdamWFactors& f, int64_t i0, int64_
 }  // namespace
 
 void adamw(const AdamWParams& p) {
+  // CPU models are float32: there is no half-precision copy to keep (train_ops.cpp says so first).
+  if (p.param_half != nullptr) throw_value_error("cpu adamw: param_half (mixed precision) is CUDA only");
   const AdamWFactors f = adamw_factors(p);
   constexpr int64_t kChunk = 8192;
   const int64_t chunks = (p.n + kChunk - 1) / kChunk;
