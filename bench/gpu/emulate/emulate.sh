@@ -28,6 +28,7 @@ g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_training.cpp "${objs[@]
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_attention_mma.cpp "${objs[@]}" -ldl -o "$out/check_attention_mma_emulated"
 "$out/check_attention_mma_emulated"
 # The tensor-core primitives (cuda/mma.cuh as emu_mma.h models them), composed as the kernels do.
-python3 bench/gpu/emulate/emulate.py "$out/src" bench/gpu/check_mma.cu
-g++ "${flags[@]}" -DTFORMER_LAB_EMULATED "$out/src/check_mma.cpp" -o "$out/check_mma_emulated"
+# (its own directory: everything in src/ is linked into the checks above)
+python3 bench/gpu/emulate/emulate.py "$out/lab_src" bench/gpu/check_mma.cu
+g++ "${flags[@]}" -DTFORMER_LAB_EMULATED "$out/lab_src/check_mma.cpp" -o "$out/check_mma_emulated"
 "$out/check_mma_emulated"
