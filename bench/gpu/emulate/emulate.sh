@@ -2,30 +2,17 @@
 # Builds and runs check_training (the CUDA backend's training kernels) and
 # check_attention_mma (the tensor-core attention forward) on the CPU emulator (emu.h),
 # then check_mma: no GPU needed, only the CUDA headers (cuda_fp16.h and friends) and
-# g++. Run from the repository root: bash bench/gpu/emulate/emulate.sh
+# g++. The objects are build_library.sh's (every kernel file of cuda/, emulated).
+# Run from the repository root: bash bench/gpu/emulate/emulate.sh
 set -euo pipefail
 out=${OUT:-build/emulate}
-cuda_include=${CUDA_INCLUDE:-}
-for dir in "${CUDA_HOME:-/nonexistent}/include" /usr/local/cuda/include "$(dirname "$(command -v nvcc)")/../include"; do
-  [ -z "$cuda_include" ] && [ -f "$dir/cuda_fp16.h" ] && cuda_include=$dir
-done
-[ -n "$cuda_include" ] || { echo "no CUDA headers found: set CUDA_INCLUDE" >&2; exit 1; }
-mkdir -p "$out"
-python3 bench/gpu/emulate/emulate.py "$out/src" cuda/layer_norm.cu cuda/attention.cu cuda/attention_mma.cu \
-  cuda/train_attention.cu cuda/train_attention_mma.cu cuda/train_reduce.cu cuda/train_loss.cu cuda/train_elementwise.cu \
-  cuda/train_embedding.cu
+OUT=$out bash bench/gpu/emulate/build_library.sh >/dev/null
+cuda_include=$(bash bench/gpu/emulate/cuda_include.sh)
 flags=(-std=c++17 -O2 -g -Wno-attributes -Icpp/include -Icuda -Ibench/gpu/emulate -I"$cuda_include")
-objs=()
-for src in "$out"/src/*.cpp bench/gpu/emulate/emu_backend.cpp; do
-  obj="$out/$(basename "${src%.cpp}").o"
-  g++ "${flags[@]}" -c "$src" -o "$obj" &
-  objs+=("$obj")
-done
-wait
-g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_training.cpp "${objs[@]}" -ldl -o "$out/check_training_emulated"
+g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_training.cpp "$out"/*.o -ldl -o "$out/check_training_emulated"
 "$out/check_training_emulated" "$@"
 # The tensor-core attention forward (f16 / bf16) through the same backend.
-g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_attention_mma.cpp "${objs[@]}" -ldl -o "$out/check_attention_mma_emulated"
+g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_attention_mma.cpp "$out"/*.o -ldl -o "$out/check_attention_mma_emulated"
 "$out/check_attention_mma_emulated"
 # The tensor-core primitives (cuda/mma.cuh as emu_mma.h models them), composed as the kernels do.
 # (its own directory: everything in src/ is linked into the checks above)
