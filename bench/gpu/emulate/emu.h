@@ -1,6 +1,8 @@
 // A CPU emulator of the CUDA execution model, just enough to run this project's kernels
 // and launchers (cuda/*.cu, preprocessed by emulate.py) on a machine without a GPU:
-// each block's threads are coroutines (ucontext) scheduled round-robin on one OS thread;
+// each block's threads are coroutines scheduled round-robin on one OS thread (a stack
+// switch of a few instructions on x86-64, ucontext elsewhere: glibc's swapcontext makes a
+// system call per switch, which cost 85 % of the time of a decoding test);
 // __syncthreads and the warp shuffles are barriers between them; __shared__ is static
 // storage (blocks run one after another); global memory is host memory.
 // What it checks: indexing, masks, shared-memory tiling, shuffle lanes, barrier placement
@@ -38,8 +40,62 @@ constexpr int kMaxThreads = 1024;
 constexpr size_t kStackBytes = 256 * 1024;
 constexpr int kExchangeWords = 8;  // words a lane can publish in one warp exchange
 
+// ---------------------------------------------------------------- coroutine switch
+#if defined(__x86_64__)
+// A suspended coroutine is its stack pointer; the stack holds what the System V ABI has
+// the callee save (rbx, rbp, r12-r15, the SSE and x87 control words) and the return address.
+struct Context {
+  void* sp = nullptr;
+};
+
+// Saves the caller's state on its stack and its stack pointer in *save, resumes `next`.
+#if defined(__clang__)
+__attribute__((naked, noinline))
+#else
+__attribute__((naked, noinline, noipa))  // noipa: no interprocedural assumptions about it
+#endif
+inline void switch_stack(void** /*save: rdi*/, void* /*next: rsi*/) {
+  asm volatile(
+      "pushq %rbp\n\tpushq %rbx\n\tpushq %r12\n\tpushq %r13\n\tpushq %r14\n\tpushq %r15\n\t"
+      "subq $8, %rsp\n\tstmxcsr (%rsp)\n\tfnstcw 4(%rsp)\n\t"
+      "movq %rsp, (%rdi)\n\tmovq %rsi, %rsp\n\t"
+      "ldmxcsr (%rsp)\n\tfldcw 4(%rsp)\n\taddq $8, %rsp\n\t"
+      "popq %r15\n\tpopq %r14\n\tpopq %r13\n\tpopq %r12\n\tpopq %rbx\n\tpopq %rbp\n\tret\n\t");
+}
+
+inline void swap(Context& from, const Context& to) { switch_stack(&from.sp, to.sp); }
+
+// A context that starts `entry` (which must never return) on the given stack, with the
+// current control words.
+inline void make_context(Context& c, char* stack, size_t size, void (*entry)()) {
+  auto* sp = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(stack) + size) & ~uintptr_t(15));
+  *--sp = 0;  // entry's return address: none; rsp is then 8 mod 16, as after a call
+  *--sp = reinterpret_cast<uint64_t>(entry);
+  for (int i = 0; i < 6; ++i) *--sp = 0;  // rbp rbx r12-r15
+  --sp;
+  uint32_t mxcsr = 0;
+  uint16_t fpcw = 0;
+  asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fpcw));
+  std::memcpy(sp, &mxcsr, 4);
+  std::memcpy(reinterpret_cast<char*>(sp) + 4, &fpcw, 2);
+  c.sp = sp;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+inline void swap(Context& from, const Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void make_context(Context& c, char* stack, size_t size, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;  // entry never returns
+  makecontext(&c.uc, entry, 0);
+}
+#endif
+
 struct Thread {
-  ucontext_t ctx;
+  Context ctx;
   uint3 tid;
   int warp = 0, lane = 0;
   bool done = false;
@@ -52,7 +108,7 @@ struct Thread {
 struct Block {
   std::vector<Thread> threads;
   std::vector<std::vector<char>> stacks;
-  ucontext_t sched;
+  Context sched;
   int current = 0, active = 0;
   unsigned block_count = 0, block_gen = 0;
   std::vector<unsigned> warp_count, warp_gen, warp_active;
@@ -73,7 +129,7 @@ inline Thread& self() { return block().threads[block().current]; }
 
 inline void yield() {
   Block& b = block();
-  swapcontext(&b.threads[b.current].ctx, &b.sched);
+  swap(b.threads[b.current].ctx, b.sched);
 }
 
 inline void sync_block() {
@@ -128,10 +184,12 @@ inline const uint32_t* exchange(const uint32_t* mine, int n) {
   return bank;
 }
 
-inline void thread_entry() {
+[[noreturn]] inline void thread_entry() {
   Block& b = block();
   b.body();
-  b.threads[b.current].done = true;  // returns to uc_link, the scheduler
+  b.threads[b.current].done = true;
+  swap(b.threads[b.current].ctx, b.sched);  // never resumed
+  std::abort();
 }
 
 // Runs `body` as one thread of each block of grid x block, blocks one after another.
@@ -162,11 +220,7 @@ inline void launch(dim3 grid, dim3 block_dim, size_t smem, const std::function<v
                    unsigned(i / (block_dim.x * block_dim.y))};
           t.warp = i / 32, t.lane = i % 32;
           ++b.warp_active[t.warp];
-          getcontext(&t.ctx);
-          t.ctx.uc_stack.ss_sp = b.stacks[i].data();
-          t.ctx.uc_stack.ss_size = kStackBytes;
-          t.ctx.uc_link = &b.sched;
-          makecontext(&t.ctx, thread_entry, 0);
+          make_context(t.ctx, b.stacks[i].data(), kStackBytes, thread_entry);
         }
         int remaining = n;
         while (remaining > 0) {
@@ -178,7 +232,7 @@ inline void launch(dim3 grid, dim3 block_dim, size_t smem, const std::function<v
             if (t.wait > 0 && b.warp_gen[t.wait - 1] == t.wait_gen) continue;
             t.wait = -1;
             b.current = i;
-            swapcontext(&b.sched, &t.ctx);
+            swap(b.sched, t.ctx);
             progress = true;
             if (t.done) {  // an exited thread no longer counts at the barriers
               --remaining, --b.active, --b.warp_active[t.warp];
