@@ -220,7 +220,8 @@ inline void launch(dim3 grid, dim3 block_dim, size_t smem, const std::function<v
                    unsigned(i / (block_dim.x * block_dim.y))};
           t.warp = i / 32, t.lane = i % 32;
           ++b.warp_active[t.warp];
-          make_context(t.ctx, b.stacks[i].data(), kStackBytes, thread_entry);
+          // Stack tops staggered by 64 bytes: equally aligned tops would all map to the same cache sets.
+          make_context(t.ctx, b.stacks[i].data(), kStackBytes - (i % 64) * 64, thread_entry);
         }
         int remaining = n;
         while (remaining > 0) {
