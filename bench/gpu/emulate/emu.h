@@ -127,9 +127,30 @@ inline std::vector<char> g_dynamic_smem;
 
 inline Thread& self() { return block().threads[block().current]; }
 
+// Not finished, and not waiting at a barrier that is still closed.
+inline bool runnable(const Block& b, const Thread& t) {
+  if (t.done) return false;
+  if (t.wait == 0) return b.block_gen != t.wait_gen;
+  if (t.wait > 0) return b.warp_gen[t.wait - 1] != t.wait_gen;
+  return true;
+}
+
+// Hands over to the next runnable thread after this one in index order, or back to the
+// scheduler after the last: the scheduler's round-robin order without a detour through it
+// (one switch per wait instead of two).
 inline void yield() {
   Block& b = block();
-  swap(b.threads[b.current].ctx, b.sched);
+  Thread& t = b.threads[b.current];
+  const int n = static_cast<int>(b.threads.size());
+  for (int j = b.current + 1; j < n; ++j) {
+    Thread& next = b.threads[j];
+    if (!runnable(b, next)) continue;
+    next.wait = -1;
+    b.current = j;
+    swap(t.ctx, next.ctx);
+    return;
+  }
+  swap(t.ctx, b.sched);
 }
 
 inline void sync_block() {
@@ -227,14 +248,13 @@ inline void launch(dim3 grid, dim3 block_dim, size_t smem, const std::function<v
         while (remaining > 0) {
           bool progress = false;
           for (int i = 0; i < n; ++i) {
-            Thread& t = b.threads[i];
-            if (t.done) continue;
-            if (t.wait == 0 && b.block_gen == t.wait_gen) continue;
-            if (t.wait > 0 && b.warp_gen[t.wait - 1] == t.wait_gen) continue;
-            t.wait = -1;
+            if (!runnable(b, b.threads[i])) continue;
+            b.threads[i].wait = -1;
             b.current = i;
-            swap(b.sched, t.ctx);
+            swap(b.sched, b.threads[i].ctx);
             progress = true;
+            i = b.current;  // where the chain of hand-overs (yield) came back from
+            Thread& t = b.threads[i];
             if (t.done) {  // an exited thread no longer counts at the barriers
               --remaining, --b.active, --b.warp_active[t.warp];
               if (b.block_count > 0 && b.block_count == static_cast<unsigned>(b.active))
