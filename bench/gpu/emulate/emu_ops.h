@@ -42,7 +42,8 @@ class CachingAllocator {
  public:
   void* allocate(size_t bytes) {
     void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
-    if (p == nullptr) throw std::runtime_error("emu: out of host memory");
+    if (p == nullptr)  // the real allocator's wording, which the core and the checks expect
+      throw std::runtime_error("CUDA out of memory: the emulator could not allocate " + std::to_string(bytes) + " bytes");
     std::memset(p, 0xff, bytes);  // NaN-like garbage: temporaries must be written before use
     return p;
   }

@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# Builds and runs check_training (the CUDA backend's training kernels) and
-# check_attention_mma (the tensor-core attention forward) on the CPU emulator (emu.h),
-# then check_mma: no GPU needed, only the CUDA headers (cuda_fp16.h and friends) and
-# g++. The objects are build_library.sh's (every kernel file of cuda/, emulated).
-# Run from the repository root: bash bench/gpu/emulate/emulate.sh
+# Builds the emulated library (build_library.sh: every kernel file of cuda/ on the CPU
+# emulator of emu.h) and runs the GPU lab's checks against it: check_backend (every forward
+# op, loaded with dlopen as the core does), check_training (the training kernels),
+# check_attention_mma (the tensor-core attention forward), then check_mma (the tensor-core
+# primitives). No GPU needed, only g++ and the CUDA headers (cuda_fp16.h and friends).
+# Run from the repository root: bash bench/gpu/emulate/emulate.sh [--all-dtypes]
+# (--all-dtypes: check_training in f16 and bf16 too; check_backend always runs all three).
 set -euo pipefail
 out=${OUT:-build/emulate}
-OUT=$out bash bench/gpu/emulate/build_library.sh >/dev/null
+lib=$(OUT=$out bash bench/gpu/emulate/build_library.sh)
 cuda_include=$(bash bench/gpu/emulate/cuda_include.sh)
 flags=(-std=c++17 -O2 -g -Wno-attributes -Icpp/include -Icuda -Ibench/gpu/emulate -I"$cuda_include")
+g++ "${flags[@]}" bench/gpu/check_backend.cpp -ldl -o "$out/check_backend"
+echo "== check_backend on the emulator"
+"$out/check_backend" "$lib" | awk '!/^ok/'  # the failures and the summary
+echo "== check_training on the emulator"
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_training.cpp "$out"/*.o -ldl -o "$out/check_training_emulated"
 "$out/check_training_emulated" "$@"
 # The tensor-core attention forward (f16 / bf16) through the same backend.
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_attention_mma.cpp "$out"/*.o -ldl -o "$out/check_attention_mma_emulated"
 "$out/check_attention_mma_emulated"
 # The tensor-core primitives (cuda/mma.cuh as emu_mma.h models them), composed as the kernels do.
-# (its own directory: everything in src/ is linked into the checks above)
+# (its own directory: build_library.sh links every object of $out)
 python3 bench/gpu/emulate/emulate.py "$out/lab_src" bench/gpu/check_mma.cu
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED "$out/lab_src/check_mma.cpp" -o "$out/check_mma_emulated"
 "$out/check_mma_emulated"
