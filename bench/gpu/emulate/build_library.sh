@@ -50,4 +50,5 @@ for stem in "${kernels[@]}" bench/gpu/emulate/emu_backend.cpp bench/gpu/emulate/
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 g++ -shared -Wl,--version-script=cuda/exports.map -Wl,-z,defs "${objs[@]}" -o "$out/libtformer_cuda_emulated.so"
+printf "%s\n" "${objs[@]}" >"$out/objects"  # for emulate.sh: these, not every *.o lying in $out
 echo "$out/libtformer_cuda_emulated.so"

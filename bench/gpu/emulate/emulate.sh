@@ -10,18 +10,19 @@ set -euo pipefail
 out=${OUT:-build/emulate}
 lib=$(OUT=$out bash bench/gpu/emulate/build_library.sh)
 cuda_include=$(bash bench/gpu/emulate/cuda_include.sh)
+mapfile -t objs <"$out/objects"
 flags=(-std=c++17 -O2 -g -Wno-attributes -Icpp/include -Icuda -Ibench/gpu/emulate -I"$cuda_include")
 g++ "${flags[@]}" bench/gpu/check_backend.cpp -ldl -o "$out/check_backend"
 echo "== check_backend on the emulator"
 "$out/check_backend" "$lib" | awk '!/^ok/'  # the failures and the summary
 echo "== check_training on the emulator"
-g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_training.cpp "$out"/*.o -ldl -o "$out/check_training_emulated"
+g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_training.cpp "${objs[@]}" -ldl -o "$out/check_training_emulated"
 "$out/check_training_emulated" "$@"
 # The tensor-core attention forward (f16 / bf16) through the same backend.
-g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_attention_mma.cpp "$out"/*.o -ldl -o "$out/check_attention_mma_emulated"
+g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_attention_mma.cpp "${objs[@]}" -ldl -o "$out/check_attention_mma_emulated"
 "$out/check_attention_mma_emulated"
 # The tensor-core primitives (cuda/mma.cuh as emu_mma.h models them), composed as the kernels do.
-# (its own directory: build_library.sh links every object of $out)
+# (its own directory, apart from the library's sources)
 python3 bench/gpu/emulate/emulate.py "$out/lab_src" bench/gpu/check_mma.cu
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED "$out/lab_src/check_mma.cpp" -o "$out/check_mma_emulated"
 "$out/check_mma_emulated"
