@@ -23,7 +23,8 @@
 // writes out / lse_out. With enough blocks, one pass writes out directly (no combine).
 //
 // Loads are 16 bytes when k, v, their strides and head_dim allow (checked at launch:
-// rows may be slices of a fused QKV buffer at any offset), else element by element.
+// rows may be slices of a fused QKV buffer at any offset), else element by element (one
+// query row per block then, even for beams sharing K/V).
 // Semantics are AttentionParams' (backend.h), as attention_kernel's for q_len 1; a row
 // that sees no key gets zeros and lse -inf. weights_out stays attention.cu's business.
 #include <algorithm>
@@ -314,7 +315,7 @@ int multiprocessor_count() {
   return sms > 0 ? sms : 1;
 }
 
-template <typename T, int D, int R>
+template <typename T, int D, int R, bool kVector>
 void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream) {
   using S = DecodeShape<T, D, R>;
   const int64_t row_blocks = (p.kv_group + R - 1) / R;
@@ -344,13 +345,9 @@ void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaSt
     part.acc = partials->as<float>(), part.ml = part.acc + acc_floats;
   }
 
-  const int64_t es = sizeof(T), vec = 16 / es;
-  const bool vector = rows_aligned(p.k, p.k_batch_stride, p.k_row_stride, p.head_dim, vec) &&
-                      rows_aligned(p.v, p.v_batch_stride, p.v_row_stride, p.head_dim, vec);
   const dim3 grid(static_cast<unsigned>(part.splits), static_cast<unsigned>(p.heads),
                   static_cast<unsigned>(kv_batches * row_blocks));
-  if (vector) attention_decode_kernel<T, D, R, true><<<grid, kDecodeThreads, 0, stream>>>(p, part);
-  else attention_decode_kernel<T, D, R, false><<<grid, kDecodeThreads, 0, stream>>>(p, part);
+  attention_decode_kernel<T, D, R, kVector><<<grid, kDecodeThreads, 0, stream>>>(p, part);
   TFORMER_CUDA_CHECK_LAUNCH("attention_decode_kernel");
   if (!split) return;
   const unsigned combine_blocks = static_cast<unsigned>((rows + kCombineWarps - 1) / kCombineWarps);
@@ -360,10 +357,16 @@ void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaSt
 
 template <typename T, int D>
 void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream) {
-  // Beams sharing K/V: up to 4 query rows per block. The grid's z stays <= 65535.
+  const int64_t vec = 16 / int64_t(sizeof(T));
+  const bool vector = rows_aligned(p.k, p.k_batch_stride, p.k_row_stride, p.head_dim, vec) &&
+                      rows_aligned(p.v, p.v_batch_stride, p.v_row_stride, p.head_dim, vec);
+  // Beams sharing K/V: up to 4 query rows per block (grid z <= 65535). The rare
+  // misaligned rows take the one-row kernel only, which halves the instantiations.
   const int64_t kv_batches = (p.batch + p.kv_group - 1) / p.kv_group;
-  if (p.kv_group > 1 && kv_batches * ((p.kv_group + 3) / 4) <= 65535) return launch_decode<T, D, 4>(p, allocator, stream);
-  launch_decode<T, D, 1>(p, allocator, stream);
+  if (vector && p.kv_group > 1 && kv_batches * ((p.kv_group + 3) / 4) <= 65535)
+    launch_decode<T, D, 4, true>(p, allocator, stream);
+  else if (vector) launch_decode<T, D, 1, true>(p, allocator, stream);
+  else launch_decode<T, D, 1, false>(p, allocator, stream);
 }
 
 template <typename T>
