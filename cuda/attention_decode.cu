@@ -16,11 +16,12 @@
 // query rows of one kv batch, so their shared K/V is read once, not once per beam. All
 // rows of a block see the same keys (q_len 1: lengths and causal_offset are per kv batch).
 //
-// Split along the keys: when batch * heads (in blocks) does not fill the GPU, each
-// (batch, head) is cut into up to kMaxSplits key ranges, one block each; the blocks write
-// partial (unnormalised output, max, sum) to a temporary from the caching allocator
-// (one allocation per call), and attention_decode_combine_kernel merges the splits and
-// writes out / lse_out. With enough blocks, one pass writes out directly (no combine).
+// Split along the keys: when batch * heads (in blocks) does not fill the GPU (fewer than
+// two blocks per multiprocessor), each (batch, head) is cut into up to kMaxSplits key
+// ranges, one block each; the blocks write partial (unnormalised output, max, sum) to a
+// temporary from the caching allocator (one allocation per call), and
+// attention_decode_combine_kernel merges the splits and writes out / lse_out. With
+// enough blocks, one pass writes out directly (no combine launch, no temporary).
 //
 // Loads are 16 bytes when k, v, their strides and head_dim allow (checked at launch:
 // rows may be slices of a fused QKV buffer at any offset), else element by element (one
@@ -322,12 +323,13 @@ void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaSt
   const int64_t kv_batches = (p.batch + p.kv_group - 1) / p.kv_group;
   const int64_t blocks = p.heads * kv_batches * row_blocks;  // of one pass over all keys
 
-  // Split the keys when the blocks of one pass leave multiprocessors idle: aim at two
-  // blocks per multiprocessor, with at least two iterations of the block per split.
+  // Split the keys when one pass has fewer than two blocks per multiprocessor (a block
+  // keeps about 16 KiB of loads in flight; HBM wants ~20 KiB per SM): aim at four, with
+  // at least two iterations of the block per split.
   DecodePartials part;
   const int64_t sms = multiprocessor_count();
-  if (blocks < sms && p.kv_len > 0) {
-    const int64_t wanted = (2 * sms + blocks - 1) / blocks;
+  if (blocks < 2 * sms && p.kv_len > 0) {
+    const int64_t wanted = (4 * sms + blocks - 1) / blocks;
     const int64_t most = std::max<int64_t>(1, p.kv_len / (2 * S::kKeysPerIteration));
     part.splits = std::min({wanted, most, kMaxSplits});
   }
