@@ -11,6 +11,7 @@ for dir in "${CUDA_HOME:-/nonexistent}/include" /usr/local/cuda/include "$(dirna
   [ -z "$cuda_include" ] && [ -f "$dir/cuda_fp16.h" ] && cuda_include=$dir
 done
 [ -n "$cuda_include" ] || { echo "no CUDA headers found: set CUDA_INCLUDE" >&2; exit 1; }
+rm -rf "$out/src"  # stale sources of an earlier run (check_mma.cpp lived here once) would be linked in
 mkdir -p "$out"
 python3 bench/gpu/emulate/emulate.py "$out/src" cuda/layer_norm.cu cuda/attention.cu cuda/attention_decode.cu \
   cuda/attention_mma.cu cuda/train_attention.cu cuda/train_attention_mma.cu cuda/train_reduce.cu cuda/train_loss.cu \
