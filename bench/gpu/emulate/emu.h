@@ -301,7 +301,13 @@ inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
 // ---------------------------------------------------------------- runtime API
 
 inline cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
-inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) { *v = 227 * 1024; return cudaSuccess; }
+// Multiprocessors: an H100's 132, or EMU_SM_COUNT (read at each call, so that a check can
+// force the decode kernel's key split on and off); every other attribute: 227 KiB.
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int) {
+  const char* sms = std::getenv("EMU_SM_COUNT");
+  *v = attr != cudaDevAttrMultiProcessorCount ? 227 * 1024 : sms != nullptr ? std::atoi(sms) : 132;
+  return cudaSuccess;
+}
 inline cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int) { return cudaSuccess; }
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t) {
   std::memmove(dst, src, n);

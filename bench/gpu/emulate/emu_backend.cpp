@@ -38,7 +38,7 @@ class EmulatedBackend final : public Backend {
   void bias_act(const BiasActParams& p, int i) override { Lock l(this, i); bias_act_forward(p, nullptr); }
   void layer_norm(const LayerNormParams& p, int i) override { Lock l(this, i); layer_norm_forward(p, nullptr); }
   void embedding(const EmbeddingParams& p, int i) override { Lock l(this, i); embedding_forward(p, nullptr); }
-  void attention(const AttentionParams& p, int i) override { Lock l(this, i); attention_forward(p, nullptr); }
+  void attention(const AttentionParams& p, int i) override { Lock l(this, i); attention_forward(p, allocator_, nullptr); }
   void cast(const CastParams& p, int i) override { Lock l(this, i); cuda::cast(p, nullptr); }
   void gather_rows(const GatherRowsParams& p, int i) override {
     Lock l(this, i);

@@ -2,10 +2,12 @@
 # Builds the emulated library (build_library.sh: every kernel file of cuda/ on the CPU
 # emulator of emu.h) and runs the GPU lab's checks against it: check_backend (every forward
 # op, loaded with dlopen as the core does), check_training (the training kernels),
-# check_attention_mma (the tensor-core attention forward), then check_mma (the tensor-core
-# primitives). No GPU needed, only g++ and the CUDA headers (cuda_fp16.h and friends).
+# check_attention_mma (the tensor-core attention forward), check_mma (the tensor-core
+# primitives), then check_decode_attention (the decode-step attention). No GPU needed,
+# only g++ and the CUDA headers (cuda_fp16.h and friends).
 # Run from the repository root: bash bench/gpu/emulate/emulate.sh [--all-dtypes]
-# (--all-dtypes: check_training in f16 and bf16 too; check_backend always runs all three).
+# (--all-dtypes: check_training and check_decode_attention in f16 and bf16 too;
+# check_backend always runs all three).
 set -euo pipefail
 out=${OUT:-build/emulate}
 lib=$(OUT=$out bash bench/gpu/emulate/build_library.sh)
@@ -26,3 +28,8 @@ g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_attention_mma.cpp "${ob
 python3 bench/gpu/emulate/emulate.py "$out/lab_src" bench/gpu/check_mma.cu
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED "$out/lab_src/check_mma.cpp" -o "$out/check_mma_emulated"
 "$out/check_mma_emulated"
+# The decode-step attention (q_len 1), split along the keys or in one pass (EMU_SM_COUNT
+# per case); every head size in the half types too with --all-dtypes.
+g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_decode_attention.cpp "${objs[@]}" -ldl \
+  -o "$out/check_decode_attention_emulated"
+"$out/check_decode_attention_emulated" ${1:+--all}
