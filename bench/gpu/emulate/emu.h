@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <climits>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -38,6 +39,15 @@ constexpr int kMaxThreads = 1024;
 constexpr size_t kStackBytes = 256 * 1024;
 constexpr int kExchangeWords = 8;  // words a lane can publish in one warp exchange
 
+// A cp.async copy issued by a thread and not yet completed (emu_mma.h models them).
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  bool valid;
+  unsigned group;  // committed group number, or kOpenGroup before cp_async_commit
+};
+constexpr unsigned kOpenGroup = UINT_MAX;
+
 struct Thread {
   ucontext_t ctx;
   uint3 tid;
@@ -47,6 +57,8 @@ struct Thread {
   unsigned wait_gen = 0;
   unsigned shuffles = 0;  // shuffles done: picks the slot bank
   unsigned exchanges = 0;  // warp exchanges done (emu_mma.h): picks the exchange bank
+  std::vector<AsyncCopy> copies;  // cp.async in flight (emu_mma.h), in issue order
+  unsigned groups = 0;            // cp.async groups committed
 };
 
 struct Block {
@@ -68,6 +80,14 @@ inline Block& block() {
 inline dim3 g_grid, g_block_dim;
 inline uint3 g_block_idx;
 inline std::vector<char> g_dynamic_smem;
+inline uint64_t g_block_serial = 0;  // counts the blocks run: tells state of an earlier block apart
+
+// A hazard found inside a kernel, where an exception cannot unwind out of the coroutine:
+// the first one is kept and launch() throws it once the block has run.
+inline std::string g_kernel_error;
+inline void report(const std::string& what) {
+  if (g_kernel_error.empty()) g_kernel_error = what;
+}
 
 inline Thread& self() { return block().threads[block().current]; }
 
@@ -151,6 +171,7 @@ inline void launch(dim3 grid, dim3 block_dim, size_t smem, const std::function<v
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         g_block_idx = {bx, by, bz};
+        ++g_block_serial;
         b.active = n, b.block_count = 0, b.block_gen = 0;
         b.warp_count.assign(warps, 0), b.warp_gen.assign(warps, 0), b.warp_active.assign(warps, 0);
         b.slots.assign(2 * warps * 32, 0);
@@ -191,6 +212,17 @@ inline void launch(dim3 grid, dim3 block_dim, size_t smem, const std::function<v
           if (!progress)
             throw std::runtime_error("emu: deadlock in block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " +
                                      std::to_string(bz) + "): a barrier not reached by every thread");
+        }
+        const std::string where =
+            " in block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " + std::to_string(bz) + ")";
+        for (int i = 0; i < n; ++i)
+          if (!b.threads[i].copies.empty())
+            report("emu: thread " + std::to_string(i) + " exited with " + std::to_string(b.threads[i].copies.size()) +
+                   " cp.async copies in flight (no cp_async_wait covers them)");
+        if (!g_kernel_error.empty()) {
+          const std::string what = g_kernel_error + where;
+          g_kernel_error.clear();
+          throw std::runtime_error(what);
         }
       }
 }
