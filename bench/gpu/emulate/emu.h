@@ -4,9 +4,10 @@
 // __syncthreads and the warp shuffles are barriers between them; __shared__ is static
 // storage (blocks run one after another); global memory is host memory.
 // What it checks: indexing, masks, shared-memory tiling, shuffle lanes, barrier placement
-// (a barrier that not every thread reaches is reported as a deadlock). What it cannot:
-// timing, races between warps that real hardware would interleave differently, and the
-// exact rounding of device math functions (expf, exp2f, erff use the host's libm).
+// (a barrier that not every thread reaches is reported as a deadlock), cp.async ordering
+// (emu_mma.h: asynchronous copies, hazards reported through `report`). What it cannot:
+// timing, other races between warps that real hardware would interleave differently, and
+// the exact rounding of device math functions (expf, exp2f, erff use the host's libm).
 #pragma once
 
 #include <cuda_bf16.h>

@@ -71,7 +71,11 @@ struct Chunk {
 inline std::vector<Chunk> g_chunks;
 
 // The chunk holding p, or nullptr outside the dynamic shared memory (not tracked).
+// -DEMU_NO_SMEM_SHADOW leaves only the poison (to test the emulator itself).
 inline Chunk* chunk_of(const void* p) {
+#ifdef EMU_NO_SMEM_SHADOW
+  if (p != nullptr) return nullptr;
+#endif
   const char* base = ::emu::g_dynamic_smem.data();
   const char* c = static_cast<const char*>(p);
   if (c < base || c >= base + ::emu::g_dynamic_smem.size()) return nullptr;
@@ -93,8 +97,9 @@ inline void note_read(const void* p) {
   const ::emu::Block& b = ::emu::block();
   const int me = b.current, warp = b.threads[me].warp;
   if (k->in_flight)
-    ::emu::report("emu: ldmatrix by thread " + std::to_string(me) + " reads " + smem_offset(p) +
-                  " while its cp.async (thread " + std::to_string(k->writer) + ") is in flight: cp_async_wait missing");
+    ::emu::report("emu: ldmatrix by thread " + std::to_string(me) + " reads " + smem_offset(p) + " while thread " +
+                  std::to_string(k->writer) + "'s cp.async into it is in flight (a missing cp_async_wait, or a refill " +
+                  "issued before every warp had finished reading the chunk)");
   else if (k->writer >= 0 && k->writer != me && k->done_gen == b.block_gen)
     ::emu::report("emu: ldmatrix by thread " + std::to_string(me) + " reads " + smem_offset(p) + ", copied by thread " +
                   std::to_string(k->writer) + ", with no __syncthreads after that thread's cp_async_wait");
