@@ -40,15 +40,6 @@ constexpr int kMaxThreads = 1024;
 constexpr size_t kStackBytes = 256 * 1024;
 constexpr int kExchangeWords = 8;  // words a lane can publish in one warp exchange
 
-// A cp.async copy issued by a thread and not yet completed (emu_mma.h models them).
-struct AsyncCopy {
-  void* dst;
-  const void* src;
-  bool valid;
-  unsigned group;  // committed group number, or kOpenGroup before cp_async_commit
-};
-constexpr unsigned kOpenGroup = UINT_MAX;
-
 struct Thread {
   ucontext_t ctx;
   uint3 tid;
@@ -58,8 +49,16 @@ struct Thread {
   unsigned wait_gen = 0;
   unsigned shuffles = 0;  // shuffles done: picks the slot bank
   unsigned exchanges = 0;  // warp exchanges done (emu_mma.h): picks the exchange bank
-  std::vector<AsyncCopy> copies;  // cp.async in flight (emu_mma.h), in issue order
-  unsigned groups = 0;            // cp.async groups committed
+  // cp.async copies issued and not yet completed (emu_mma.h models them), in issue order.
+  struct AsyncCopy {
+    void* dst;
+    const void* src;
+    bool valid;
+    unsigned group;  // committed group number, or kOpenGroup before cp_async_commit
+  };
+  static constexpr unsigned kOpenGroup = UINT_MAX;
+  std::vector<AsyncCopy> copies;
+  unsigned groups = 0;  // cp.async groups committed
 };
 
 struct Block {

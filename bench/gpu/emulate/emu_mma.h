@@ -201,13 +201,13 @@ inline void cp_async_16(void* smem, const void* gmem, bool valid) {
   // The hardware needs a mapped source address even when it copies 0 bytes.
   if (gmem == nullptr) ::emu::report("emu: cp.async with a null source address");
   emu_detail::note_issue(smem);
-  ::emu::self().copies.push_back({smem, gmem, valid, ::emu::kOpenGroup});
+  ::emu::self().copies.push_back({smem, gmem, valid, ::emu::Thread::kOpenGroup});
   std::memset(smem, 0xff, 16);
 }
 inline void cp_async_commit() {
   ::emu::Thread& t = ::emu::self();
-  for (::emu::AsyncCopy& c : t.copies)
-    if (c.group == ::emu::kOpenGroup) c.group = t.groups;
+  for (::emu::Thread::AsyncCopy& c : t.copies)
+    if (c.group == ::emu::Thread::kOpenGroup) c.group = t.groups;
   ++t.groups;
 }
 template <int N>
@@ -216,8 +216,8 @@ inline void cp_async_wait() {
   ::emu::Thread& t = ::emu::self();
   const unsigned limit = t.groups > unsigned(N) ? t.groups - unsigned(N) : 0;  // groups [0, limit) complete
   size_t kept = 0;
-  for (const ::emu::AsyncCopy& c : t.copies) {
-    if (c.group != ::emu::kOpenGroup && c.group < limit) {
+  for (const ::emu::Thread::AsyncCopy& c : t.copies) {
+    if (c.group != ::emu::Thread::kOpenGroup && c.group < limit) {
       if (c.valid) std::memcpy(c.dst, c.src, 16);  // the source read now: see the header
       else std::memset(c.dst, 0, 16);
       emu_detail::note_done(c.dst);
