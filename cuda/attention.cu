@@ -11,7 +11,8 @@
 // The head dimension is a template parameter D (padded: 32, 64, 96, 128, 192, 256),
 // so the register accumulators are indexed with compile-time constants only.
 // f16 / bf16 with q_len >= 2 and 16-byte aligned rows go to the tensor-core kernel of
-// attention_mma.cu instead; this one serves f32, decode steps and odd layouts.
+// attention_mma.cu instead, decode steps (q_len 1) to attention_decode.cu; this one serves
+// f32 and odd layouts.
 //
 // kv_group > 1 (beams sharing their sentence's encoder K/V): query batch b reads K/V
 // batch b / kv_group. weights_out (alignments) comes from a second, separate kernel
@@ -269,7 +270,7 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
 }
 
 template <typename T>
-void launch_attention(const AttentionParams& p, cudaStream_t stream) {
+void launch_attention(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream) {
   // Every check before the first launch: an error leaves nothing half done.
   if (p.head_dim > 256) {
     throw std::invalid_argument("cuda attention: head_dim " + std::to_string(p.head_dim) +
@@ -281,8 +282,10 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
                         "weights_out with " + std::to_string(p.heads) + " heads of " +
                             std::to_string(p.head_dim));
   }
-  // f16 / bf16 prefill and training (head_dim <= 128, 16-byte aligned rows): tensor cores.
-  if (p.q_len >= 2 && attention_mma_forward(p, stream)) {
+  if (p.q_len == 1) {
+    attention_decode(p, allocator, stream);  // attention_decode.cu: split along the keys
+  } else if (attention_mma_forward(p, stream)) {
+    // f16 / bf16 prefill and training (head_dim <= 128, 16-byte aligned rows): tensor cores.
   } else if (p.head_dim <= 32) launch_attention<T, 32>(p, stream);
   else if (p.head_dim <= 64) launch_attention<T, 64>(p, stream);
   else if (p.head_dim <= 96) launch_attention<T, 96>(p, stream);
@@ -297,7 +300,7 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-void attention_forward(const AttentionParams& p, cudaStream_t stream) {
+void attention_forward(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream) {
   if (!dtype_is_float(p.dtype)) throw_unsupported_dtype("attention", p.dtype);
   if (p.kv_group < 1)
     throw std::invalid_argument("cuda attention: kv_group " + std::to_string(p.kv_group) + " must be at least 1");
@@ -308,9 +311,9 @@ void attention_forward(const AttentionParams& p, cudaStream_t stream) {
                                 std::to_string(p.q_len) + " at most 2^31 - 1");
   }
   switch (p.dtype) {
-    case DType::f32: return launch_attention<float>(p, stream);
-    case DType::f16: return launch_attention<__half>(p, stream);
-    case DType::bf16: return launch_attention<__nv_bfloat16>(p, stream);
+    case DType::f32: return launch_attention<float>(p, allocator, stream);
+    case DType::f16: return launch_attention<__half>(p, allocator, stream);
+    case DType::bf16: return launch_attention<__nv_bfloat16>(p, allocator, stream);
     default: throw_unsupported_dtype("attention", p.dtype);
   }
 }

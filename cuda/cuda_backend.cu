@@ -141,7 +141,7 @@ void CudaBackend::embedding(const EmbeddingParams& p, int device_index) {
 
 void CudaBackend::attention(const AttentionParams& p, int device_index) {
   LockedDevice d = lock_device(device_index);
-  attention_forward(p, d.state.stream());
+  attention_forward(p, d.state.allocator(), d.state.stream());
 }
 
 void CudaBackend::cast(const CastParams& p, int device_index) {

@@ -16,7 +16,10 @@ void gemm(const GemmParams& p, cublasHandle_t handle, cudaStream_t stream);
 void bias_act_forward(const BiasActParams& p, cudaStream_t stream);
 void layer_norm_forward(const LayerNormParams& p, cudaStream_t stream);
 void embedding_forward(const EmbeddingParams& p, cudaStream_t stream);
-void attention_forward(const AttentionParams& p, cudaStream_t stream);
+// attention.cu; q_len 1 goes to attention_decode (attention_decode.cu), whose key splits
+// take their temporary from `allocator`.
+void attention_forward(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream);
+void attention_decode(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void cast(const CastParams& p, cudaStream_t stream);
 // rows.cu. gather_rows takes its temporary from `allocator` (the stream's device's).
 void gather_rows(const GatherRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);

@@ -78,6 +78,29 @@ void time_cross_attention(tformer::Backend* be, DType t, bool weights) {
               tformer::dtype_name(t), s * 1e3);
 }
 
+// Decode step (q_len 1, attention_decode.cu) against KV caches (kv batch, max_len,
+// heads * hd) holding kv keys, kv_group beams per cache: GB/s of K and V read, once per
+// cache. Few (batch, head) rows split the keys; many run one pass.
+void time_decode_attention(tformer::Backend* be, DType t, int64_t batch, int64_t heads, int64_t hd, int64_t kv,
+                           int64_t group = 1) {
+  const int64_t width = heads * hd, max_len = kv + 64, kv_batch = batch / group;
+  lab::Buffer q(be, t, batch * width), k(be, t, kv_batch * max_len * width), v(be, t, kv_batch * max_len * width),
+      out(be, t, batch * width);
+  q.upload(lab::random_values(rng, q.size(), t)), k.upload(lab::random_values(rng, k.size(), t));
+  v.upload(lab::random_values(rng, v.size(), t));
+  tformer::AttentionParams p;
+  p.dtype = t, p.batch = batch, p.heads = heads, p.head_dim = hd, p.q_len = 1, p.kv_len = kv, p.kv_group = group;
+  p.q = q.data(), p.q_batch_stride = p.q_row_stride = width;
+  p.k = k.data(), p.v = v.data(), p.k_batch_stride = p.v_batch_stride = max_len * width;
+  p.k_row_stride = p.v_row_stride = width;
+  p.out = out.data(), p.out_batch_stride = p.out_row_stride = width;
+  p.causal = true, p.causal_offset = kv - 1, p.scale = float(1 / std::sqrt(double(hd)));
+  const double s = median_seconds(be, [&] { be->attention(p, 0); }, 15, 20);
+  const double bytes = 2.0 * kv_batch * kv * width * tformer::dtype_size(t);
+  std::printf("decode attention B%-4ld H%-3ld D%-4ld kv%-6ld kv_group %ld %-9s %9.4f ms %8.1f GB/s\n", long(batch),
+              long(heads), long(hd), long(kv), long(group), tformer::dtype_name(t), s * 1e3, bytes / s * 1e-9);
+}
+
 // Beam reordering of a KV cache: 40 rows of 1 MiB, parents drawn at random.
 void time_gather_rows(tformer::Backend* be) {
   const int64_t rows = 40, bytes = 1 << 20;
@@ -253,6 +276,10 @@ int main(int argc, char** argv) {
         time_attention(be, t, 64, 16, hd, 1, 1024, true);  // decode step
       }
       time_cross_attention(be, t, false), time_cross_attention(be, t, true);
+      for (int64_t kv : {256, 4096, 32768}) time_decode_attention(be, t, 1, 16, 128, kv);  // batch 1: split
+      time_decode_attention(be, t, 8, 8, 64, 2048);
+      time_decode_attention(be, t, 64, 16, 128, 1024);  // 1024 rows: one pass
+      time_decode_attention(be, t, 128, 8, 64, 100, 4);  // 32 sentences x 4 beams, cross-attention
       time_gemm(be, t, 4096, 4096, 4096);
       time_layer_norm(be, t, 16384, 4096);
     }

@@ -213,14 +213,13 @@ inline void launch(dim3 grid, dim3 block_dim, size_t smem, const std::function<v
             throw std::runtime_error("emu: deadlock in block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " +
                                      std::to_string(bz) + "): a barrier not reached by every thread");
         }
-        const std::string where =
-            " in block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " + std::to_string(bz) + ")";
         for (int i = 0; i < n; ++i)
           if (!b.threads[i].copies.empty())
             report("emu: thread " + std::to_string(i) + " exited with " + std::to_string(b.threads[i].copies.size()) +
                    " cp.async copies in flight (no cp_async_wait covers them)");
         if (!g_kernel_error.empty()) {
-          const std::string what = g_kernel_error + where;
+          const std::string what = g_kernel_error + " in block (" + std::to_string(bx) + ", " + std::to_string(by) +
+                                   ", " + std::to_string(bz) + ")";
           g_kernel_error.clear();
           throw std::runtime_error(what);
         }
@@ -258,7 +257,13 @@ inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
 // ---------------------------------------------------------------- runtime API
 
 inline cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
-inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) { *v = 227 * 1024; return cudaSuccess; }
+// Multiprocessors: an H100's 132, or EMU_SM_COUNT (read at each call, so that a check can
+// force the decode kernel's key split on and off); every other attribute: 227 KiB.
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int) {
+  const char* sms = std::getenv("EMU_SM_COUNT");
+  *v = attr != cudaDevAttrMultiProcessorCount ? 227 * 1024 : sms != nullptr ? std::atoi(sms) : 132;
+  return cudaSuccess;
+}
 inline cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int) { return cudaSuccess; }
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t) {
   std::memmove(dst, src, n);

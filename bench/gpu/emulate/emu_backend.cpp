@@ -26,7 +26,7 @@ class EmulatedBackend final : public Backend {
   void bias_act(const BiasActParams&, int) override { not_emulated("bias_act"); }
   void layer_norm(const LayerNormParams& p, int) override { layer_norm_forward(p, nullptr); }
   void embedding(const EmbeddingParams&, int) override { not_emulated("embedding"); }
-  void attention(const AttentionParams& p, int) override { attention_forward(p, nullptr); }
+  void attention(const AttentionParams& p, int) override { attention_forward(p, allocator_, nullptr); }
   void cast(const CastParams&, int) override { not_emulated("cast"); }
   void gather_rows(const GatherRowsParams&, int) override { not_emulated("gather_rows"); }
   void copy_2d(const Copy2dParams&, int) override { not_emulated("copy_2d"); }

@@ -68,7 +68,8 @@ inline void allow_shared_memory(const void*, size_t smem, const char* op, const 
 }
 
 void layer_norm_forward(const LayerNormParams& p, cudaStream_t stream);
-void attention_forward(const AttentionParams& p, cudaStream_t stream);
+void attention_forward(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream);
+void attention_decode(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void layer_norm_backward(const LayerNormBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void activation_backward(const ActivationBackwardParams& p, cudaStream_t stream);
 void sum_rows(const SumRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);
