@@ -198,7 +198,7 @@ inline void ldmatrix_x2_trans(uint32_t (&r)[2], const void* row) { emu_detail::l
 inline void cp_async_16(void* smem, const void* gmem, bool valid) {
   emu_detail::require_aligned(smem, "cp.async shared");
   if (valid) emu_detail::require_aligned(gmem, "cp.async global");
-  // The hardware needs a mapped source address even when it copies 0 bytes.
+  // A zero-filled chunk still gets a mapped source address (PTX does not promise to ignore it).
   if (gmem == nullptr) ::emu::report("emu: cp.async with a null source address");
   emu_detail::note_issue(smem);
   ::emu::self().copies.push_back({smem, gmem, valid, ::emu::Thread::kOpenGroup});
