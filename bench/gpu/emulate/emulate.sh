@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds and runs check_training (the CUDA backend's training kernels) and
-# check_attention_mma (the tensor-core attention forward) on the CPU emulator (emu.h),
-# then check_mma, then check_decode_attention (the decode-step attention): no GPU
-# needed, only the CUDA headers (cuda_fp16.h and friends) and g++. Run from the
-# repository root: bash bench/gpu/emulate/emulate.sh [--all-dtypes]
+# Builds and runs check_emu_cp_async (the emulator's own cp.async model), then
+# check_training (the CUDA backend's training kernels) and check_attention_mma (the
+# tensor-core attention forward) on the CPU emulator (emu.h), then check_mma, then
+# check_decode_attention (the decode-step attention): no GPU needed, only the CUDA
+# headers (cuda_fp16.h and friends) and g++. Run from the repository root:
+# bash bench/gpu/emulate/emulate.sh [--all-dtypes]
 set -euo pipefail
 out=${OUT:-build/emulate}
 cuda_include=${CUDA_INCLUDE:-}
@@ -13,6 +14,10 @@ done
 [ -n "$cuda_include" ] || { echo "no CUDA headers found: set CUDA_INCLUDE" >&2; exit 1; }
 rm -rf "$out/src"  # stale sources of an earlier run (check_mma.cpp lived here once) would be linked in
 mkdir -p "$out"
+# The emulator's own cp.async model first (the checks below rely on it to catch ordering bugs).
+g++ -std=c++17 -O2 -Wno-attributes -Ibench/gpu/emulate -I"$cuda_include" bench/gpu/emulate/check_emu_cp_async.cpp \
+  -o "$out/check_emu_cp_async"
+"$out/check_emu_cp_async" | awk '!/^ok/'  # the failures and the summary
 python3 bench/gpu/emulate/emulate.py "$out/src" cuda/layer_norm.cu cuda/attention.cu cuda/attention_decode.cu \
   cuda/attention_mma.cu cuda/train_attention.cu cuda/train_attention_mma.cu cuda/train_reduce.cu cuda/train_loss.cu \
   cuda/train_elementwise.cu cuda/train_embedding.cu
