@@ -81,11 +81,11 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool v
                "r"(valid ? 16 : 0));
 }
 
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");  // no shared read moves above it
 }
 
 // Two floats rounded to T (round to nearest even), packed low/high into one register.

@@ -6,9 +6,10 @@
 // __syncthreads and the warp shuffles are barriers between them; __shared__ is static
 // storage (blocks run one after another); global memory is host memory.
 // What it checks: indexing, masks, shared-memory tiling, shuffle lanes, barrier placement
-// (a barrier that not every thread reaches is reported as a deadlock). What it cannot:
-// timing, races between warps that real hardware would interleave differently, and the
-// exact rounding of device math functions (expf, exp2f, erff use the host's libm).
+// (a barrier that not every thread reaches is reported as a deadlock), cp.async ordering
+// (emu_mma.h: asynchronous copies, hazards reported through `report`). What it cannot:
+// timing, other races between warps that real hardware would interleave differently, and
+// the exact rounding of device math functions (expf, exp2f, erff use the host's libm).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -21,6 +22,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <climits>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -103,6 +105,16 @@ struct Thread {
   unsigned wait_gen = 0;
   unsigned shuffles = 0;  // shuffles done: picks the slot bank
   unsigned exchanges = 0;  // warp exchanges done (emu_mma.h): picks the exchange bank
+  // cp.async copies issued and not yet completed (emu_mma.h models them), in issue order.
+  struct AsyncCopy {
+    void* dst;
+    const void* src;
+    bool valid;
+    unsigned group;  // committed group number, or kOpenGroup before cp_async_commit
+  };
+  static constexpr unsigned kOpenGroup = UINT_MAX;
+  std::vector<AsyncCopy> copies;
+  unsigned groups = 0;  // cp.async groups committed
 };
 
 struct Block {
@@ -124,6 +136,14 @@ inline Block& block() {
 inline dim3 g_grid, g_block_dim;
 inline uint3 g_block_idx;
 inline std::vector<char> g_dynamic_smem;
+inline uint64_t g_block_serial = 0;  // counts the blocks run: tells state of an earlier block apart
+
+// A hazard found inside a kernel, where an exception cannot unwind out of the coroutine:
+// the first one is kept and launch() throws it once the block has run.
+inline std::string g_kernel_error;
+inline void report(const std::string& what) {
+  if (g_kernel_error.empty()) g_kernel_error = what;
+}
 
 inline Thread& self() { return block().threads[block().current]; }
 
@@ -230,6 +250,7 @@ inline void launch(dim3 grid, dim3 block_dim, size_t smem, const std::function<v
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         g_block_idx = {bx, by, bz};
+        ++g_block_serial;
         b.active = n, b.block_count = 0, b.block_gen = 0;
         b.warp_count.assign(warps, 0), b.warp_gen.assign(warps, 0), b.warp_active.assign(warps, 0);
         b.slots.assign(2 * warps * 32, 0);
@@ -266,6 +287,16 @@ inline void launch(dim3 grid, dim3 block_dim, size_t smem, const std::function<v
           if (!progress)
             throw std::runtime_error("emu: deadlock in block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " +
                                      std::to_string(bz) + "): a barrier not reached by every thread");
+        }
+        for (int i = 0; i < n; ++i)
+          if (!b.threads[i].copies.empty())
+            report("emu: thread " + std::to_string(i) + " exited with " + std::to_string(b.threads[i].copies.size()) +
+                   " cp.async copies in flight (no cp_async_wait covers them)");
+        if (!g_kernel_error.empty()) {
+          const std::string what = g_kernel_error + " in block (" + std::to_string(bx) + ", " + std::to_string(by) +
+                                   ", " + std::to_string(bz) + ")";
+          g_kernel_error.clear();
+          throw std::runtime_error(what);
         }
       }
 }

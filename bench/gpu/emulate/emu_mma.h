@@ -6,6 +6,20 @@
 // aligned rows, cp.async 16-byte aligned source and destination: both are enforced), and
 // that the whole warp takes part. What it cannot: that mma.cuh's layouts are the
 // hardware's — bench/gpu/check_mma.cu runs the same composition on a GPU for that.
+//
+// cp.async is asynchronous here as in PTX: cp_async_16 only records the copy in the
+// thread's open group and fills the destination with 0xff bytes (NaN in f16, bf16 and f32:
+// a read before completion fails the checks loudly); cp_async_commit closes the group
+// (an empty one counts, as in PTX); cp_async_wait<N> completes, in issue order, the copies
+// of every committed group but the N most recent (uncommitted copies stay in flight). A
+// thread that exits with copies in flight fails the launch. The hardware may read the
+// source at any time between issue and wait; reading it at the wait is equivalent for our
+// kernels, whose cp.async sources are read-only inputs.
+// Beyond the poison, a shadow of the dynamic shared memory (16-byte chunks) catches the
+// ordering hazards by name, whatever the data: ldmatrix of a chunk still in flight, or
+// completed by another thread with no __syncthreads since (wait_group makes the data
+// visible to the issuing thread only); and a cp.async into a chunk that another warp read
+// with ldmatrix since the last __syncthreads (write after read: the refill may land first).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -14,6 +28,8 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <string>
+#include <vector>
 #include <type_traits>
 
 #include "emu.h"
@@ -43,6 +59,75 @@ inline void require_aligned(const void* p, const char* what) {
     throw std::runtime_error(std::string("emu: ") + what + " address not 16-byte aligned");
 }
 
+// ---- cp.async ordering shadow: one entry per 16-byte chunk of the dynamic shared memory.
+struct Chunk {
+  uint64_t serial = 0;  // the block it describes (emu::g_block_serial); 0 or older: nothing known
+  bool in_flight = false;
+  int writer = -1;        // thread that issued / completed the last cp.async into it
+  unsigned done_gen = 0;  // block barrier generation at its completion
+  int reader_warp = -1;   // warp that read it by ldmatrix in read_gen; -2: more than one
+  unsigned read_gen = 0;
+};
+inline std::vector<Chunk> g_chunks;
+
+// The chunk holding p, or nullptr outside the dynamic shared memory (not tracked).
+// -DEMU_NO_SMEM_SHADOW leaves only the poison (to test the emulator itself).
+inline Chunk* chunk_of(const void* p) {
+#ifdef EMU_NO_SMEM_SHADOW
+  if (p != nullptr) return nullptr;
+#endif
+  const char* base = ::emu::g_dynamic_smem.data();
+  const char* c = static_cast<const char*>(p);
+  if (c < base || c >= base + ::emu::g_dynamic_smem.size()) return nullptr;
+  const size_t i = size_t(c - base) / 16;
+  if (g_chunks.size() < ::emu::g_dynamic_smem.size() / 16 + 1) g_chunks.resize(::emu::g_dynamic_smem.size() / 16 + 1);
+  Chunk& k = g_chunks[i];
+  if (k.serial != ::emu::g_block_serial) k = Chunk{}, k.serial = ::emu::g_block_serial;
+  return &k;
+}
+
+inline std::string smem_offset(const void* p) {
+  return "shared byte " + std::to_string(static_cast<const char*>(p) - ::emu::g_dynamic_smem.data());
+}
+
+// This thread reads the 16-byte chunk at p (an ldmatrix row).
+inline void note_read(const void* p) {
+  Chunk* k = chunk_of(p);
+  if (k == nullptr) return;
+  const ::emu::Block& b = ::emu::block();
+  const int me = b.current, warp = b.threads[me].warp;
+  if (k->in_flight)
+    ::emu::report("emu: ldmatrix by thread " + std::to_string(me) + " reads " + smem_offset(p) + " while thread " +
+                  std::to_string(k->writer) + "'s cp.async into it is in flight (a missing cp_async_wait, or a refill " +
+                  "issued before every warp had finished reading the chunk)");
+  else if (k->writer >= 0 && k->writer != me && k->done_gen == b.block_gen)
+    ::emu::report("emu: ldmatrix by thread " + std::to_string(me) + " reads " + smem_offset(p) + ", copied by thread " +
+                  std::to_string(k->writer) + ", with no __syncthreads after that thread's cp_async_wait");
+  if (k->read_gen != b.block_gen || k->reader_warp == -1) k->reader_warp = warp, k->read_gen = b.block_gen;
+  else if (k->reader_warp != warp) k->reader_warp = -2;
+}
+
+inline void note_issue(void* p) {
+  Chunk* k = chunk_of(p);
+  if (k == nullptr) return;
+  const ::emu::Block& b = ::emu::block();
+  const int me = b.current, warp = b.threads[me].warp;
+  if (k->reader_warp != -1 && k->read_gen == b.block_gen && k->reader_warp != warp)
+    ::emu::report("emu: cp.async by thread " + std::to_string(me) + " refills " + smem_offset(p) +
+                  ", read by ldmatrix of another warp with no __syncthreads since (write after read)");
+  if (k->in_flight && k->writer != me)
+    ::emu::report("emu: cp.async by thread " + std::to_string(me) + " into " + smem_offset(p) +
+                  " while thread " + std::to_string(k->writer) + "'s copy there is in flight");
+  k->in_flight = true, k->writer = me;
+}
+
+inline void note_done(void* p) {
+  Chunk* k = chunk_of(p);
+  if (k == nullptr) return;
+  const ::emu::Block& b = ::emu::block();
+  k->in_flight = false, k->writer = b.current, k->done_gen = b.block_gen;
+}
+
 inline const uint32_t* exchange_pointer(const void* p) {
   uint32_t mine[2];
   const uintptr_t u = reinterpret_cast<uintptr_t>(p);
@@ -65,10 +150,12 @@ inline void ldmatrix(uint32_t (&r)[N], const void* row, bool trans) {
     uint16_t lo, hi;
     if (!trans) {
       const uint16_t* p = pointer_of(table, 8 * i + lane / 4);
+      note_read(p);
       lo = p[2 * (lane % 4)], hi = p[2 * (lane % 4) + 1];
     } else {
-      lo = pointer_of(table, 8 * i + 2 * (lane % 4))[lane / 4];
-      hi = pointer_of(table, 8 * i + 2 * (lane % 4) + 1)[lane / 4];
+      const uint16_t *p0 = pointer_of(table, 8 * i + 2 * (lane % 4)), *p1 = pointer_of(table, 8 * i + 2 * (lane % 4) + 1);
+      note_read(p0), note_read(p1);
+      lo = p0[lane / 4], hi = p1[lane / 4];
     }
     r[i] = uint32_t(lo) | (uint32_t(hi) << 16);
   }
@@ -107,16 +194,39 @@ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) { emu_detail::l
 inline void ldmatrix_x2(uint32_t (&r)[2], const void* row) { emu_detail::ldmatrix(r, row, false); }
 inline void ldmatrix_x2_trans(uint32_t (&r)[2], const void* row) { emu_detail::ldmatrix(r, row, true); }
 
-// Synchronous on the emulator: the data is there at once (a missing wait goes unnoticed).
+// Asynchronous as in PTX (see the header): issue records and poisons, wait completes.
 inline void cp_async_16(void* smem, const void* gmem, bool valid) {
   emu_detail::require_aligned(smem, "cp.async shared");
   if (valid) emu_detail::require_aligned(gmem, "cp.async global");
-  if (valid) std::memcpy(smem, gmem, 16);
-  else std::memset(smem, 0, 16);
+  // A zero-filled chunk still gets a mapped source address (PTX does not promise to ignore it).
+  if (gmem == nullptr) ::emu::report("emu: cp.async with a null source address");
+  emu_detail::note_issue(smem);
+  ::emu::self().copies.push_back({smem, gmem, valid, ::emu::Thread::kOpenGroup});
+  std::memset(smem, 0xff, 16);
 }
-inline void cp_async_commit() {}
+inline void cp_async_commit() {
+  ::emu::Thread& t = ::emu::self();
+  for (::emu::Thread::AsyncCopy& c : t.copies)
+    if (c.group == ::emu::Thread::kOpenGroup) c.group = t.groups;
+  ++t.groups;
+}
 template <int N>
-inline void cp_async_wait() {}
+inline void cp_async_wait() {
+  static_assert(N >= 0, "wait_group N >= 0");
+  ::emu::Thread& t = ::emu::self();
+  const unsigned limit = t.groups > unsigned(N) ? t.groups - unsigned(N) : 0;  // groups [0, limit) complete
+  size_t kept = 0;
+  for (const ::emu::Thread::AsyncCopy& c : t.copies) {
+    if (c.group != ::emu::Thread::kOpenGroup && c.group < limit) {
+      if (c.valid) std::memcpy(c.dst, c.src, 16);  // the source read now: see the header
+      else std::memset(c.dst, 0, 16);
+      emu_detail::note_done(c.dst);
+    } else {
+      t.copies[kept++] = c;
+    }
+  }
+  t.copies.resize(kept);
+}
 
 template <typename T>
 inline uint32_t pack2(float lo, float hi) {

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Builds the emulated library (build_library.sh: every kernel file of cuda/ on the CPU
-# emulator of emu.h) and runs the GPU lab's checks against it: check_backend (every forward
-# op, loaded with dlopen as the core does), check_training (the training kernels),
-# check_attention_mma (the tensor-core attention forward), check_mma (the tensor-core
-# primitives), then check_decode_attention (the decode-step attention). No GPU needed,
-# only g++ and the CUDA headers (cuda_fp16.h and friends).
-# Run from the repository root: bash bench/gpu/emulate/emulate.sh [--all-dtypes]
+# Runs check_emu_cp_async (the emulator's own cp.async model), builds the emulated library
+# (build_library.sh: every kernel file of cuda/ on the CPU emulator of emu.h) and runs the
+# GPU lab's checks against it: check_backend (every forward op, loaded with dlopen as the
+# core does), check_training (the training kernels), check_attention_mma (the tensor-core
+# attention forward), check_mma (the tensor-core primitives), then check_decode_attention
+# (the decode-step attention). No GPU needed, only g++ and the CUDA headers (cuda_fp16.h
+# and friends). Run from the repository root: bash bench/gpu/emulate/emulate.sh [--all-dtypes]
 # (--all-dtypes: check_training and check_decode_attention in f16 and bf16 too;
 # check_backend always runs all three).
 set -euo pipefail
 out=${OUT:-build/emulate}
-lib=$(OUT=$out bash bench/gpu/emulate/build_library.sh)
 cuda_include=$(bash bench/gpu/emulate/cuda_include.sh)
+mkdir -p "$out"
+# The emulator's own cp.async model first (the checks below rely on it to catch ordering bugs).
+g++ -std=c++17 -O2 -Wno-attributes -Ibench/gpu/emulate -I"$cuda_include" bench/gpu/emulate/check_emu_cp_async.cpp \
+  -o "$out/check_emu_cp_async"
+"$out/check_emu_cp_async" | awk '!/^ok/'  # the failures and the summary
+lib=$(OUT=$out bash bench/gpu/emulate/build_library.sh)
 mapfile -t objs <"$out/objects"
 flags=(-std=c++17 -O2 -g -Wno-attributes -Icpp/include -Icuda -Ibench/gpu/emulate -I"$cuda_include")
 g++ "${flags[@]}" bench/gpu/check_backend.cpp -ldl -o "$out/check_backend"
