@@ -2,10 +2,15 @@
 
 * ``device``: every device-aware test runs on "cpu" and on "cuda"; the CUDA case is
   skipped only where ``tformer.cuda_available()`` is False.
+* TFORMER_TEST_EMULATED_CUDA=1: only the cases of tests/emulated_cuda.txt, with "cuda"
+  being the CPU emulator's library (see the end of this file).
 * ``zoo``: tiny Hugging Face checkpoints (random weights, built locally, no hub access),
   written once per session under tmp_path_factory, with their float64 transformers
   reference models.
 """
+
+import os
+import re
 
 import pytest
 import tformer
@@ -123,3 +128,56 @@ def gen_zoo(tmp_path_factory):
         return cache[name]
 
     return get
+
+
+# ---- the emulated CUDA run (an extra CI step: bench/gpu/emulate/README.md) ----------------
+# TFORMER_TEST_EMULATED_CUDA=1, with TFORMER_CUDA_LIBRARY naming bench/gpu/emulate's
+# libtformer_cuda_emulated.so, runs only the cases listed in tests/emulated_cuda.txt (the
+# rest are deselected, and counted as such by pytest), on the real CUDA kernel code on the
+# CPU emulator. It stops at once when that library is not what runs "cuda", and when a
+# listed pattern matches nothing in a file that was collected, so neither a missing
+# library nor a renamed test can make the step pass by running nothing.
+
+EMULATED_LIST = os.path.join(os.path.dirname(__file__), "emulated_cuda.txt")
+
+
+def emulated_cuda_run():
+    return os.environ.get("TFORMER_TEST_EMULATED_CUDA", "") not in ("", "0")
+
+
+def emulated_cuda_patterns(path=EMULATED_LIST):
+    """The node-id patterns of the list: one a line, `*` matches anything, # comments."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.split("#", 1)[0].strip() for line in f]
+    return [line for line in lines if line]
+
+
+def _pattern_regex(pattern):
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")) + r"\Z")
+
+
+def pytest_configure(config):
+    if not emulated_cuda_run():
+        return
+    name = tformer.build_info().get("cuda_backend", "")
+    if not tformer.cuda_available() or "emulator" not in name:
+        raise pytest.UsageError(
+            "TFORMER_TEST_EMULATED_CUDA=1 needs TFORMER_CUDA_LIBRARY=<.../libtformer_cuda_emulated.so> "
+            "(bash bench/gpu/emulate/build_library.sh); cuda is "
+            + (repr(name) if name else "unavailable: " + tformer.build_info().get("cuda_unavailable_reason", "")))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not emulated_cuda_run():
+        return
+    patterns = [(p, _pattern_regex(p)) for p in emulated_cuda_patterns()]
+    files = {item.nodeid.split("::", 1)[0] for item in items}
+    stale = [p for p, rx in patterns
+             if p.split("::", 1)[0] in files and not any(rx.match(item.nodeid) for item in items)]
+    if stale:
+        raise pytest.UsageError(f"{EMULATED_LIST}: no collected test matches " + ", ".join(stale))
+    keep = [item for item in items if any(rx.match(item.nodeid) for _, rx in patterns)]
+    dropped = [item for item in items if item not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = keep

@@ -30,6 +30,7 @@ struct CudaLoad {
   std::once_flag once;
   Backend* backend = nullptr;
   std::string error;
+  std::string path;  // of the library loaded, once it works
 };
 
 CudaLoad& cuda_load() {
@@ -99,20 +100,44 @@ std::string load_cublas(const std::string& own_dir) {
   return "";
 }
 
+// TFORMER_CUDA_LIBRARY=<path>: a CUDA backend library to load instead of the packaged
+// one (a user's own build, or bench/gpu/emulate's libtformer_cuda_emulated.so). cuBLAS is
+// still loaded first where it is found, since a real build links it; where it is not, the
+// named library's own dependencies decide whether it loads.
+std::string library_override() {
+  const char* named = std::getenv("TFORMER_CUDA_LIBRARY");
+  return named != nullptr ? named : "";
+}
+
 void load_cuda_backend(CudaLoad& s) {
   const std::string own_dir = own_directory();
-  const std::string path = own_dir + "/libtformer_cuda.so";
-  if (!cuda_backend_built() || !file_exists(path)) {
-    s.error = "this tformer build has no CUDA backend (libtformer_cuda.so was not built; install a tformer "
-              "wheel built with CUDA, or build from source with nvcc and cuBLAS present: TFORMER_CUDA=ON)";
-    return;
+  const std::string named = library_override();
+  const std::string path = named.empty() ? own_dir + "/libtformer_cuda.so" : named;
+  // How messages name the library: the variable too when it was the user's choice.
+  const std::string what = named.empty() ? std::string("libtformer_cuda.so") : cat("TFORMER_CUDA_LIBRARY=", named);
+  if (!named.empty()) {
+    if (!file_exists(path)) {
+      s.error = cat(what, ": no such file (unset TFORMER_CUDA_LIBRARY to use the packaged CUDA backend)");
+      return;
+    }
+    load_cublas(own_dir);  // best effort, see library_override()
+  } else {
+    if (!cuda_backend_built() || !file_exists(path)) {
+      s.error = "this tformer build has no CUDA backend (libtformer_cuda.so was not built; install a tformer "
+                "wheel built with CUDA, or build from source with nvcc and cuBLAS present: TFORMER_CUDA=ON)";
+      return;
+    }
+    s.error = load_cublas(own_dir);
+    if (!s.error.empty()) return;
   }
-  s.error = load_cublas(own_dir);
-  if (!s.error.empty()) return;
   void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
-    // cuBLAS loaded, so what is left is a cuBLAS older than ours (a missing symbol) or a damaged file.
     const char* why = dlerror();
+    if (!named.empty()) {
+      s.error = cat(what, " could not be loaded: ", why ? why : "unknown error");
+      return;
+    }
+    // cuBLAS loaded, so what is left is a cuBLAS older than ours (a missing symbol) or a damaged file.
     void* cublas = dlopen(kCublasLibs[1].c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
     s.error = cat("the CUDA backend could not be loaded: ", why ? why : "unknown error", " (cuBLAS from ",
                   cublas ? loaded_path(cublas) : std::string("?"), "; tformer needs ", needed_libraries(),
@@ -121,12 +146,13 @@ void load_cuda_backend(CudaLoad& s) {
   }
   auto factory = reinterpret_cast<tformer_backend_factory_fn>(dlsym(lib, TFORMER_CUDA_BACKEND_SYMBOL));
   if (!factory) {
-    s.error = cat("libtformer_cuda.so has no symbol ", TFORMER_CUDA_BACKEND_SYMBOL);
+    s.error = cat(what, " has no symbol ", TFORMER_CUDA_BACKEND_SYMBOL, named.empty() ? "" : " (not a tformer CUDA backend)");
     return;
   }
   char err[512] = {0};
   s.backend = factory(err, sizeof(err));
   if (!s.backend) s.error = cat("CUDA is not available: ", err[0] ? err : "no CUDA device");
+  else s.path = loaded_path(lib);
 }
 
 }  // namespace
@@ -167,6 +193,10 @@ bool cuda_available() {
   } catch (const std::exception&) {
     return false;
   }
+}
+
+std::string cuda_library_path() {
+  return cuda_available() ? cuda_load().path : std::string();
 }
 
 std::string cuda_unavailable_reason() {

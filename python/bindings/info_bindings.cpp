@@ -21,6 +21,7 @@ void register_info(py::module_& m) {
   m.def("get_num_threads", &tformer::get_num_threads);
   m.def("cuda_backend_built", &tformer::cuda_backend_built);
   m.def("cuda_available", &tformer::cuda_available, py::call_guard<py::gil_scoped_release>());
+  m.def("cuda_library_path", &tformer::cuda_library_path, py::call_guard<py::gil_scoped_release>());
   m.def("cuda_unavailable_reason", &tformer::cuda_unavailable_reason, py::call_guard<py::gil_scoped_release>());
   m.def("blas_info", &tformer::blas_info);
   m.def("check_device", [](const std::string& name) {

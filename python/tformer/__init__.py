@@ -46,6 +46,7 @@ def build_info() -> dict:
     if info["cuda_available"]:
         info["cuda_backend"] = _core.cuda_backend_name()
         info["cuda_devices"] = _core.cuda_device_count()
+        info["cuda_library"] = _core.cuda_library_path()   # TFORMER_CUDA_LIBRARY's file, if set
     else:
         info["cuda_unavailable_reason"] = _core.cuda_unavailable_reason()
     return info

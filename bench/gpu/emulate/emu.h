@@ -1,6 +1,8 @@
 // A CPU emulator of the CUDA execution model, just enough to run this project's kernels
 // and launchers (cuda/*.cu, preprocessed by emulate.py) on a machine without a GPU:
-// each block's threads are coroutines (ucontext) scheduled round-robin on one OS thread;
+// each block's threads are coroutines scheduled round-robin on one OS thread (a stack
+// switch of a few instructions on x86-64, ucontext elsewhere: glibc's swapcontext makes a
+// system call per switch, which cost 85 % of the time of a decoding test);
 // __syncthreads and the warp shuffles are barriers between them; __shared__ is static
 // storage (blocks run one after another); global memory is host memory.
 // What it checks: indexing, masks, shared-memory tiling, shuffle lanes, barrier placement
@@ -40,8 +42,62 @@ constexpr int kMaxThreads = 1024;
 constexpr size_t kStackBytes = 256 * 1024;
 constexpr int kExchangeWords = 8;  // words a lane can publish in one warp exchange
 
+// ---------------------------------------------------------------- coroutine switch
+#if defined(__x86_64__)
+// A suspended coroutine is its stack pointer; the stack holds what the System V ABI has
+// the callee save (rbx, rbp, r12-r15, the SSE and x87 control words) and the return address.
+struct Context {
+  void* sp = nullptr;
+};
+
+// Saves the caller's state on its stack and its stack pointer in *save, resumes `next`.
+#if defined(__clang__)
+__attribute__((naked, noinline))
+#else
+__attribute__((naked, noinline, noipa))  // noipa: no interprocedural assumptions about it
+#endif
+inline void switch_stack(void** /*save: rdi*/, void* /*next: rsi*/) {
+  asm volatile(
+      "pushq %rbp\n\tpushq %rbx\n\tpushq %r12\n\tpushq %r13\n\tpushq %r14\n\tpushq %r15\n\t"
+      "subq $8, %rsp\n\tstmxcsr (%rsp)\n\tfnstcw 4(%rsp)\n\t"
+      "movq %rsp, (%rdi)\n\tmovq %rsi, %rsp\n\t"
+      "ldmxcsr (%rsp)\n\tfldcw 4(%rsp)\n\taddq $8, %rsp\n\t"
+      "popq %r15\n\tpopq %r14\n\tpopq %r13\n\tpopq %r12\n\tpopq %rbx\n\tpopq %rbp\n\tret\n\t");
+}
+
+inline void swap(Context& from, const Context& to) { switch_stack(&from.sp, to.sp); }
+
+// A context that starts `entry` (which must never return) on the given stack, with the
+// current control words.
+inline void make_context(Context& c, char* stack, size_t size, void (*entry)()) {
+  auto* sp = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(stack) + size) & ~uintptr_t(15));
+  *--sp = 0;  // entry's return address: none; rsp is then 8 mod 16, as after a call
+  *--sp = reinterpret_cast<uint64_t>(entry);
+  for (int i = 0; i < 6; ++i) *--sp = 0;  // rbp rbx r12-r15
+  --sp;
+  uint32_t mxcsr = 0;
+  uint16_t fpcw = 0;
+  asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fpcw));
+  std::memcpy(sp, &mxcsr, 4);
+  std::memcpy(reinterpret_cast<char*>(sp) + 4, &fpcw, 2);
+  c.sp = sp;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+inline void swap(Context& from, const Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void make_context(Context& c, char* stack, size_t size, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;  // entry never returns
+  makecontext(&c.uc, entry, 0);
+}
+#endif
+
 struct Thread {
-  ucontext_t ctx;
+  Context ctx;
   uint3 tid;
   int warp = 0, lane = 0;
   bool done = false;
@@ -64,7 +120,7 @@ struct Thread {
 struct Block {
   std::vector<Thread> threads;
   std::vector<std::vector<char>> stacks;
-  ucontext_t sched;
+  Context sched;
   int current = 0, active = 0;
   unsigned block_count = 0, block_gen = 0;
   std::vector<unsigned> warp_count, warp_gen, warp_active;
@@ -91,9 +147,30 @@ inline void report(const std::string& what) {
 
 inline Thread& self() { return block().threads[block().current]; }
 
+// Not finished, and not waiting at a barrier that is still closed.
+inline bool runnable(const Block& b, const Thread& t) {
+  if (t.done) return false;
+  if (t.wait == 0) return b.block_gen != t.wait_gen;
+  if (t.wait > 0) return b.warp_gen[t.wait - 1] != t.wait_gen;
+  return true;
+}
+
+// Hands over to the next runnable thread after this one in index order, or back to the
+// scheduler after the last: the scheduler's round-robin order without a detour through it
+// (one switch per wait instead of two).
 inline void yield() {
   Block& b = block();
-  swapcontext(&b.threads[b.current].ctx, &b.sched);
+  Thread& t = b.threads[b.current];
+  const int n = static_cast<int>(b.threads.size());
+  for (int j = b.current + 1; j < n; ++j) {
+    Thread& next = b.threads[j];
+    if (!runnable(b, next)) continue;
+    next.wait = -1;
+    b.current = j;
+    swap(t.ctx, next.ctx);
+    return;
+  }
+  swap(t.ctx, b.sched);
 }
 
 inline void sync_block() {
@@ -148,10 +225,12 @@ inline const uint32_t* exchange(const uint32_t* mine, int n) {
   return bank;
 }
 
-inline void thread_entry() {
+[[noreturn]] inline void thread_entry() {
   Block& b = block();
   b.body();
-  b.threads[b.current].done = true;  // returns to uc_link, the scheduler
+  b.threads[b.current].done = true;
+  swap(b.threads[b.current].ctx, b.sched);  // never resumed
+  std::abort();
 }
 
 // Runs `body` as one thread of each block of grid x block, blocks one after another.
@@ -183,24 +262,20 @@ inline void launch(dim3 grid, dim3 block_dim, size_t smem, const std::function<v
                    unsigned(i / (block_dim.x * block_dim.y))};
           t.warp = i / 32, t.lane = i % 32;
           ++b.warp_active[t.warp];
-          getcontext(&t.ctx);
-          t.ctx.uc_stack.ss_sp = b.stacks[i].data();
-          t.ctx.uc_stack.ss_size = kStackBytes;
-          t.ctx.uc_link = &b.sched;
-          makecontext(&t.ctx, thread_entry, 0);
+          // Stack tops staggered by 64 bytes: equally aligned tops would all map to the same cache sets.
+          make_context(t.ctx, b.stacks[i].data(), kStackBytes - (i % 64) * 64, thread_entry);
         }
         int remaining = n;
         while (remaining > 0) {
           bool progress = false;
           for (int i = 0; i < n; ++i) {
-            Thread& t = b.threads[i];
-            if (t.done) continue;
-            if (t.wait == 0 && b.block_gen == t.wait_gen) continue;
-            if (t.wait > 0 && b.warp_gen[t.wait - 1] == t.wait_gen) continue;
-            t.wait = -1;
+            if (!runnable(b, b.threads[i])) continue;
+            b.threads[i].wait = -1;
             b.current = i;
-            swapcontext(&b.sched, &t.ctx);
+            swap(b.sched, b.threads[i].ctx);
             progress = true;
+            i = b.current;  // where the chain of hand-overs (yield) came back from
+            Thread& t = b.threads[i];
             if (t.done) {  // an exited thread no longer counts at the barriers
               --remaining, --b.active, --b.warp_active[t.warp];
               if (b.block_count > 0 && b.block_count == static_cast<unsigned>(b.active))
@@ -267,6 +342,22 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int) {
 inline cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int) { return cudaSuccess; }
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t) {
   std::memmove(dst, src, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                                     cudaMemcpyKind, cudaStream_t) {
+  if (dpitch < width || spitch < width) return cudaErrorInvalidPitchValue;
+  for (size_t r = 0; r < height; ++r)
+    std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemsetAsync(void* dst, int value, size_t n, cudaStream_t) {
+  std::memset(dst, value, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemset2DAsync(void* dst, size_t pitch, int value, size_t width, size_t height, cudaStream_t) {
+  if (pitch < width) return cudaErrorInvalidPitchValue;
+  for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(dst) + r * pitch, value, width);
   return cudaSuccess;
 }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }

@@ -1,7 +1,13 @@
 // tformer::Backend over the emulated CUDA launchers (emulate.py's rewrite of cuda/*.cu):
 // host memory, and the real launchers and kernels of the CUDA backend running on the
-// CPU emulator. check_training.cpp built with TFORMER_LAB_EMULATED drives it.
+// CPU emulator; gemm is gemm.cu's own launcher over emu_gemm.cpp's host cuBLAS stand-in.
+// Two users: check_training.cpp built with TFORMER_LAB_EMULATED (make_emulated_backend),
+// and libtformer_cuda_emulated.so (build_library.sh), which exports the same factory as
+// libtformer_cuda.so so that the core loads it with TFORMER_CUDA_LIBRARY=<path>.
+#include <cstdio>
 #include <cstring>
+#include <exception>
+#include <mutex>
 
 #include "emu_ops.h"
 
@@ -11,55 +17,91 @@ namespace {
 class EmulatedBackend final : public Backend {
  public:
   DeviceType type() const override { return DeviceType::cuda; }
-  std::string name() const override { return "cuda kernels on the CPU emulator (bench/gpu/emulate)"; }
+  std::string name() const override {
+    return "cuda kernels on the CPU emulator (bench/gpu/emulate: host memory, host gemm for cuBLAS)";
+  }
   int device_count() const override { return 1; }
-  void* allocate(size_t bytes, int) override { return allocator_.allocate(bytes); }
+  // Host memory from aligned_alloc (thread-safe), poisoned with 0xff bytes.
+  void* allocate(size_t bytes, int i) override {
+    check(i);
+    return allocator_.allocate(bytes);
+  }
   void deallocate(void* p, size_t bytes, int) override { allocator_.deallocate(p, bytes); }
   void empty_cache() override {}
-  void copy_from_host(void* d, const void* s, size_t n, int) override { std::memcpy(d, s, n); }
-  void copy_to_host(void* d, const void* s, size_t n, int) override { std::memcpy(d, s, n); }
-  void copy_on_device(void* d, const void* s, size_t n, int) override { std::memmove(d, s, n); }
-  void fill_zero(void* d, size_t n, int) override { std::memset(d, 0, n); }
-  void synchronize(int) override {}
+  void copy_from_host(void* d, const void* s, size_t n, int i) override { Lock l(this, i); std::memcpy(d, s, n); }
+  void copy_to_host(void* d, const void* s, size_t n, int i) override { Lock l(this, i); std::memcpy(d, s, n); }
+  void copy_on_device(void* d, const void* s, size_t n, int i) override { Lock l(this, i); std::memmove(d, s, n); }
+  void fill_zero(void* d, size_t n, int i) override { Lock l(this, i); std::memset(d, 0, n); }
+  void synchronize(int i) override { Lock l(this, i); }
 
-  void gemm(const GemmParams&, int) override { not_emulated("gemm"); }
-  void bias_act(const BiasActParams&, int) override { not_emulated("bias_act"); }
-  void layer_norm(const LayerNormParams& p, int) override { layer_norm_forward(p, nullptr); }
-  void embedding(const EmbeddingParams&, int) override { not_emulated("embedding"); }
-  void attention(const AttentionParams& p, int) override { attention_forward(p, allocator_, nullptr); }
-  void cast(const CastParams&, int) override { not_emulated("cast"); }
-  void gather_rows(const GatherRowsParams&, int) override { not_emulated("gather_rows"); }
-  void copy_2d(const Copy2dParams&, int) override { not_emulated("copy_2d"); }
+  void gemm(const GemmParams& p, int i) override { Lock l(this, i); cuda::gemm(p, nullptr, nullptr); }
+  void bias_act(const BiasActParams& p, int i) override { Lock l(this, i); bias_act_forward(p, nullptr); }
+  void layer_norm(const LayerNormParams& p, int i) override { Lock l(this, i); layer_norm_forward(p, nullptr); }
+  void embedding(const EmbeddingParams& p, int i) override { Lock l(this, i); embedding_forward(p, nullptr); }
+  void attention(const AttentionParams& p, int i) override { Lock l(this, i); attention_forward(p, allocator_, nullptr); }
+  void cast(const CastParams& p, int i) override { Lock l(this, i); cuda::cast(p, nullptr); }
+  void gather_rows(const GatherRowsParams& p, int i) override {
+    Lock l(this, i);
+    cuda::gather_rows(p, allocator_, nullptr);
+  }
+  void copy_2d(const Copy2dParams& p, int i) override { Lock l(this, i); cuda::copy_2d(p, nullptr); }
 
   bool saves_training_stats() const override { return true; }
-  void layer_norm_backward(const LayerNormBackwardParams& p, int) override {
+  void layer_norm_backward(const LayerNormBackwardParams& p, int i) override {
+    Lock l(this, i);
     cuda::layer_norm_backward(p, allocator_, nullptr);
   }
-  void activation_backward(const ActivationBackwardParams& p, int) override { cuda::activation_backward(p, nullptr); }
-  void sum_rows(const SumRowsParams& p, int) override { cuda::sum_rows(p, allocator_, nullptr); }
-  void attention_backward(const AttentionBackwardParams& p, int) override {
+  void activation_backward(const ActivationBackwardParams& p, int i) override {
+    Lock l(this, i);
+    cuda::activation_backward(p, nullptr);
+  }
+  void sum_rows(const SumRowsParams& p, int i) override { Lock l(this, i); cuda::sum_rows(p, allocator_, nullptr); }
+  void attention_backward(const AttentionBackwardParams& p, int i) override {
+    Lock l(this, i);
     cuda::attention_backward(p, allocator_, nullptr);
   }
-  void embedding_backward(const EmbeddingBackwardParams& p, int) override {
+  void embedding_backward(const EmbeddingBackwardParams& p, int i) override {
+    Lock l(this, i);
     cuda::embedding_backward(p, allocator_, nullptr);  // CUB's sort: emu_ops.h's host stand-in
   }
-  void cross_entropy(const CrossEntropyParams& p, int) override { cuda::cross_entropy(p, nullptr); }
-  void dropout(const DropoutParams& p, int) override { cuda::dropout(p, nullptr); }
-  void adamw(const AdamWParams& p, int) override { cuda::adamw(p, nullptr); }
-  double sum_squares(const SumSquaresParams& p, int) override {
+  void cross_entropy(const CrossEntropyParams& p, int i) override { Lock l(this, i); cuda::cross_entropy(p, nullptr); }
+  void dropout(const DropoutParams& p, int i) override { Lock l(this, i); cuda::dropout(p, nullptr); }
+  void adamw(const AdamWParams& p, int i) override { Lock l(this, i); cuda::adamw(p, nullptr); }
+  double sum_squares(const SumSquaresParams& p, int i) override {
+    Lock l(this, i);
     double r = 0.0;
     cuda::sum_squares(p, allocator_, nullptr, &r);
     return r;
   }
 
  private:
-  [[noreturn]] static void not_emulated(const char* op) {
-    throw std::runtime_error(std::string(op) + " is not emulated");
+  // The emulator's state (emu::block(), the grid globals, __shared__ statics) is one
+  // per process: kernels from several host threads run one at a time, as CudaBackend
+  // serialises each device's stream.
+  struct Lock {
+    Lock(EmulatedBackend* b, int device_index) : lock((check(device_index), b->mutex_)) {}  // checks, then locks
+    std::lock_guard<std::mutex> lock;
+  };
+  static void check(int device_index) {
+    if (device_index != 0)
+      throw std::invalid_argument("cuda:" + std::to_string(device_index) + " does not exist (1 CUDA device visible)");
   }
   CachingAllocator allocator_;
+  std::mutex mutex_;
 };
 
 }  // namespace
 }  // namespace tformer::cuda
 
 tformer::Backend* make_emulated_backend() { return new tformer::cuda::EmulatedBackend(); }
+
+// libtformer_cuda.so's factory (factory.cu), for the emulated library: always available.
+extern "C" __attribute__((visibility("default"))) tformer::Backend* tformer_cuda_backend_create(char* error,
+                                                                                                 size_t error_size) {
+  try {
+    return make_emulated_backend();
+  } catch (const std::exception& e) {
+    if (error != nullptr && error_size > 0) std::snprintf(error, error_size, "emulated CUDA backend: %s", e.what());
+  }
+  return nullptr;
+}

@@ -1,4 +1,5 @@
-// Stands in for cuda/ops.h, cuda_check.h, launch_util.h and allocator.h when the
+// Stands in for cuda/ops.h, cuda_check.h, launch_util.h, allocator.h (and, through
+// emu_cublas.h, <cublas_v2.h>) when the
 // kernels and launchers of cuda/*.cu are compiled for the emulator (see emulate.py):
 // the launchers' declarations, host-memory temporaries, no-op error checks.
 #pragma once
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "emu.h"
+#include "emu_cublas.h"
 #include "emu_mma.h"
 #include "tformer/backend.h"
 
@@ -40,7 +42,8 @@ class CachingAllocator {
  public:
   void* allocate(size_t bytes) {
     void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
-    if (p == nullptr) throw std::runtime_error("emu: out of host memory");
+    if (p == nullptr)  // the real allocator's wording, which the core and the checks expect
+      throw std::runtime_error("CUDA out of memory: the emulator could not allocate " + std::to_string(bytes) + " bytes");
     std::memset(p, 0xff, bytes);  // NaN-like garbage: temporaries must be written before use
     return p;
   }
@@ -67,9 +70,15 @@ inline void allow_shared_memory(const void*, size_t smem, const char* op, const 
                              " bytes of shared memory per block, more than sm_86 allows");
 }
 
+void gemm(const GemmParams& p, cublasHandle_t handle, cudaStream_t stream);
+void bias_act_forward(const BiasActParams& p, cudaStream_t stream);
 void layer_norm_forward(const LayerNormParams& p, cudaStream_t stream);
+void embedding_forward(const EmbeddingParams& p, cudaStream_t stream);
 void attention_forward(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void attention_decode(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream);
+void cast(const CastParams& p, cudaStream_t stream);
+void gather_rows(const GatherRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);
+void copy_2d(const Copy2dParams& p, cudaStream_t stream);
 void layer_norm_backward(const LayerNormBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void activation_backward(const ActivationBackwardParams& p, cudaStream_t stream);
 void sum_rows(const SumRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);

@@ -1,5 +1,5 @@
 """Rewrites cuda/*.cu for the CPU emulator (emu.h): the project's own CUDA headers (and
-CUB) are replaced by emu_ops.h, dynamic shared memory becomes the emulator's buffer, and every
+CUB, cuBLAS) are replaced by emu_ops.h, dynamic shared memory becomes the emulator's buffer, and every
 `kernel<<<grid, block, smem, stream>>>(args);` becomes `emu::launch(...)` running
 `kernel(args)` in each emulated thread. Usage: emulate.py OUT_DIR file.cu..."""
 
@@ -8,7 +8,7 @@ import re
 import sys
 
 LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;]*>)?)<<<(.*?)>>>\((.*?)\);", re.S)
-OWN_HEADERS = re.compile(r'#include ("(cuda_check\.h|ops\.h|launch_util\.h|allocator\.h|mma\.cuh)"|<cub/[\w/.]+>)\n')
+OWN_HEADERS = re.compile(r'#include ("(cuda_check\.h|ops\.h|launch_util\.h|allocator\.h|mma\.cuh)"|<cub/[\w/.]+>|<cublas_v2\.h>)\n')
 
 
 def rewrite(text):

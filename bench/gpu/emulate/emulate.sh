@@ -1,41 +1,35 @@
 #!/usr/bin/env bash
-# Builds and runs check_emu_cp_async (the emulator's own cp.async model), then
-# check_training (the CUDA backend's training kernels) and check_attention_mma (the
-# tensor-core attention forward) on the CPU emulator (emu.h), then check_mma, then
-# check_decode_attention (the decode-step attention): no GPU needed, only the CUDA
-# headers (cuda_fp16.h and friends) and g++. Run from the repository root:
-# bash bench/gpu/emulate/emulate.sh [--all-dtypes]
+# Runs check_emu_cp_async (the emulator's own cp.async model), builds the emulated library
+# (build_library.sh: every kernel file of cuda/ on the CPU emulator of emu.h) and runs the
+# GPU lab's checks against it: check_backend (every forward op, loaded with dlopen as the
+# core does), check_training (the training kernels), check_attention_mma (the tensor-core
+# attention forward), check_mma (the tensor-core primitives), then check_decode_attention
+# (the decode-step attention). No GPU needed, only g++ and the CUDA headers (cuda_fp16.h
+# and friends). Run from the repository root: bash bench/gpu/emulate/emulate.sh [--all-dtypes]
+# (--all-dtypes: check_training and check_decode_attention in f16 and bf16 too;
+# check_backend always runs all three).
 set -euo pipefail
 out=${OUT:-build/emulate}
-cuda_include=${CUDA_INCLUDE:-}
-for dir in "${CUDA_HOME:-/nonexistent}/include" /usr/local/cuda/include "$(dirname "$(command -v nvcc)")/../include"; do
-  [ -z "$cuda_include" ] && [ -f "$dir/cuda_fp16.h" ] && cuda_include=$dir
-done
-[ -n "$cuda_include" ] || { echo "no CUDA headers found: set CUDA_INCLUDE" >&2; exit 1; }
-rm -rf "$out/src"  # stale sources of an earlier run (check_mma.cpp lived here once) would be linked in
+cuda_include=$(bash bench/gpu/emulate/cuda_include.sh)
 mkdir -p "$out"
 # The emulator's own cp.async model first (the checks below rely on it to catch ordering bugs).
 g++ -std=c++17 -O2 -Wno-attributes -Ibench/gpu/emulate -I"$cuda_include" bench/gpu/emulate/check_emu_cp_async.cpp \
   -o "$out/check_emu_cp_async"
 "$out/check_emu_cp_async" | awk '!/^ok/'  # the failures and the summary
-python3 bench/gpu/emulate/emulate.py "$out/src" cuda/layer_norm.cu cuda/attention.cu cuda/attention_decode.cu \
-  cuda/attention_mma.cu cuda/train_attention.cu cuda/train_attention_mma.cu cuda/train_reduce.cu cuda/train_loss.cu \
-  cuda/train_elementwise.cu cuda/train_embedding.cu
+lib=$(OUT=$out bash bench/gpu/emulate/build_library.sh)
+mapfile -t objs <"$out/objects"
 flags=(-std=c++17 -O2 -g -Wno-attributes -Icpp/include -Icuda -Ibench/gpu/emulate -I"$cuda_include")
-objs=()
-for src in "$out"/src/*.cpp bench/gpu/emulate/emu_backend.cpp; do
-  obj="$out/$(basename "${src%.cpp}").o"
-  g++ "${flags[@]}" -c "$src" -o "$obj" &
-  objs+=("$obj")
-done
-wait
+g++ "${flags[@]}" bench/gpu/check_backend.cpp -ldl -o "$out/check_backend"
+echo "== check_backend on the emulator"
+"$out/check_backend" "$lib" | awk '!/^ok/'  # the failures and the summary
+echo "== check_training on the emulator"
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_training.cpp "${objs[@]}" -ldl -o "$out/check_training_emulated"
 "$out/check_training_emulated" "$@"
 # The tensor-core attention forward (f16 / bf16) through the same backend.
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_attention_mma.cpp "${objs[@]}" -ldl -o "$out/check_attention_mma_emulated"
 "$out/check_attention_mma_emulated"
 # The tensor-core primitives (cuda/mma.cuh as emu_mma.h models them), composed as the kernels do.
-# (its own directory: everything in src/ is linked into the checks above)
+# (its own directory, apart from the library's sources)
 python3 bench/gpu/emulate/emulate.py "$out/lab_src" bench/gpu/check_mma.cu
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED "$out/lab_src/check_mma.cpp" -o "$out/check_mma_emulated"
 "$out/check_mma_emulated"
