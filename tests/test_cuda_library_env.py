@@ -8,20 +8,12 @@ import sys
 import textwrap
 
 import tformer
+import tf_testlib
 
-ASK_FOR_CUDA = """
-    import json, tformer
-    cfg = tformer.TransformerConfig(src_vocab_size=30, tgt_vocab_size=30, d_model=16, encoder_layers=1,
-                                    decoder_layers=1, encoder_heads=2, decoder_heads=2,
-                                    encoder_ffn_dim=32, decoder_ffn_dim=32)
-    try:
-        tformer.Transformer(cfg, seed=0).to("cuda")
-    except RuntimeError as e:
-        print("RuntimeError:", e)
-    else:
-        print("no error")
-    info = tformer.build_info()
-    print("INFO", json.dumps({k: info.get(k) for k in ("cuda_available", "cuda_unavailable_reason", "cuda_library")}))
+ASK_FOR_CUDA = tf_testlib.ASK_FOR_CUDA + """
+import json
+info = tformer.build_info()
+print("INFO", json.dumps({k: info.get(k) for k in ("cuda_available", "cuda_unavailable_reason", "cuda_library")}))
 """
 
 

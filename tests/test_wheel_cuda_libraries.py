@@ -11,24 +11,15 @@ import textwrap
 
 import pytest
 import tformer
+import tf_testlib
 
 PACKAGE_DIR = os.path.dirname(tformer._core.__file__)   # site-packages/tformer: _core, libtformer_cuda.so
 HAS_CUDA_BACKEND = os.path.exists(os.path.join(PACKAGE_DIR, "libtformer_cuda.so"))
 needs_cuda_backend = pytest.mark.skipif(not HAS_CUDA_BACKEND, reason="this build has no libtformer_cuda.so")
 
-ASK_FOR_CUDA = """
-    import tformer
-    cfg = tformer.TransformerConfig(src_vocab_size=30, tgt_vocab_size=30, d_model=16, encoder_layers=1,
-                                    decoder_layers=1, encoder_heads=2, decoder_heads=2,
-                                    encoder_ffn_dim=32, decoder_ffn_dim=32)
-    try:
-        tformer.Transformer(cfg, seed=0).to("cuda")
-    except RuntimeError as e:
-        print("RuntimeError:", e)
-    else:
-        print("no error")
-    with open("/proc/self/maps") as f:
-        print("MAPS", sorted({l.split()[-1] for l in f if "libcublas" in l}))
+ASK_FOR_CUDA = tf_testlib.ASK_FOR_CUDA + """
+with open("/proc/self/maps") as f:
+    print("MAPS", sorted({l.split()[-1] for l in f if "libcublas" in l}))
 """
 
 

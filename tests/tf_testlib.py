@@ -13,6 +13,22 @@ import torch
 # reference side is run with warnings silenced: they are not what we test.
 
 
+# A script for a fresh interpreter (the CUDA backend is loaded once per process): move a tiny
+# model to "cuda" and print "RuntimeError: <message>" or "no error". Tests append their prints.
+ASK_FOR_CUDA = """
+import tformer
+cfg = tformer.TransformerConfig(src_vocab_size=30, tgt_vocab_size=30, d_model=16, encoder_layers=1,
+                                decoder_layers=1, encoder_heads=2, decoder_heads=2,
+                                encoder_ffn_dim=32, decoder_ffn_dim=32)
+try:
+    tformer.Transformer(cfg, seed=0).to("cuda")
+except RuntimeError as e:
+    print("RuntimeError:", e)
+else:
+    print("no error")
+"""
+
+
 # model.device for each value of the `device` fixture
 EXPECTED_DEVICE_STRING = {"cpu": "cpu", "cuda": "cuda:0"}
 
