@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "lab_attention_reference.h"
 #include "lab_check.h"
 #include "lab_util.h"
 
@@ -103,31 +104,18 @@ void check(tformer::Backend* be, DType t, const Case& c) {
   std::vector<size_t> where, where_lse;
   int64_t lse_inf_wrong = 0;
   const auto got_lse = lse.download();
+  const lab::MaskedAttention mask{D, c.kv_len, c.kv_group, hl.data(), c.causal, c.offset, p.scale};
+  const lab::HostRows q_host{hq.data(), q_bs, qw}, k_host{hk.data() + k0, kv_bs, kvw};
+  const lab::HostRows v_host{hk.data() + v0, kv_bs, kvw};
   for (int64_t b = 0; b < c.batch; ++b)
     for (int64_t h = 0; h < c.heads; ++h)
       for (int64_t i = 0; i < c.q_len; ++i) {
-        const int64_t kb = b / c.kv_group;
-        const float* q = &hq[b * q_bs + i * qw + h * D];
-        std::vector<double> s;
-        std::vector<int64_t> keys;
-        for (int64_t j = 0; j < c.kv_len; ++j) {
-          if (j >= hl[kb] || (c.causal && j > i + c.offset)) continue;
-          const float* k = &hk[kb * kv_bs + j * kvw + k0 + h * D];
-          double dot = 0;
-          for (int64_t d = 0; d < D; ++d) dot += double(q[d]) * k[d];
-          s.push_back(dot * p.scale), keys.push_back(j);
-        }
+        const lab::AttentionRow row = lab::attention_row(mask, q_host, k_host, b, h, i);
         const size_t lse_at = (b * c.heads + h) * c.q_len + i;
-        const double mx = s.empty() ? 0 : *std::max_element(s.begin(), s.end());
-        double total = 0;
-        for (auto& x : s) total += (x = std::exp(x - mx));
-        if (keys.empty()) lse_inf_wrong += !(got_lse[lse_at] == -INFINITY);
-        else ref_lse.push_back(mx + std::log(total)), where_lse.push_back(lse_at);
-        for (int64_t d = 0; d < D; ++d) {
-          double o = 0;
-          for (size_t n = 0; n < keys.size(); ++n) o += s[n] / total * hk[kb * kv_bs + keys[n] * kvw + v0 + h * D + d];
-          ref.push_back(o), where.push_back((b * c.q_len + i) * ow + o0 + h * D + d);
-        }
+        if (row.keys.empty()) lse_inf_wrong += !(got_lse[lse_at] == -INFINITY);
+        else ref_lse.push_back(row.lse), where_lse.push_back(lse_at);
+        const std::vector<double> o = lab::attention_output(row, v_host, h, D);
+        for (int64_t d = 0; d < D; ++d) ref.push_back(o[d]), where.push_back((b * c.q_len + i) * ow + o0 + h * D + d);
       }
   const auto got = out.download();
   report(name, t, got, ref, where, out_tolerance(t));

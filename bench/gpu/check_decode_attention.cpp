@@ -14,9 +14,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <limits>
 #include <string>
 
+#include "lab_attention_reference.h"
 #include "lab_check.h"
 #include "lab_util.h"
 
@@ -89,31 +89,18 @@ void check_decode(tformer::Backend* be, DType t, const DecodeCase& c) {
 
   std::vector<double> ref_out, ref_lse, ref_w(c.batch * c.kv_len, 0.0);
   std::vector<size_t> where_out, no_key_rows;
-  for (int64_t b = 0; b < c.batch; ++b) {
-    const int64_t kb = b / c.kv_group;
-    int64_t visible = std::min<int64_t>(c.kv_len, hl[kb]);
-    if (c.causal) visible = std::max<int64_t>(0, std::min(visible, c.offset + 1));
+  const lab::MaskedAttention mask{c.head_dim, c.kv_len, c.kv_group, hl.data(), c.causal, c.offset, p.scale};
+  const lab::HostRows q_host{hq.data() + q0, qw, qw}, k_host{hkv.data() + k0, kv_rows * kvw, kvw};
+  const lab::HostRows v_host{hkv.data() + v0, kv_rows * kvw, kvw};
+  for (int64_t b = 0; b < c.batch; ++b)
     for (int64_t h = 0; h < c.heads; ++h) {
-      const float* q = &hq[b * qw + q0 + h * c.head_dim];
-      auto kv = [&](int64_t col0, int64_t j, int64_t d) { return double(hkv[(kb * kv_rows + j) * kvw + col0 + h * c.head_dim + d]); };
-      std::vector<double> s(visible);
-      double mx = -std::numeric_limits<double>::infinity(), total = 0;
-      for (int64_t j = 0; j < visible; ++j) {
-        double dot = 0;
-        for (int64_t d = 0; d < c.head_dim; ++d) dot += double(q[d]) * kv(k0, j, d);
-        mx = std::max(mx, s[j] = dot * p.scale);
-      }
-      for (auto& x : s) total += (x = std::exp(x - mx));
-      ref_lse.push_back(visible ? mx + std::log(total) : -std::numeric_limits<double>::infinity());
-      if (!visible) no_key_rows.push_back(b * c.heads + h);
-      for (int64_t j = 0; j < visible; ++j) ref_w[b * c.kv_len + j] += s[j] / total / double(c.heads);
-      for (int64_t d = 0; d < c.head_dim; ++d) {
-        double o = 0;
-        for (int64_t j = 0; j < visible; ++j) o += s[j] / total * kv(v0, j, d);
-        ref_out.push_back(o), where_out.push_back(b * ow + o0 + h * c.head_dim + d);
-      }
+      const lab::AttentionRow row = lab::attention_row(mask, q_host, k_host, b, h, 0);
+      ref_lse.push_back(row.lse);
+      if (row.keys.empty()) no_key_rows.push_back(b * c.heads + h);
+      for (size_t n = 0; n < row.keys.size(); ++n) ref_w[b * c.kv_len + row.keys[n]] += row.prob[n] / double(c.heads);
+      const std::vector<double> o = lab::attention_output(row, v_host, h, c.head_dim);
+      for (int64_t d = 0; d < c.head_dim; ++d) ref_out.push_back(o[d]), where_out.push_back(b * ow + o0 + h * c.head_dim + d);
     }
-  }
 
   static const char* kLayouts[] = {"fused", "cache", "misaligned"};
   char name[160];

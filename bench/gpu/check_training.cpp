@@ -16,6 +16,7 @@
 #include <limits>
 
 #include "../../cpp/decoding/random.h"
+#include "lab_attention_reference.h"
 #include "lab_check.h"
 #include "lab_util.h"
 
@@ -551,47 +552,37 @@ void check_attention_backward(tformer::Backend* be, DType t, const BackwardCase&
   std::vector<size_t> w_lse, w_dq, w_dk, w_dv;
   int64_t lse_inf_wrong = 0;
   const auto got_lse = lse.download();
+  const lab::MaskedAttention mask{D, c.kv_len, 1, hl.data(), c.causal, c.offset, f.scale};
+  const lab::HostRows q_host{hq.data(), q_bs, qw}, k_host{hk.data() + k0, kv_bs, kvw};
+  const lab::HostRows v_host{hk.data() + v0, kv_bs, kvw};
   for (int64_t b = 0; b < c.batch; ++b)
     for (int64_t h = 0; h < c.heads; ++h)
       for (int64_t i = 0; i < c.q_len; ++i) {
-        const float* q = &hq[b * q_bs + i * qw + h * D];
+        const float* q = q_host.at(b, i, h, D);
         const float* dy = &hdo[(b * c.q_len + i) * hw + h * D];
-        std::vector<double> s;
-        std::vector<int64_t> keys;
-        for (int64_t j = 0; j < c.kv_len; ++j) {
-          if (j >= hl[b] || (c.causal && j > i + c.offset)) continue;
-          const float* k = &hk[b * kv_bs + j * kvw + k0 + h * D];
-          double dot = 0;
-          for (int64_t d = 0; d < D; ++d) dot += double(q[d]) * k[d];
-          s.push_back(dot * f.scale), keys.push_back(j);
-        }
+        const lab::AttentionRow row = lab::attention_row(mask, q_host, k_host, b, h, i);
         const size_t lse_at = (b * c.heads + h) * c.q_len + i;
         std::vector<double> dq(D, 0.0);
-        if (keys.empty()) {
+        if (row.keys.empty()) {
           lse_inf_wrong += !(got_lse[lse_at] == -INFINITY);
         } else {
-          const double mx = *std::max_element(s.begin(), s.end());
-          double total = 0;
-          for (double x : s) total += std::exp(x - mx);
-          ref_lse.push_back(mx + std::log(total)), w_lse.push_back(lse_at);
-          std::vector<double> prob(keys.size()), o(D, 0.0);
-          for (size_t n = 0; n < keys.size(); ++n) {
-            prob[n] = std::exp(s[n] - mx) / total;
-            for (int64_t d = 0; d < D; ++d) o[d] += prob[n] * hk[b * kv_bs + keys[n] * kvw + v0 + h * D + d];
-          }
+          ref_lse.push_back(row.lse), w_lse.push_back(lse_at);
+          const std::vector<double> o = lab::attention_output(row, v_host, h, D);
+          // dS = P (dP - delta) with dP = dy . v and delta = dy . o; then the chain rule.
           double delta = 0;
           for (int64_t d = 0; d < D; ++d) delta += dy[d] * o[d];
-          for (size_t n = 0; n < keys.size(); ++n) {
-            const float* k = &hk[b * kv_bs + keys[n] * kvw + k0 + h * D];
-            const float* v = &hk[b * kv_bs + keys[n] * kvw + v0 + h * D];
+          for (size_t n = 0; n < row.keys.size(); ++n) {
+            const float* k = k_host.at(b, row.keys[n], h, D);
+            const float* v = v_host.at(b, row.keys[n], h, D);
+            const double prob = row.prob[n];
             double dpv = 0;
             for (int64_t d = 0; d < D; ++d) dpv += dy[d] * double(v[d]);
-            const double ds = prob[n] * (dpv - delta) * f.scale;
-            const size_t row = (b * c.kv_len + keys[n]) * hw + h * D;
+            const double ds = prob * (dpv - delta) * f.scale;
+            const size_t at = (b * c.kv_len + row.keys[n]) * hw + h * D;
             for (int64_t d = 0; d < D; ++d) {
               dq[d] += ds * k[d];
-              ref_dk[row + d] += ds * q[d];
-              ref_dv[row + d] += prob[n] * dy[d];
+              ref_dk[at + d] += ds * q[d];
+              ref_dv[at + d] += prob * dy[d];
             }
           }
         }
