@@ -10,7 +10,7 @@ import time
 import pytest
 import tformer
 from tformer.cli import main
-from tformer.train_cli import Checkpoints
+from tformer.train_checkpoints import Checkpoints
 
 needs_trainer = pytest.mark.skipif(not hasattr(tformer, "Trainer"), reason="tformer.Trainer not built")
 

@@ -20,18 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 
 import numpy as np
 
-from .data import (DataError, TokenizedCorpus, corpus_fingerprint, epoch_batches, fixed_batches, read_parallel,
-                   shard_batch)
-from .spm import atomic_write_bytes
+from .data import DataError, TokenizedCorpus, corpus_fingerprint, epoch_batches, read_parallel, shard_batch
+from .train_checkpoints import STATE_FILE, Checkpoints, export_model
+from .train_eval import evaluate
 
 PRESETS = {  # the paper's base model, and two sizes that train on a CPU
     "base": dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_heads=8, decoder_heads=8,
@@ -41,7 +39,6 @@ PRESETS = {  # the paper's base model, and two sizes that train on a CPU
     "tiny": dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_heads=4, decoder_heads=4,
                  encoder_ffn_dim=512, decoder_ffn_dim=512),
 }
-STATE_FILE = "train_state.json"
 INTERRUPTED = 130
 
 
@@ -123,66 +120,7 @@ def run(args) -> int:
         os._exit(3)
 
 
-# ------------------------------------------------------------------------------ checkpoints
-
-
-def _write_json(path, obj):
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def export_model(model, out) -> None:
-    """model.save into a temporary directory, then each file renamed into `out`."""
-    tmp = tempfile.mkdtemp(prefix=".tmp-model-", dir=out)
-    try:
-        model.save(tmp)
-        for name in sorted(os.listdir(tmp)):
-            os.replace(os.path.join(tmp, name), os.path.join(out, name))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-class Checkpoints:
-    """checkpoints/step-NNNNNNNN/ {config.json, model.safetensors, trainer/, train_state.json}
-    and checkpoints/latest (the name of the newest complete one)."""
-
-    def __init__(self, out):
-        self.root = os.path.join(out, "checkpoints")
-
-    def latest(self):
-        """Path of the newest complete checkpoint, or None."""
-        pointer = os.path.join(self.root, "latest")
-        if os.path.exists(pointer):
-            with open(pointer, encoding="utf-8") as f:
-                path = os.path.join(self.root, f.read().strip())
-            if os.path.exists(os.path.join(path, STATE_FILE)):
-                return path
-        done = sorted(d for d in os.listdir(self.root) if d.startswith("step-")) if os.path.isdir(self.root) else []
-        done = [d for d in done if os.path.exists(os.path.join(self.root, d, STATE_FILE))]
-        return os.path.join(self.root, done[-1]) if done else None
-
-    def save(self, model, trainer, state, keep=2) -> str:
-        os.makedirs(self.root, exist_ok=True)
-        name = f"step-{state['step']:08d}"
-        final = os.path.join(self.root, name)
-        if not os.path.exists(final):
-            tmp = tempfile.mkdtemp(prefix=".tmp-", dir=self.root)
-            try:
-                model.save(tmp)
-                trainer.save(os.path.join(tmp, "trainer"))
-                _write_json(os.path.join(tmp, STATE_FILE), state)  # written last: marks it complete
-                os.rename(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        atomic_write_bytes(os.path.join(self.root, "latest"), name.encode())
-        complete = [d for d in sorted(os.listdir(self.root))
-                    if d.startswith("step-") and os.path.exists(os.path.join(self.root, d, STATE_FILE))]
-        for d in sorted(os.listdir(self.root)):
-            # older checkpoints beyond `keep`, and the debris of killed runs
-            stale = d in complete[: max(0, len(complete) - keep)] and d != name
-            if stale or d.startswith(".tmp-") or (d.startswith("step-") and d not in complete):
-                shutil.rmtree(os.path.join(self.root, d), ignore_errors=True)
-        return final
+# ------------------------------------------------------------------------------ interruption
 
 
 class _StopOnSigint:
@@ -204,42 +142,6 @@ class _StopOnSigint:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-# ------------------------------------------------------------------------------ evaluation
-
-
-def evaluate(model, trainer, tokenizer, corpus, max_tokens=4096, sentences=500, beam_size=1) -> dict:
-    """Validation loss (token-weighted), and BLEU, chrF and exact match of `sentences`
-    translations (greedy or beam) against the references (sacrebleu)."""
-    total, count = 0.0, 0
-    for idx in fixed_batches(corpus, max_tokens):
-        src, tgt = corpus.batch(idx)
-        n = sum(len(t) + 1 for t in tgt)
-        total += trainer.evaluate(src, tgt) * n
-        count += n
-    result = {"valid_loss": total / max(count, 1)}
-    if sentences > 0:
-        hyps, refs = translate_ids(model, tokenizer, corpus.src[:sentences], beam_size), \
-            [t for _, t in corpus.texts[:sentences]]
-        result.update(score(hyps, refs))
-    return result
-
-
-def translate_ids(model, tokenizer, src_ids, beam_size=1) -> list:
-    longest = max(len(s) for s in src_ids)
-    max_length = min(2 * longest + 16, model.config.max_positions - 1)
-    results = model.generate(src_ids, beam_size=beam_size, max_length=max_length, max_batch_size=256)
-    return tokenizer.decode_target([r.tokens[0] for r in results])
-
-
-def score(hyps, refs) -> dict:
-    try:
-        import sacrebleu
-    except ImportError:
-        raise ImportError("BLEU and chrF need sacrebleu: pip install sacrebleu") from None
-    return {"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score, "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
-            "exact_match": sum(h.strip() == r.strip() for h, r in zip(hyps, refs)) / max(len(refs), 1)}
 
 
 # ------------------------------------------------------------------------------ set-up

@@ -82,7 +82,7 @@ def run(args) -> int:
     print(f"corpus: {len(train)} training pairs, {len(valid)} validation, {len(test)} held-out test "
           f"(new sentences made of training words), e.g.\n  {train[0][0]}\n  {train[0][1]}", file=sys.stderr)
 
-    from .. import train_cli
+    from .. import train_cli, train_eval
 
     summary = train_cli.train(_train_arguments(args, data, model_dir))
     if summary["exit_code"] != 0:
@@ -92,8 +92,8 @@ def run(args) -> int:
     # held-out evaluation
     t0 = time.time()
     src_ids = tokenizer.encode_source([fr for fr, _ in test])
-    hyps = train_cli.translate_ids(model, tokenizer, src_ids, beam_size=args.beam_size)
-    metrics = train_cli.score(hyps, [en for _, en in test])
+    hyps = train_eval.translate_ids(model, tokenizer, src_ids, beam_size=args.beam_size)
+    metrics = train_eval.score(hyps, [en for _, en in test])
     eval_seconds = time.time() - t0
     train_tokens_per_s = summary["tokens"] / max(summary["seconds"], 1e-9)  # validation passes included
     # training steps only (validation passes and checkpoints left out)
