@@ -39,6 +39,19 @@ inline void vector_of(const char* op, const char* what, const Tensor& t, int64_t
   same_device(op, what, t, like);
 }
 
+// The output (or gradient) `t` of half-precision inputs like `like`: like's dtype, or float32
+// on a GPU (mixed precision: products and gradients accumulate in float32). Returns whether
+// it is such a float32 output.
+inline bool dtype_or_f32_of(const char* op, const char* what, const Tensor& t, const Tensor& like) {
+  if (t.dtype() == DType::f32 && like.dtype() != DType::f32) {
+    if (like.device().is_cpu())
+      throw_type_error(op, ": a float32 ", what, " of ", dtype_name(like.dtype()), " values is CUDA only");
+    return true;
+  }
+  dtype_is(op, what, t, like.dtype());
+  return false;
+}
+
 inline int64_t rows_of(const Tensor& t) { return t.ndim() == 0 ? 1 : (t.dim(-1) ? t.numel() / t.dim(-1) : 0); }
 
 // The training ops need the saved statistics (layer norm mean/rstd, attention lse).

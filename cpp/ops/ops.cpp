@@ -46,12 +46,9 @@ void gemm(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_
     throw_value_error("gemm: c must have shape (", m, ", ", n, "), got ", shape_str(c.shape()));
   expect_dtype("gemm", "b", b, a.dtype());
   // Half inputs may write a float32 C (mixed-precision gradients), on CUDA only.
-  const bool c_f32 = a.dtype() != DType::f32 && c.dtype() == DType::f32;
-  if (!c_f32) expect_dtype("gemm", "c", c, a.dtype());
+  const bool c_f32 = checks::dtype_or_f32_of("gemm", "c", c, a);
   expect_same_device("gemm", a, b);
   expect_same_device("gemm", a, c);
-  if (c_f32 && a.device().is_cpu())
-    throw_type_error("gemm: a float32 c with ", dtype_name(a.dtype()), " a and b is CUDA only (cpu is all-float32)");
   GemmParams p;
   p.dtype = a.dtype();
   p.c_f32 = c_f32;

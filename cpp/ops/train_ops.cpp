@@ -20,24 +20,11 @@ void row_stat(const char* op, const char* what, const Tensor& t, int64_t rows, c
   same_device(op, what, t, x);
 }
 
-// A parameter gradient: the dtype of `like` (the parameter or activation it belongs to),
-// or float32 with half `like` on a GPU (mixed precision: gradients accumulate in float32).
-// Returns whether it is such a float32 gradient.
-bool grad_dtype(const char* op, const char* what, const Tensor& g, const Tensor& like) {
-  if (g.dtype() == DType::f32 && like.dtype() != DType::f32) {
-    if (like.device().is_cpu())
-      throw_type_error(op, ": a float32 ", what, " of ", dtype_name(like.dtype()), " values is CUDA only");
-    return true;
-  }
-  dtype_is(op, what, g, like.dtype());
-  return false;
-}
-
-// Like vector_of, with a gradient's dtype rule.
+// Like vector_of, with a parameter gradient's dtype rule (dtype_or_f32_of).
 bool grad_vector(const char* op, const char* what, const Tensor& t, int64_t n, const Tensor& like) {
   shape_is(op, what, t, {n});
   same_device(op, what, t, like);
-  return grad_dtype(op, what, t, like);
+  return dtype_or_f32_of(op, what, t, like);
 }
 
 }  // namespace
@@ -60,7 +47,7 @@ void linear_backward(Tensor* dx, Tensor* dweight, Tensor* dbias, const Tensor& d
   if (dweight) {
     shape_is(op, "dweight", *dweight, weight.shape());
     same_device(op, "dweight", *dweight, weight);
-    grad_dtype(op, "dweight", *dweight, weight);
+    dtype_or_f32_of(op, "dweight", *dweight, weight);
   }
   if (dbias) grad_vector(op, "dbias", *dbias, out_features, weight);
   const int64_t rows = rows_of(x);
@@ -187,7 +174,7 @@ void embedding_backward(Tensor* dtable, Tensor* dpositions, const Tensor& dout, 
     if (t->ndim() != 2 || t->dim(1) != dim)
       throw_value_error(op, ": ", what, " must be (n, ", dim, "), got ", shape_str(t->shape()));
     same_device(op, what, *t, dout);
-    return grad_dtype(op, what, *t, dout);
+    return dtype_or_f32_of(op, what, *t, dout);
   };
   const bool dtable_f32 = table(dtable, "dtable");
   const bool dpositions_f32 = table(dpositions, "dpositions");
