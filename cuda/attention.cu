@@ -25,6 +25,7 @@
 #include <string>
 
 #include "attention_mma.h"
+#include "attention_keys.cuh"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "launch_util.h"
@@ -51,8 +52,6 @@ constexpr size_t attention_smem_bytes() {
   return (size_t(kBlockQ) * D + size_t(D) * kKeyPitch + size_t(kBlockK) * D) * sizeof(float);
 }
 
-__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-__device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 }  // namespace
 
@@ -77,8 +76,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionPara
   T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.head_dim;
 
   // Keys any row of this block can see: [0, kv_end).
-  int64_t kv_end = p.kv_len;
-  if (p.kv_lengths != nullptr) kv_end = min64(kv_end, max64(p.kv_lengths[kv_b], 0));
+  int64_t kv_end = keys_of_batch(p, kv_b);
   if (p.causal) {
     const int64_t q_last = min64(q0 + kBlockQ, p.q_len) - 1;
     kv_end = min64(kv_end, max64(q_last + p.causal_offset + 1, 0));
@@ -209,10 +207,8 @@ __global__ void __launch_bounds__(kWeightsThreads) attention_weights_kernel(cons
 
   const int64_t i = blockIdx.x, b = blockIdx.y, kv_b = b / p.kv_group;
   float* w = p.weights_out + (b * p.q_len + i) * p.kv_len;
-  int64_t kv_end = p.kv_len;
-  if (p.kv_lengths != nullptr) kv_end = min64(kv_end, p.kv_lengths[kv_b]);
-  if (p.causal) kv_end = min64(kv_end, i + p.causal_offset + 1);
-  kv_end = max64(kv_end, 0);
+  int64_t kv_end = keys_of_batch(p, kv_b);
+  if (p.causal) kv_end = max64(min64(kv_end, i + p.causal_offset + 1), 0);
   for (int64_t j = kv_end + threadIdx.x; j < p.kv_len; j += blockDim.x) w[j] = 0.0f;
   if (kv_end == 0) return;  // block-uniform: no barrier is skipped by only some threads
 

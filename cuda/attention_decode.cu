@@ -34,6 +34,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "attention_keys.cuh"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "launch_util.h"
@@ -94,8 +95,6 @@ __device__ __forceinline__ void load_chunk(Chunk<T, kVec>& c, const T* row, int 
   }
 }
 
-__device__ __forceinline__ int64_t decode_min(int64_t a, int64_t b) { return a < b ? a : b; }
-__device__ __forceinline__ int64_t decode_max(int64_t a, int64_t b) { return a > b ? a : b; }
 
 }  // namespace
 
@@ -117,17 +116,16 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
   const int64_t h = blockIdx.y, row_blocks = (p.kv_group + R - 1) / R;
   const int64_t kv_b = blockIdx.z / row_blocks;
   const int64_t b0 = kv_b * p.kv_group + (blockIdx.z % row_blocks) * R;  // first query batch
-  const int64_t b_end = decode_min(p.batch, (kv_b + 1) * p.kv_group);  // past this kv batch's last
+  const int64_t b_end = min64(p.batch, (kv_b + 1) * p.kv_group);  // past this kv batch's last
   const T* k = static_cast<const T*>(p.k) + kv_b * p.k_batch_stride + h * p.head_dim;
   const T* v = static_cast<const T*>(p.v) + kv_b * p.v_batch_stride + h * p.head_dim;
 
   // The keys every row of the block sees: [0, kv_end); this split's share of them.
-  int64_t kv_end = p.kv_len;
-  if (p.kv_lengths != nullptr) kv_end = decode_min(kv_end, decode_max(p.kv_lengths[kv_b], 0));
-  if (p.causal) kv_end = decode_min(kv_end, decode_max(p.causal_offset + 1, 0));
+  int64_t kv_end = keys_of_batch(p, kv_b);
+  if (p.causal) kv_end = min64(kv_end, max64(p.causal_offset + 1, 0));
   const int64_t split = blockIdx.x;
   const int64_t key_begin = part.acc != nullptr ? split * part.keys_per_split : 0;
-  const int64_t key_end = part.acc != nullptr ? decode_min(kv_end, key_begin + part.keys_per_split) : kv_end;
+  const int64_t key_end = part.acc != nullptr ? min64(kv_end, key_begin + part.keys_per_split) : kv_end;
 
   // The queries (lane's chunks), times scale * log2(e) so that the softmax can use exp2.
   const float q_scale = p.scale * kDecodeLog2e;

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <string>
 
+#include "attention_keys.cuh"
 #include "attention_mma.h"
 #include "cuda_check.h"
 #include "launch_util.h"
@@ -56,8 +57,6 @@ constexpr size_t mma_smem_bytes() {
   return size_t(kBlockM + 4 * kBlockN) * kPitch<D> * 2;
 }
 
-__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-__device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // rows x D tile of rows [row0, row0 + rows) into shared memory; rows at or past `end`
 // and columns at or past head_dim become zeros (their source address is `base`, mapped).
@@ -100,8 +99,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(const Attention
   T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + h * p.head_dim;
 
   // Keys that exist for this batch: [0, kv_end); keys any row of the block can see: [0, kv_stop).
-  int64_t kv_end = p.kv_len;
-  if (p.kv_lengths != nullptr) kv_end = min64(kv_end, max64(p.kv_lengths[kv_b], 0));
+  const int64_t kv_end = keys_of_batch(p, kv_b);
   int64_t kv_stop = kv_end;
   if (p.causal) kv_stop = min64(kv_stop, max64(min64(q0 + kBlockM, p.q_len) + p.causal_offset, 0));
   const int n_tiles = static_cast<int>((kv_stop + kBlockN - 1) / kBlockN);

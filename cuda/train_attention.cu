@@ -26,6 +26,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "attention_keys.cuh"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "launch_util.h"
@@ -51,13 +52,6 @@ constexpr size_t backward_smem_bytes() {
   return (2 * size_t(kTile) * D + 2 * size_t(D) * kPitch) * sizeof(float);
 }
 
-__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-__device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-// Keys of batch b that no length masks: [0, kv_end).
-__device__ __forceinline__ int64_t visible_keys(const AttentionParams& p, int64_t b) {
-  return p.kv_lengths != nullptr ? min64(p.kv_len, max64(p.kv_lengths[b], 0)) : p.kv_len;
-}
 
 __device__ __forceinline__ bool visible(const AttentionParams& p, int64_t i, int64_t j, int64_t kv_end) {
   return j < kv_end && (!p.causal || j <= i + p.causal_offset);
@@ -80,7 +74,7 @@ struct HeadView {
     dout = static_cast<const T*>(bp.dout) + b * bp.dout_batch_stride + h * p.head_dim;
     lse = bp.lse + (b * p.heads + h) * p.q_len;
     delta = delta_all + (b * p.heads + h) * p.q_len;
-    kv_end = visible_keys(p, b);
+    kv_end = keys_of_batch(p, b);
   }
 };
 

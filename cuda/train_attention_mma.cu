@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <string>
 
+#include "attention_keys.cuh"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "launch_util.h"
@@ -72,12 +73,6 @@ constexpr size_t dq_smem_bytes() { return size_t(2 * kRows + 4 * stream_rows<D>(
 template <int D>
 constexpr size_t dkdv_smem_bytes() { return dq_smem_bytes<D>() + 4 * stream_rows<D>() * sizeof(float); }
 
-__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-__device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-__device__ __forceinline__ int64_t visible_keys(const AttentionParams& p, int64_t b) {
-  return p.kv_lengths != nullptr ? min64(p.kv_len, max64(p.kv_lengths[b], 0)) : p.kv_len;
-}
 
 __device__ __forceinline__ int clamp16(int64_t x) { return static_cast<int>(min64(max64(x, -16), 16)); }
 
@@ -218,7 +213,7 @@ struct Head {
     k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.head_dim;
     v = static_cast<const T*>(p.v) + b * p.v_batch_stride + h * p.head_dim;
     dout = static_cast<const T*>(bp.dout) + b * bp.dout_batch_stride + h * p.head_dim;
-    kv_end = visible_keys(p, b);
+    kv_end = keys_of_batch(p, b);
   }
 };
 
