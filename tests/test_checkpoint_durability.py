@@ -2,6 +2,7 @@
 (python/tformer/atomic_files.py, checkpoint_check.py, train_checkpoints.py), checkpoint
 pointers that cannot reach outside checkpoints/, and the rendezvous store of data-parallel
 training listening on MASTER_ADDR only (distributed.py)."""
+import errno
 import json
 import os
 import shutil
@@ -121,6 +122,25 @@ def test_failed_write_leaves_the_old_file(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_files.atomic_write(target, fail)
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["f"]
+
+
+@pytest.mark.parametrize("code,fails", [(errno.EINVAL, False), (errno.EIO, True)])
+def test_directory_fsync_errors(tmp_path, monkeypatch, code, fails):
+    """A filesystem that cannot flush directories (EINVAL) still saves; a disk error does not pass."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    if fails:
+        with pytest.raises(OSError, match=os.strerror(code)):
+            atomic_files.atomic_write_bytes(tmp_path / "f", b"new")
+    else:
+        atomic_files.atomic_write_bytes(tmp_path / "f", b"new")
+        assert (tmp_path / "f").read_bytes() == b"new"
 
 
 # ------------------------------------------------------------------------------ verified resume

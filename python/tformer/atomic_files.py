@@ -9,9 +9,11 @@ the first fsync the rename can reach the disk before the data does; without the 
 rename itself can be lost."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 
+_NO_DIRECTORY_FSYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
 _TMP_PREFIX = ".tmp-"  # checkpoints prune names starting with this as debris of killed runs
 
 
@@ -32,6 +34,11 @@ def fsync_directory(path) -> None:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
+    except OSError as e:
+        # some network and FUSE filesystems cannot flush a directory: nothing more can be
+        # done there, and refusing to save would lose more than it protects
+        if e.errno not in _NO_DIRECTORY_FSYNC:
+            raise
     finally:
         os.close(fd)
 
