@@ -75,8 +75,7 @@ class Checkpoints:
         if not name:  # an empty pointer (a power loss under an older tformer): scan the directories
             return None
         target = os.path.join(self.root, name)
-        if not name or os.path.realpath(os.path.dirname(target)) != os.path.realpath(self.root) \
-                or not is_inside(target, self.root):
+        if os.path.realpath(os.path.dirname(target)) != os.path.realpath(self.root) or not is_inside(target, self.root):
             raise ValueError(f"{pointer} names {name!r}, which is not inside {self.root}: refusing to resume from it")
         return name
 
