@@ -100,9 +100,15 @@ def test_checkpoint_is_atomic(tmp_path):
                                                           encoder_layers=1, decoder_layers=1, encoder_heads=2,
                                                           decoder_heads=2, encoder_ffn_dim=8, decoder_ffn_dim=8))
 
-    class Trainer:
+    class Trainer:  # writes the files a resume checks (Trainer.save's names, minimal content)
         def save(self, path):
+            import numpy as np
+            from safetensors.numpy import save_file
+
             os.makedirs(path)
+            save_file({"m.x": np.zeros(2, np.float32)}, os.path.join(path, "optimizer.safetensors"))
+            with open(os.path.join(path, "trainer.json"), "w") as f:
+                json.dump({"step": 0}, f)
 
     ckpt = Checkpoints(tmp_path)
     assert ckpt.latest() is None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -101,6 +102,62 @@ def launch_env(environ=None):
     return LaunchEnv(rank, world, local, addr, port, launcher, agent, local_world)
 
 
+# ------------------------------------------------------------------------------ the store
+
+
+def store_bind_address(master_addr: str, port: int):
+    """(family, socket address) that rank 0's rendezvous store listens on: the address
+    MASTER_ADDR resolves to here (the first answer, the one a client on this machine tries
+    first), never all interfaces. The store has no authentication: who can connect can
+    join the job or disturb it (docs/SCALING.md)."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(master_addr, port, type=socket.SOCK_STREAM)[0]
+    return family, sockaddr
+
+
+def _listening_socket(master_addr: str, port: int) -> socket.socket:
+    family, sockaddr = store_bind_address(master_addr, port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's own server does
+        sock.bind(sockaddr)
+        sock.listen(socket.SOMAXCONN)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def rendezvous_store(env: LaunchEnv, timeout: float):
+    """This rank's handle on the job's TCPStore (the heartbeat and the diagnosis of failures
+    use it). Rank 0 hosts it unless torchrun's agent or an existing process group already
+    does; hosting, it listens on MASTER_ADDR only (torch's server alone would listen on
+    every interface)."""
+    _, dist = _torch_dist()
+    td = datetime.timedelta(seconds=timeout)
+    host = env.rank == 0 and not env.agent_store and not dist.is_initialized()
+    where = f"{env.master_addr}:{env.master_port}"
+    listener = None
+    if host:
+        try:
+            listener = _listening_socket(env.master_addr, env.master_port)
+        except OSError as e:
+            raise DistributedError(f"rank 0: cannot listen for the rendezvous store on {where} "
+                                   f"(MASTER_ADDR, MASTER_PORT): {e}") from None
+    try:
+        if listener is not None:
+            # the store owns (and closes) the descriptor it is given: hand it a duplicate
+            return dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=True, timeout=td,
+                                 wait_for_workers=False, master_listen_fd=os.dup(listener.fileno()))
+        return dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=False, timeout=td,
+                             wait_for_workers=False)
+    except (RuntimeError, OSError) as e:
+        raise DistributedError(f"rank {env.rank}: cannot reach the rendezvous store at {where} within "
+                               f"{timeout:g} s ({e})") from None
+    finally:
+        if listener is not None:
+            listener.close()
+
+
 # ------------------------------------------------------------------------------ the group
 
 
@@ -141,15 +198,7 @@ class ProcessGroup:
         self.timeout = float(timeout)
         self.device = device
         td = datetime.timedelta(seconds=self.timeout)
-        try:
-            # Our own store handle: the heartbeat and the diagnosis of failures use it. Rank 0
-            # hosts it unless torchrun's agent or an existing process group already does.
-            host = env.rank == 0 and not env.agent_store and not dist.is_initialized()
-            self._store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=host,
-                                        timeout=td, wait_for_workers=False)
-        except (RuntimeError, OSError) as e:
-            raise DistributedError(f"rank {self.rank}: cannot reach the rendezvous store at {env.master_addr}:"
-                                   f"{env.master_port} within {self.timeout:g} s ({e})") from None
+        self._store = rendezvous_store(env, self.timeout)
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         self._prefix = f"tformer/{attempt}/"
         self._check_world_size()

@@ -1,12 +1,13 @@
 """tformer's own format: a directory with config.json (the TransformerConfig) and
 model.safetensors (the parameters under tformer's names). Files are written to a
-temporary name and renamed, so a crash never leaves a half-written model."""
+temporary name, fsynced and renamed (atomic_files), so neither a crash nor a power loss
+leaves a half-written model."""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 
+from .atomic_files import atomic_write
 from .config import TransformerConfig
 from .weights import load_safetensors
 
@@ -14,17 +15,7 @@ FORMAT = "tformer"
 FORMAT_VERSION = 1
 
 
-def _atomic_write(path: str, write):
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_atomic_write = atomic_write  # the name Trainer.save imports
 
 
 def save_model(model, path) -> None:

@@ -1,9 +1,10 @@
 """Pictures of a training run: the loss curve and a cross-attention heatmap (matplotlib,
-Agg backend: no display needed). Each PNG is written to a temporary file and renamed."""
+Agg backend: no display needed). Each PNG is written atomically (atomic_files)."""
 from __future__ import annotations
 
 import os
-import tempfile
+
+from .atomic_files import atomic_write
 
 
 def _pyplot():
@@ -21,15 +22,10 @@ def _save(fig, path):
     plt = _pyplot()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def plot_loss(history: list, path, title: str = "training") -> None:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from .atomic_files import atomic_write_bytes
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
@@ -36,22 +37,6 @@ def _sentencepiece():
     except ImportError:
         raise ImportError("training a tokenizer needs sentencepiece: pip install sentencepiece") from None
     return sentencepiece
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes `data` to a temporary file next to `path`, then renames it over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def train_sentencepiece(texts, vocab_size: int = 8000, model_type: str = "unigram",

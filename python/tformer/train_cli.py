@@ -6,10 +6,11 @@
 The model directory holds the latest model (config.json + model.safetensors, loadable with
 `tformer.Transformer.load`), the tokenizer files (trained here unless --tokenizer or
 --from-hf gives them; Marian layout, see spm.py), loss.png, and checkpoints/ with the full
-training state. A checkpoint is written to a temporary directory and renamed, then the
-pointer checkpoints/latest is replaced atomically: a killed run always leaves the previous
-complete checkpoint, and `--resume` continues from it with the same batches (they depend on
-the seed and the epoch only). Ctrl-C saves a checkpoint and exits with status 130.
+training state. A checkpoint is written to a temporary directory, fsynced and renamed, then
+the pointer checkpoints/latest is replaced atomically: a killed run (or a power loss) always
+leaves the previous complete checkpoint, and `--resume` continues from it with the same
+batches (they depend on the seed and the epoch only). `--resume` verifies the checkpoint
+first and, when the newest is damaged, warns and resumes from the previous whole one. Ctrl-C saves a checkpoint and exits with status 130.
 
 Data-parallel on several processes, GPUs or machines: start the same command with torchrun
 (`torchrun --nproc-per-node 2 -m tformer.cli train ...`); --max-tokens is then per process
@@ -264,7 +265,7 @@ def train(args) -> dict:
     checkpoint = checkpoints.latest() if args.resume else None
     if args.resume and checkpoint is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {args.out}/checkpoints")
-    if checkpoint is None and checkpoints.latest() is not None:
+    if checkpoint is None and checkpoints.has_run():
         raise ValueError(f"{args.out} already holds a training run: pass --resume to continue it, or another --out")
     tokenizer = _load_tokenizer(args, pairs, checkpoint is not None, group)
     corpus = TokenizedCorpus.from_texts(pairs, tokenizer, max_length=args.max_length)
