@@ -57,6 +57,14 @@ float* DecodeSession::step(const int32_t* tokens, int64_t step) {
     if (cfg_.position_ids == PositionIds::arange) pos[r] = static_cast<int32_t>(step + cfg_.position_offset);
     else pos[r] = tokens[r] == cfg_.pad_id ? cfg_.pad_id : static_cast<int32_t>(cfg_.pad_id + 1 + step);
     lens[r] = static_cast<int32_t>(step + 1);
+    // Defence in depth (generate's checks already cover every id the searches feed): two
+    // compares per row keep a bad id from reading outside the embedding or positions table.
+    if (ids[r] < 0 || ids[r] >= cfg_.tgt_vocab_size)
+      throw_value_error("decode step ", step, ": token id ", ids[r], " is outside the target vocabulary [0, ",
+                        cfg_.tgt_vocab_size, ")");
+    if (pos[r] < 0 || pos[r] >= cfg_.max_positions)
+      throw_value_error("decode step ", step, ": position ", pos[r], " is outside the positions table [0, ",
+                        cfg_.max_positions, ")");
   }
   if (!model_.device().is_cpu()) {
     ids_.copy_from(ids_host_);

@@ -1,5 +1,6 @@
 // Transformer::generate: checks the options, builds a DecodeSession, runs the search.
 #include <algorithm>
+#include <cmath>
 
 #include "search.h"
 #include "tformer/errors.h"
@@ -9,19 +10,21 @@ namespace tformer {
 
 void GenerationOptions::validate(int64_t batch, int64_t tgt_vocab) const {
   auto in_vocab = [tgt_vocab](int64_t id) { return id >= 0 && id < tgt_vocab; };
-  if (beam_size < 1) throw_value_error("beam_size must be >= 1, got ", beam_size);
+  if (beam_size < 1 || beam_size > kMaxBeamSize)
+    throw_value_error("beam_size must be between 1 and ", kMaxBeamSize, ", got ", beam_size);
   if (num_hypotheses < 1 || num_hypotheses > beam_size)
     throw_value_error("num_hypotheses must be between 1 and beam_size (", beam_size, "), got ", num_hypotheses);
   if (max_length < 1) throw_value_error("max_length must be >= 1, got ", max_length);
   if (min_length < 0 || min_length > max_length)
     throw_value_error("min_length must be between 0 and max_length (", max_length, "), got ", min_length);
-  if (!(length_penalty == length_penalty)) throw_value_error("length_penalty must be a number");
+  if (!std::isfinite(length_penalty)) throw_value_error("length_penalty must be a finite number, got ", length_penalty);
   if (sampling_topk < 0) throw_value_error("sampling_topk must be >= 0 (0: no cut), got ", sampling_topk);
   if (!(sampling_topp > 0.0f && sampling_topp <= 1.0f))
     throw_value_error("sampling_topp must be in (0, 1] (1: no cut), got ", sampling_topp);
-  if (!(sampling_temperature > 0.0f))
-    throw_value_error("sampling_temperature must be > 0, got ", sampling_temperature);
-  if (!(repetition_penalty > 0.0f)) throw_value_error("repetition_penalty must be > 0, got ", repetition_penalty);
+  if (!(sampling_temperature > 0.0f) || std::isinf(sampling_temperature))
+    throw_value_error("sampling_temperature must be a finite number > 0, got ", sampling_temperature);
+  if (!(repetition_penalty > 0.0f) || std::isinf(repetition_penalty))
+    throw_value_error("repetition_penalty must be a finite number > 0, got ", repetition_penalty);
   if (no_repeat_ngram_size < 0) throw_value_error("no_repeat_ngram_size must be >= 0, got ", no_repeat_ngram_size);
   if (!target_prefix.empty()) {
     if (static_cast<int64_t>(target_prefix.size()) != batch)
@@ -40,27 +43,40 @@ void GenerationOptions::validate(int64_t batch, int64_t tgt_vocab) const {
   for (const auto& seq : bad_words_ids)
     for (int32_t t : seq)
       if (!in_vocab(t)) throw_value_error("bad_words_ids: token id ", t, " is outside the target vocabulary [0, ", tgt_vocab, ")");
-  if (forced_bos_token_id >= tgt_vocab)
-    throw_value_error("forced_bos_token_id ", forced_bos_token_id, " is outside the target vocabulary");
-  if (forced_eos_token_id >= tgt_vocab)
-    throw_value_error("forced_eos_token_id ", forced_eos_token_id, " is outside the target vocabulary");
+  // -1: none.
+  if (forced_bos_token_id != -1 && !in_vocab(forced_bos_token_id))
+    throw_value_error("forced_bos_token_id ", forced_bos_token_id, " is outside the target vocabulary [0, ", tgt_vocab,
+                      ") (-1: none)");
+  if (forced_eos_token_id != -1 && !in_vocab(forced_eos_token_id))
+    throw_value_error("forced_eos_token_id ", forced_eos_token_id, " is outside the target vocabulary [0, ", tgt_vocab,
+                      ") (-1: none)");
   if (eos_token_ids.empty()) throw_value_error("eos_token_id: at least one end-of-sentence id is needed");
   for (int32_t e : eos_token_ids)
     if (!in_vocab(e)) throw_value_error("eos_token_id ", e, " is outside the target vocabulary [0, ", tgt_vocab, ")");
   if (!in_vocab(decoder_start_token_id))
     throw_value_error("decoder_start_token_id ", decoder_start_token_id, " is outside the target vocabulary [0, ",
                       tgt_vocab, ")");
+  // Finished rows are fed the pad id: outside the table, the embedding would read out of bounds.
+  if (!in_vocab(pad_token_id))
+    throw_value_error("pad_token_id ", pad_token_id, " is outside the target vocabulary [0, ", tgt_vocab,
+                      ") (-1: the model's pad_id)");
 }
 
 std::vector<GenerationResult> Transformer::generate(const TokenBatch& src, const GenerationOptions& options) const {
   check_complete();
   GenerationOptions opt = options;
-  if (opt.pad_token_id < 0) opt.pad_token_id = config_.pad_id;
+  if (opt.pad_token_id == -1) {  // the model's; validate checks it like a given one
+    if (config_.pad_id < 0 || config_.pad_id >= config_.tgt_vocab_size)
+      throw_value_error("pad_token_id: the model's pad_id ", config_.pad_id, " is outside the target vocabulary [0, ",
+                        config_.tgt_vocab_size, "): pass a pad_token_id inside it");
+    opt.pad_token_id = config_.pad_id;
+  }
   const int64_t batch = src.ids.ndim() == 2 ? src.ids.dim(0) : 0;
   opt.validate(batch, config_.tgt_vocab_size);
   // The last token fed to the decoder sits at position max_length - 1.
-  const int64_t first = config_.position_ids == PositionIds::arange ? config_.position_offset : config_.pad_id + 1;
-  if (first + opt.max_length - 1 >= config_.max_positions)
+  const int64_t first = config_.position_ids == PositionIds::arange ? config_.position_offset
+                                                                            : int64_t{config_.pad_id} + 1;
+  if (opt.max_length > config_.max_positions - first)  // not first + max_length: that can overflow
     throw_value_error("max_length ", opt.max_length, " is beyond the target positions table: at most ",
                       config_.max_positions - first, " tokens");
 

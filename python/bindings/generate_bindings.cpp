@@ -14,6 +14,7 @@ namespace tformer::bindings {
 
 void register_generate(py::module_& m) {
   using O = GenerationOptions;
+  m.attr("MAX_BEAM_SIZE") = kMaxBeamSize;
   py::class_<O>(m, "GenerationOptions", "Options of Model.generate (see tformer.Transformer.generate).")
       .def(py::init<>())
       .def_readwrite("beam_size", &O::beam_size)

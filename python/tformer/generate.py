@@ -13,6 +13,7 @@ import numpy as np
 
 from ._native import _core
 from .inputs import prepare_ids
+from .option_checks import flag, integer, real, token_id, token_lists, UINT64_MAX
 
 # generation_config keys that generate() takes from the model directory by default.
 _DIR_DEFAULTS = ("bad_words_ids", "forced_bos_token_id", "forced_eos_token_id", "renormalize_logits")
@@ -26,36 +27,6 @@ class GenerationResult:
     tokens: list = field(default_factory=list)
     scores: list = field(default_factory=list)
     attention: list = field(default_factory=list)
-
-
-def _int(name, value, minimum=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def _token_lists(name, value, allow_none=True):
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{name} must be a list of token-id lists, got {type(value).__name__}")
-    out = []
-    for i, seq in enumerate(value):
-        if isinstance(seq, np.ndarray):
-            seq = seq.tolist()
-        if not isinstance(seq, (list, tuple)):
-            raise TypeError(f"{name}[{i}] must be a list of token ids, got {type(seq).__name__}")
-        out.append([_int(f"{name}[{i}]", t) for t in seq])
-    return out
 
 
 def generation_defaults(config) -> dict:
@@ -72,47 +43,64 @@ def positions_left(config) -> int:
     return config.max_positions - first
 
 
+def _unset(token):
+    """None or -1: the documented "not set" of the token-id options that have a default."""
+    return token is None or (isinstance(token, numbers.Integral) and not isinstance(token, (bool, np.bool_))
+                             and int(token) == -1)
+
+
 def build_options(model, batch: int, **kw) -> "_core.GenerationOptions":
+    """Each option checked in Python (type, and range of its C++ type or of the vocabulary)
+    before pybind converts it; the rules that tie options together stay in C++'s validate."""
     cfg = model.config
+    vocab = cfg.tgt_vocab_size
     gen = generation_defaults(cfg)
     o = _core.GenerationOptions()
-    o.beam_size = _int("beam_size", kw.pop("beam_size", 4))
+    o.beam_size = integer("beam_size", kw.pop("beam_size", 4), 1, _core.MAX_BEAM_SIZE)
     max_length = kw.pop("max_length", DEFAULT_MAX_LENGTH)
-    if max_length == DEFAULT_MAX_LENGTH and not isinstance(max_length, bool):
+    if type(max_length) is int and max_length == DEFAULT_MAX_LENGTH:
         # The default, not a request: a model with a shorter positions table gets what it allows.
         max_length = min(DEFAULT_MAX_LENGTH, positions_left(cfg))
-    o.max_length = _int("max_length", max_length)
-    o.min_length = _int("min_length", kw.pop("min_length", 0))
-    o.length_penalty = _float("length_penalty", kw.pop("length_penalty", 1.0))
-    o.num_hypotheses = _int("num_hypotheses", kw.pop("num_hypotheses", 1))
-    o.early_stopping = bool(kw.pop("early_stopping", False))
-    o.do_sample = bool(kw.pop("do_sample", False))
-    o.sampling_topk = _int("sampling_topk", kw.pop("sampling_topk", 0))
-    o.sampling_topp = _float("sampling_topp", kw.pop("sampling_topp", 1.0))
-    o.sampling_temperature = _float("sampling_temperature", kw.pop("sampling_temperature", 1.0))
+    o.max_length = integer("max_length", max_length, 1)
+    o.min_length = integer("min_length", kw.pop("min_length", 0), 0)
+    o.length_penalty = real("length_penalty", kw.pop("length_penalty", 1.0))
+    o.num_hypotheses = integer("num_hypotheses", kw.pop("num_hypotheses", 1), 1)
+    o.early_stopping = flag("early_stopping", kw.pop("early_stopping", False))
+    o.do_sample = flag("do_sample", kw.pop("do_sample", False))
+    o.sampling_topk = integer("sampling_topk", kw.pop("sampling_topk", 0), 0)
+    o.sampling_topp = real("sampling_topp", kw.pop("sampling_topp", 1.0))
+    o.sampling_temperature = real("sampling_temperature", kw.pop("sampling_temperature", 1.0))
     seed = kw.pop("seed", None)
-    o.seed = random.getrandbits(63) if seed is None else _int("seed", seed, 0)
-    prefix = _token_lists("target_prefix", kw.pop("target_prefix", None))
+    o.seed = random.getrandbits(63) if seed is None else integer("seed", seed, 0, UINT64_MAX)
+    prefix = kw.pop("target_prefix", None)
     if prefix is not None:
+        prefix = token_lists("target_prefix", prefix, vocab)
         if len(prefix) != batch:
             raise ValueError(f"target_prefix has {len(prefix)} entries for {batch} sources: give one list per source")
         o.target_prefix = prefix
-    o.no_repeat_ngram_size = _int("no_repeat_ngram_size", kw.pop("no_repeat_ngram_size", 0))
-    o.repetition_penalty = _float("repetition_penalty", kw.pop("repetition_penalty", 1.0))
-    o.renormalize_logits = bool(kw.pop("renormalize_logits", gen.get("renormalize_logits", False)))
+    o.no_repeat_ngram_size = integer("no_repeat_ngram_size", kw.pop("no_repeat_ngram_size", 0), 0)
+    o.repetition_penalty = real("repetition_penalty", kw.pop("repetition_penalty", 1.0))
+    o.renormalize_logits = flag("renormalize_logits", kw.pop("renormalize_logits", gen.get("renormalize_logits", False)))
     bad = kw.pop("bad_words_ids", gen.get("bad_words_ids"))
-    o.bad_words_ids = _token_lists("bad_words_ids", bad) or []
+    o.bad_words_ids = [] if bad is None else token_lists("bad_words_ids", bad, vocab)
     for key in ("forced_bos_token_id", "forced_eos_token_id"):
         value = kw.pop(key, gen.get(key))
-        setattr(o, key, -1 if value is None else _int(key, value, -1))
+        # None or -1: no forced token.
+        setattr(o, key, -1 if _unset(value) else token_id(key, value, vocab, unset="none"))
     eos = kw.pop("eos_token_id", gen.get("eos_token_id", cfg.eos_id))
-    eos = [eos] if isinstance(eos, numbers.Integral) else list(eos)
-    o.eos_token_ids = [_int("eos_token_id", e) for e in eos]
+    if isinstance(eos, (list, tuple)):
+        if not eos:
+            raise ValueError("eos_token_id: at least one end-of-sentence id is needed")
+        o.eos_token_ids = [token_id("eos_token_id", e, vocab) for e in eos]
+    else:
+        o.eos_token_ids = [token_id("eos_token_id", eos, vocab)]
     start = kw.pop("decoder_start_token_id", gen.get("decoder_start_token_id", cfg.decoder_start_id))
-    o.decoder_start_token_id = _int("decoder_start_token_id", start)
-    o.pad_token_id = _int("pad_token_id", kw.pop("pad_token_id", cfg.pad_id))
-    o.return_scores = bool(kw.pop("return_scores", False))
-    o.return_attention = bool(kw.pop("return_attention", False))
+    o.decoder_start_token_id = token_id("decoder_start_token_id", start, vocab)
+    # None or -1: the model's pad id (C++ checks that one against the vocabulary too).
+    pad = kw.pop("pad_token_id", None)
+    o.pad_token_id = -1 if _unset(pad) else token_id("pad_token_id", pad, vocab, unset="the model's pad_id")
+    o.return_scores = flag("return_scores", kw.pop("return_scores", False))
+    o.return_attention = flag("return_attention", kw.pop("return_attention", False))
     if kw:
         raise TypeError(f"generate() got unexpected option(s): {', '.join(sorted(kw))}")
     return o
@@ -120,7 +108,7 @@ def build_options(model, batch: int, **kw) -> "_core.GenerationOptions":
 
 def generate(model, src_ids, max_batch_size: int = 0, **options) -> list:
     ids, lengths = prepare_ids(src_ids, "src_ids")
-    max_batch_size = _int("max_batch_size", max_batch_size, 0)
+    max_batch_size = integer("max_batch_size", max_batch_size, 0)
     batch = ids.shape[0]
     opts = build_options(model, batch, **options)
     prefix = list(opts.target_prefix)
@@ -147,8 +135,8 @@ def generate_stream(model, src_ids, **options):
         src_ids = [list(src_ids)]
     ids, lengths = prepare_ids(src_ids, "src_ids")
     if ids.shape[0] != 1:
-        raise ValueError(f"generate_stream takes one source, got {ids.shape[0]}")
-    options.setdefault("beam_size", 1)
+        raise ValueError(f"src_ids: generate_stream takes one source, got {ids.shape[0]}")
+    options["beam_size"] = integer("beam_size", options.get("beam_size", 1), 1, _core.MAX_BEAM_SIZE)
     if options["beam_size"] != 1:
         raise ValueError(f"generate_stream supports greedy and sampling only: beam_size must be 1, got {options['beam_size']}")
     opts = build_options(model, 1, **options)

@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from .option_checks import describe
+
 
 def prepare_ids(ids, name: str):
     """Returns (int32 array (batch, max_len) padded with 0 on the right, list of lengths)."""
@@ -28,10 +30,13 @@ def prepare_ids(ids, name: str):
     return np.ascontiguousarray(array, dtype=np.int32), [length] * batch
 
 
-def _check_int32_range(array: np.ndarray, name: str):
-    if array.size and (array.min() < -(2**31) or array.max() >= 2**31):
-        bad = array.max() if array.max() >= 2**31 else array.min()
-        raise ValueError(f"{name}: token id {int(bad)} is outside the vocabulary")
+def _check_int32_range(array: np.ndarray, name: str, where: str = ""):
+    """Ids beyond int32 can be in no vocabulary; checked as Python ints, before any cast
+    (a uint64 id of 2**64 - 1 would otherwise wrap to -1)."""
+    if array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < -(2**31) or high >= 2**31:
+            raise ValueError(f"{name}: token id {high if high >= 2**31 else low}{where} is outside the vocabulary")
 
 
 def _from_sequences(seqs, name: str):
@@ -44,13 +49,16 @@ def _from_sequences(seqs, name: str):
                 raise ValueError(f"{name}: sentence {i} must be 1-D, got shape {seq.shape}")
             if seq.dtype.kind not in "iu":
                 raise TypeError(f"{name}: token ids must be integers, got dtype {seq.dtype} in sentence {i}")
+            _check_int32_range(seq, name, f" in sentence {i}")
             row = seq
         elif isinstance(seq, (list, tuple)):
             for tok in seq:
-                if not isinstance(tok, numbers.Integral) or isinstance(tok, bool):
+                if not isinstance(tok, numbers.Integral) or isinstance(tok, (bool, np.bool_)):
                     raise TypeError(
-                        f"{name}: token ids must be integers, got {type(tok).__name__} {tok!r} in sentence {i}"
+                        f"{name}: token ids must be integers, got {describe(tok)} in sentence {i}"
                     )
+                if not -(2**31) <= tok < 2**31:  # before NumPy converts it (OverflowError past int64)
+                    raise ValueError(f"{name}: token id {int(tok)} in sentence {i} is outside the vocabulary")
             row = np.asarray(seq, dtype=np.int64)
         else:
             raise TypeError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+from .option_checks import integer
 from .tokenizers import Tokenizer, load_tokenizer
 
 # generation_config.json key -> (generate option, conversion); max/min length are handled apart
@@ -60,6 +61,8 @@ def generation_defaults(path, max_positions=None) -> dict:
             cfg = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{source}: invalid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{source}: expected a JSON object, got a {type(cfg).__name__}")
     out = {}
     for key, option in _GENERATION_KEYS.items():
         if cfg.get(key) is not None:
@@ -70,16 +73,22 @@ def generation_defaults(path, max_positions=None) -> dict:
         out["sampling_topk"] = 50  # transformers' default top_k whenever it samples
     # transformers' max_length / min_length count the decoder start token; the *_new_tokens
     # variants (which win over them) and generate's options do not.
+    def length(key, minimum):  # generate's integer rule, the file named in the error
+        try:
+            return integer(key, cfg[key], minimum)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{source}: {e}") from None
+
     if cfg.get("max_new_tokens") is not None:
-        out["max_length"] = int(cfg["max_new_tokens"])
+        out["max_length"] = length("max_new_tokens", 1)
     elif cfg.get("max_length") is not None:
-        out["max_length"] = max(1, int(cfg["max_length"]) - 1)
+        out["max_length"] = max(1, length("max_length", 0) - 1)
         if max_positions:
             out["max_length"] = min(out["max_length"], max_positions - 1)
     if cfg.get("min_new_tokens") is not None:
-        out["min_length"] = int(cfg["min_new_tokens"])
+        out["min_length"] = length("min_new_tokens", 0)
     elif cfg.get("min_length"):
-        out["min_length"] = max(0, int(cfg["min_length"]) - 1)
+        out["min_length"] = max(0, length("min_length", 0) - 1)
     if "min_length" in out and "max_length" in out:
         out["min_length"] = min(out["min_length"], out["max_length"])
     return out

@@ -8,6 +8,10 @@
 
 namespace tformer {
 
+// The largest beam: beam search keeps 2 x beam candidates sorted per source and step
+// (quadratic in the beam), and rows x max_length of KV cache are allocated up front.
+constexpr int64_t kMaxBeamSize = 1024;
+
 struct GenerationOptions {
   int64_t beam_size = 4;
   int64_t max_length = 256;  // generated tokens, EOS included, start token not
@@ -30,7 +34,7 @@ struct GenerationOptions {
   int32_t forced_eos_token_id = -1;
   std::vector<int32_t> eos_token_ids;  // empty: the model's eos_id
   int32_t decoder_start_token_id = -1;  // -1: the model's
-  int32_t pad_token_id = -1;            // -1: the model's pad_id
+  int32_t pad_token_id = -1;            // -1: the model's pad_id (fed to finished rows: must be in the vocabulary)
   bool return_scores = false;
   bool return_attention = false;
   // Streaming (greedy and sampling): called with (source index, token) as each token is
