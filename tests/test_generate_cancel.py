@@ -4,6 +4,7 @@ results holding what they had; cancelling some sources leaves the others' result
 those of an uncancelled run; a token's timeout cancels by itself."""
 
 import threading
+import time
 
 import pytest
 import tformer
@@ -81,6 +82,18 @@ def test_generate_stream_stops_when_cancelled(model):
         if len(got) == 5:
             token.cancel()
     assert 5 <= len(got) < LONG
+
+
+def test_closing_a_stream_early_stops_its_decoding(model):
+    threads = threading.active_count()
+    stream = model.generate_stream(SRC[0], max_length=LONG, min_length=LONG)
+    assert len([next(stream) for _ in range(3)]) == 3
+    assert threading.active_count() == threads + 1  # the stream's worker
+    stream.close()
+    end = time.time() + 2.0  # the rest of the 2000 tokens would take several seconds
+    while threading.active_count() > threads:
+        assert time.time() < end, "the stream's worker still decodes after close()"
+        time.sleep(0.01)
 
 
 def test_bad_cancel_arguments(model):

@@ -177,8 +177,11 @@ def generate_stream(model, src_ids, cancel=None, **options):
         raise ValueError(f"generate_stream supports greedy and sampling only: beam_size must be 1, got {options['beam_size']}")
     cancel = cancel_tokens(cancel, 1)
     opts = build_options(model, 1, **options)
-    if cancel is not None:
-        opts.set_cancel(cancel)
+    own = None
+    if cancel is None:  # ours: a consumer that stops iterating stops the decoding
+        own = _core.CancelToken()
+        cancel = [own]
+    opts.set_cancel(cancel)
     tokens: queue.Queue = queue.Queue()
     done = object()
     opts.set_on_token(lambda source, token: tokens.put(token))
@@ -192,13 +195,17 @@ def generate_stream(model, src_ids, cancel=None, **options):
         finally:
             tokens.put(done)
 
-    worker = threading.Thread(target=run, daemon=True)
+    worker = threading.Thread(target=run, daemon=True, name="tformer-generate-stream")
     worker.start()
-    while True:
-        item = tokens.get()
-        if item is done:
-            break
-        yield item
+    try:
+        while True:
+            item = tokens.get()
+            if item is done:
+                break
+            yield item
+    finally:  # also when the consumer closes the iterator early
+        if own is not None:
+            own.cancel()
     worker.join()
     if errors:
         raise errors[0]

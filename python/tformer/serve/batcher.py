@@ -117,6 +117,7 @@ class DynamicBatcher:
         self._carry = None
         self._pending_texts = 0
         self._unique = itertools.count()
+        self._running = []  # the jobs of the generate call in progress
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -132,6 +133,8 @@ class DynamicBatcher:
         self._task = loop.create_task(self._run(), name="tformer-batcher")
 
     async def stop(self):
+        for job in self._running:  # let the generate thread finish now
+            job.cancel.cancel()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -266,6 +269,7 @@ class DynamicBatcher:
             options = {**options, "cancel": [j.cancel for j in live for _ in j.texts]}
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
+        self._running = live
         try:
             results = await loop.run_in_executor(self._executor, self._translate, texts, options)
         except Exception as e:  # noqa: BLE001 - reported to the waiting requests, never kills the loop
@@ -278,6 +282,7 @@ class DynamicBatcher:
                 _fail(live[0], e)
             return
         finally:
+            self._running = []
             self.stats.add_batch(len(live), len(texts), time.perf_counter() - t0)
         start = 0
         for job in live:

@@ -17,7 +17,9 @@ def add_arguments(p: argparse.ArgumentParser):
                    help="Host header names served, comma-separated ('api.example.com,*.example.org'; '*': any). "
                         "Default: localhost, 127.0.0.1 and [::1] when --host is a loopback address, any otherwise; "
                         "other names get 421 (a guard against DNS rebinding)")
-    p.add_argument("--api-key", default=None,
+    p.epilog = ("Limits, deadlines, status codes, /stats and reverse proxies: docs/SERVING.md. "
+                "Give the API key as TFORMER_API_KEY in the environment.")
+    p.add_argument("--api-key", default=None, metavar="KEY",
                    help="prefer the TFORMER_API_KEY environment variable: every request then needs "
                         "'Authorization: Bearer KEY'. This flag does the same but shows the key in `ps`")
     p.add_argument("--max-batch-size", type=int, default=32, help="sentences per generate call (default 32)")
