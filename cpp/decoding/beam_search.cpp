@@ -73,10 +73,35 @@ struct Finished {
 
 struct SourceState {
   bool open = true;  // transformers' is_early_stop_heuristic_unsatisfied
+  bool cancelled = false;
   std::vector<Finished> finished;
   TopK topk;
   bool all_candidates_hit = false;
 };
+
+// A cancelled source: its live beams (tokens so far) fill the n-best slots no finished
+// hypothesis took, best first; the source is then closed. Runs once per cancellation.
+void close_cancelled(SourceState& st, int64_t b, int64_t K, int64_t L, int64_t S, int64_t step, float lp,
+                     const std::vector<int32_t>& history, const std::vector<float>& running,
+                     const std::vector<float>& attention) {
+  st.open = false;
+  st.cancelled = true;
+  const float norm = step > 0 ? static_cast<float>(std::pow(static_cast<double>(step), static_cast<double>(lp))) : 1.0f;
+  size_t slot = 0;
+  for (int64_t j = 0; j < K; ++j) {
+    const int64_t r = b * K + j;
+    if (!(running[r] > -kHuge / 2)) continue;  // a beam that never started (step 0) or ended
+    while (slot < st.finished.size() && st.finished[slot].filled) ++slot;
+    if (slot == st.finished.size()) break;
+    Finished& f = st.finished[slot];
+    f.filled = true;
+    f.score = running[r] / norm;
+    f.tokens.assign(history.begin() + r * (L + 1) + 1, history.begin() + r * (L + 1) + 1 + step);
+    if (!attention.empty()) f.attention.assign(attention.begin() + r * L * S, attention.begin() + (r * L + step) * S);
+  }
+  std::stable_sort(st.finished.begin(), st.finished.end(),
+                   [](const Finished& x, const Finished& y) { return x.score > y.score; });
+}
 
 }  // namespace
 
@@ -104,6 +129,15 @@ std::vector<GenerationResult> beam_search(const SearchInputs& in) {
   for (int64_t r = 0; r < R; ++r) history[static_cast<size_t>(r * (L + 1))] = in.start_token;
 
   for (int64_t step = 0; step < L; ++step) {
+    if (!opt.cancel.empty()) {  // cancelled sources are closed with what they have; stop once none is open
+      bool any_open = false;
+      for (int64_t b = 0; b < B; ++b) {
+        if (state[b].open && opt.source_cancelled(b))
+          close_cancelled(state[b], b, K, L, S, step, lp, history, running, attention);
+        any_open = any_open || state[b].open;
+      }
+      if (!any_open) break;
+    }
     float* logp = session.step(feed.data(), step);
     const float* att = opt.return_attention ? session.attention() : nullptr;
     const bool last_step = step + 1 >= L;
@@ -254,6 +288,7 @@ std::vector<GenerationResult> beam_search(const SearchInputs& in) {
   for (int64_t b = 0; b < B; ++b) {
     GenerationResult& res = results[static_cast<size_t>(b)];
     res.src_len = session.src_len(b);
+    res.cancelled = state[b].cancelled;
     for (int64_t h = 0; h < opt.num_hypotheses; ++h) {
       Finished& f = state[b].finished[static_cast<size_t>(h)];
       const int64_t len = static_cast<int64_t>(f.tokens.size());

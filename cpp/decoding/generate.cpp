@@ -7,6 +7,16 @@
 #include "tformer/model.h"
 
 namespace tformer {
+namespace {
+
+bool all_cancelled_before_start(const GenerationOptions& opt, int64_t batch) {
+  if (opt.cancel.empty()) return false;
+  for (int64_t b = 0; b < batch; ++b)
+    if (!opt.source_cancelled(b)) return false;
+  return true;
+}
+
+}  // namespace
 
 void GenerationOptions::validate(int64_t batch, int64_t tgt_vocab) const {
   auto in_vocab = [tgt_vocab](int64_t id) { return id >= 0 && id < tgt_vocab; };
@@ -53,6 +63,8 @@ void GenerationOptions::validate(int64_t batch, int64_t tgt_vocab) const {
   if (eos_token_ids.empty()) throw_value_error("eos_token_id: at least one end-of-sentence id is needed");
   for (int32_t e : eos_token_ids)
     if (!in_vocab(e)) throw_value_error("eos_token_id ", e, " is outside the target vocabulary [0, ", tgt_vocab, ")");
+  if (cancel.size() > 1 && static_cast<int64_t>(cancel.size()) != batch)
+    throw_value_error("cancel has ", cancel.size(), " tokens for ", batch, " sources: give one token or one per source");
   if (!in_vocab(decoder_start_token_id))
     throw_value_error("decoder_start_token_id ", decoder_start_token_id, " is outside the target vocabulary [0, ",
                       tgt_vocab, ")");
@@ -79,6 +91,10 @@ std::vector<GenerationResult> Transformer::generate(const TokenBatch& src, const
   if (opt.max_length > config_.max_positions - first)  // not first + max_length: that can overflow
     throw_value_error("max_length ", opt.max_length, " is beyond the target positions table: at most ",
                       config_.max_positions - first, " tokens");
+
+  // Sources cancelled before the encoder ran (a request cancelled while queued): when all
+  // are, nothing is encoded or decoded.
+  if (all_cancelled_before_start(opt, batch)) return decoding::cancelled_results(src, opt, batch);
 
   DecodeSession session(*this, src, opt.beam_size, opt.max_length, opt.return_attention);
   const decoding::LogitsProcessors processors(opt, config_.tgt_vocab_size);

@@ -58,12 +58,21 @@ std::vector<GenerationResult> greedy_search(const SearchInputs& in) {
   std::vector<int32_t> history(static_cast<size_t>(B * (L + 1)), in.pad_token);
   std::vector<int32_t> feed(static_cast<size_t>(B), in.start_token);
   std::vector<char> finished(static_cast<size_t>(B), 0);
+  std::vector<char> cancelled(static_cast<size_t>(B), 0);
   std::vector<int64_t> length(static_cast<size_t>(B), 0);
   std::vector<double> score(static_cast<size_t>(B), 0.0);
   std::vector<float> attention(opt.return_attention ? static_cast<size_t>(B * L * S) : 0);
   for (int64_t b = 0; b < B; ++b) history[static_cast<size_t>(b * (L + 1))] = in.start_token;
 
   for (int64_t step = 0; step < L; ++step) {
+    if (!opt.cancel.empty()) {  // a cancelled row is finished as it stands; stop once all are
+      bool all_done = true;
+      for (int64_t b = 0; b < B; ++b) {
+        if (!finished[b] && opt.source_cancelled(b)) finished[b] = cancelled[b] = 1;
+        all_done = all_done && finished[b];
+      }
+      if (all_done) break;
+    }
     float* logits = session.step(feed.data(), step);
     const float* att = opt.return_attention ? session.attention() : nullptr;
 #pragma omp parallel for schedule(dynamic, 1) if (B > 1)
@@ -111,6 +120,7 @@ std::vector<GenerationResult> greedy_search(const SearchInputs& in) {
   for (int64_t b = 0; b < B; ++b) {
     GenerationResult& r = results[static_cast<size_t>(b)];
     r.src_len = session.src_len(b);
+    r.cancelled = cancelled[b] != 0;
     const int32_t* h = history.data() + b * (L + 1) + 1;
     r.tokens.emplace_back(h, h + length[b]);
     if (opt.return_attention) {
@@ -122,6 +132,21 @@ std::vector<GenerationResult> greedy_search(const SearchInputs& in) {
     }
     strip_final_eos(r.tokens.back(), in.processors);
     if (opt.return_scores) r.scores.push_back(static_cast<float>(score[b]));
+  }
+  return results;
+}
+
+std::vector<GenerationResult> cancelled_results(const TokenBatch& src, const GenerationOptions& options,
+                                                int64_t batch) {
+  std::vector<GenerationResult> results(static_cast<size_t>(batch));
+  for (int64_t b = 0; b < batch; ++b) {
+    GenerationResult& r = results[static_cast<size_t>(b)];
+    r.cancelled = true;
+    if (static_cast<int64_t>(src.lengths.size()) == batch) r.src_len = src.lengths[static_cast<size_t>(b)];
+    r.tokens.resize(static_cast<size_t>(options.num_hypotheses));
+    if (options.return_scores)
+      r.scores.assign(static_cast<size_t>(options.num_hypotheses), -std::numeric_limits<float>::infinity());
+    if (options.return_attention) r.attention.resize(static_cast<size_t>(options.num_hypotheses));
   }
   return results;
 }

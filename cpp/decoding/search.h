@@ -24,6 +24,11 @@ std::vector<GenerationResult> greedy_search(const SearchInputs& in);
 // Beam search (and beam sampling), beam_size rows per source (transformers' _beam_search).
 std::vector<GenerationResult> beam_search(const SearchInputs& in);
 
+// The results of sources cancelled before anything was decoded: num_hypotheses empty
+// hypotheses each (scores -inf when return_scores), cancelled = true.
+std::vector<GenerationResult> cancelled_results(const TokenBatch& src, const GenerationOptions& options,
+                                                int64_t batch);
+
 // Strips the final EOS of a hypothesis (the start token is never stored).
 void strip_final_eos(std::vector<int32_t>& tokens, const LogitsProcessors& processors);
 

@@ -1,5 +1,7 @@
 // _core.GenerationOptions and Model.generate (GIL released during the search; the
 // streaming callback takes the GIL back for each token).
+#include <cmath>
+
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
@@ -12,7 +14,50 @@ namespace py = pybind11;
 
 namespace tformer::bindings {
 
+namespace {
+
+// CancelToken(timeout=None): None or a number of seconds >= 0. Deadlines past ~31 years
+// are no deadline (steady_clock's range would overflow).
+std::shared_ptr<CancelToken> make_cancel_token(const py::object& timeout) {
+  if (timeout.is_none()) return std::make_shared<CancelToken>();
+  const bool number = !py::isinstance<py::bool_>(timeout) &&
+                      (py::isinstance<py::int_>(timeout) || py::isinstance<py::float_>(timeout));
+  if (!number)
+    throw py::type_error("CancelToken timeout must be None or a number of seconds, got " +
+                         py::str(py::type::of(timeout).attr("__name__")).cast<std::string>());
+  const double seconds = timeout.cast<double>();
+  if (!(seconds >= 0.0))
+    throw py::value_error("CancelToken timeout must be None or a number of seconds >= 0, got " +
+                          py::repr(timeout).cast<std::string>());
+  if (seconds > 1e9) return std::make_shared<CancelToken>();
+  return std::make_shared<CancelToken>(seconds);
+}
+
+void register_cancel_token(py::module_& m) {
+  py::class_<CancelToken, std::shared_ptr<CancelToken>>(
+      m, "CancelToken",
+      "Stops a generate call, or some of its sources, from another thread: cancel(), or a timeout\n"
+      "in seconds after which it cancels by itself. Pass it as generate(..., cancel=token) (the\n"
+      "whole call) or cancel=[token per source]; checked once per decode step and before encoding.")
+      .def(py::init(&make_cancel_token), py::arg("timeout") = py::none())
+      .def("cancel", &CancelToken::cancel, "Cancels: the sources holding this token stop at their next step.")
+      .def_property_readonly("cancelled", &CancelToken::cancelled,
+                             "True once cancel() was called or the timeout passed.")
+      .def_property_readonly(
+          "remaining", [](const CancelToken& t) -> py::object {
+            if (!t.has_deadline()) return py::none();
+            return py::float_(std::max(0.0, t.remaining_seconds()));
+          },
+          "Seconds left before the timeout (0 once passed), or None without one.")
+      .def("__repr__", [](const CancelToken& t) {
+        return std::string("tformer.CancelToken(cancelled=") + (t.cancelled() ? "True" : "False") + ")";
+      });
+}
+
+}  // namespace
+
 void register_generate(py::module_& m) {
+  register_cancel_token(m);
   using O = GenerationOptions;
   m.attr("MAX_BEAM_SIZE") = kMaxBeamSize;
   py::class_<O>(m, "GenerationOptions", "Options of Model.generate (see tformer.Transformer.generate).")
@@ -41,6 +86,10 @@ void register_generate(py::module_& m) {
       .def_readwrite("pad_token_id", &O::pad_token_id)
       .def_readwrite("return_scores", &O::return_scores)
       .def_readwrite("return_attention", &O::return_attention)
+      .def("set_cancel",
+           [](O& o, const std::vector<std::shared_ptr<CancelToken>>& tokens) {
+             o.cancel.assign(tokens.begin(), tokens.end());
+           })
       .def("set_on_token", [](O& o, py::object fn) {
         if (fn.is_none()) {
           o.on_token = nullptr;
@@ -58,6 +107,7 @@ void register_generate(py::module_& m) {
       .def_readonly("tokens", &GenerationResult::tokens)
       .def_readonly("scores", &GenerationResult::scores)
       .def_readonly("src_len", &GenerationResult::src_len)
+      .def_readonly("cancelled", &GenerationResult::cancelled)
       .def_property_readonly("attention", [](const GenerationResult& r) {
         py::list out;
         for (const auto& a : r.attention) {

@@ -18,6 +18,7 @@ __version__ = _core.__version__
 set_num_threads = _core.set_num_threads
 get_num_threads = _core.get_num_threads
 empty_cache = _core.empty_cache
+CancelToken = _core.CancelToken  # generate(..., cancel=token): stop a call from another thread
 
 
 def cuda_available() -> bool:
@@ -54,5 +55,5 @@ def build_info() -> dict:
 
 __all__ = [
     "Transformer", "TransformerConfig", "Translator", "Trainer", "LossScaler", "from_huggingface", "ops", "set_num_threads", "get_num_threads",
-    "cuda_available", "build_info", "empty_cache",
+    "cuda_available", "build_info", "empty_cache", "CancelToken",
 ]

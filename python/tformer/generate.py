@@ -22,11 +22,13 @@ _DIR_DEFAULTS = ("bad_words_ids", "forced_bos_token_id", "forced_eos_token_id", 
 @dataclass
 class GenerationResult:
     """One source's n-best list: token ids (no start token, no final EOS), and when asked
-    for, scores and cross-attention weights (generated length x source length)."""
+    for, scores and cross-attention weights (generated length x source length).
+    `cancelled`: its CancelToken stopped it; tokens and scores are what it had so far."""
 
     tokens: list = field(default_factory=list)
     scores: list = field(default_factory=list)
     attention: list = field(default_factory=list)
+    cancelled: bool = False
 
 
 def generation_defaults(config) -> dict:
@@ -106,10 +108,29 @@ def build_options(model, batch: int, **kw) -> "_core.GenerationOptions":
     return o
 
 
-def generate(model, src_ids, max_batch_size: int = 0, **options) -> list:
+def cancel_tokens(cancel, batch: int):
+    """generate's `cancel=`: None, one tformer.CancelToken (the whole call) or a list of one
+    per source -> a list of tokens per source (or None)."""
+    if cancel is None:
+        return None
+    if isinstance(cancel, _core.CancelToken):
+        return [cancel] * batch
+    if isinstance(cancel, (list, tuple)):
+        if len(cancel) != batch:
+            raise ValueError(f"cancel has {len(cancel)} tokens for {batch} sources: give one tformer.CancelToken "
+                             "or one per source")
+        for i, token in enumerate(cancel):
+            if not isinstance(token, _core.CancelToken):
+                raise TypeError(f"cancel[{i}] must be a tformer.CancelToken, got {type(token).__name__}")
+        return list(cancel)
+    raise TypeError(f"cancel must be a tformer.CancelToken or a list of them, got {type(cancel).__name__}")
+
+
+def generate(model, src_ids, max_batch_size: int = 0, cancel=None, **options) -> list:
     ids, lengths = prepare_ids(src_ids, "src_ids")
     max_batch_size = integer("max_batch_size", max_batch_size, 0)
     batch = ids.shape[0]
+    tokens = cancel_tokens(cancel, batch)
     opts = build_options(model, batch, **options)
     prefix = list(opts.target_prefix)
     # Longest first, then in chunks: less padding, and results come back in input order.
@@ -123,14 +144,17 @@ def generate(model, src_ids, max_batch_size: int = 0, **options) -> list:
         opts.sample_ids = idx  # each source keeps its own random stream, whatever the batching
         if prefix:
             opts.target_prefix = [prefix[i] for i in idx]
+        if tokens is not None:
+            opts.set_cancel([tokens[i] for i in idx])
         for i, r in zip(idx, model._core.generate(sub, [lengths[i] for i in idx], opts)):
             results[i] = GenerationResult(tokens=[list(t) for t in r.tokens], scores=list(r.scores),
-                                          attention=list(r.attention))
+                                          attention=list(r.attention), cancelled=r.cancelled)
     return results
 
 
-def generate_stream(model, src_ids, **options):
-    """Yields the generated token ids of one source as they are decided."""
+def generate_stream(model, src_ids, cancel=None, **options):
+    """Yields the generated token ids of one source as they are decided (a cancelled one
+    stops early)."""
     if isinstance(src_ids, (list, tuple)) and src_ids and isinstance(src_ids[0], numbers.Integral):
         src_ids = [list(src_ids)]
     ids, lengths = prepare_ids(src_ids, "src_ids")
@@ -139,7 +163,13 @@ def generate_stream(model, src_ids, **options):
     options["beam_size"] = integer("beam_size", options.get("beam_size", 1), 1, _core.MAX_BEAM_SIZE)
     if options["beam_size"] != 1:
         raise ValueError(f"generate_stream supports greedy and sampling only: beam_size must be 1, got {options['beam_size']}")
+    cancel = cancel_tokens(cancel, 1)
     opts = build_options(model, 1, **options)
+    own = None
+    if cancel is None:  # ours: a consumer that stops iterating stops the decoding
+        own = _core.CancelToken()
+        cancel = [own]
+    opts.set_cancel(cancel)
     tokens: queue.Queue = queue.Queue()
     done = object()
     opts.set_on_token(lambda source, token: tokens.put(token))
@@ -153,13 +183,17 @@ def generate_stream(model, src_ids, **options):
         finally:
             tokens.put(done)
 
-    worker = threading.Thread(target=run, daemon=True)
+    worker = threading.Thread(target=run, daemon=True, name="tformer-generate-stream")
     worker.start()
-    while True:
-        item = tokens.get()
-        if item is done:
-            break
-        yield item
+    try:
+        while True:
+            item = tokens.get()
+            if item is done:
+                break
+            yield item
+    finally:  # also when the consumer closes the iterator early
+        if own is not None:
+            own.cancel()
     worker.join()
     if errors:
         raise errors[0]

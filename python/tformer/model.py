@@ -152,7 +152,9 @@ class Transformer:
         token-id lists without the start token and the final EOS), `.scores` and
         `.attention` when asked for. More options: early_stopping, no_repeat_ngram_size,
         repetition_penalty, bad_words_ids, forced_bos_token_id, forced_eos_token_id,
-        eos_token_id, decoder_start_token_id (see docs/DECODING.md).
+        eos_token_id, decoder_start_token_id (see docs/DECODING.md). `cancel=`: a
+        tformer.CancelToken (or one per source) that stops the call, or those sources, from
+        another thread or at its timeout; their results come back with `.cancelled` True.
 
             >>> model.generate([[53, 9, 0]], beam_size=4, max_length=64)[0].tokens[0]
         """

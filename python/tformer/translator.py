@@ -35,12 +35,13 @@ _DEFAULT_MAX_LENGTH = 256  # generate's own default, lowered to what the positio
 class TranslationResult:
     """One source sentence's result: generate's `.tokens` / `.scores` / `.attention` (the
     n-best, best first) plus `.texts`, the detokenized hypotheses (target-language token
-    removed)."""
+    removed); `.cancelled` when a CancelToken (translate_batch's cancel=) stopped it."""
 
-    __slots__ = ("tokens", "scores", "attention", "texts")
+    __slots__ = ("tokens", "scores", "attention", "texts", "cancelled")
 
-    def __init__(self, tokens, scores, attention, texts):
+    def __init__(self, tokens, scores, attention, texts, cancelled=False):
         self.tokens, self.scores, self.attention, self.texts = tokens, scores, attention, texts
+        self.cancelled = cancelled
 
     def __repr__(self):
         return f"TranslationResult(texts={self.texts!r}, scores={self.scores!r})"
@@ -169,7 +170,8 @@ class Translator:
 
     def translate_batch(self, texts, source_lang=None, target_lang=None, **options):
         """`model.generate` on the tokenized texts: one TranslationResult per text (tokens,
-        scores, attention as generate returns them, plus `.texts`)."""
+        scores, attention as generate returns them, plus `.texts`). `cancel=`: a
+        tformer.CancelToken or one per text, as generate's."""
         texts = _check_texts(texts)
         source_lang = source_lang or self.source_lang
         target_lang = target_lang or self.target_lang
@@ -187,7 +189,7 @@ class Translator:
             if prefix:  # the forced language token is part of generate's tokens, not of the text
                 hyps = [h[len(prefix):] if h[:len(prefix)] == prefix else h for h in hyps]
             out.append(TranslationResult(result.tokens, result.scores, result.attention,
-                                         self.tokenizer.decode(hyps)))
+                                         self.tokenizer.decode(hyps), result.cancelled))
         return out
 
     def translate(self, texts, source_lang=None, target_lang=None, **options):

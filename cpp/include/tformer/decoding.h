@@ -4,7 +4,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
+
+#include "tformer/cancel.h"
 
 namespace tformer {
 
@@ -40,6 +43,16 @@ struct GenerationOptions {
   // Streaming (greedy and sampling): called with (source index, token) as each token is
   // decided, the final EOS excepted.
   std::function<void(int64_t, int32_t)> on_token;
+  // Cancellation: empty (none), one token for the whole call, or one per source. A cancelled
+  // source is finished at the next step (its result has cancelled = true, tokens so far).
+  std::vector<std::shared_ptr<const CancelToken>> cancel;
+
+  // Whether source b's token (or the call's) is cancelled; null tokens never are.
+  bool source_cancelled(int64_t b) const {
+    if (cancel.empty()) return false;
+    const auto& token = cancel.size() == 1 ? cancel.front() : cancel[static_cast<size_t>(b)];
+    return token && token->cancelled();
+  }
 
   // Throws std::invalid_argument naming the first bad option.
   void validate(int64_t batch, int64_t tgt_vocab) const;
@@ -50,6 +63,7 @@ struct GenerationResult {
   std::vector<float> scores;                    // when return_scores
   std::vector<std::vector<float>> attention;    // when return_attention: (generated length, src_len) row-major
   int64_t src_len = 0;
+  bool cancelled = false;  // stopped by its CancelToken: tokens (and scores) so far
 };
 
 }  // namespace tformer

@@ -7,25 +7,28 @@
     GET  /docs, /openapi.json  (FastAPI)
 
 Bad input never takes the server down: malformed JSON or fields -> 422, a text over
-max_chars or more than max_texts texts -> 422, a body over max_body_bytes -> 413, option
-values generate rejects -> 400, a missing or wrong API key -> 401, too much queued
-work -> 503.
+max_chars, more than max_texts texts, text that is not valid Unicode, or more work than
+max_request_tokens (texts x beam_size x max_length) -> 422, a body over max_body_bytes ->
+413, a body slower than body_timeout_s -> 408, option values generate rejects -> 400, a
+missing or wrong API key -> 401, a Host header outside allowed_hosts -> 421, too much queued
+work -> 503, a deadline (timeout_ms) passed -> 504. A client that disconnects has its work
+dropped (queued) or its rows stopped (decoding). docs/SERVING.md has the whole list.
 """
 from __future__ import annotations
 
 import contextlib
-import hmac
-import json
+import inspect
 import logging
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .batcher import DynamicBatcher, Overloaded
+from .batcher import ClientDisconnected, DeadlineExceeded, DynamicBatcher, Overloaded
+from .guard import GuardMiddleware
 
 log = logging.getLogger("tformer.serve")
 
@@ -40,6 +43,10 @@ class ServeLimits:
     max_beam_size: int = 16
     max_pending_texts: int = 4096     # queued sentences before 503
     api_key: Optional[str] = None     # every request needs "Authorization: Bearer <key>"
+    max_request_tokens: int = 1 << 17  # texts x beam_size x max_length of one request (0: no limit)
+    request_timeout_ms: float = 60000.0  # a request's deadline: the default and the largest timeout_ms (0: none)
+    body_timeout_s: float = 30.0      # the whole body must arrive within this (0: no deadline)
+    allowed_hosts: Optional[Sequence[str]] = None  # Host names served ("*.x.org" patterns); None: any
 
 
 class TranslateRequest(BaseModel):
@@ -66,6 +73,8 @@ class TranslateRequest(BaseModel):
     sampling_temperature: Optional[float] = Field(None, gt=0)
     seed: Optional[int] = Field(None, ge=0)
     return_scores: bool = False
+    timeout_ms: Optional[int] = Field(None, ge=1, description="deadline in milliseconds (default and largest: "
+                                                              "the server's request_timeout_ms); 504 when it passes")
 
 
 class TranslateResponse(BaseModel):
@@ -82,13 +91,20 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
     limits = limits or ServeLimits()
     max_length_limit = max(1, int(getattr(translator, "max_positions", 1 << 30)) - 1)
 
+    defaults = dict(getattr(translator, "defaults", {}) or {})
+
     def run_batch(texts, options):
         options = dict(options)
         langs = {k: options.pop(k, None) for k in _TRANSLATOR_KEYS}
         return translator.translate_batch(texts, max_batch_size=limits.max_batch_size, **langs, **options)
 
     batcher = DynamicBatcher(run_batch, max_batch_size=limits.max_batch_size, batch_wait_ms=limits.batch_wait_ms,
-                             max_pending_texts=limits.max_pending_texts)
+                             max_pending_texts=limits.max_pending_texts, pass_cancel=_takes_cancel(translator))
+    biggest = _request_tokens(limits.max_texts, None, None, defaults)
+    if limits.max_request_tokens and biggest > limits.max_request_tokens:
+        log.warning("a request of max_texts %d texts with the default beam_size and max_length costs %d tokens, "
+                    "more than max_request_tokens %d: such requests get 422", limits.max_texts, biggest,
+                    limits.max_request_tokens)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -117,23 +133,35 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
     @app.get("/stats")
     async def stats():
         return {**batcher.stats.snapshot(), "max_batch_size": limits.max_batch_size,
-                "batch_wait_ms": limits.batch_wait_ms}
+                "batch_wait_ms": limits.batch_wait_ms, "max_request_tokens": limits.max_request_tokens,
+                "request_timeout_ms": limits.request_timeout_ms}
 
     @app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True)
-    async def translate(req: TranslateRequest):
-        _check_limits(req, limits, max_length_limit)
-        options = req.model_dump(exclude_none=True, exclude={"texts", "return_scores"})
+    async def translate(req: TranslateRequest, request: Request):
+        _check_limits(req, limits, max_length_limit, defaults)
+        options = req.model_dump(exclude_none=True, exclude={"texts", "return_scores", "timeout_ms"})
         if req.return_scores:
             options["return_scores"] = True
+        timeout_ms = req.timeout_ms or limits.request_timeout_ms
+
+        async def disconnected():  # returns once the client has closed its connection
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
         try:
-            results = await batcher.submit(req.texts, options)
+            results = await batcher.submit(req.texts, options, timeout=timeout_ms / 1000.0 if timeout_ms else None,
+                                           disconnected=disconnected)
         except (ValueError, TypeError) as e:
             raise HTTPException(status_code=400, detail=str(e)) from None
         except Overloaded as e:
             raise HTTPException(status_code=503, detail=f"server busy: {e}", headers={"Retry-After": "1"}) from None
+        except DeadlineExceeded as e:
+            raise HTTPException(status_code=504, detail=f"{e} (timeout_ms {timeout_ms:g})") from None
+        except ClientDisconnected:  # nobody reads this reply; 499 as nginx logs it
+            raise HTTPException(status_code=499, detail="client closed the request") from None
         except Exception:  # noqa: BLE001 - logged by the batcher; the client gets a 500, the server lives on
             raise HTTPException(status_code=500, detail="internal error while translating") from None
-        n_best = req.num_hypotheses or getattr(translator, "defaults", {}).get("num_hypotheses", 1)
+        n_best = req.num_hypotheses or defaults.get("num_hypotheses", 1)
         out = {"translations": [r.texts if n_best > 1 else r.texts[0] for r in results]}
         if req.return_scores:
             out["scores"] = [list(r.scores) if n_best > 1 else (r.scores[0] if len(r.scores) else None)
@@ -144,7 +172,7 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
     return app
 
 
-def _check_limits(req, limits, max_length_limit):
+def _check_limits(req, limits, max_length_limit, defaults):
     if not req.texts:
         raise HTTPException(422, "texts is empty: send at least one sentence")
     if len(req.texts) > limits.max_texts:
@@ -154,11 +182,46 @@ def _check_limits(req, limits, max_length_limit):
             raise HTTPException(422, f"texts[{i}] is empty (or only whitespace)")
         if len(text) > limits.max_chars:
             raise HTTPException(422, f"texts[{i}] has {len(text)} characters > max_chars {limits.max_chars}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800" (JSON allows the escape)
+            raise HTTPException(422, f"texts[{i}] is not valid Unicode text: {e.reason} at character {e.start} "
+                                     "(a lone UTF-16 surrogate)") from None
     if req.beam_size is not None and req.beam_size > limits.max_beam_size:
         raise HTTPException(422, f"beam_size {req.beam_size} > the server's max_beam_size {limits.max_beam_size}")
     if req.max_length is not None and req.max_length > max_length_limit:
         raise HTTPException(422, f"max_length {req.max_length} > {max_length_limit}, what the model's "
                                  "positions table allows")
+    cost = _request_tokens(len(req.texts), req.beam_size, req.max_length, defaults)
+    if limits.max_request_tokens and cost > limits.max_request_tokens:
+        beam, length = _beam_and_length(req.beam_size, req.max_length, defaults)
+        raise HTTPException(422, f"request too large: {len(req.texts)} texts x beam_size {beam} x max_length {length} "
+                                 f"= {cost} > the server's max_request_tokens {limits.max_request_tokens} (send fewer "
+                                 "texts, or a smaller beam_size or max_length)")
+    if req.timeout_ms is not None and limits.request_timeout_ms and req.timeout_ms > limits.request_timeout_ms:
+        raise HTTPException(422, f"timeout_ms {req.timeout_ms} > the server's request_timeout_ms "
+                                 f"{limits.request_timeout_ms:g}")
+
+
+def _beam_and_length(beam_size, max_length, defaults):
+    beam = beam_size or int(defaults.get("beam_size", 4) or 1)
+    length = max_length or int(defaults.get("max_length", 256) or 1)
+    return beam, length
+
+
+def _request_tokens(n_texts, beam_size, max_length, defaults) -> int:
+    """What max_request_tokens bounds: decoder rows x steps (the KV cache and the work)."""
+    beam, length = _beam_and_length(beam_size, max_length, defaults)
+    return n_texts * beam * length
+
+
+def _takes_cancel(translator) -> bool:
+    """Whether translator.translate_batch accepts cancel= (tformer.Translator does)."""
+    try:
+        params = inspect.signature(translator.translate_batch).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(p.name == "cancel" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _readable(errors) -> str:
@@ -176,59 +239,3 @@ def _version():
         return __version__
     except Exception:  # noqa: BLE001
         return "unknown"
-
-
-class GuardMiddleware:
-    """ASGI wrapper run before FastAPI: the API key (401) and the body size (413), checked
-    on the raw request so that an oversized body is never parsed."""
-
-    def __init__(self, app, limits: ServeLimits):
-        self.app, self.limits = app, limits
-        self._key = limits.api_key.encode() if limits.api_key else None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        if self._key is not None:
-            auth = headers.get(b"authorization", b"")
-            scheme, _, token = auth.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
-                return await _reply(send, 401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                                    [(b"www-authenticate", b"Bearer")])
-        limit = self.limits.max_body_bytes
-        length = headers.get(b"content-length")
-        if length is not None:
-            try:
-                if int(length) > limit:
-                    return await _reply(send, 413, f"request body of {int(length)} bytes > max_body_bytes {limit}")
-            except ValueError:
-                return await _reply(send, 400, "invalid Content-Length header")
-        if scope.get("method") in ("POST", "PUT", "PATCH"):
-            chunks, size = [], 0
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return  # client went away
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    return await _reply(send, 413, f"request body over max_body_bytes {limit}")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-
-            async def receive_replayed():
-                return replay.pop() if replay else await receive()
-
-            return await self.app(scope, receive_replayed, send)
-        return await self.app(scope, receive, send)
-
-
-async def _reply(send, status, detail, extra_headers=()):
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *extra_headers]})
-    await send({"type": "http.response.body", "body": body})

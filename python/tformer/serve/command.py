@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def add_arguments(p: argparse.ArgumentParser):
@@ -12,8 +13,15 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default float32)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' on every request (default: $TFORMER_API_KEY)")
+    p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
+                   help="Host header names served, comma-separated ('api.example.com,*.example.org'; '*': any). "
+                        "Default: localhost, 127.0.0.1 and [::1] when --host is a loopback address, any otherwise; "
+                        "other names get 421 (a guard against DNS rebinding)")
+    p.epilog = ("Limits, deadlines, status codes, /stats and reverse proxies: docs/SERVING.md. "
+                "Give the API key as TFORMER_API_KEY in the environment.")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help="prefer the TFORMER_API_KEY environment variable: every request then needs "
+                        "'Authorization: Bearer KEY'. This flag does the same but shows the key in `ps`")
     p.add_argument("--max-batch-size", type=int, default=32, help="sentences per generate call (default 32)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to batch with (default 5; 0 turns batching off)")
@@ -23,6 +31,22 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--max-beam-size", type=int, default=16, help="largest beam_size a request may ask (default 16)")
     p.add_argument("--max-pending-texts", type=int, default=4096,
                    help="queued sentences before requests get 503 (default 4096)")
+    p.add_argument("--max-request-tokens", type=int, default=1 << 17,
+                   help="largest texts x beam_size x max_length of one request, else 422 (default 131072; 0: none)")
+    p.add_argument("--request-timeout-ms", type=float, default=60000.0,
+                   help="a request's deadline, the default and the largest timeout_ms a request may ask; past it "
+                        "the reply is 504 and its decoding stops (default 60000; 0: none)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a connection has to send a complete request head, else it is closed (default 10)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds the whole request body has to arrive, else 408 (default 30; 0: none)")
+    p.add_argument("--keep-alive-timeout", type=float, default=5.0,
+                   help="seconds an idle keep-alive connection stays open between requests (default 5)")
+    p.add_argument("--limit-concurrency", type=int, default=None,
+                   help="open connections + running requests beyond which requests get 503 (default: 1000, "
+                        "or less to stay under the open-file limit)")
+    p.add_argument("--max-header-bytes", type=int, default=16384,
+                   help="largest request head (request line + headers), else 400 (default 16384)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for tformer (default: its own choice)")
     p.add_argument("--beam-size", type=int, default=None, help="default beam_size (default: the model dir's)")
     p.add_argument("--max-length", type=int, default=None, help="default max_length (default: the model dir's)")
@@ -36,10 +60,23 @@ def run(args) -> int:
         import uvicorn
 
         from .app import ServeLimits, create_app
+        from .connections import http_protocol
+        from .guard import default_allowed_hosts, parse_allowed_hosts
     except ImportError as e:
         raise SystemExit(f"tformer serve needs FastAPI and uvicorn ({e}): pip install fastapi uvicorn")
     import tformer
 
+    for name in ("header_timeout", "keep_alive_timeout"):
+        if not getattr(args, name) > 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be > 0 seconds, got {getattr(args, name)}")
+    for name in ("body_timeout", "request_timeout_ms", "max_request_tokens"):
+        if getattr(args, name) < 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 0 (0: none), got {getattr(args, name)}")
+    try:
+        allowed = parse_allowed_hosts(args.allowed_hosts) if args.allowed_hosts is not None else \
+            default_allowed_hosts(args.host)
+    except ValueError as e:
+        raise SystemExit(str(e))
     if args.threads:
         tformer.set_num_threads(args.threads)
     defaults = {k: v for k, v in dict(beam_size=args.beam_size, max_length=args.max_length,
@@ -49,8 +86,40 @@ def run(args) -> int:
     limits = ServeLimits(
         max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms, max_texts=args.max_texts,
         max_chars=args.max_chars, max_body_bytes=args.max_body_bytes, max_beam_size=args.max_beam_size,
-        max_pending_texts=args.max_pending_texts, api_key=args.api_key or os.environ.get("TFORMER_API_KEY") or None,
+        max_pending_texts=args.max_pending_texts, api_key=_api_key(args.api_key),
+        max_request_tokens=args.max_request_tokens, request_timeout_ms=args.request_timeout_ms,
+        body_timeout_s=args.body_timeout, allowed_hosts=allowed,
     )
     app = create_app(translator, limits)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1,
+                http=http_protocol(args.header_timeout), timeout_keep_alive=args.keep_alive_timeout,
+                limit_concurrency=args.limit_concurrency or _default_concurrency(),
+                h11_max_incomplete_event_size=args.max_header_bytes)
     return 0
+
+
+def _api_key(flag):
+    """TFORMER_API_KEY first; --api-key works too but is visible to every user (ps)."""
+    env = os.environ.get("TFORMER_API_KEY") or None
+    if flag:
+        if env:
+            print("tformer serve: warning: --api-key ignored, TFORMER_API_KEY is set", file=sys.stderr)
+            return env
+        print("tformer serve: warning: --api-key shows the key to anyone who can list processes (ps); "
+              "set TFORMER_API_KEY instead", file=sys.stderr)
+        return flag
+    return env
+
+
+def _default_concurrency() -> int:
+    """1000 connections + requests, less under a low open-file limit (each connection holds
+    one descriptor; the model's files and the process need some)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1000
+    if soft == resource.RLIM_INFINITY:
+        return 1000
+    return max(16, min(1000, soft - 64))
