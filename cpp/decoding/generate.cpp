@@ -52,7 +52,8 @@ void GenerationOptions::validate(int64_t batch, int64_t tgt_vocab) const {
                       tgt_vocab, ")");
 }
 
-std::vector<GenerationResult> Transformer::generate(const TokenBatch& src, const GenerationOptions& options) const {
+std::vector<GenerationResult> Transformer::generate_holding_lock(const TokenBatch& src,
+                                                               const GenerationOptions& options) const {
   check_complete();
   GenerationOptions opt = options;
   if (opt.pad_token_id < 0) opt.pad_token_id = config_.pad_id;
