@@ -8,6 +8,10 @@ exactly one of those. A reader that saw some weights old and some new, or weight
 it, gives something else (on 9e816d1: other tokens, or errors such as "dimension 0 out of range").
 """
 
+import dataclasses
+import faulthandler
+import subprocess
+import sys
 import threading
 import time
 
@@ -105,10 +109,14 @@ def _distinct(expected):
 @pytest.fixture(autouse=True)
 def one_thread_each():
     """One CPU thread per call: seven readers and a writer share the cores without spinning
-    against each other (set_num_threads applies to every calling thread)."""
+    against each other (set_num_threads applies to every calling thread). A deadlock that
+    holds the GIL would also stop join(timeout); faulthandler's watchdog needs no GIL: it
+    prints every thread's stack and ends the run instead of letting it hang."""
     saved = tformer.get_num_threads()
     tformer.set_num_threads(1)
+    faulthandler.dump_traceback_later(120, exit=True)
     yield
+    faulthandler.cancel_dump_traceback_later()
     tformer.set_num_threads(saved)
 
 
@@ -171,49 +179,69 @@ def test_set_parameters_while_generating(checkpoint, device):
     assert checked > 50
 
 
+# Run in a child process: a deadlock involving the GIL would also stop this process's own
+# timeout (join(timeout) needs the GIL to return), so only a parent can turn it into a failure.
+STREAM_AND_WRITER = """
+import sys, threading, time
+import numpy as np
+import tformer
+
+tformer.set_num_threads(1)
+cfg = tformer.TransformerConfig(**CFG)
+a, b = tformer.Transformer(cfg, seed=0), tformer.Transformer(cfg, seed=1)
+src, n = SRC, N
+expected = [list(m.generate_stream(src, max_length=n, min_length=n)) for m in (a, b)]
+assert expected[0] != expected[1]
+weights = [{k: np.array(v) for k, v in m.parameters().items()} for m in (a, b)]
+model = tformer.Transformer(cfg, seed=0)
+streams, errors, writes = [], [], [0]
+stop = threading.Event()
+
+def consume():
+    try:
+        for _ in range(3):
+            tokens = []
+            for token in model.generate_stream(src, max_length=n, min_length=n):
+                tokens.append(token)
+                time.sleep(0.002)  # a slow consumer: the search runs ahead of it
+            streams.append(tokens)
+    except Exception as e:
+        errors.append(repr(e))
+    finally:
+        stop.set()
+
+def write():
+    try:
+        while not stop.is_set():
+            writes[0] += 1
+            model.set_parameters(weights[writes[0] % 2])
+            if writes[0] % 5 == 0:
+                tformer.Trainer.load(sys.argv[1], model)
+    except Exception as e:
+        errors.append(repr(e))
+
+threads = [threading.Thread(target=consume), threading.Thread(target=write)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert not errors, errors
+assert len(streams) == 3 and all(s in expected for s in streams), streams
+print("ok", writes[0])
+"""
+
+
 def test_slow_stream_and_writer_both_finish(checkpoint):
     """generate_stream's tokens reach Python through a callback that needs the GIL while the
     C++ search holds the weights; a writer waits for them meanwhile. Consumed slowly, with
-    writes coming all the time, both must finish (a writer that waited with the GIL held would
-    hang them both), and the stream must be one set's tokens."""
-    a = tformer.Transformer(CFG, seed=0)
-    b = tformer.Transformer(CFG, seed=1)
-    expected = [list(m.generate_stream(SOURCES[0], max_length=STREAM_LEN, min_length=STREAM_LEN)) for m in (a, b)]
-    assert expected[0] != expected[1]
-    weights = [_copies(a), _copies(b)]
-    model = tformer.Transformer(CFG, seed=0)
-    streams, errors = [], []
-    stop = threading.Event()
-
-    def consume():
-        try:
-            for _ in range(3):
-                tokens = []
-                for token in model.generate_stream(SOURCES[0], max_length=STREAM_LEN, min_length=STREAM_LEN):
-                    tokens.append(token)
-                    time.sleep(0.002)  # slow consumer: the search runs ahead, the queue fills
-                streams.append(tokens)
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-        finally:
-            stop.set()
-
-    def write():
-        try:
-            k = 0
-            while not stop.is_set():
-                k += 1
-                model.set_parameters(weights[k % 2])
-                if k % 5 == 0:
-                    tformer.Trainer.load(checkpoint, model)
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-
-    threads = [threading.Thread(target=consume, daemon=True), threading.Thread(target=write, daemon=True)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not any(t.is_alive() for t in threads), "generate_stream and a writer deadlocked"
-    assert not errors, errors
-    assert len(streams) == 3 and all(s in expected for s in streams), streams
+    writes coming all the time (set_parameters, Trainer.load), both must finish (a writer that
+    waited with the GIL held would hang them both), and each stream must be one set's tokens."""
+    code = f"CFG = {dataclasses.asdict(CFG)!r}\nSRC = {SOURCES[0]!r}\nN = {STREAM_LEN}\n" + STREAM_AND_WRITER
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(checkpoint)], capture_output=True, text=True,
+                              timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("generate_stream and a writer deadlocked (no end within 60 s)")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("ok"), proc.stdout
+    assert int(proc.stdout.split()[1]) > 10, "the writer hardly ran: the test proved nothing"
