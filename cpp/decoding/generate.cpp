@@ -74,7 +74,8 @@ void GenerationOptions::validate(int64_t batch, int64_t tgt_vocab) const {
                       ") (-1: the model's pad_id)");
 }
 
-std::vector<GenerationResult> Transformer::generate(const TokenBatch& src, const GenerationOptions& options) const {
+std::vector<GenerationResult> Transformer::generate_holding_lock(const TokenBatch& src,
+                                                               const GenerationOptions& options) const {
   check_complete();
   GenerationOptions opt = options;
   if (opt.pad_token_id == -1) {  // the model's; validate checks it like a given one

@@ -23,7 +23,7 @@ Transformer::Transformer(TransformerConfig config, Device device, DType dtype)
   for (auto& [name, shape] : config_.parameter_shapes()) shapes_[name] = shape;
 }
 
-void Transformer::set_parameter(const std::string& name, const Tensor& value) {
+Tensor Transformer::checked_copy(const std::string& name, const Tensor& value) const {
   auto it = shapes_.find(name);
   if (it == shapes_.end()) throw_value_error("unknown parameter '", name, "' for this config");
   if (value.shape() != it->second)
@@ -42,7 +42,19 @@ void Transformer::set_parameter(const std::string& name, const Tensor& value) {
   // Always a copy: the model must not alias a caller's (numpy) buffer.
   Tensor owned = Tensor::empty(value.shape(), value.dtype(), device_);
   owned.copy_from(value);
-  params_[name] = owned.to_dtype(dtype_);
+  return owned;
+}
+
+void Transformer::set_parameter(const std::string& name, const Tensor& value) { set_parameters({{name, value}}); }
+
+void Transformer::set_parameters(const std::vector<std::pair<std::string, Tensor>>& values) {
+  // Checks and copies before the lock: readers wait only for the swap.
+  std::vector<Tensor> owned;
+  owned.reserve(values.size());
+  for (const auto& [name, value] : values) owned.push_back(checked_copy(name, value));
+  WeightsLock::Exclusive writing(*weights_lock_);
+  // dtype_ is read under the lock: a mixed-precision TrainGraph changes it.
+  for (size_t i = 0; i < values.size(); ++i) params_[values[i].first] = owned[i].to_dtype(dtype_);
 }
 
 const Tensor& Transformer::parameter(const std::string& name) const {
@@ -57,6 +69,15 @@ const Tensor& Transformer::parameter(const std::string& name) const {
   return it->second;
 }
 
+Tensor Transformer::copy_parameter(const std::string& name) const {
+  WeightsLock::Shared reading(*weights_lock_);
+  const Tensor& p = parameter(name);
+  Tensor host = Tensor::empty(p.shape(), DType::f32);
+  if (p.dtype() == DType::f32) host.copy_from(p);
+  else host.copy_from(p.to_dtype(DType::f32));
+  return host;
+}
+
 std::vector<std::string> Transformer::parameter_names() const {
   std::vector<std::string> names;
   for (auto& [name, shape] : config_.parameter_shapes()) names.push_back(name);
@@ -64,6 +85,7 @@ std::vector<std::string> Transformer::parameter_names() const {
 }
 
 std::vector<std::string> Transformer::missing_parameters() const {
+  WeightsLock::Shared reading(*weights_lock_);  // set_parameter may be inserting a name
   std::vector<std::string> missing;
   for (auto& [name, shape] : shapes_)
     if (!params_.count(name)) missing.push_back(name);
@@ -80,6 +102,7 @@ Transformer Transformer::to(Device device) const { return to(device, dtype_); }
 
 Transformer Transformer::to(Device device, DType dtype) const {
   Transformer copy(config_, device, dtype);
+  WeightsLock::Shared reading(*weights_lock_);
   for (auto& [name, value] : params_) copy.params_[name] = value.to(device).to_dtype(dtype);
   return copy;
 }
@@ -186,11 +209,13 @@ Tensor Transformer::decode_device(const DeviceBatch& tgt, const Tensor& memory, 
 }
 
 Tensor Transformer::encode(const TokenBatch& src) const {
+  WeightsLock::Shared reading(*weights_lock_);
   check_complete();
   return encode_device(upload(src, config_.src_vocab_size, "src_ids"));
 }
 
 Tensor Transformer::forward(const TokenBatch& src, const TokenBatch& tgt) const {
+  WeightsLock::Shared reading(*weights_lock_);
   check_complete();
   if (src.ids.ndim() == 2 && tgt.ids.ndim() == 2 && src.ids.dim(0) != tgt.ids.dim(0))
     throw_value_error("src_ids has ", src.ids.dim(0), " sentences but tgt_ids has ", tgt.ids.dim(0),
@@ -205,6 +230,12 @@ Tensor Transformer::forward(const TokenBatch& src, const TokenBatch& tgt) const 
   ops::linear(logits, hidden, p("out_proj"), config_.final_logits_bias ? &p("final_logits_bias") : nullptr);
   if (dtype_ != DType::f32) logits = logits.to_dtype(DType::f32);
   return logits.to(Device{});
+}
+
+std::vector<GenerationResult> Transformer::generate(const TokenBatch& src, const GenerationOptions& options) const {
+  // One acquisition for the whole search: the DecodeSession keeps pointers to the weights.
+  WeightsLock::Shared reading(*weights_lock_);
+  return generate_holding_lock(src, options);
 }
 
 }  // namespace tformer

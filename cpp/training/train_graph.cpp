@@ -70,6 +70,8 @@ Tensor final_norm_backward(const Tensor& dy, const layers::Norm& norm, NormGrad 
 
 TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, int64_t bucket_bytes, DType compute)
     : model_(model), compute_(compute) {
+  // Points the model's weights at the flat buffer (and may convert them): a writer.
+  WeightsLock::Exclusive writing(model.weights_lock());
   if (!model.complete()) throw_value_error("the model has parameters not set: cannot train it");
   if (bucket_bytes < 0) throw_value_error("bucket_bytes must be >= 0, got ", bucket_bytes);
   if (!dtype_is_float(compute))
@@ -192,6 +194,12 @@ Tensor& TrainGraph::grad(const std::string& name) {
   return it->second;
 }
 
+bool TrainGraph::parameters_replaced() const {
+  for (const std::string& name : trainable_)
+    if (model_.params_.at(name).raw() != params_.at(name).raw()) return true;
+  return false;
+}
+
 void TrainGraph::sync_parameters() {
   for (const std::string& name : trainable_) {
     Tensor& held = model_.params_.at(name);
@@ -224,6 +232,8 @@ void TrainGraph::zero_grad() { flat_grad_.fill_zero(); }
 double TrainGraph::grad_norm() const { return std::sqrt(ops::sum_squares(flat_grad_)); }
 
 void TrainGraph::adamw_step(const ops::AdamWOptions& opt, float grad_multiplier) {
+  // Updates the weights in place: no forward or generate may be reading them meanwhile.
+  WeightsLock::Exclusive writing(model_.weights_lock());
   sync_parameters();
   ops::AdamWOptions o = opt;
   o.grad_scale = grad_multiplier;
@@ -234,7 +244,19 @@ void TrainGraph::adamw_step(const ops::AdamWOptions& opt, float grad_multiplier)
 
 LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const Tensor& labels, const StepOptions& opt,
                         float grad_scale, const BucketReady* on_ready) {
-  sync_parameters();
+  // The forward and backward only read the weights: generate calls may run alongside (the
+  // update, adamw_step, is the writer). A parameter replaced since the last step is taken
+  // back into the flat buffer first, which writes, so under the exclusive lock, and only then.
+  bool replaced;
+  {
+    WeightsLock::Shared reading(model_.weights_lock());
+    replaced = parameters_replaced();
+  }
+  if (replaced) {
+    WeightsLock::Exclusive writing(model_.weights_lock());
+    sync_parameters();
+  }
+  WeightsLock::Shared reading(model_.weights_lock());
   const TransformerConfig& c = model_.config();
   Transformer& m = model_;
   auto P = [&m](const std::string& n) -> const Tensor& { return m.parameter(n); };

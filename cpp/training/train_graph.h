@@ -67,6 +67,8 @@ class TrainGraph {
   // tgt_in: decoder inputs (start token first); labels: int32 (batch, tgt_len) host,
   // ignore_index where nothing is predicted. on_ready (optional) hears of each bucket, in
   // bucket order, as the backward finishes it.
+  // Thread safety: run reads the model's weights under its shared lock, adamw_step writes
+  // them under the exclusive one; one TrainGraph is driven by one thread at a time.
   LossSum run(const TokenBatch& src, const TokenBatch& tgt_in, const Tensor& labels, const StepOptions& opt,
               float grad_scale, const BucketReady* on_ready = nullptr);
 
@@ -97,6 +99,8 @@ class TrainGraph {
   void stage_done(int stage, const BucketReady* on_ready) const;
   // A parameter replaced since (set_parameter, another TrainGraph) no longer views
   // flat_param_: take its value into the flat buffers and point the model back at the view.
+  // Callers hold the model's weights lock exclusively (shared for parameters_replaced).
+  bool parameters_replaced() const;
   void sync_parameters();
 
   Transformer& model_;

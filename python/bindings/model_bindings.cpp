@@ -1,5 +1,11 @@
 // _core.Model: parameters in and out as numpy arrays; encode and forward release the GIL.
+// Every call that may wait for the model's weights lock releases the GIL first: a reader
+// holding the lock may need the GIL (a generate_stream callback), so waiting for the lock
+// with the GIL held could deadlock.
 #include <pybind11/stl.h>
+
+#include <optional>
+#include <thread>
 
 #include "numpy_interop.h"
 #include "register.h"
@@ -18,11 +24,40 @@ TokenBatch make_batch(const py::array& ids, const std::vector<int32_t>& lengths,
   return b;
 }
 
+// `with model._core._reading():` holds the shared weights lock across several calls of
+// this thread (Transformer.generate's length-sorted chunks see one set of weights).
+class WeightsReading {
+ public:
+  explicit WeightsReading(const Transformer& model) : model_(model) {}
+  void enter() {
+    if (held_) throw_runtime_error("this weights reading is already entered");
+    {
+      py::gil_scoped_release release;
+      held_.emplace(model_.weights_lock());
+    }
+    owner_ = std::this_thread::get_id();
+  }
+  void exit() {
+    // The lock's bookkeeping is per thread: only the thread that entered may leave.
+    if (held_ && owner_ != std::this_thread::get_id())
+      throw_runtime_error("a weights reading must be left by the thread that entered it");
+    held_.reset();
+  }
+
+ private:
+  const Transformer& model_;
+  std::optional<WeightsLock::Shared> held_;
+  std::thread::id owner_;
+};
+
 }  // namespace
 
 void register_model_generate(py::class_<Transformer>& cls);  // generate_bindings.cpp
 
 void register_model(py::module_& m) {
+  py::class_<WeightsReading>(m, "_WeightsReading")
+      .def("__enter__", [](WeightsReading& r) { r.enter(); })
+      .def("__exit__", [](WeightsReading& r, const py::args&) { r.exit(); });
   py::class_<Transformer> cls(m, "Model", "The C++ encoder-decoder model (see tformer.Transformer).");
   register_model_generate(cls);
   cls
@@ -35,15 +70,42 @@ void register_model(py::module_& m) {
       .def_property_readonly("config", [](const Transformer& t) { return t.config(); })
       .def("set_parameter",
            [](Transformer& t, const std::string& name, const py::array& value) {
-             t.set_parameter(name, tensor_from_numpy(value, DType::f32, "parameter '" + name + "'"));
+             const Tensor v = tensor_from_numpy(value, DType::f32, "parameter '" + name + "'");
+             py::gil_scoped_release release;
+             t.set_parameter(name, v);
            },
            py::arg("name"), py::arg("value"))
+      .def("set_parameters",
+           [](Transformer& t, const std::vector<std::pair<std::string, py::array>>& values) {
+             std::vector<std::pair<std::string, Tensor>> tensors;
+             for (const auto& [name, value] : values)
+               tensors.emplace_back(name, tensor_from_numpy(value, DType::f32, "parameter '" + name + "'"));
+             py::gil_scoped_release release;
+             t.set_parameters(tensors);
+           },
+           py::arg("values"), "Replaces several parameters at once: readers see all of them old or all new.")
       .def("parameter", [](const Transformer& t, const std::string& name) {
-        Tensor p = t.parameter(name);
-        return tensor_to_numpy(p.dtype() == DType::f32 ? p : p.to_dtype(DType::f32));
-      }, py::arg("name"))
+        Tensor copy;
+        {
+          py::gil_scoped_release release;
+          copy = t.copy_parameter(name);
+        }
+        return tensor_to_numpy(copy);
+      }, py::arg("name"), "A float32 copy of one parameter.")
+      .def("parameters", [](const Transformer& t) {
+        std::vector<std::pair<std::string, Tensor>> copies;
+        {
+          py::gil_scoped_release release;
+          WeightsLock::Shared reading(t.weights_lock());  // one consistent set
+          for (const std::string& name : t.parameter_names()) copies.emplace_back(name, t.copy_parameter(name));
+        }
+        py::dict out;
+        for (const auto& [name, value] : copies) out[py::str(name)] = tensor_to_numpy(value);
+        return out;
+      }, "Float32 copies of every parameter by name, all taken under one lock.")
+      .def("_reading", [](const Transformer& t) { return WeightsReading(t); }, py::keep_alive<0, 1>())
       .def("parameter_names", &Transformer::parameter_names)
-      .def("missing_parameters", &Transformer::missing_parameters)
+      .def("missing_parameters", &Transformer::missing_parameters, py::call_guard<py::gil_scoped_release>())
       .def("to", [](const Transformer& t, const std::string& device, const std::string& dtype) {
         const Device d = parse_device(device);
         const DType dt = parse_dtype(dtype);

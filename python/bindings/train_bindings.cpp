@@ -44,8 +44,11 @@ void register_train(py::module_& m) {
   py::class_<TrainGraph>(m, "TrainGraph", "Forward/backward/AdamW over a Model (see tformer.Trainer).")
       .def(py::init([](Transformer& model, const std::vector<std::string>& frozen, int64_t bucket_bytes,
                        const std::string& compute_dtype) {
-             return std::make_unique<TrainGraph>(model, std::set<std::string>(frozen.begin(), frozen.end()),
-                                                 bucket_bytes, parse_dtype(compute_dtype));
+             const std::set<std::string> frozen_set(frozen.begin(), frozen.end());
+             const DType compute = parse_dtype(compute_dtype);
+             // Takes the model's weights lock exclusively: never wait for it with the GIL held.
+             py::gil_scoped_release release;
+             return std::make_unique<TrainGraph>(model, frozen_set, bucket_bytes, compute);
            }),
            py::arg("model"), py::arg("frozen"), py::arg("bucket_bytes") = 4 << 20, py::arg("compute_dtype") = "float32",
            py::keep_alive<1, 2>())

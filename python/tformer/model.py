@@ -30,6 +30,11 @@ class Transformer:
         >>> model = tformer.Transformer(tformer.TransformerConfig(src_vocab_size=8000, tgt_vocab_size=8000), seed=0)
         >>> model = tformer.from_huggingface("opus-mt-fr-en")            # a local HF directory
         >>> logits = model.forward([[53, 9, 0]], [[59513, 12]])          # (batch, tgt_len, vocab)
+
+    Threads: a model may be used from several threads at once. encode, forward, generate,
+    generate_stream and parameters() each see one consistent set of weights for the whole
+    call; weight updates (set_parameters, Trainer.step's update, Trainer / Trainer.load
+    taking the model over) wait for the calls running and hold the next ones back.
     """
 
     def __init__(self, config: TransformerConfig, seed: int | None = 0, device: str = "cpu", dtype: str = "float32"):
@@ -105,8 +110,29 @@ class Transformer:
         return other
 
     def parameters(self) -> dict:
-        """All parameters by tformer name, as float32 numpy arrays (copies on GPU)."""
-        return {name: self._core.parameter(name) for name in self._core.parameter_names()}
+        """All parameters by tformer name, as float32 numpy arrays: copies, all taken at one
+        moment (a training step or set_parameters in another thread changes none of them)."""
+        return self._core.parameters()
+
+    def set_parameters(self, params: dict) -> None:
+        """Replaces parameters by tformer name ({name: array}), all at once: a generate,
+        forward or encode running in another thread finishes with the old weights (this call
+        waits for it) and the next ones see every new value. Names, shapes and values
+        (NaN/Inf) are checked first; on an error nothing changes."""
+        if not isinstance(params, dict):
+            raise TypeError(f"params must be a dict of parameter name -> array, got {type(params).__name__}")
+        values = []
+        for name, value in params.items():
+            if not isinstance(name, str):
+                raise TypeError(f"parameter names must be strings, got {type(name).__name__} {name!r}")
+            try:
+                array = np.asarray(value)
+            except Exception as e:  # objects numpy cannot read, e.g. a tensor on a GPU
+                raise TypeError(f"parameter {name!r}: expected an array of numbers, got {type(value).__name__}") from e
+            if array.dtype.kind not in "fiu":
+                raise TypeError(f"parameter {name!r}: expected an array of numbers, got dtype {array.dtype}")
+            values.append((name, array))
+        self._core.set_parameters(values)
 
     def __repr__(self):
         c = self._config
@@ -160,11 +186,15 @@ class Transformer:
         """
         from .generate import generate
 
-        return generate(self, src_ids, max_batch_size=max_batch_size, beam_size=beam_size, max_length=max_length,
-                        min_length=min_length, length_penalty=length_penalty, num_hypotheses=num_hypotheses,
-                        do_sample=do_sample, sampling_topk=sampling_topk, sampling_topp=sampling_topp,
-                        sampling_temperature=sampling_temperature, seed=seed, target_prefix=target_prefix,
-                        return_scores=return_scores, return_attention=return_attention, **options)
+        # One shared hold of the weights for every chunk (max_batch_size): all sources are
+        # decoded with the same weights even if another thread updates them meanwhile.
+        with self._core._reading():
+            return generate(self, src_ids, max_batch_size=max_batch_size, beam_size=beam_size,
+                            max_length=max_length, min_length=min_length, length_penalty=length_penalty,
+                            num_hypotheses=num_hypotheses, do_sample=do_sample, sampling_topk=sampling_topk,
+                            sampling_topp=sampling_topp, sampling_temperature=sampling_temperature, seed=seed,
+                            target_prefix=target_prefix, return_scores=return_scores,
+                            return_attention=return_attention, **options)
 
     def generate_stream(self, src_ids, **options):
         """Iterator over the generated token ids of one source, yielded as they are decided

@@ -4,7 +4,12 @@ batch (decoder input = [start] + target, labels = target + [eos]), keeps the ste
 and the loss scale. With distributed=True each process trains a replica on its part of
 the global batch and the gradients are summed over the processes during the backward
 (tformer.distributed). precision="bf16"/"fp16" (CUDA) trains in half precision with
-float32 master weights, gradients and AdamW moments."""
+float32 master weights, gradients and AdamW moments.
+
+Threads: the model may serve generate calls from other threads while it trains. A step's
+forward and backward read the weights alongside them; the AdamW update (and a Trainer or
+Trainer.load taking the model over) waits for the running calls and holds new ones back
+until it is done (docs/ARCHITECTURE.md, "A model shared by threads")."""
 from __future__ import annotations
 
 import json
@@ -296,7 +301,8 @@ class Trainer:
         """The float32 master copy of each trained parameter (bf16/fp16 precision; with fp32
         the model's own parameters are the master)."""
         if self.precision == "fp32":
-            return {name: np.asarray(self.model._core.parameter(name)) for name in self._graph.trainable}
+            params = self.model.parameters()  # copies, one consistent set
+            return {name: params[name] for name in self._graph.trainable}
         return {name: self._graph.master(name) for name in self._graph.trainable}
 
     # ------------------------------------------------------------------ checkpoints

@@ -3,13 +3,15 @@
 #pragma once
 
 #include <map>
-#include <mutex>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tformer/config.h"
 #include "tformer/decoding.h"
 #include "tformer/tensor.h"
+#include "tformer/weights_lock.h"
 
 namespace tformer {
 
@@ -24,6 +26,10 @@ struct TokenBatch {
   std::vector<int32_t> lengths;
 };
 
+// Thread safety: every public method may be called from several threads at once. Reads
+// of the weights (encode, forward, generate, to, copy_parameter) share weights_lock() for
+// the whole call and so see one consistent set of weights; writes (set_parameter(s), a
+// TrainGraph's update) hold it alone and wait for the reads that are running.
 class Transformer {
  public:
   // dtype: float32 everywhere; float16/bfloat16 on CUDA only.
@@ -35,10 +41,20 @@ class Transformer {
 
   // Parameters. set_parameter checks the name and shape and copies to the device.
   void set_parameter(const std::string& name, const Tensor& value);
+  // Several at once: all are checked and copied first, then swapped in under one exclusive
+  // lock, so no reader sees some of them new and some old (nothing changes on an error).
+  void set_parameters(const std::vector<std::pair<std::string, Tensor>>& values);
+  // The stored tensor itself: only for a caller holding weights_lock() (the model's own
+  // methods, TrainGraph), since a writer may replace or update it in place at any time.
   const Tensor& parameter(const std::string& name) const;
+  // A float32 host copy, taken under the shared lock.
+  Tensor copy_parameter(const std::string& name) const;
   std::vector<std::string> parameter_names() const;
   std::vector<std::string> missing_parameters() const;
   bool complete() const { return missing_parameters().empty(); }
+
+  // Held shared by readers, exclusively by writers (see weights_lock.h).
+  const WeightsLock& weights_lock() const { return *weights_lock_; }
 
   // A copy of this model on another device (all parameters copied).
   Transformer to(Device device) const;
@@ -52,6 +68,10 @@ class Transformer {
   std::vector<GenerationResult> generate(const TokenBatch& src, const GenerationOptions& options) const;
 
  private:
+  // generate's body (cpp/decoding/generate.cpp), run while generate holds the shared lock.
+  std::vector<GenerationResult> generate_holding_lock(const TokenBatch& src, const GenerationOptions& options) const;
+  // value checked, on the device, in the model's dtype: what set_parameter(s) swap in.
+  Tensor checked_copy(const std::string& name, const Tensor& value) const;
   friend class DecodeSession;
   friend class training::TrainGraph;
   // A batch on the device: ids, per-row lengths and position ids.
@@ -72,6 +92,8 @@ class Transformer {
   DType dtype_ = DType::f32;
   std::map<std::string, Shape> shapes_;
   std::map<std::string, Tensor> params_;
+  // On the heap: the model stays movable (to() returns one by value).
+  std::unique_ptr<WeightsLock> weights_lock_ = std::make_unique<WeightsLock>();
 };
 
 }  // namespace tformer
