@@ -191,6 +191,9 @@ def make_case(rng, base, directory):
             what = "generation_config.json: " + _mutate_json_values(rng, cfg, GENERATION_KEYS)
         elif fmt == "hf":
             what = _mutate_json_values(rng, cfg, HF_KEYS)
+        elif rng.random() < 0.15:  # the decoding settings a saved model keeps
+            what = "extra.generation: " + _mutate_json_values(rng, cfg["config"]["extra"]["generation"],
+                                                              GENERATION_KEYS)
         elif rng.random() < 0.25:  # fairseq positions counted from a random pad id (the segfault of item 2)
             cfg["config"]["position_ids"] = "count_non_pad"
             cfg["config"]["pad_id"] = _value(rng)

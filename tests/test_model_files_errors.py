@@ -92,6 +92,15 @@ def test_own_format_id_outside_vocab(own_dir, field):
         tformer.Transformer.load(str(own_dir))
 
 
+def test_own_format_generation_settings_outside_vocab(own_dir):
+    meta = json.loads((own_dir / "config.json").read_text())
+    meta["config"]["extra"]["generation"]["forced_eos_token_id"] = -10 ** 8
+    (own_dir / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"config\.json \(extra\.generation\): forced_eos_token_id -100000000 is "
+                                         r"outside the vocabulary \[0, 97\)"):
+        tformer.Transformer.load(str(own_dir))
+
+
 def test_core_config_validate_refuses_pad_outside_target_vocab():
     """The C++ check, for whoever builds a config without the Python class."""
     core = tformer.TransformerConfig(src_vocab_size=50, tgt_vocab_size=40, shared_embeddings=False,

@@ -42,6 +42,45 @@ def _upper_bounds() -> dict:
             "max_positions": lim["max_positions"]}
 
 
+def is_int(value) -> bool:
+    """A JSON/Python integer; True and 32.0 are not."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_token_id(where: str, key: str, value, vocab: int) -> int:
+    if not is_int(value):
+        raise ValueError(f"{where}: {key} must be an integer token id, got {value!r}")
+    if not 0 <= value < vocab:
+        raise ValueError(f"{where}: {key} {value} is outside the vocabulary [0, {vocab})")
+    return value
+
+
+# Generation settings holding token ids (one, or a list for eos / forced eos).
+_GENERATION_IDS = ("forced_bos_token_id", "forced_eos_token_id", "eos_token_id", "decoder_start_token_id",
+                   "pad_token_id")
+
+
+def check_generation_ids(where: str, gen, tgt_vocab_size: int) -> None:
+    """The decoding settings of a model directory (generation_config.json, or what a saved
+    model keeps in extra["generation"]): each token id inside the target vocabulary."""
+    if not isinstance(gen, dict):
+        raise ValueError(f"{where}: the generation settings must be an object, got {type(gen).__name__}")
+    for key in _GENERATION_IDS:
+        value = gen.get(key)
+        if value is None:
+            continue
+        ids = value if isinstance(value, list) and key in ("eos_token_id", "forced_eos_token_id") else [value]
+        for v in ids:
+            check_token_id(where, key, v, tgt_vocab_size)
+    bad = gen.get("bad_words_ids")
+    if bad is not None:
+        if not isinstance(bad, list) or not all(isinstance(seq, list) for seq in bad):
+            raise ValueError(f"{where}: bad_words_ids must be a list of token-id lists, got {bad!r}")
+        for seq in bad:
+            for v in seq:
+                check_token_id(where, "bad_words_ids", v, tgt_vocab_size)
+
+
 def located(error: Exception, where: str) -> Exception:
     """The same kind of error, its message prefixed by the file it came from."""
     message = str(error)

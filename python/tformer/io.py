@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 
-from .config import TransformerConfig, located
+from .config import TransformerConfig, check_generation_ids, located
 from .weights import load_safetensors
 
 FORMAT = "tformer"
@@ -74,6 +74,8 @@ def load_model(path, device="cpu", dtype="float32"):
         config = TransformerConfig.from_dict(meta["config"])
     except (ValueError, TypeError) as e:
         raise located(e, cfg_path) from None
+    if "generation" in config.extra:
+        check_generation_ids(f"{cfg_path} (extra.generation)", config.extra["generation"], config.tgt_vocab_size)
     weights = os.path.join(path, "model.safetensors")
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights} not found")

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from ..config import TransformerConfig, located
+from ..config import TransformerConfig, check_generation_ids, check_token_id, is_int, located
 from ..positions import make_table
 from ..weights import load_checkpoint_dir, tensor_shape
 
@@ -49,9 +49,6 @@ _GENERATION_KEYS = (
     "pad_token_id", "num_beams", "max_length", "min_length", "length_penalty", "no_repeat_ngram_size",
     "repetition_penalty", "early_stopping", "num_return_sequences", "renormalize_logits",
 )
-# Generation keys holding token ids (one, or a list for eos / forced eos), and bad_words_ids.
-_GENERATION_IDS = ("forced_bos_token_id", "forced_eos_token_id", "eos_token_id", "decoder_start_token_id",
-                   "pad_token_id")
 
 
 def read_generation_config(path: str, hf: dict, tgt_vocab_size: int | None = None) -> dict:
@@ -64,32 +61,8 @@ def read_generation_config(path: str, hf: dict, tgt_vocab_size: int | None = Non
         source, where = _read_json_object(gen_path), gen_path
     gen = {k: source[k] for k in _GENERATION_KEYS if source.get(k) is not None}
     if tgt_vocab_size is not None:
-        for key in _GENERATION_IDS:
-            if key in gen:
-                ids = gen[key] if isinstance(gen[key], list) and key in ("eos_token_id", "forced_eos_token_id") \
-                    else [gen[key]]
-                for value in ids:
-                    _check_id(where, key, value, tgt_vocab_size)
-        bad = gen.get("bad_words_ids")
-        if bad is not None:
-            if not isinstance(bad, list) or not all(isinstance(seq, list) for seq in bad):
-                raise ValueError(f"{where}: bad_words_ids must be a list of token-id lists, got {bad!r}")
-            for seq in bad:
-                for value in seq:
-                    _check_id(where, "bad_words_ids", value, tgt_vocab_size)
+        check_generation_ids(where, gen, tgt_vocab_size)
     return gen
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_id(where: str, key: str, value, vocab: int) -> int:
-    if not _is_int(value):
-        raise ValueError(f"{where}: {key} must be an integer token id, got {value!r}")
-    if not 0 <= value < vocab:
-        raise ValueError(f"{where}: {key} {value} is outside the vocabulary [0, {vocab})")
-    return value
 
 
 class _Fields:
@@ -104,7 +77,7 @@ class _Fields:
         value = default if value is None else value  # null reads as absent, as in transformers
         if value is None and required:
             raise ValueError(f"{self.where}: {key!r} is missing (an integer is needed)")
-        if value is not None and not _is_int(value):
+        if value is not None and not is_int(value):
             raise ValueError(f"{self.where}: {key} must be an integer, got {value!r}")
         return value
 
@@ -129,7 +102,7 @@ class _Fields:
             return None
         ids = value if isinstance(value, list) and value else [value]
         for v in ids:
-            _check_id(self.where, key, v, vocab)
+            check_token_id(self.where, key, v, vocab)
         return ids[0]
 
 
@@ -163,9 +136,11 @@ def config_from_hf(hf: dict, where: str = "config.json") -> TransformerConfig:
         # BART/mBART/M2M100 tie encoder, decoder and output embeddings to `shared` only
         # when tie_word_embeddings is on; otherwise each keeps its own matrix.
         shared = tied
-    # Ids index the embeddings: each must lie inside both vocabularies it may meet.
-    id_vocab = min(vocab, tgt_vocab) if vocab >= 1 and tgt_vocab >= 1 else 1
-    pad = f.token_id("pad_token_id", id_vocab, default=1)
+    for key, size in (("vocab_size", vocab), ("decoder_vocab_size", tgt_vocab)):
+        if size < 1:
+            raise ValueError(f"{where}: {key} must be >= 1, got {size}")
+    # Ids index the embeddings: each must lie inside every vocabulary it may meet.
+    pad = f.token_id("pad_token_id", min(vocab, tgt_vocab), default=1)
     bos = f.token_id("bos_token_id", tgt_vocab)
     eos = f.token_id("eos_token_id", tgt_vocab, default=2)
     start = f.token_id("decoder_start_token_id", tgt_vocab)
