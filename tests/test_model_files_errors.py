@@ -114,9 +114,11 @@ def test_core_config_validate_refuses_pad_outside_target_vocab():
 
 
 def test_valid_ids_still_load(hf_dir):
-    _edit_json(hf_dir / "config.json", pad_token_id=95, decoder_start_token_id=95)
+    _edit_json(hf_dir / "config.json", pad_token_id=95, decoder_start_token_id=95, eos_token_id=[3, 0])
     model = tformer.from_huggingface(str(hf_dir))
-    assert (model.config.pad_id, model.config.decoder_start_id) == (95, 95)
+    assert (model.config.pad_id, model.config.decoder_start_id, model.config.eos_id) == (95, 95, 3)
+    _edit_json(hf_dir / "config.json", pad_token_id=None)  # null: transformers' default, 1
+    assert tformer.from_huggingface(str(hf_dir)).config.pad_id == 1
 
 
 # ---- 2. fairseq positions with a negative pad id (was a segfault in encode) ---------------------

@@ -44,6 +44,18 @@ def save_model(model, path) -> None:
     _atomic_write(os.path.join(path, "config.json"), write_json)
 
 
+def read_json_object(path: str) -> dict:
+    """A JSON file that must hold one object (ValueError naming the file otherwise)."""
+    with open(path, "rb") as f:
+        try:
+            value = json.loads(f.read())
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a JSON {type(value).__name__}")
+    return value
+
+
 def load_model(path, device="cpu", dtype="float32"):
     from .model import Transformer
 
@@ -53,13 +65,7 @@ def load_model(path, device="cpu", dtype="float32"):
     cfg_path = os.path.join(path, "config.json")
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path} not found: not a saved tformer model")
-    with open(cfg_path, "rb") as f:
-        try:
-            meta = json.loads(f.read())
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"{cfg_path}: invalid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{cfg_path}: expected a JSON object, got a JSON {type(meta).__name__}")
+    meta = read_json_object(cfg_path)
     if meta.get("format") != FORMAT:
         hint = " (a Hugging Face directory? use tformer.from_huggingface)" if "model_type" in meta else ""
         raise ValueError(f"{cfg_path}: not a tformer model{hint}")

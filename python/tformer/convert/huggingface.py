@@ -15,23 +15,12 @@ import os
 import numpy as np
 
 from ..config import TransformerConfig, check_generation_ids, check_token_id, is_int, located
+from ..io import read_json_object
 from ..positions import make_table
 from ..weights import load_checkpoint_dir, tensor_shape
 
 SUPPORTED = ("marian", "bart", "mbart", "m2m_100")
 _ALIASES = {"nllb": "m2m_100", "m2m100": "m2m_100"}
-
-
-def _read_json_object(path: str) -> dict:
-    """A JSON file that must hold one object (ValueError naming the file otherwise)."""
-    with open(path, "rb") as f:
-        try:
-            value = json.loads(f.read())
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"{path}: invalid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got a JSON {type(value).__name__}")
-    return value
 
 
 def read_hf_config(path: str) -> dict:
@@ -41,7 +30,7 @@ def read_hf_config(path: str) -> dict:
     cfg_path = os.path.join(path, "config.json")
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path} not found: not a Hugging Face model directory")
-    return _read_json_object(cfg_path)
+    return read_json_object(cfg_path)
 
 
 _GENERATION_KEYS = (
@@ -58,7 +47,7 @@ def read_generation_config(path: str, hf: dict, tgt_vocab_size: int | None = Non
     gen_path = os.path.join(path, "generation_config.json")
     source, where = hf, os.path.join(path, "config.json")
     if os.path.exists(gen_path):
-        source, where = _read_json_object(gen_path), gen_path
+        source, where = read_json_object(gen_path), gen_path
     gen = {k: source[k] for k in _GENERATION_KEYS if source.get(k) is not None}
     if tgt_vocab_size is not None:
         check_generation_ids(where, gen, tgt_vocab_size)
@@ -95,12 +84,14 @@ class _Fields:
             raise ValueError(f"{self.where}: {key} must be a string, got {value!r}")
         return value
 
-    def token_id(self, key, vocab, default=None):
-        """An id inside [0, vocab) or None; a list (eos) gives its first id, all checked."""
-        value = self.hf.get(key, default)
+    def token_id(self, key, vocab, default=None, allow_list=False):
+        """An id inside [0, vocab), or default when absent or null; with allow_list (eos
+        ids), a list gives its first id, all of them checked."""
+        value = self.hf.get(key)
+        value = default if value is None else value
         if value is None:
             return None
-        ids = value if isinstance(value, list) and value else [value]
+        ids = value if allow_list and isinstance(value, list) and value else [value]
         for v in ids:
             check_token_id(self.where, key, v, vocab)
         return ids[0]
@@ -142,10 +133,10 @@ def config_from_hf(hf: dict, where: str = "config.json") -> TransformerConfig:
     # Ids index the embeddings: each must lie inside every vocabulary it may meet.
     pad = f.token_id("pad_token_id", min(vocab, tgt_vocab), default=1)
     bos = f.token_id("bos_token_id", tgt_vocab)
-    eos = f.token_id("eos_token_id", tgt_vocab, default=2)
+    eos = f.token_id("eos_token_id", tgt_vocab, default=2, allow_list=True)
     start = f.token_id("decoder_start_token_id", tgt_vocab)
-    for key in ("forced_bos_token_id", "forced_eos_token_id"):
-        f.token_id(key, tgt_vocab)
+    f.token_id("forced_bos_token_id", tgt_vocab)
+    f.token_id("forced_eos_token_id", tgt_vocab, allow_list=True)
     scale = f.bool("scale_embedding", model_type == "m2m_100")
     common = dict(
         src_vocab_size=vocab, tgt_vocab_size=tgt_vocab, d_model=d,
