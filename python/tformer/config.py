@@ -96,7 +96,7 @@ def check_types(cfg) -> None:
         value = getattr(cfg, name)
         if value is None and name in _OPTIONAL_INT_FIELDS:
             continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if not is_int(value):
             raise TypeError(f"config: {name} must be an int, got {type(value).__name__} {value!r}")
         setattr(cfg, name, int(value))
     for name, high in _upper_bounds().items():
@@ -117,8 +117,10 @@ def check_types(cfg) -> None:
         value = getattr(cfg, name)
         if value is None and name == "embed_scale":  # sqrt(d_model), set by __post_init__
             continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise TypeError(f"config: {name} must be a finite number, got {type(value).__name__} {value!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"config: {name} must be a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"config: {name} must be a finite number, got {value!r}")
     if not isinstance(cfg.extra, dict):
         raise TypeError(f"config: extra must be a dict, got {type(cfg.extra).__name__}")
     for name in _TARGET_IDS:
