@@ -1,23 +1,26 @@
 #include "tformer/config.h"
 
+#include <cmath>
+
 #include "tformer/errors.h"
 
 namespace tformer {
 
 void TransformerConfig::validate() const {
-  auto positive = [](const char* name, int64_t v) {
-    if (v < 1) throw_value_error("config: ", name, " must be >= 1, got ", v);
+  using L = ConfigLimits;
+  auto in_range = [](const char* name, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi) throw_value_error("config: ", name, " must be in [", lo, ", ", hi, "], got ", v);
   };
-  positive("src_vocab_size", src_vocab_size);
-  positive("tgt_vocab_size", tgt_vocab_size);
-  positive("d_model", d_model);
-  positive("encoder_layers", encoder_layers);
-  positive("decoder_layers", decoder_layers);
-  positive("encoder_heads", encoder_heads);
-  positive("decoder_heads", decoder_heads);
-  positive("encoder_ffn_dim", encoder_ffn_dim);
-  positive("decoder_ffn_dim", decoder_ffn_dim);
-  positive("max_positions", max_positions);
+  in_range("src_vocab_size", src_vocab_size, 1, L::max_vocab_size);
+  in_range("tgt_vocab_size", tgt_vocab_size, 1, L::max_vocab_size);
+  in_range("d_model", d_model, 1, L::max_d_model);
+  in_range("encoder_layers", encoder_layers, 1, L::max_layers);
+  in_range("decoder_layers", decoder_layers, 1, L::max_layers);
+  in_range("encoder_heads", encoder_heads, 1, d_model);
+  in_range("decoder_heads", decoder_heads, 1, d_model);
+  in_range("encoder_ffn_dim", encoder_ffn_dim, 1, L::max_ffn_dim);
+  in_range("decoder_ffn_dim", decoder_ffn_dim, 1, L::max_ffn_dim);
+  in_range("max_positions", max_positions, 1, L::max_positions);
   if (d_model % encoder_heads != 0)
     throw_value_error("config: d_model ", d_model, " is not divisible by encoder_heads ", encoder_heads);
   if (d_model % decoder_heads != 0)
@@ -25,8 +28,17 @@ void TransformerConfig::validate() const {
   if (shared_embeddings && src_vocab_size != tgt_vocab_size)
     throw_value_error("config: shared_embeddings needs src_vocab_size == tgt_vocab_size, got ", src_vocab_size,
                       " and ", tgt_vocab_size);
-  if (position_offset < 0) throw_value_error("config: position_offset must be >= 0, got ", position_offset);
-  if (!(layer_norm_eps >= 0.0f)) throw_value_error("config: layer_norm_eps must be >= 0, got ", layer_norm_eps);
+  // The first position id must be a row of the table (arange starts at the offset).
+  in_range("position_offset", position_offset, 0, max_positions - 1);
+  // The pad id is fed to the target embedding (finished rows) and, with count_non_pad,
+  // is itself a position row with the first token at pad_id + 1.
+  in_range("pad_id", pad_id, 0, tgt_vocab_size - 1);
+  if (position_ids == PositionIds::count_non_pad && pad_id + 1 >= max_positions)
+    throw_value_error("config: with position_ids count_non_pad, pad_id must be in [0, max_positions - 1 = ",
+                      max_positions - 1, "), got ", pad_id);
+  if (!std::isfinite(embed_scale)) throw_value_error("config: embed_scale must be a finite number, got ", embed_scale);
+  if (!(layer_norm_eps >= 0.0f) || !std::isfinite(layer_norm_eps))
+    throw_value_error("config: layer_norm_eps must be a finite number >= 0, got ", layer_norm_eps);
 }
 
 std::vector<std::pair<std::string, Shape>> TransformerConfig::parameter_shapes() const {

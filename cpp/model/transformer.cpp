@@ -138,6 +138,8 @@ Transformer::DeviceBatch Transformer::upload(const TokenBatch& b, int64_t vocab,
         } else {  // fairseq: pad tokens keep position pad_id, the others count up from pad_id + 1
           p = id == config_.pad_id ? config_.pad_id : config_.pad_id + (++count);
         }
+        if (p < 0)  // unreachable with a validated config; never index before the table
+          throw_value_error(what, ": sentence ", r, ", token ", t, " has position ", p, ", outside the positions table");
         if (p >= max_pos)
           throw_value_error(what, ": sentence ", r, " has ", n, " tokens, more than the positions table allows (",
                             max_pos - (config_.position_ids == PositionIds::arange ? config_.position_offset

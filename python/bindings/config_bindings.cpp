@@ -12,6 +12,16 @@ namespace tformer::bindings {
 
 void register_config(py::module_& m) {
   using C = TransformerConfig;
+  m.def("config_limits", [] {
+    using L = ConfigLimits;
+    py::dict d;
+    d["vocab_size"] = L::max_vocab_size;
+    d["d_model"] = L::max_d_model;
+    d["layers"] = L::max_layers;
+    d["ffn_dim"] = L::max_ffn_dim;
+    d["max_positions"] = L::max_positions;
+    return d;
+  }, "Upper bounds of TransformerConfig's sizes (ConfigLimits in cpp/include/tformer/config.h).");
   py::class_<C>(m, "ModelConfig", "Architecture of an encoder-decoder Transformer (see tformer.TransformerConfig).")
       .def(py::init<>())
       .def_readwrite("src_vocab_size", &C::src_vocab_size)

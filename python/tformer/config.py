@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 
 from ._native import _core
@@ -17,6 +18,118 @@ _CORE_FIELDS = (
     "max_positions", "position_ids", "position_offset", "pad_id", "shared_embeddings",
     "tied_output", "final_logits_bias", "layer_norm_eps",
 )
+
+_INT_FIELDS = (
+    "src_vocab_size", "tgt_vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_heads",
+    "decoder_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_positions", "position_offset", "pad_id", "eos_id",
+)
+_OPTIONAL_INT_FIELDS = ("bos_id", "decoder_start_id")
+_BOOL_FIELDS = ("pre_norm", "encoder_final_norm", "decoder_final_norm", "embed_norm", "shared_embeddings",
+                "tied_output", "final_logits_bias")
+_STR_FIELDS = ("activation", "positions", "position_ids", "model_type")
+_POSITIONS = ("sinusoidal", "sinusoidal_marian", "sinusoidal_fairseq", "learned")
+# Ids a decoder feeds to its embedding or compares with its logits: inside the target vocabulary.
+_TARGET_IDS = ("pad_id", "eos_id", "bos_id", "decoder_start_id")
+
+
+def _upper_bounds() -> dict:
+    """Each int field's upper bound (the C++ ConfigLimits), so that Python refuses a value
+    before pybind would have to squeeze it into an int64."""
+    lim = _core.config_limits()
+    return {"src_vocab_size": lim["vocab_size"], "tgt_vocab_size": lim["vocab_size"], "d_model": lim["d_model"],
+            "encoder_layers": lim["layers"], "decoder_layers": lim["layers"], "encoder_heads": lim["d_model"],
+            "decoder_heads": lim["d_model"], "encoder_ffn_dim": lim["ffn_dim"], "decoder_ffn_dim": lim["ffn_dim"],
+            "max_positions": lim["max_positions"]}
+
+
+def is_int(value) -> bool:
+    """A JSON/Python integer; True and 32.0 are not."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_token_id(where: str, key: str, value, vocab: int) -> int:
+    if not is_int(value):
+        raise ValueError(f"{where}: {key} must be an integer token id, got {value!r}")
+    if not 0 <= value < vocab:
+        raise ValueError(f"{where}: {key} {value} is outside the vocabulary [0, {vocab})")
+    return value
+
+
+# Generation settings holding token ids (one, or a list for eos / forced eos).
+_GENERATION_IDS = ("forced_bos_token_id", "forced_eos_token_id", "eos_token_id", "decoder_start_token_id",
+                   "pad_token_id")
+
+
+def check_generation_ids(where: str, gen, tgt_vocab_size: int) -> None:
+    """The decoding settings of a model directory (generation_config.json, or what a saved
+    model keeps in extra["generation"]): each token id inside the target vocabulary."""
+    if not isinstance(gen, dict):
+        raise ValueError(f"{where}: the generation settings must be an object, got {type(gen).__name__}")
+    for key in _GENERATION_IDS:
+        value = gen.get(key)
+        if value is None:
+            continue
+        ids = value if isinstance(value, list) and key in ("eos_token_id", "forced_eos_token_id") else [value]
+        for v in ids:
+            check_token_id(where, key, v, tgt_vocab_size)
+    bad = gen.get("bad_words_ids")
+    if bad is not None:
+        if not isinstance(bad, list) or not all(isinstance(seq, list) for seq in bad):
+            raise ValueError(f"{where}: bad_words_ids must be a list of token-id lists, got {bad!r}")
+        for seq in bad:
+            for v in seq:
+                check_token_id(where, "bad_words_ids", v, tgt_vocab_size)
+
+
+def located(error: Exception, where: str) -> Exception:
+    """The same kind of error, its message prefixed by the file it came from."""
+    message = str(error)
+    message = message[len("config: "):] if message.startswith("config: ") else message
+    return type(error)(f"{where}: {message}")
+
+
+def check_types(cfg) -> None:
+    """TypeError for a field of the wrong type (bools are not ints, 32.9 is not an int),
+    ValueError for a size beyond its bound or an id outside the target vocabulary; the
+    cross-field rules are TransformerConfig::validate's (C++)."""
+    for name in _INT_FIELDS + _OPTIONAL_INT_FIELDS:
+        value = getattr(cfg, name)
+        if value is None and name in _OPTIONAL_INT_FIELDS:
+            continue
+        if not is_int(value):
+            raise TypeError(f"config: {name} must be an int, got {type(value).__name__} {value!r}")
+        setattr(cfg, name, int(value))
+    for name, high in _upper_bounds().items():
+        value = getattr(cfg, name)
+        if not 1 <= value <= high:
+            raise ValueError(f"config: {name} must be in [1, {high}], got {value}")
+    for name in _BOOL_FIELDS:
+        value = getattr(cfg, name)
+        if not isinstance(value, bool):
+            raise TypeError(f"config: {name} must be true or false, got {type(value).__name__} {value!r}")
+    for name in _STR_FIELDS:
+        value = getattr(cfg, name)
+        if not isinstance(value, str):
+            raise TypeError(f"config: {name} must be a string, got {type(value).__name__} {value!r}")
+    if cfg.positions not in _POSITIONS:
+        raise ValueError(f"config: positions must be one of {', '.join(_POSITIONS)}, got {cfg.positions!r}")
+    for name in ("embed_scale", "layer_norm_eps"):
+        value = getattr(cfg, name)
+        if value is None and name == "embed_scale":  # sqrt(d_model), set by __post_init__
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"config: {name} must be a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"config: {name} must be a finite number, got {value!r}")
+    if not isinstance(cfg.extra, dict):
+        raise TypeError(f"config: extra must be a dict, got {type(cfg.extra).__name__}")
+    for name in _TARGET_IDS:
+        value = getattr(cfg, name)
+        if value is not None and not 0 <= value < cfg.tgt_vocab_size:
+            raise ValueError(f"config: {name} must be in [0, tgt_vocab_size = {cfg.tgt_vocab_size}), got {value}")
+    if not 0 <= cfg.position_offset < cfg.max_positions:
+        raise ValueError(f"config: position_offset must be in [0, max_positions = {cfg.max_positions}), "
+                         f"got {cfg.position_offset}")
 
 
 @dataclass
@@ -63,10 +176,11 @@ class TransformerConfig:
     extra: dict = field(default_factory=dict)  # family-specific settings kept for round trips
 
     def __post_init__(self):
-        if self.embed_scale is None:
-            self.embed_scale = math.sqrt(self.d_model)
         if self.decoder_start_id is None:
             self.decoder_start_id = self.bos_id if self.bos_id is not None else self.eos_id
+        check_types(self)
+        if self.embed_scale is None:
+            self.embed_scale = math.sqrt(self.d_model)
         self.to_core().validate()  # raises ValueError naming a bad field
 
     def to_core(self):
@@ -75,10 +189,7 @@ class TransformerConfig:
             value = getattr(self, name)
             if name in ("embed_scale", "layer_norm_eps"):
                 value = float(value)
-            try:
-                setattr(core, name, value)
-            except TypeError as e:
-                raise TypeError(f"TransformerConfig.{name}: bad value {value!r} ({e})") from None
+            setattr(core, name, value)  # types and ranges were checked by check_types
         return core
 
     def to_dict(self) -> dict:
@@ -86,6 +197,8 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
+        if not isinstance(d, dict):
+            raise TypeError(f"a TransformerConfig is made from a dict, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

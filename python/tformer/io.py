@@ -8,7 +8,7 @@ import json
 import os
 
 from .atomic_files import atomic_write
-from .config import TransformerConfig
+from .config import TransformerConfig, check_generation_ids, located
 from .weights import load_safetensors
 
 FORMAT = "tformer"
@@ -35,6 +35,18 @@ def save_model(model, path) -> None:
     _atomic_write(os.path.join(path, "config.json"), write_json)
 
 
+def read_json_object(path: str) -> dict:
+    """A JSON file that must hold one object (ValueError naming the file otherwise)."""
+    with open(path, "rb") as f:
+        try:
+            value = json.loads(f.read())
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a JSON {type(value).__name__}")
+    return value
+
+
 def load_model(path, device="cpu", dtype="float32"):
     from .model import Transformer
 
@@ -44,18 +56,42 @@ def load_model(path, device="cpu", dtype="float32"):
     cfg_path = os.path.join(path, "config.json")
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path} not found: not a saved tformer model")
-    with open(cfg_path) as f:
-        try:
-            meta = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{cfg_path}: invalid JSON ({e})") from None
+    meta = read_json_object(cfg_path)
     if meta.get("format") != FORMAT:
         hint = " (a Hugging Face directory? use tformer.from_huggingface)" if "model_type" in meta else ""
         raise ValueError(f"{cfg_path}: not a tformer model{hint}")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{cfg_path}: format version {meta['format_version']} is newer than this tformer reads")
-    config = TransformerConfig.from_dict(meta["config"])
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{cfg_path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{cfg_path}: format version {version} is newer than this tformer reads")
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{cfg_path}: expected a 'config' object (the TransformerConfig fields)")
+    try:
+        config = TransformerConfig.from_dict(meta["config"])
+    except (ValueError, TypeError) as e:
+        raise located(e, cfg_path) from None
+    if "generation" in config.extra:
+        check_generation_ids(f"{cfg_path} (extra.generation)", config.extra["generation"], config.tgt_vocab_size)
     weights = os.path.join(path, "model.safetensors")
-    if not os.path.exists(weights):
+    if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights} not found")
-    return Transformer._from_parameters(config, load_safetensors(weights, lazy=True), device=device, dtype=dtype)
+    tensors = load_safetensors(weights, lazy=True)
+    _check_tensors_match(config, tensors, weights)
+    return Transformer._from_parameters(config, tensors, device=device, dtype=dtype)
+
+
+def _check_tensors_match(config, tensors, weights: str) -> None:
+    """Every parameter the config describes is in the file with its shape, before anything
+    is allocated from the config (checked on the header: nothing is read)."""
+    expected = dict(config.to_core().parameter_shapes())
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise ValueError(f"{weights}: tensor {name!r} missing: config.json describes {len(expected)} tensors, "
+                             f"the file has {len(tensors)}")
+        if tensors.shape(name) != tuple(shape):
+            raise ValueError(f"{weights}: tensor {name!r} has shape {tensors.shape(name)} but the config "
+                             f"expects {tuple(shape)}")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise ValueError(f"{weights}: unexpected tensor {extra[0]!r} for this config")

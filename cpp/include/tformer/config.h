@@ -19,6 +19,17 @@ enum class PositionIds : int32_t {
   count_non_pad = 1,   // fairseq/M2M100: offset by pad_id + 1, counting only non-pad tokens
 };
 
+// Upper bounds on the sizes a config may ask for: far above any published seq2seq model, and
+// low enough that nothing is sized from an absurd value (a corrupt config.json) before the
+// weights are checked against it. Token ids are int32, hence the vocabulary bound.
+struct ConfigLimits {
+  static constexpr int64_t max_vocab_size = 2147483647;  // 2^31 - 1
+  static constexpr int64_t max_d_model = 65536;
+  static constexpr int64_t max_layers = 1024;
+  static constexpr int64_t max_ffn_dim = 1048576;        // 2^20
+  static constexpr int64_t max_positions = 1048576;      // 2^20
+};
+
 struct TransformerConfig {
   int64_t src_vocab_size = 0;
   int64_t tgt_vocab_size = 0;
@@ -44,7 +55,9 @@ struct TransformerConfig {
   bool final_logits_bias = false;   // a bias on the vocabulary logits
   float layer_norm_eps = 1e-5f;
 
-  // Throws std::invalid_argument naming the first inconsistent field.
+  // Throws std::invalid_argument naming the first inconsistent or out-of-range field and
+  // its valid range (ConfigLimits; pad_id inside the target vocabulary and, for
+  // count_non_pad, inside the positions table).
   void validate() const;
   // (name, shape) of every parameter the model holds, in a stable order.
   std::vector<std::pair<std::string, Shape>> parameter_shapes() const;

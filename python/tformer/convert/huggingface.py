@@ -14,9 +14,10 @@ import os
 
 import numpy as np
 
-from ..config import TransformerConfig
+from ..config import TransformerConfig, check_generation_ids, check_token_id, is_int, located
+from ..io import read_json_object
 from ..positions import make_table
-from ..weights import load_checkpoint_dir
+from ..weights import load_checkpoint_dir, tensor_shape
 
 SUPPORTED = ("marian", "bart", "mbart", "m2m_100")
 _ALIASES = {"nllb": "m2m_100", "m2m100": "m2m_100"}
@@ -29,11 +30,7 @@ def read_hf_config(path: str) -> dict:
     cfg_path = os.path.join(path, "config.json")
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path} not found: not a Hugging Face model directory")
-    with open(cfg_path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{cfg_path}: invalid JSON ({e})") from None
+    return read_json_object(cfg_path)
 
 
 _GENERATION_KEYS = (
@@ -43,76 +40,136 @@ _GENERATION_KEYS = (
 )
 
 
-def read_generation_config(path: str, hf: dict) -> dict:
+def read_generation_config(path: str, hf: dict, tgt_vocab_size: int | None = None) -> dict:
     """Decoding settings as transformers sees them: generation_config.json when the
-    directory has one, else the generation keys of config.json (from_model_config)."""
+    directory has one, else the generation keys of config.json (from_model_config).
+    With tgt_vocab_size, every token id among them must be inside the target vocabulary."""
     gen_path = os.path.join(path, "generation_config.json")
-    source = hf
+    source, where = hf, os.path.join(path, "config.json")
     if os.path.exists(gen_path):
-        with open(gen_path) as f:
-            try:
-                source = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{gen_path}: invalid JSON ({e})") from None
-    return {k: source[k] for k in _GENERATION_KEYS if source.get(k) is not None}
+        source, where = read_json_object(gen_path), gen_path
+    gen = {k: source[k] for k in _GENERATION_KEYS if source.get(k) is not None}
+    if tgt_vocab_size is not None:
+        check_generation_ids(where, gen, tgt_vocab_size)
+    return gen
 
 
-def config_from_hf(hf: dict) -> TransformerConfig:
-    model_type = _ALIASES.get(hf.get("model_type"), hf.get("model_type"))
+class _Fields:
+    """Typed reads of config.json's values: an int must be a JSON integer (not 32.9, not
+    true), a switch a JSON boolean; errors name the file and the key."""
+
+    def __init__(self, hf: dict, where: str):
+        self.hf, self.where = hf, where
+
+    def int(self, key, default=None, required=True):
+        value = self.hf.get(key)
+        value = default if value is None else value  # null reads as absent, as in transformers
+        if value is None and required:
+            raise ValueError(f"{self.where}: {key!r} is missing (an integer is needed)")
+        if value is not None and not is_int(value):
+            raise ValueError(f"{self.where}: {key} must be an integer, got {value!r}")
+        return value
+
+    def bool(self, key, default):
+        value = self.hf.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ValueError(f"{self.where}: {key} must be true or false, got {value!r}")
+        return value
+
+    def str(self, key, default):
+        value = self.hf.get(key, default)
+        if not isinstance(value, str):
+            raise ValueError(f"{self.where}: {key} must be a string, got {value!r}")
+        return value
+
+    def token_id(self, key, vocab, default=None, allow_list=False):
+        """An id inside [0, vocab), or default when absent or null; with allow_list (eos
+        ids), a list gives its first id, all of them checked."""
+        value = self.hf.get(key)
+        value = default if value is None else value
+        if value is None:
+            return None
+        ids = value if allow_list and isinstance(value, list) and value else [value]
+        for v in ids:
+            check_token_id(self.where, key, v, vocab)
+        return ids[0]
+
+
+def config_from_hf(hf: dict, where: str = "config.json") -> TransformerConfig:
+    """TransformerConfig of a Hugging Face config.json (where: its path, for messages).
+    Every value is type-checked, every special token id range-checked, before anything is
+    sized from them."""
+    if not isinstance(hf, dict):
+        raise ValueError(f"{where}: expected a JSON object, got a JSON {type(hf).__name__}")
+    f = _Fields(hf, where)
+    raw_type = hf.get("model_type")
+    model_type = _ALIASES.get(raw_type, raw_type) if isinstance(raw_type, str) else None
     if model_type not in SUPPORTED:
         raise ValueError(
-            f"unsupported model_type {hf.get('model_type')!r}: tformer loads {', '.join(SUPPORTED)} "
+            f"unsupported model_type {raw_type!r}: tformer loads {', '.join(SUPPORTED)} "
             "(NLLB checkpoints are m2m_100)"
         )
-    try:
-        d = int(hf["d_model"])
-        vocab = int(hf["vocab_size"])
-        heads_e, heads_d = int(hf["encoder_attention_heads"]), int(hf["decoder_attention_heads"])
-        layers_e, layers_d = int(hf["encoder_layers"]), int(hf["decoder_layers"])
-        ffn_e, ffn_d = int(hf["encoder_ffn_dim"]), int(hf["decoder_ffn_dim"])
-        max_pos = int(hf.get("max_position_embeddings", 1024))
-    except KeyError as e:
-        raise ValueError(f"config.json of a {model_type} model lacks {e.args[0]!r}") from None
-    pad = int(hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 1)
-    tied = bool(hf.get("tie_word_embeddings", True))
+    d = f.int("d_model")
+    vocab = f.int("vocab_size")
+    heads_e, heads_d = f.int("encoder_attention_heads"), f.int("decoder_attention_heads")
+    layers_e, layers_d = f.int("encoder_layers"), f.int("decoder_layers")
+    ffn_e, ffn_d = f.int("encoder_ffn_dim"), f.int("decoder_ffn_dim")
+    max_pos = f.int("max_position_embeddings", 1024)
+    tied = f.bool("tie_word_embeddings", True)
     tgt_vocab = vocab
     if model_type == "marian":
-        shared = bool(hf.get("share_encoder_decoder_embeddings", True))
+        shared = f.bool("share_encoder_decoder_embeddings", True)
         if not shared:
-            tgt_vocab = int(hf.get("decoder_vocab_size") or vocab)
+            tgt_vocab = f.int("decoder_vocab_size", required=False) or vocab
     else:
         # BART/mBART/M2M100 tie encoder, decoder and output embeddings to `shared` only
         # when tie_word_embeddings is on; otherwise each keeps its own matrix.
         shared = tied
+    for key, size in (("vocab_size", vocab), ("decoder_vocab_size", tgt_vocab)):
+        if size < 1:
+            raise ValueError(f"{where}: {key} must be >= 1, got {size}")
+    # Ids index the embeddings: each must lie inside every vocabulary it may meet.
+    pad = f.token_id("pad_token_id", min(vocab, tgt_vocab), default=1)
+    bos = f.token_id("bos_token_id", tgt_vocab)
+    eos = f.token_id("eos_token_id", tgt_vocab, default=2, allow_list=True)
+    start = f.token_id("decoder_start_token_id", tgt_vocab)
+    f.token_id("forced_bos_token_id", tgt_vocab)
+    f.token_id("forced_eos_token_id", tgt_vocab, allow_list=True)
+    scale = f.bool("scale_embedding", model_type == "m2m_100")
     common = dict(
         src_vocab_size=vocab, tgt_vocab_size=tgt_vocab, d_model=d,
         encoder_layers=layers_e, decoder_layers=layers_d, encoder_heads=heads_e, decoder_heads=heads_d,
-        encoder_ffn_dim=ffn_e, decoder_ffn_dim=ffn_d, activation=_activation(hf.get("activation_function", "gelu")),
-        embed_scale=math.sqrt(d) if hf.get("scale_embedding", model_type == "m2m_100") else 1.0,
-        pad_id=pad, bos_id=hf.get("bos_token_id"), eos_id=int(hf.get("eos_token_id", 2)),
-        decoder_start_id=hf.get("decoder_start_token_id"),
+        encoder_ffn_dim=ffn_e, decoder_ffn_dim=ffn_d,
+        activation=_activation(f.str("activation_function", "gelu")),
+        embed_scale=math.sqrt(d) if scale and d > 0 else 1.0,
+        pad_id=pad, bos_id=bos, eos_id=eos, decoder_start_id=start,
         shared_embeddings=shared, tied_output=tied,
         model_type=model_type, extra={"hf_config": hf},
     )
-    if model_type == "marian":
-        return TransformerConfig(**common, positions="sinusoidal_marian", max_positions=max_pos,
-                                 final_logits_bias=True)
-    if model_type == "bart":
-        return TransformerConfig(**common, positions="learned", max_positions=max_pos + 2, position_offset=2,
-                                 embed_norm=True, final_logits_bias=True)
-    if model_type == "mbart":
-        return TransformerConfig(**common, positions="learned", max_positions=max_pos + 2, position_offset=2,
-                                 embed_norm=True, pre_norm=True, encoder_final_norm=True, decoder_final_norm=True,
-                                 final_logits_bias=True)
-    return TransformerConfig(**common, positions="sinusoidal_fairseq", max_positions=max_pos + 2,
-                             position_ids="count_non_pad", pre_norm=True, encoder_final_norm=True,
-                             decoder_final_norm=True)
+    try:
+        if model_type == "marian":
+            return TransformerConfig(**common, positions="sinusoidal_marian", max_positions=max_pos,
+                                     final_logits_bias=True)
+        if model_type == "bart":
+            return TransformerConfig(**common, positions="learned", max_positions=max_pos + 2, position_offset=2,
+                                     embed_norm=True, final_logits_bias=True)
+        if model_type == "mbart":
+            return TransformerConfig(**common, positions="learned", max_positions=max_pos + 2, position_offset=2,
+                                     embed_norm=True, pre_norm=True, encoder_final_norm=True,
+                                     decoder_final_norm=True, final_logits_bias=True)
+        return TransformerConfig(**common, positions="sinusoidal_fairseq", max_positions=max_pos + 2,
+                                 position_ids="count_non_pad", pre_norm=True, encoder_final_norm=True,
+                                 decoder_final_norm=True)
+    except (ValueError, TypeError) as e:
+        raise located(e, where) from None
 
 
 def _activation(name: str) -> str:
     table = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh",
              "gelu_pytorch_tanh": "gelu_tanh", "swish": "silu", "silu": "silu"}
-    if name not in table:
+    if not isinstance(name, str) or name not in table:
         raise ValueError(f"unsupported activation_function {name!r}: expected one of {', '.join(table)}")
     return table[name]
 
@@ -134,12 +191,44 @@ class _State:
                 return self.tensors[self.names[n]]
         raise ValueError(f"{self.path}: tensor {names[0]!r} missing from the weights")
 
+    def shape(self, *names):
+        """The stored shape of the first of names present (from the header: nothing is read)."""
+        for n in names:
+            if n in self.names:
+                return tensor_shape(self.tensors, self.names[n])
+        raise ValueError(f"{self.path}: tensor {names[0]!r} missing from the weights")
+
     def ref(self, *names):
         """A function that reads the tensor when called (after checking it exists now)."""
         for n in names:
             if n in self.names:
                 return lambda: self.tensors[self.names[n]]
         raise ValueError(f"{self.path}: tensor {names[0]!r} missing from the weights")
+
+
+def check_sizes_against_weights(cfg: TransformerConfig, state: _State) -> None:
+    """The sizes that tables are made from (vocabularies, d_model, positions) must be those
+    of the stored embeddings: checked on the headers, before anything is allocated from
+    the config (a corrupt max_position_embeddings must not build gigabytes of sinusoids)."""
+    checks = []
+    if cfg.shared_embeddings:
+        names = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+        checks.append((names, (cfg.src_vocab_size, cfg.d_model), "vocab_size, d_model"))
+    else:
+        checks.append((("encoder.embed_tokens.weight", "shared.weight"), (cfg.src_vocab_size, cfg.d_model),
+                       "vocab_size, d_model"))
+        checks.append((("decoder.embed_tokens.weight", "shared.weight"), (cfg.tgt_vocab_size, cfg.d_model),
+                       "decoder_vocab_size, d_model"))
+    if cfg.positions == "learned":
+        for side in ("encoder", "decoder"):
+            checks.append(((f"{side}.embed_positions.weight",), (cfg.max_positions, cfg.d_model),
+                           "max_position_embeddings + 2, d_model"))
+    for names, expected, fields in checks:
+        found = state.shape(*names)
+        if tuple(found) != expected:
+            name = state.names[next(n for n in names if state.has(n))]  # as stored
+            raise ValueError(f"{state.path}: tensor {name!r} has shape {tuple(found)} but config.json ({fields}) "
+                             f"expects {expected}")
 
 
 def convert_state(cfg: TransformerConfig, state: _State) -> dict:
@@ -159,12 +248,14 @@ def convert_state(cfg: TransformerConfig, state: _State) -> dict:
             read = state.ref("final_logits_bias")
             p["final_logits_bias"] = lambda: np.asarray(read(), np.float32).reshape(-1)
         else:
-            p["final_logits_bias"] = np.zeros(cfg.tgt_vocab_size, np.float32)
+            p["final_logits_bias"] = lambda: np.zeros(cfg.tgt_vocab_size, np.float32)
 
     for side, rows in (("encoder", "src_positions"), ("decoder", "tgt_positions")):
-        table = make_table(cfg.positions, cfg.max_positions, cfg.d_model,
-                           padding_idx=cfg.pad_id if cfg.positions == "sinusoidal_fairseq" else None)
-        p[rows] = table if table is not None else state.ref(f"{side}.embed_positions.weight")
+        if cfg.positions == "learned":
+            p[rows] = state.ref(f"{side}.embed_positions.weight")
+        else:  # computed when the model is filled, after the weights' shapes were checked
+            pad = cfg.pad_id if cfg.positions == "sinusoidal_fairseq" else None
+            p[rows] = lambda: make_table(cfg.positions, cfg.max_positions, cfg.d_model, padding_idx=pad)
         if cfg.embed_norm:
             _norm(p, f"{side}.embed_norm", state, f"{side}.layernorm_embedding")
         if (side == "encoder" and cfg.encoder_final_norm) or (side == "decoder" and cfg.decoder_final_norm):
@@ -218,8 +309,9 @@ def from_huggingface(path, device: str = "cpu", dtype: str = "float32"):
 
     path = os.fspath(path)
     hf = read_hf_config(path)
-    cfg = config_from_hf(hf)
-    cfg.extra["generation"] = read_generation_config(path, hf)
+    cfg = config_from_hf(hf, os.path.join(path, "config.json"))
+    cfg.extra["generation"] = read_generation_config(path, hf, cfg.tgt_vocab_size)
     state = _State(load_checkpoint_dir(path), path)
+    check_sizes_against_weights(cfg, state)
     params = convert_state(cfg, state)
     return Transformer._from_parameters(cfg, params, device=device, dtype=dtype)
