@@ -193,13 +193,13 @@ def wrong_shape(path):
 
 
 DAMAGE = {
-    "empty model": ("model.safetensors", zero_length, "model.safetensors is empty|model.safetensors is truncated"),
+    "empty model": ("model.safetensors", zero_length, r"model.safetensors: not a safetensors file \(truncated: 0 bytes\)"),
     "truncated optimizer": ("trainer/optimizer.safetensors", truncate,
-                            "trainer/optimizer.safetensors has .* bytes where"),
-    "corrupt header": ("model.safetensors", corrupt_header, "model.safetensors has a corrupt header"),
-    "wrong shape": ("model.safetensors", wrong_shape, "model.safetensors has a corrupt header entry"),
-    "empty state": ("train_state.json", zero_length, "train_state.json is empty"),
-    "missing trainer": ("trainer/trainer.json", os.unlink, "trainer/trainer.json is missing"),
+                            "trainer/optimizer.safetensors: truncated safetensors file: the header describes .* bytes"),
+    "corrupt header": ("model.safetensors", corrupt_header, "model.safetensors: corrupt safetensors header"),
+    "wrong shape": ("model.safetensors", wrong_shape, "model.safetensors: corrupt safetensors header: tensor .* needs .* bytes"),
+    "empty state": ("train_state.json", zero_length, r"train_state.json: empty file \(0 bytes\)"),
+    "missing trainer": ("trainer/trainer.json", os.unlink, "trainer/trainer.json: missing"),
 }
 
 
@@ -215,8 +215,8 @@ def test_no_whole_checkpoint_is_a_clear_error(run):
     zero_length(run / "checkpoints" / "step-00000004" / "model.safetensors")
     corrupt_header(run / "checkpoints" / "step-00000002" / "trainer" / "optimizer.safetensors")
     with pytest.raises(BrokenCheckpointError, match="no whole checkpoint to resume from: .*step-00000004: "
-                                                    "model.safetensors is .*step-00000002: "
-                                                    "trainer/optimizer.safetensors has a corrupt header"):
+                                                    "model.safetensors: not a safetensors file .*step-00000002: "
+                                                    "trainer/optimizer.safetensors: corrupt safetensors header"):
         Checkpoints(run).latest()
 
 
@@ -258,7 +258,7 @@ def test_cli_resume_warns_and_names_broken_checkpoints(data, tmp_path, capsys): 
     assert main(train_argv(data, out, *common)) == 0
     zero_length(out / "checkpoints" / "step-00000002" / "model.safetensors")
     capsys.readouterr()
-    with pytest.warns(CheckpointWarning, match="step-00000002: model.safetensors is"):
+    with pytest.warns(CheckpointWarning, match="step-00000002: model.safetensors: not a safetensors file"):
         assert main(train_argv(data, out, "--resume", *common)) == 0
     err = capsys.readouterr().err
     assert "resuming from" in err and "step-00000001 (step 1" in err

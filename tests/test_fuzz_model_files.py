@@ -62,7 +62,10 @@ for i in range(start, len(cases)):
                   "finite": bool(np.isfinite(logits).all()), "ids_in_vocab": all(0 <= t < vocab for t in ids),
                   "results": len(out)}
     except BaseException as e:
-        report = {"case": i, "event": "error", "type": type(e).__name__, "message": str(e)}
+        # the named base a subclass (weights.CorruptSafetensors is a ValueError) stands for
+        named = next((c.__name__ for c in type(e).__mro__
+                      if c in (ValueError, TypeError, FileNotFoundError, RuntimeError)), type(e).__name__)
+        report = {"case": i, "event": "error", "type": named, "message": str(e)}
     print(json.dumps(report), flush=True)
 """
 

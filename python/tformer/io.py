@@ -15,16 +15,13 @@ FORMAT = "tformer"
 FORMAT_VERSION = 1
 
 
-_atomic_write = atomic_write  # the name Trainer.save imports
-
-
 def save_model(model, path) -> None:
     from safetensors.numpy import save_file
 
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
     params = model.parameters()
-    _atomic_write(os.path.join(path, "model.safetensors"),
+    atomic_write(os.path.join(path, "model.safetensors"),
                   lambda tmp: save_file(params, tmp, metadata={"format": FORMAT}))
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict()}
 
@@ -32,7 +29,7 @@ def save_model(model, path) -> None:
         with open(tmp, "w") as f:
             json.dump(meta, f, indent=2)
 
-    _atomic_write(os.path.join(path, "config.json"), write_json)
+    atomic_write(os.path.join(path, "config.json"), write_json)
 
 
 def read_json_object(path: str) -> dict:

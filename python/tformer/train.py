@@ -321,7 +321,7 @@ class Trainer:
         with model.save to resume exactly."""
         from safetensors.numpy import save_file
 
-        from .io import _atomic_write
+        from .atomic_files import atomic_write
 
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
@@ -331,7 +331,7 @@ class Trainer:
             state[f"v.{name}"] = self._graph.moment(name, 1)
             if self.precision != "fp32":
                 state[f"master.{name}"] = self._graph.master(name)
-        _atomic_write(os.path.join(path, "optimizer.safetensors"), lambda tmp: save_file(state, tmp))
+        atomic_write(os.path.join(path, "optimizer.safetensors"), lambda tmp: save_file(state, tmp))
         meta = {"format": _STATE_FORMAT, "step": self.step_count, "optimizer_step": self.optimizer_steps,
                 "loss_scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "settings": self._settings(),
@@ -341,7 +341,7 @@ class Trainer:
             with open(tmp, "w") as f:
                 json.dump(meta, f, indent=2)
 
-        _atomic_write(os.path.join(path, "trainer.json"), write)
+        atomic_write(os.path.join(path, "trainer.json"), write)
 
     @classmethod
     def load(cls, path, model, distributed=False, bucket_mb=4.0) -> "Trainer":

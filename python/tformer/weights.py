@@ -17,6 +17,18 @@ _ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
 _ST_FLOATS = ("F64", "F32", "F16", "BF16")
 
 
+_MAX_HEADER = 100 << 20  # the safetensors format's own bound on the header's size
+
+
+class CorruptSafetensors(ValueError):
+    """A safetensors file whose header does not describe its bytes; `problem` says how
+    (the message adds the file)."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.problem = problem
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -25,52 +37,64 @@ def _check_entry(path: str, name: str, info) -> tuple:
     """(start, end) of one tensor's bytes after checking its header entry: a known dtype,
     a shape of non-negative ints, and offsets that hold exactly shape x itemsize bytes."""
     if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
-        raise ValueError(f"{path}: corrupt safetensors header: entry {name!r} needs dtype, shape and data_offsets")
+        raise CorruptSafetensors(path, f"corrupt safetensors header: entry {name!r} needs dtype, shape and "
+                                       "data_offsets")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
-        raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
+        raise CorruptSafetensors(path, f"tensor {name!r} has unsupported dtype {dtype!r}")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise ValueError(f"{path}: corrupt safetensors header: tensor {name!r} has shape {shape!r}")
+        raise CorruptSafetensors(path, f"corrupt safetensors header: tensor {name!r} has shape {shape!r}")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
             and 0 <= offsets[0] <= offsets[1]):
-        raise ValueError(f"{path}: corrupt safetensors header: tensor {name!r} has data_offsets {offsets!r} "
-                         "(expected [start, end] with 0 <= start <= end)")
+        raise CorruptSafetensors(path, f"corrupt safetensors header: tensor {name!r} has data_offsets {offsets!r} "
+                                       "(expected [start, end] with 0 <= start <= end)")
     nbytes = _ST_ITEMSIZE[dtype]
     for d in shape:
         nbytes *= d
     if offsets[1] - offsets[0] != nbytes:
-        raise ValueError(f"{path}: corrupt safetensors header: tensor {name!r} of shape {shape} {dtype} needs "
-                         f"{nbytes} bytes, its data_offsets {offsets} hold {offsets[1] - offsets[0]}")
+        raise CorruptSafetensors(path, f"corrupt safetensors header: tensor {name!r} of shape {shape} {dtype} "
+                                       f"needs {nbytes} bytes, its data_offsets {offsets} hold "
+                                       f"{offsets[1] - offsets[0]}")
     return offsets[0], offsets[1]
 
 
-def read_safetensors_header(path: str) -> dict:
+def read_safetensors_header(path: str, exact: bool = False) -> dict:
     """The JSON header, after checking that it describes tensors that fit the file without
-    overlapping (ValueError naming the file otherwise)."""
+    overlapping (CorruptSafetensors, a ValueError naming the file, otherwise). exact: also
+    that the tensors tile the data section with no gap and the file ends where they do (what
+    safetensors writes; a checkpoint cut short by a power loss fails it)."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise ValueError(f"{path}: not a safetensors file (truncated: {size} bytes)")
+            raise CorruptSafetensors(path, f"not a safetensors file (truncated: {size} bytes)")
         (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
-            raise ValueError(f"{path}: truncated or corrupt safetensors file (header of {n} bytes, file of {size})")
+        if n > min(size - 8, _MAX_HEADER):
+            raise CorruptSafetensors(path, f"truncated or corrupt safetensors file (header of {n} bytes, file of "
+                                           f"{size})")
         try:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"{path}: corrupt safetensors header ({e})") from None
+            raise CorruptSafetensors(path, f"corrupt safetensors header ({e})") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{path}: corrupt safetensors header: a JSON object is expected, got {type(header).__name__}")
+        raise CorruptSafetensors(path, "corrupt safetensors header: a JSON object is expected, got "
+                                       f"{type(header).__name__}")
     spans = sorted((_check_entry(path, k, v), k) for k, v in header.items() if k != "__metadata__")
     end = 0
     for (start, stop), name in spans:
         if start < end:
-            raise ValueError(f"{path}: corrupt safetensors header: tensor {name!r} overlaps another tensor's bytes")
+            raise CorruptSafetensors(path, f"corrupt safetensors header: tensor {name!r} overlaps another "
+                                           "tensor's bytes")
+        if exact and start > end:
+            raise CorruptSafetensors(path, f"corrupt safetensors header: a gap of {start - end} bytes before "
+                                           f"tensor {name!r}")
         end = max(end, stop)
     if 8 + n + end > size:
-        raise ValueError(
-            f"{path}: truncated safetensors file: the header describes {8 + n + end} bytes, the file has {size}"
-        )
+        raise CorruptSafetensors(path, f"truncated safetensors file: the header describes {8 + n + end} bytes, "
+                                       f"the file has {size}")
+    if exact and 8 + n + end != size:
+        raise CorruptSafetensors(path, f"corrupt safetensors file: the header describes {8 + n + end} bytes, "
+                                       f"the file has {size}")
     return header
 
 
