@@ -36,7 +36,7 @@ struct GenerationOptions {
   int32_t forced_bos_token_id = -1;  // -1: none
   int32_t forced_eos_token_id = -1;
   std::vector<int32_t> eos_token_ids;  // empty: the model's eos_id
-  int32_t decoder_start_token_id = -1;  // -1: the model's
+  int32_t decoder_start_token_id = -1;  // the caller sets it (Python: the model's, or the option); validate refuses -1
   int32_t pad_token_id = -1;            // -1: the model's pad_id (fed to finished rows: must be in the vocabulary)
   bool return_scores = false;
   bool return_attention = false;
