@@ -1,7 +1,7 @@
 // Element-wise training kernels, one thread per element (grid-stride), fp32 math:
 //   activation_backward: dz = dy * act'(z), the derivatives of bias_act.cu's activations;
 //   dropout: inverted dropout whose mask comes from the counter RNG shared with the CPU
-//     (cpp/decoding/random.h), so a (seed, offset) gives the same mask on both devices;
+//     (cpp/include/tformer/random.h), so a (seed, offset) gives the same mask on both devices;
 //   adamw: one torch.optim.AdamW step with the CPU kernel's factors and rounding order.
 // Each element is read and written by the thread that owns it, so dz may alias dy and
 // dropout's out may alias x.
@@ -11,8 +11,8 @@
 #include <string>
 #include <type_traits>
 
-#include "../cpp/decoding/random.h"
 #include "tformer/adamw_factors.h"
+#include "tformer/random.h"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "ops.h"
@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(kThreads)
   T* out = static_cast<T*>(p.out);
   const T* x = static_cast<const T*>(p.x);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < p.n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float u = decoding::dropout_draw(key, p.offset + static_cast<uint64_t>(i));
+    const float u = rng::dropout_draw(key, p.offset + static_cast<uint64_t>(i));
     out[i] = u >= p.p ? from_float<T>(to_float(x[i]) * scale) : from_float<T>(0.0f);
   }
 }
@@ -131,7 +131,7 @@ void launch_activation_backward(const ActivationBackwardParams& p, cudaStream_t 
 template <typename T>
 void launch_dropout(const DropoutParams& p, cudaStream_t stream) {
   const float scale = p.p < 1.0f ? 1.0f / (1.0f - p.p) : 0.0f;  // as the CPU kernel
-  dropout_kernel<T><<<grid_for(p.n), kThreads, 0, stream>>>(p, decoding::dropout_key(p.seed), scale);
+  dropout_kernel<T><<<grid_for(p.n), kThreads, 0, stream>>>(p, rng::dropout_key(p.seed), scale);
   TFORMER_CUDA_CHECK_LAUNCH("dropout_kernel");
 }
 

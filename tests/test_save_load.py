@@ -92,3 +92,22 @@ def test_save_from_device_model(zoo, tmp_path, device):
     src, tgt = ckpt.batch(SRC_LENS, TGT_LENS, seed=44)
     lib.assert_rows_close(reloaded.forward(src, tgt), ckpt.hf_logits(src, tgt), TGT_LENS,
                           rel=REL, what=f"saved from {device}")
+
+
+def test_io_is_a_format_module():
+    """tformer.io reads and writes the file format only: model.py uses it, it never imports
+    model.py (no circle, not even a lazy import inside a function)."""
+    import ast
+
+    import tformer.io
+
+    with open(tformer.io.__file__, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(("." * node.level) + (node.module or ""))
+            imported.update(f"{'.' * node.level}{node.module or ''}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+    assert not {name for name in imported if name.endswith("model") or ".model." in name}, imported

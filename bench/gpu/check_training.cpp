@@ -3,7 +3,7 @@
 // fresh random data with odd sizes, NaN-poisoned outputs, float64 references written
 // from backend.h's definitions (the CPU backend's semantics: accumulate flags,
 // aliasing, ignore_index, skip_id, grad_scale); dropout's mask and AdamW's update
-// bit-exact against the CPU's formulas (cpp/decoding/random.h, adamw.cpp's rounding
+// bit-exact against the CPU's formulas (cpp/include/tformer/random.h, adamw.cpp's rounding
 // order); the statistics the forward saves for training (layer_norm mean/rstd,
 // attention lse); determinism of the reductions; the error paths. Exits 1 on a failure.
 //   g++ -O2 -std=c++17 -Icpp/include bench/gpu/check_training.cpp -ldl -o /tmp/check_training
@@ -15,10 +15,10 @@
 #include <cstring>
 #include <limits>
 
-#include "../../cpp/decoding/random.h"
 #include "lab_attention_reference.h"
 #include "lab_check.h"
 #include "lab_util.h"
+#include "tformer/random.h"
 
 using tformer::Activation;
 using tformer::DType;
@@ -169,11 +169,11 @@ void check_dropout(tformer::Backend* be, DType t, int64_t n, float prob, uint64_
   const auto got = (in_place ? x : out).download();
   // The CPU kernel's definition: keep when dropout_draw(key, offset + i) >= p, then
   // x * float(1 / (1 - p)) rounded to the dtype.
-  const uint64_t key = tformer::decoding::dropout_key(seed);
+  const uint64_t key = tformer::rng::dropout_key(seed);
   const float scale = prob < 1.0f ? 1.0f / (1.0f - prob) : 0.0f;
   int64_t wrong = 0, kept = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const bool keep = tformer::decoding::dropout_draw(key, offset + uint64_t(i)) >= prob;
+    const bool keep = tformer::rng::dropout_draw(key, offset + uint64_t(i)) >= prob;
     kept += keep;
     const float want = keep ? lab::round_to(t, hx[i] * scale) : 0.0f;
     wrong += !(got[i] == want);  // NaN fails

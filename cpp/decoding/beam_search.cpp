@@ -10,8 +10,8 @@
 #include <limits>
 
 #include "../ops/cpu_kernels.h"
-#include "random.h"
 #include "search.h"
+#include "tformer/random.h"
 
 namespace tformer::decoding {
 namespace {
@@ -172,7 +172,7 @@ std::vector<GenerationResult> beam_search(const SearchInputs& in) {
         Candidate c;
         c.score = row[v] + base;
         c.flat = j * V + v;
-        const double u = uniform01(opt.seed, opt.sample_ids.empty() ? b : opt.sample_ids[b],
+        const double u = rng::uniform01(opt.seed, opt.sample_ids.empty() ? b : opt.sample_ids[b],
                                    static_cast<uint64_t>(step), static_cast<uint64_t>(c.flat));
         c.key = std::isfinite(c.score) ? c.score - static_cast<float>(std::log(-std::log(u + 1e-300))) : c.score;
         top.offer(c);

@@ -5,8 +5,8 @@
 #include <limits>
 
 #include "../ops/cpu_kernels.h"
-#include "random.h"
 #include "search.h"
+#include "tformer/random.h"
 
 namespace tformer::decoding {
 namespace {
@@ -95,7 +95,7 @@ std::vector<GenerationResult> greedy_search(const SearchInputs& in) {
       in.processors.renormalize(row);
       if (opt.do_sample) {
         const uint64_t key = opt.sample_ids.empty() ? static_cast<uint64_t>(b) : static_cast<uint64_t>(opt.sample_ids[b]);
-        token = sample(row, V, uniform01(opt.seed, key, static_cast<uint64_t>(step), 0), &logprob);
+        token = sample(row, V, rng::uniform01(opt.seed, key, static_cast<uint64_t>(step), 0), &logprob);
       } else {
         token = argmax(row, V);
         if (opt.return_scores) logprob = row[token] - kt.logsumexp(row, V);

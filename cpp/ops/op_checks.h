@@ -1,4 +1,4 @@
-// Argument checks shared by the training ops (train_ops.cpp, train_attention.cpp):
+// Argument checks shared by every op (ops.cpp, train_ops.cpp, train_attention.cpp):
 // each names the op and the argument, and gives the expected and actual values.
 #pragma once
 
@@ -51,8 +51,6 @@ inline bool dtype_or_f32_of(const char* op, const char* what, const Tensor& t, c
   dtype_is(op, what, t, like.dtype());
   return false;
 }
-
-inline int64_t rows_of(const Tensor& t) { return t.ndim() == 0 ? 1 : (t.dim(-1) ? t.numel() / t.dim(-1) : 0); }
 
 // The training ops need the saved statistics (layer norm mean/rstd, attention lse).
 inline void saves_stats(const char* op, const Tensor& t) {

@@ -1,4 +1,4 @@
-// Argument checks and device dispatch for the ops of ops.h.
+// Argument checks (op_checks.h) and device dispatch for the ops of ops.h.
 #include "tformer/ops.h"
 
 #include <algorithm>
@@ -10,28 +10,8 @@
 #include "tformer/profile.h"
 
 namespace tformer::ops {
-namespace {
 
-void expect_same_device(const char* op, const Tensor& a, const Tensor& b) {
-  if (a.device() != b.device())
-    throw_value_error(op, ": tensors on different devices: ", a.describe(), " and ", b.describe());
-}
-
-void expect_dtype(const char* op, const char* what, const Tensor& t, DType dtype) {
-  if (t.dtype() != dtype)
-    throw_type_error(op, ": ", what, " must be ", dtype_name(dtype), ", got ", t.describe());
-}
-
-int64_t rows_of(const Tensor& t) { return t.ndim() == 0 ? 1 : t.numel() / t.dim(-1); }
-
-void expect_vector(const char* op, const char* what, const Tensor& t, int64_t n, const Tensor& like) {
-  if (t.ndim() != 1 || t.dim(0) != n)
-    throw_value_error(op, ": ", what, " must have shape (", n, ",), got ", shape_str(t.shape()));
-  expect_dtype(op, what, t, like.dtype());
-  expect_same_device(op, t, like);
-}
-
-}  // namespace
+using namespace checks;
 
 void gemm(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, float alpha, float beta) {
   if (a.ndim() != 2 || b.ndim() != 2 || c.ndim() != 2)
@@ -44,11 +24,11 @@ void gemm(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_
   if (k != kb) throw_value_error("gemm: inner dimensions differ: op(a) is (", m, ", ", k, "), op(b) is (", kb, ", ", n, ")");
   if (c.dim(0) != m || c.dim(1) != n)
     throw_value_error("gemm: c must have shape (", m, ", ", n, "), got ", shape_str(c.shape()));
-  expect_dtype("gemm", "b", b, a.dtype());
+  dtype_is("gemm", "b", b, a.dtype());
   // Half inputs may write a float32 C (mixed-precision gradients), on CUDA only.
-  const bool c_f32 = checks::dtype_or_f32_of("gemm", "c", c, a);
-  expect_same_device("gemm", a, b);
-  expect_same_device("gemm", a, c);
+  const bool c_f32 = dtype_or_f32_of("gemm", "c", c, a);
+  same_device("gemm", "b", b, a);
+  same_device("gemm", "c", c, a);
   GemmParams p;
   p.dtype = a.dtype();
   p.c_f32 = c_f32;
@@ -86,18 +66,10 @@ void linear(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bi
 
 void bias_act(Tensor& out, const Tensor& x, const Tensor* bias, const Tensor* residual, Activation act) {
   if (x.ndim() < 1) throw_value_error("bias_act: x must have at least 1 dimension");
-  if (out.shape() != x.shape())
-    throw_value_error("bias_act: out must have the shape of x ", shape_str(x.shape()), ", got ", shape_str(out.shape()));
-  expect_dtype("bias_act", "out", out, x.dtype());
-  expect_same_device("bias_act", out, x);
+  like("bias_act", "out", out, x, "x");
   const int64_t cols = x.dim(-1);
-  if (bias) expect_vector("bias_act", "bias", *bias, cols, x);
-  if (residual) {
-    if (residual->shape() != x.shape())
-      throw_value_error("bias_act: residual must have shape ", shape_str(x.shape()), ", got ", shape_str(residual->shape()));
-    expect_dtype("bias_act", "residual", *residual, x.dtype());
-    expect_same_device("bias_act", *residual, x);
-  }
+  if (bias) vector_of("bias_act", "bias", *bias, cols, x);
+  if (residual) like("bias_act", "residual", *residual, x, "x");
   BiasActParams p;
   p.dtype = x.dtype();
   p.rows = rows_of(x);
@@ -117,18 +89,12 @@ void layer_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bia
                 const Tensor& gamma, const Tensor& beta, float eps) {
   if (x.ndim() < 1) throw_value_error("layer_norm: x must have at least 1 dimension");
   const int64_t cols = x.dim(-1);
-  if (out.shape() != x.shape())
-    throw_value_error("layer_norm: out must have the shape of x ", shape_str(x.shape()), ", got ", shape_str(out.shape()));
-  expect_vector("layer_norm", "gamma", gamma, cols, x);
-  expect_vector("layer_norm", "beta", beta, cols, x);
-  if (bias) expect_vector("layer_norm", "bias", *bias, cols, x);
-  for (const Tensor* t : {static_cast<const Tensor*>(&out), residual, static_cast<const Tensor*>(sum_out)}) {
-    if (!t) continue;
-    if (t->shape() != x.shape())
-      throw_value_error("layer_norm: tensors must have shape ", shape_str(x.shape()), ", got ", shape_str(t->shape()));
-    expect_dtype("layer_norm", "input", *t, x.dtype());
-    expect_same_device("layer_norm", *t, x);
-  }
+  like("layer_norm", "out", out, x, "x");
+  vector_of("layer_norm", "gamma", gamma, cols, x);
+  vector_of("layer_norm", "beta", beta, cols, x);
+  if (bias) vector_of("layer_norm", "bias", *bias, cols, x);
+  if (residual) like("layer_norm", "residual", *residual, x, "x");
+  if (sum_out) like("layer_norm", "sum_out", *sum_out, x, "x");
   if (!(eps >= 0.0f)) throw_value_error("layer_norm: eps must be >= 0, got ", eps);
   LayerNormParams p;
   p.dtype = x.dtype();
@@ -150,27 +116,23 @@ void layer_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bia
 
 void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale, const Tensor* position_ids,
                const Tensor* positions) {
-  expect_dtype("embedding", "ids", ids, DType::i32);
+  dtype_is("embedding", "ids", ids, DType::i32);
   if (table.ndim() != 2) throw_value_error("embedding: table must be 2-D, got ", shape_str(table.shape()));
   const int64_t dim = table.dim(1);
   Shape expected = ids.shape();
   expected.push_back(dim);
-  if (out.shape() != expected)
-    throw_value_error("embedding: out must have shape ", shape_str(expected), ", got ", shape_str(out.shape()));
-  expect_dtype("embedding", "out", out, table.dtype());
-  expect_same_device("embedding", ids, table);
-  expect_same_device("embedding", out, table);
+  shape_is("embedding", "out", out, expected);
+  dtype_is("embedding", "out", out, table.dtype());
+  same_device("embedding", "ids", ids, table);
+  same_device("embedding", "out", out, table);
   if ((position_ids == nullptr) != (positions == nullptr))
     throw_value_error("embedding: positions and position_ids go together");
   if (positions) {
-    expect_dtype("embedding", "position_ids", *position_ids, DType::i32);
-    if (position_ids->shape() != ids.shape())
-      throw_value_error("embedding: position_ids must have the shape of ids ", shape_str(ids.shape()), ", got ",
-                        shape_str(position_ids->shape()));
+    like("embedding", "position_ids", *position_ids, ids, "ids");
     if (positions->ndim() != 2 || positions->dim(1) != dim)
       throw_value_error("embedding: positions must be (n, ", dim, "), got ", shape_str(positions->shape()));
-    expect_dtype("embedding", "positions", *positions, table.dtype());
-    expect_same_device("embedding", *positions, table);
+    dtype_is("embedding", "positions", *positions, table.dtype());
+    same_device("embedding", "positions", *positions, table);
   }
   EmbeddingParams p;
   p.dtype = table.dtype();
@@ -192,8 +154,8 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
                                  const AttentionOptions& opt) {
   for (const Tensor* t : {q.tensor, k.tensor, v.tensor, static_cast<const Tensor*>(&out)}) {
     if (!t || t->ndim() != 3) throw_value_error(op, ": q, k, v and out must be 3-D (batch, len, width)");
-    expect_dtype(op, "input", *t, out.dtype());
-    expect_same_device(op, *t, out);
+    dtype_is(op, "input", *t, out.dtype());
+    same_device(op, "input", *t, out);
   }
   if (opt.heads < 1) throw_value_error(op, ": heads must be >= 1, got ", opt.heads);
   const int64_t width = out.dim(2);
@@ -213,10 +175,9 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
       throw_value_error(op, ": columns [", hv.col, ", ", hv.col + width, ") out of range for width ", hv.tensor->dim(2));
   }
   if (opt.kv_lengths) {
-    expect_dtype(op, "kv_lengths", *opt.kv_lengths, DType::i32);
-    if (opt.kv_lengths->ndim() != 1 || opt.kv_lengths->dim(0) != kv_batch)
-      throw_value_error(op, ": kv_lengths must have shape (", kv_batch, ",), got ", shape_str(opt.kv_lengths->shape()));
-    expect_same_device(op, *opt.kv_lengths, out);
+    dtype_is(op, "kv_lengths", *opt.kv_lengths, DType::i32);
+    shape_is(op, "kv_lengths", *opt.kv_lengths, {kv_batch});
+    same_device(op, "kv_lengths", *opt.kv_lengths, out);
   }
   const int64_t head_dim = width / opt.heads;
   AttentionParams p;
@@ -242,7 +203,7 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
     if (opt.weights_out->dtype() != DType::f32 || opt.weights_out->shape() != Shape{batch, q_len, kv_len})
       throw_value_error(op, ": weights_out must be float32 (", batch, ", ", q_len, ", ", kv_len, "), got ",
                         opt.weights_out->describe());
-    expect_same_device(op, *opt.weights_out, out);
+    same_device(op, "weights_out", *opt.weights_out, out);
     p.weights_out = opt.weights_out->data<float>();
   }
   p.out = out.raw();
@@ -268,8 +229,8 @@ void copy_rows(Tensor& dst, const Tensor& src, int64_t rows, int64_t cols) {
   if (dst.ndim() != 2 || src.ndim() != 2) throw_value_error("copy_rows: expected 2-D tensors");
   if (rows < 0 || rows > dst.dim(0) || rows > src.dim(0) || cols < 0 || cols > dst.dim(1) || cols > src.dim(1))
     throw_value_error("copy_rows: ", rows, " x ", cols, " out of range for ", dst.describe(), " <- ", src.describe());
-  expect_dtype("copy_rows", "src", src, dst.dtype());
-  expect_same_device("copy_rows", src, dst);
+  dtype_is("copy_rows", "src", src, dst.dtype());
+  same_device("copy_rows", "src", src, dst);
   const size_t es = dtype_size(dst.dtype());
   Copy2dParams p;
   p.dst = dst.raw();
@@ -287,8 +248,8 @@ void copy_rows(Tensor& dst, const Tensor& src, int64_t rows, int64_t cols) {
 
 void copy_strided(Tensor& dst, int64_t dst_offset, int64_t dst_stride, const Tensor& src, int64_t src_offset,
                   int64_t src_stride, int64_t rows, int64_t cols) {
-  expect_dtype("copy_strided", "src", src, dst.dtype());
-  expect_same_device("copy_strided", src, dst);
+  dtype_is("copy_strided", "src", src, dst.dtype());
+  same_device("copy_strided", "src", src, dst);
   if (rows == 0 || cols == 0) return;
   auto last = [&](int64_t off, int64_t stride) { return off + (rows - 1) * stride + cols; };
   if (rows < 0 || cols < 0 || dst_offset < 0 || src_offset < 0 || last(dst_offset, dst_stride) > dst.numel() ||

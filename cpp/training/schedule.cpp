@@ -1,4 +1,4 @@
-#include "schedule.h"
+#include "tformer/training.h"
 
 #include <algorithm>
 #include <cmath>

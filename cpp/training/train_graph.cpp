@@ -1,4 +1,4 @@
-#include "train_graph.h"
+#include "tformer/training.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,6 +6,7 @@
 #include "tformer/backends.h"
 #include "tformer/errors.h"
 #include "tformer/ops.h"
+#include "train_layers.h"
 
 namespace tformer::training {
 namespace {

@@ -7,17 +7,15 @@
 #include <optional>
 #include <string>
 
+#include "device_args.h"
 #include "register.h"
 #include "tformer/backends.h"
 #include "tformer/train_ops.h"
-#include "train_args.h"
 
 namespace tformer::bindings {
 namespace {
 
 namespace py = pybind11;
-using train::DeviceArgs;
-using train::OptArray;
 
 // Attention forward (attention_train: out + lse) and backward on inputs uploaded once.
 // forward(n) / backward(n) launch the op n times between two device synchronisations and
@@ -26,7 +24,7 @@ class AttentionTimer {
  public:
   AttentionTimer(const py::array& q, const py::array& k, const py::array& v, const OptArray& dout,
                  int64_t num_heads, bool causal, const std::string& device, const std::string& dtype)
-      : d_(train::args(device, dtype)) {
+      : d_(args(device, dtype)) {
     q_ = d_.put(q, "q");
     k_ = d_.put(k, "k");
     v_ = d_.put(v, "v");

@@ -4,6 +4,7 @@
 
 #include <optional>
 
+#include "device_args.h"
 #include "numpy_interop.h"
 #include "register.h"
 #include "tformer/errors.h"
@@ -12,37 +13,6 @@
 namespace py = pybind11;
 
 namespace tformer::bindings {
-namespace {
-
-using OptArray = std::optional<py::array>;
-
-struct DeviceArgs {
-  Device device;
-  DType dtype;
-  Tensor put(const py::array& a, const char* what) const {
-    Tensor host = tensor_from_numpy(a, DType::f32, what);
-    return host.to(device).to_dtype(dtype);
-  }
-  Tensor put_ids(const py::array& a, const char* what) const {
-    return tensor_from_numpy(a, DType::i32, what).to(device);
-  }
-  std::optional<Tensor> put_opt(const OptArray& a, const char* what) const {
-    if (!a) return std::nullopt;
-    return put(*a, what);
-  }
-  py::array get(const Tensor& t) const {
-    Tensor f = t.dtype() == DType::f32 ? t : t.to_dtype(DType::f32);
-    return tensor_to_numpy(f.to(Device{}));
-  }
-};
-
-DeviceArgs args(const std::string& device, const std::string& dtype) {
-  return DeviceArgs{parse_device(device), parse_dtype(dtype)};
-}
-
-const Tensor* ptr(const std::optional<Tensor>& t) { return t ? &*t : nullptr; }
-
-}  // namespace
 
 void register_ops(py::module_& m) {
   py::module_ o = m.def_submodule("ops", "Single ops on numpy arrays (tests, experiments).");

@@ -13,4 +13,8 @@ void register_train_ops(pybind11::module_& m);  // train_ops_bindings.cpp (after
 void register_train(pybind11::module_& m);     // train_bindings.cpp
 void register_bench(pybind11::module_& m);     // bench_bindings.cpp (tensors kept on the device)
 
+namespace train {
+void register_attention(pybind11::module_& ops);  // train_attention_bindings.cpp (from register_train_ops)
+}
+
 }  // namespace tformer::bindings

@@ -3,7 +3,8 @@
 #include <pybind11/stl.h>
 
 #include "tformer/train_ops.h"
-#include "train_args.h"
+#include "device_args.h"
+#include "register.h"
 
 namespace tformer::bindings::train {
 namespace {

@@ -1,11 +1,10 @@
 // _core.TrainGraph: the C++ training step (forward, loss, backward, AdamW) of a Model.
 #include <pybind11/stl.h>
 
-#include "../../cpp/training/schedule.h"
-#include "../../cpp/training/train_graph.h"
 #include "numpy_interop.h"
 #include "register.h"
 #include "tformer/errors.h"
+#include "tformer/training.h"
 
 namespace py = pybind11;
 

@@ -4,16 +4,11 @@
 // dtable, ...) may be given as initial values; they are copied, never modified.
 #include <pybind11/stl.h>
 
+#include "device_args.h"
 #include "register.h"
 #include "tformer/train_ops.h"
-#include "train_args.h"
 
 namespace tformer::bindings {
-
-using train::args;
-using train::DeviceArgs;
-using train::OptArray;
-using train::ptr;
 
 namespace {
 
@@ -23,10 +18,8 @@ void register_norm_linear(py::module_& o) {
                                const std::string& dtype) {
     DeviceArgs d = args(device, dtype);
     Tensor tx = d.put(x, "x"), tg = d.put(gamma, "gamma"), tbeta = d.put(beta, "beta");
-    auto tb = bias ? std::optional<Tensor>(d.put(*bias, "bias")) : std::nullopt;
-    auto tr = residual ? std::optional<Tensor>(d.put(*residual, "residual")) : std::nullopt;
-    if (tx.ndim() < 1) throw_value_error("layer_norm_train: x must have at least 1 dimension");
-    const int64_t rows = tx.dim(-1) ? tx.numel() / tx.dim(-1) : 0;
+    auto tb = d.put_opt(bias, "bias"), tr = d.put_opt(residual, "residual");
+    const int64_t rows = rows_of(tx);  // the op checks the shapes
     Tensor out = Tensor::empty(tx.shape(), d.dtype, d.device), sum = Tensor::empty(tx.shape(), d.dtype, d.device);
     Tensor mean = Tensor::empty({rows}, DType::f32, d.device), rstd = Tensor::empty({rows}, DType::f32, d.device);
     {

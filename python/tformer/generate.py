@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._native import _core
+from .generation_config import model_generation_settings
 from .inputs import prepare_ids
 from .option_checks import flag, integer, real, token_id, token_lists, UINT64_MAX
-
-# generation_config keys that generate() takes from the model directory by default.
-_DIR_DEFAULTS = ("bad_words_ids", "forced_bos_token_id", "forced_eos_token_id", "renormalize_logits")
 
 
 @dataclass
@@ -29,11 +27,6 @@ class GenerationResult:
     scores: list = field(default_factory=list)
     attention: list = field(default_factory=list)
     cancelled: bool = False
-
-
-def generation_defaults(config) -> dict:
-    """The decoding settings of a model's directory (generation_config.json, or config.json)."""
-    return dict(config.extra.get("generation", {}))
 
 
 DEFAULT_MAX_LENGTH = 256
@@ -56,7 +49,7 @@ def build_options(model, batch: int, **kw) -> "_core.GenerationOptions":
     before pybind converts it; the rules that tie options together stay in C++'s validate."""
     cfg = model.config
     vocab = cfg.tgt_vocab_size
-    gen = generation_defaults(cfg)
+    gen = model_generation_settings(cfg)
     o = _core.GenerationOptions()
     o.beam_size = integer("beam_size", kw.pop("beam_size", 4), 1, _core.MAX_BEAM_SIZE)
     max_length = kw.pop("max_length", DEFAULT_MAX_LENGTH)

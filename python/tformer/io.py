@@ -1,7 +1,10 @@
-"""tformer's own format: a directory with config.json (the TransformerConfig) and
-model.safetensors (the parameters under tformer's names). Files are written to a
-temporary name, fsynced and renamed (atomic_files), so neither a crash nor a power loss
-leaves a half-written model."""
+"""tformer's own format: a directory with config.json (the TransformerConfig, its `extra`
+included) and model.safetensors (the parameters under tformer's names). Files are written
+to a temporary name, fsynced and renamed (atomic_files), so neither a crash nor a power
+loss leaves a half-written model.
+
+Only the file format lives here: this module reads and writes configs and arrays and knows
+nothing of the model class (model.py uses it, never the other way round)."""
 from __future__ import annotations
 
 import json
@@ -15,15 +18,16 @@ FORMAT = "tformer"
 FORMAT_VERSION = 1
 
 
-def save_model(model, path) -> None:
+def write_model_dir(path, config: TransformerConfig, params: dict) -> None:
+    """Writes `params` (tformer name -> array) and `config` into directory `path`
+    (created if needed)."""
     from safetensors.numpy import save_file
 
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
-    params = model.parameters()
     atomic_write(os.path.join(path, "model.safetensors"),
                   lambda tmp: save_file(params, tmp, metadata={"format": FORMAT}))
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_dict()}
 
     def write_json(tmp):
         with open(tmp, "w") as f:
@@ -44,9 +48,10 @@ def read_json_object(path: str) -> dict:
     return value
 
 
-def load_model(path, device="cpu", dtype="float32"):
-    from .model import Transformer
-
+def read_model_dir(path):
+    """(config, tensors) of a directory written by write_model_dir: the config checked, the
+    tensors a lazy safetensors view whose names and shapes match the config (checked on the
+    header before anything is allocated)."""
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory not found: {path}")
@@ -75,7 +80,7 @@ def load_model(path, device="cpu", dtype="float32"):
         raise FileNotFoundError(f"{weights} not found")
     tensors = load_safetensors(weights, lazy=True)
     _check_tensors_match(config, tensors, weights)
-    return Transformer._from_parameters(config, tensors, device=device, dtype=dtype)
+    return config, tensors
 
 
 def _check_tensors_match(config, tensors, weights: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import init as _init
+from . import io as _io
 from ._native import _core
 from .config import TransformerConfig
 from .inputs import prepare_ids
@@ -74,15 +75,12 @@ class Transformer:
     @classmethod
     def load(cls, path, device: str = "cpu", dtype: str = "float32") -> "Transformer":
         """Loads a model saved with `save` (config.json + model.safetensors)."""
-        from .io import load_model
-
-        return load_model(path, device=device, dtype=dtype)
+        config, tensors = _io.read_model_dir(path)
+        return cls._from_parameters(config, tensors, device=device, dtype=dtype)
 
     def save(self, path) -> None:
         """Writes config.json and model.safetensors into directory `path` (created if needed)."""
-        from .io import save_model
-
-        save_model(self, path)
+        _io.write_model_dir(path, self.config, self.parameters())
 
     # ------------------------------------------------------------------ properties
 

@@ -10,25 +10,11 @@
 """
 from __future__ import annotations
 
-import json
 import os
 
-from .option_checks import integer
+from .generation_config import generation_defaults
 from .tokenizers import Tokenizer, load_tokenizer
 
-# generation_config.json key -> (generate option, conversion); max/min length are handled apart
-# because transformers counts the decoder start token in them and generate does not.
-_GENERATION_KEYS = {
-    "num_beams": "beam_size",
-    "length_penalty": "length_penalty",
-    "no_repeat_ngram_size": "no_repeat_ngram_size",
-    "repetition_penalty": "repetition_penalty",
-    "num_return_sequences": "num_hypotheses",
-    "do_sample": "do_sample",
-    "top_k": "sampling_topk",
-    "top_p": "sampling_topp",
-    "temperature": "sampling_temperature",
-}
 _DEFAULT_MAX_LENGTH = 256  # generate's own default, lowered to what the positions table allows
 
 
@@ -45,54 +31,6 @@ class TranslationResult:
 
     def __repr__(self):
         return f"TranslationResult(texts={self.texts!r}, scores={self.scores!r})"
-
-
-def generation_defaults(path, max_positions=None) -> dict:
-    """generate options from a Hugging Face directory's generation_config.json (or, when it
-    is absent, the same keys of config.json), as transformers' generate would use them.
-    Only keys the directory sets are returned; bad_words_ids and forced BOS/EOS are read by
-    generate itself."""
-    path = os.fspath(path)
-    gen = os.path.join(path, "generation_config.json")
-    source = gen if os.path.isfile(gen) else os.path.join(path, "config.json")
-    if not os.path.isfile(source):
-        return {}
-    with open(source, encoding="utf-8") as f:
-        try:
-            cfg = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{source}: invalid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{source}: expected a JSON object, got a {type(cfg).__name__}")
-    out = {}
-    for key, option in _GENERATION_KEYS.items():
-        if cfg.get(key) is not None:
-            out[option] = cfg[key]
-    if isinstance(cfg.get("early_stopping"), bool):  # "never" has no generate equivalent
-        out["early_stopping"] = cfg["early_stopping"]
-    if out.get("do_sample") and "sampling_topk" not in out:
-        out["sampling_topk"] = 50  # transformers' default top_k whenever it samples
-    # transformers' max_length / min_length count the decoder start token; the *_new_tokens
-    # variants (which win over them) and generate's options do not.
-    def length(key, minimum):  # generate's integer rule, the file named in the error
-        try:
-            return integer(key, cfg[key], minimum)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"{source}: {e}") from None
-
-    if cfg.get("max_new_tokens") is not None:
-        out["max_length"] = length("max_new_tokens", 1)
-    elif cfg.get("max_length") is not None:
-        out["max_length"] = max(1, length("max_length", 0) - 1)
-        if max_positions:
-            out["max_length"] = min(out["max_length"], max_positions - 1)
-    if cfg.get("min_new_tokens") is not None:
-        out["min_length"] = length("min_new_tokens", 0)
-    elif cfg.get("min_length"):
-        out["min_length"] = max(0, length("min_length", 0) - 1)
-    if "min_length" in out and "max_length" in out:
-        out["min_length"] = min(out["min_length"], out["max_length"])
-    return out
 
 
 def _max_positions(model):

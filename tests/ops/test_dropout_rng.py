@@ -1,4 +1,4 @@
-"""The counter RNG of cpp/decoding/random.h, shared by the CPU and CUDA dropout kernels
+"""The counter RNG of cpp/include/tformer/random.h, shared by the CPU and CUDA dropout kernels
 and by sampling in decoding, against a pure-Python SplitMix64 (Steele et al. 2014):
 
 * the header compiled as host C++ gives the Python draws bit for bit (the CUDA kernel
@@ -45,8 +45,8 @@ CASES = [(0, 0), (1234, 0), (7, 1 << 33), (2 ** 64 - 1, 2 ** 40 + 5)]
 PROGRAM = r"""
 #include <cinttypes>
 #include <cstdio>
-#include "decoding/random.h"
-using namespace tformer::decoding;
+#include "tformer/random.h"
+using namespace tformer::rng;
 int main() {
   const uint64_t cases[][2] = {%s};
   for (const auto& c : cases) {
@@ -64,7 +64,7 @@ def test_header_compiled_as_host_code_matches_python(tmp_path):
     src = tmp_path / "rng.cpp"
     src.write_text(PROGRAM % ", ".join(f"{{{s}ull, {o}ull}}" for s, o in CASES))
     exe = tmp_path / "rng"
-    subprocess.run([cxx, "-std=c++17", "-O2", f"-I{ROOT / 'cpp'}", str(src), "-o", str(exe)], check=True)
+    subprocess.run([cxx, "-std=c++17", "-O2", f"-I{ROOT / 'cpp' / 'include'}", str(src), "-o", str(exe)], check=True)
     got = [float(x) for x in subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()]
     want = []
     for seed, offset in CASES:  # draws in units of 2^-24; uniform01 printed with 17 digits (exact)

@@ -89,4 +89,8 @@ class Tensor {
   DType dtype_ = DType::f32;
 };
 
+// Rows of t seen as a matrix of its last dimension: 1 for a scalar, 0 when that dimension
+// is empty (ops and their bindings size per-row outputs with it).
+inline int64_t rows_of(const Tensor& t) { return t.ndim() == 0 ? 1 : (t.dim(-1) ? t.numel() / t.dim(-1) : 0); }
+
 }  // namespace tformer

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from ..config import TransformerConfig, check_generation_ids, check_token_id, is_int, located
+from ..generation_config import STORED_KEYS, read_generation_config
 from ..io import read_json_object
 from ..positions import make_table
 from ..weights import load_checkpoint_dir, tensor_shape
@@ -33,24 +34,12 @@ def read_hf_config(path: str) -> dict:
     return read_json_object(cfg_path)
 
 
-_GENERATION_KEYS = (
-    "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id", "eos_token_id", "decoder_start_token_id",
-    "pad_token_id", "num_beams", "max_length", "min_length", "length_penalty", "no_repeat_ngram_size",
-    "repetition_penalty", "early_stopping", "num_return_sequences", "renormalize_logits",
-)
-
-
-def read_generation_config(path: str, hf: dict, tgt_vocab_size: int | None = None) -> dict:
-    """Decoding settings as transformers sees them: generation_config.json when the
-    directory has one, else the generation keys of config.json (from_model_config).
-    With tgt_vocab_size, every token id among them must be inside the target vocabulary."""
-    gen_path = os.path.join(path, "generation_config.json")
-    source, where = hf, os.path.join(path, "config.json")
-    if os.path.exists(gen_path):
-        source, where = read_json_object(gen_path), gen_path
-    gen = {k: source[k] for k in _GENERATION_KEYS if source.get(k) is not None}
-    if tgt_vocab_size is not None:
-        check_generation_ids(where, gen, tgt_vocab_size)
+def read_generation_settings(path: str, hf: dict, tgt_vocab_size: int) -> dict:
+    """The decoding settings generate applies by itself (STORED_KEYS), each token id among
+    them inside the target vocabulary."""
+    source, where = read_generation_config(path, hf)
+    gen = {k: source[k] for k in STORED_KEYS if source.get(k) is not None}
+    check_generation_ids(where, gen, tgt_vocab_size)
     return gen
 
 
@@ -310,7 +299,7 @@ def from_huggingface(path, device: str = "cpu", dtype: str = "float32"):
     path = os.fspath(path)
     hf = read_hf_config(path)
     cfg = config_from_hf(hf, os.path.join(path, "config.json"))
-    cfg.extra["generation"] = read_generation_config(path, hf, cfg.tgt_vocab_size)
+    cfg.extra["generation"] = read_generation_settings(path, hf, cfg.tgt_vocab_size)
     state = _State(load_checkpoint_dir(path), path)
     check_sizes_against_weights(cfg, state)
     params = convert_state(cfg, state)

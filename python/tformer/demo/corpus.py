@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import re
 
+from ..atomic_files import atomic_write_bytes
 from . import lexicon as L
 
 
@@ -230,7 +231,5 @@ def make_splits(n_train: int = 12000, n_valid: int = 300, n_test: int = 500, see
 
 
 def write_pairs(pairs, src_path, tgt_path) -> None:
-    with open(src_path, "w", encoding="utf-8") as f:
-        f.writelines(fr + "\n" for fr, _ in pairs)
-    with open(tgt_path, "w", encoding="utf-8") as f:
-        f.writelines(en + "\n" for _, en in pairs)
+    atomic_write_bytes(src_path, "".join(fr + "\n" for fr, _ in pairs).encode("utf-8"))
+    atomic_write_bytes(tgt_path, "".join(en + "\n" for _, en in pairs).encode("utf-8"))

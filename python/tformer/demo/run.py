@@ -13,6 +13,8 @@ import shutil
 import sys
 import time
 
+from ..atomic_files import atomic_write_bytes
+
 DEFAULT_OUT = "tformer-demo"
 # The demo's recipe: a small model, a short warm-up, batches of ~3k tokens (what 2 cores
 # train best in a few minutes; see docs in README).
@@ -118,9 +120,8 @@ def run(args) -> int:
                    os.path.join(out, "attention.png"), title=f"{test[i][0]}\n→ {tokenizer.decode_target([tokens])[0]}")
     plot_loss(summary["history"], os.path.join(out, "loss.png"), title="tformer demo: French → English")
     metrics["attention_example"] = {"fr": test[i][0], "tformer": tokenizer.decode_target([tokens])[0]}
-    with open(os.path.join(out, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=1, ensure_ascii=False)
-        f.write("\n")
+    atomic_write_bytes(os.path.join(out, "metrics.json"),
+                       (json.dumps(metrics, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
     print()
     for ex in metrics["examples"][:5]:

@@ -5,8 +5,10 @@
 //   - dropout_draw: training dropout's mask (backend.h, DropoutParams), keyed by (seed,
 //     element index); the CPU kernel (cpp/ops/kernels/dropout.cpp) and the CUDA kernel
 //     (cuda/train_elementwise.cu) draw the same numbers, so a mask is the same on both.
-// Host and device code: nvcc compiles these functions for both sides; a host compiler
-// sees plain inline functions.
+// Host and device code: nvcc compiles these functions for both sides. A host compiler
+// gives them internal linkage: the CPU kernels include this header in one translation unit
+// per ISA (built with different -m flags), and a shared out-of-line copy of an inline
+// function could be the AVX-512 one.
 #pragma once
 
 #include <cstdint>
@@ -14,10 +16,10 @@
 #if defined(__CUDACC__)
 #define TFORMER_HOST_DEVICE __host__ __device__ __forceinline__
 #else
-#define TFORMER_HOST_DEVICE inline
+#define TFORMER_HOST_DEVICE static inline
 #endif
 
-namespace tformer::decoding {
+namespace tformer::rng {
 
 constexpr uint64_t kGolden64 = 0x9E3779B97F4A7C15ull;  // 2^64 / golden ratio, SplitMix64's step
 
@@ -46,4 +48,4 @@ TFORMER_HOST_DEVICE float dropout_draw(uint64_t key, uint64_t index) {
   return static_cast<float>(static_cast<int32_t>(h >> 40)) * (1.0f / 16777216.0f);
 }
 
-}  // namespace tformer::decoding
+}  // namespace tformer::rng

@@ -1,3 +1,39 @@
+// tformer's training API, what the bindings (the Python Trainer) use: TrainGraph, one
+// training step over a Transformer (train_graph.cpp), and the learning-rate schedules
+// (schedule.cpp). The layers it is built from are internal (cpp/training/train_layers.h).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tformer/model.h"
+#include "tformer/train_ops.h"
+
+namespace tformer::training {
+
+// Learning-rate schedules. inverse_sqrt is the paper's (section 5.3):
+//   lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
+// and, with a peak lr given, the same shape scaled so that its peak (at step = warmup) is lr.
+// cosine: linear warmup to lr, then half a cosine down to 0 at total_steps. constant: lr.
+
+enum class Schedule { inverse_sqrt, cosine, constant };
+
+struct ScheduleOptions {
+  Schedule kind = Schedule::inverse_sqrt;
+  double peak_lr = 0.0;  // <= 0 with inverse_sqrt: the paper's formula
+  int64_t warmup_steps = 4000;
+  int64_t total_steps = 0;  // cosine only
+  int64_t d_model = 512;
+};
+
+Schedule parse_schedule(const std::string& name);
+void validate(const ScheduleOptions& o);     // std::invalid_argument naming the bad field
+double learning_rate(const ScheduleOptions& o, int64_t step);  // step is 1-based
+
 // One training step's computation graph over a Transformer: forward with saved
 // activations, label-smoothed cross-entropy, backward into gradient buffers (one per
 // trainable parameter; tied/shared matrices share one buffer), and the AdamW update.
@@ -15,19 +51,6 @@
 // f16/bf16, CUDA): the model holds its weights in that dtype for the forward and
 // backward, the gradients still accumulate in f32, and a flat f32 master copy is what
 // AdamW updates, writing the rounded weights back into the model in the same launch.
-#pragma once
-
-#include <functional>
-#include <map>
-#include <set>
-#include <string>
-#include <vector>
-
-#include "tformer/model.h"
-#include "tformer/train_ops.h"
-#include "train_layers.h"
-
-namespace tformer::training {
 
 struct StepOptions {
   float label_smoothing = 0.0f;

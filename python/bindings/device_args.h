@@ -1,5 +1,6 @@
-// Shared by the training-op bindings (train_ops_bindings.cpp,
-// train_attention_bindings.cpp): numpy arrays in, device tensors, numpy arrays out.
+// The op bindings' arguments (ops_bindings.cpp, train_ops_bindings.cpp,
+// train_attention_bindings.cpp, bench_bindings.cpp): numpy arrays in, device tensors,
+// numpy arrays out.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -11,7 +12,7 @@
 #include "tformer/errors.h"
 #include "tformer/tensor.h"
 
-namespace tformer::bindings::train {
+namespace tformer::bindings {
 
 namespace py = pybind11;
 
@@ -38,6 +39,10 @@ struct DeviceArgs {
   Tensor put_ids(const py::array& a, const char* what) const {
     return tensor_from_numpy(a, DType::i32, what).to(device);
   }
+  std::optional<Tensor> put_opt(const OptArray& a, const char* what) const {
+    if (!a) return std::nullopt;
+    return put(*a, what);
+  }
   // `init` (copied) when given, else zeros.
   Tensor init_or_zeros(const OptArray& init, const Shape& shape, const char* what) const {
     if (!init) return Tensor::zeros(shape, dtype, device);
@@ -57,6 +62,4 @@ inline DeviceArgs args(const std::string& device, const std::string& dtype) {
 
 inline const Tensor* ptr(const std::optional<Tensor>& t) { return t ? &*t : nullptr; }
 
-void register_attention(py::module_& ops);  // train_attention_bindings.cpp
-
-}  // namespace tformer::bindings::train
+}  // namespace tformer::bindings
