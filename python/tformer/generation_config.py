@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .io import read_json_object
+from .json_files import read_json_object
 from .option_checks import integer
 
 # Kept in config.extra["generation"] by from_huggingface (and saved with the model).

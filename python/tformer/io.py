@@ -12,6 +12,7 @@ import os
 
 from .atomic_files import atomic_write
 from .config import TransformerConfig, check_generation_ids, located
+from .json_files import read_json_object
 from .weights import load_safetensors
 
 FORMAT = "tformer"
@@ -34,18 +35,6 @@ def write_model_dir(path, config: TransformerConfig, params: dict) -> None:
             json.dump(meta, f, indent=2)
 
     atomic_write(os.path.join(path, "config.json"), write_json)
-
-
-def read_json_object(path: str) -> dict:
-    """A JSON file that must hold one object (ValueError naming the file otherwise)."""
-    with open(path, "rb") as f:
-        try:
-            value = json.loads(f.read())
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"{path}: invalid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got a JSON {type(value).__name__}")
-    return value
 
 
 def read_model_dir(path):

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .json_files import read_json_object
+
 _ST_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": None,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
@@ -253,12 +255,7 @@ def _shard_path(directory: str, index_path: str, shard) -> str:
 
 def _read_index(index_path: str) -> list:
     """The shard names of a sharded checkpoint's index.json (its weight_map's values)."""
-    with open(index_path, "rb") as f:
-        try:
-            index = json.loads(f.read())
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"{index_path}: invalid JSON ({e})") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    weight_map = read_json_object(index_path).get("weight_map")
     if not isinstance(weight_map, dict):
         raise ValueError(f"{index_path}: expected a JSON object with a weight_map object (tensor name -> shard file)")
     shards = set()

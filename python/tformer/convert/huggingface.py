@@ -8,7 +8,6 @@ embedding LayerNorm; mBART pre-norm with final LayerNorms on top of BART; M2M100
 pre-norm with fairseq sinusoids whose position ids count non-pad tokens."""
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from ..config import TransformerConfig, check_generation_ids, check_token_id, is_int, located
 from ..generation_config import STORED_KEYS, read_generation_config
-from ..io import read_json_object
+from ..json_files import read_json_object
 from ..positions import make_table
 from ..weights import load_checkpoint_dir, tensor_shape
 
