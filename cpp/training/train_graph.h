@@ -108,6 +108,13 @@ class TrainGraph {
   std::vector<std::string> trainable_;
   std::map<std::string, Tensor> grads_, m_, v_, params_, master_;  // views into the flat buffers
   std::map<std::string, int64_t> offsets_;
+  ModelWeights grads_typed_;  // grads_ as the model's weight structs (undefined: frozen), for run()
+  struct Bound {              // a trainable parameter: the model's member, its flat view, master
+    Tensor* held;
+    Tensor* view;
+    Tensor* master;  // nullptr unless mixed precision
+  };
+  std::vector<Bound> bound_;
   Tensor flat_grad_, flat_m_, flat_v_;
   Tensor flat_param_;   // compute dtype: the model's trainable weights are views of it
   Tensor flat_master_;  // f32 master weights (mixed precision), else empty
