@@ -21,9 +21,11 @@ Transformer::Transformer(TransformerConfig config, Device device, DType dtype)
                       "(this CPU has no fast half-precision arithmetic); use dtype='float32', or device='cuda'");
   check_device(device_);
   weights_ = std::make_unique<ModelWeights>(sized_weights(config_));
-  visit_parameters(config_, *weights_, [this](const std::string& name, const Shape& shape, Tensor& member) {
-    slots_[name] = Slot{shape, &member};
-  });
+  visit_parameters(config_, *weights_,
+                   [this](const std::string& name, const Shape& shape, Tensor& member, const ParameterPlace&) {
+                     slots_[name] = Slot{shape, &member};
+                   });
+  aliases_ = parameter_aliases(config_);
 }
 
 Tensor& Transformer::slot(const std::string& name) const { return *slots_.at(name).member; }
@@ -66,8 +68,8 @@ void Transformer::set_parameters(const std::vector<std::pair<std::string, Tensor
 
 const Tensor& Transformer::parameter(const std::string& name) const {
   // Aliases of shared matrices resolve to the one stored tensor.
-  if (name == "tgt_embed" && config_.shared_embeddings) return parameter("src_embed");
-  if (name == "out_proj" && config_.tied_output) return parameter("tgt_embed");
+  for (const ParameterAlias& alias : aliases_)
+    if (alias.name == name) return parameter(alias.owner);
   auto it = slots_.find(name);
   if (it == slots_.end()) throw_value_error("unknown parameter '", name, "'");
   if (!it->second.member->defined()) throw_value_error("parameter '", name, "' has not been set");

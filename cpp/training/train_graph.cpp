@@ -72,7 +72,7 @@ Tensor final_norm_backward(const Tensor& dy, const LayerNorm& norm, LayerNorm& g
 }  // namespace
 
 TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, int64_t bucket_bytes, DType compute)
-    : model_(model), compute_(compute) {
+    : model_(model), compute_(compute), aliases_(parameter_aliases(model.config())) {
   // Points the model's weights at the flat buffer (and may convert them): a writer.
   WeightsLock::Exclusive writing(model.weights_lock());
   if (!model.complete()) throw_value_error("the model has parameters not set: cannot train it");
@@ -90,16 +90,17 @@ TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, 
   if (trainable_.empty()) throw_value_error("every parameter is frozen: nothing to train");
   const Device device = model.parameter(trainable_.front()).device();
 
-  // The stage that finishes each gradient buffer: the last stage of any name writing into it.
+  // The stage that finishes each gradient buffer: the last stage of any name writing into
+  // it (a tied matrix: its own and its aliases').
   std::map<std::string, int> final_stage;
-  std::vector<std::string> writers = trainable_;
-  writers.push_back("tgt_embed");
-  writers.push_back("out_proj");
-  for (const std::string& w : writers) {
-    const std::string o = owner(w);
-    if (std::find(trainable_.begin(), trainable_.end(), o) == trainable_.end()) continue;
-    auto it = final_stage.find(o);
-    final_stage[o] = it == final_stage.end() ? stage_of(w) : std::max(it->second, stage_of(w));
+  ModelWeights scratch = sized_weights(model.config());
+  visit_parameters(model.config(), scratch,
+                   [&](const std::string& name, const Shape&, Tensor&, const ParameterPlace& place) {
+                     if (!frozen.count(name)) final_stage[name] = stage_of(place);
+                   });
+  for (const ParameterAlias& alias : aliases_) {
+    auto it = final_stage.find(alias.owner);
+    if (it != final_stage.end()) it->second = std::max(it->second, stage_of(alias.place));
   }
   std::vector<std::string> order = trainable_;
   std::stable_sort(order.begin(), order.end(),
@@ -135,10 +136,11 @@ TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, 
   }
   // The gradients as typed structs for run(), bound once (tied names share their owner's).
   grads_typed_ = sized_weights(model.config());
-  visit_parameters(model.config(), grads_typed_, [this](const std::string& name, const Shape&, Tensor& member) {
-    auto it = grads_.find(name);
-    if (it != grads_.end()) member = it->second;
-  });
+  visit_parameters(model.config(), grads_typed_,
+                   [this](const std::string& name, const Shape&, Tensor& member, const ParameterPlace&) {
+                     auto it = grads_.find(name);
+                     if (it != grads_.end()) member = it->second;
+                   });
   tie_weights(model.config(), grads_typed_);
   sync_parameters();  // every parameter: its value into the flat buffers, the model onto the views
   if (model_.dtype_ != compute) {  // f32 model, mixed precision: the frozen ones too
@@ -166,23 +168,29 @@ int TrainGraph::num_stages() const {
   return static_cast<int>(4 + c.decoder_layers + c.encoder_layers);
 }
 
-int TrainGraph::stage_of(const std::string& name) const {
+int TrainGraph::stage_of(const ParameterPlace& place) const {
   const TransformerConfig& c = model_.config();
   const int ld = static_cast<int>(c.decoder_layers), le = static_cast<int>(c.encoder_layers);
-  auto starts = [&name](const char* prefix) { return name.rfind(prefix, 0) == 0; };
-  auto layer = [&name](size_t prefix_len) { return std::stoi(name.substr(prefix_len, name.find('.', prefix_len))); };
-  if (starts("out_proj") || starts("decoder.final_norm.")) return 0;
-  if (starts("decoder.layers.")) return 1 + (ld - 1 - layer(15));
-  if (starts("tgt_embed") || starts("tgt_positions") || starts("decoder.embed_norm.")) return 1 + ld;
-  if (starts("encoder.final_norm.")) return 2 + ld;
-  if (starts("encoder.layers.")) return 3 + ld + (le - 1 - layer(15));
-  return 3 + ld + le;  // source embeddings (and anything unknown: final only at the very end)
+  const int layer = static_cast<int>(place.layer);
+  using Part = ParameterPlace::Part;
+  if (place.decoder) {
+    switch (place.part) {
+      case Part::output:
+      case Part::final_norm: return 0;
+      case Part::layer: return 1 + (ld - 1 - layer);
+      case Part::embeddings: return 1 + ld;
+    }
+  }
+  switch (place.part) {
+    case Part::final_norm: return 2 + ld;
+    case Part::layer: return 3 + ld + (le - 1 - layer);
+    default: return 3 + ld + le;  // source embeddings: final only at the very end
+  }
 }
 
 std::string TrainGraph::owner(const std::string& name) const {
-  const TransformerConfig& c = model_.config();
-  if (name == "tgt_embed" && c.shared_embeddings) return "src_embed";
-  if (name == "out_proj" && c.tied_output) return owner("tgt_embed");
+  for (const ParameterAlias& alias : aliases_)
+    if (alias.name == name) return alias.owner;
   return name;
 }
 

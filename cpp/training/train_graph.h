@@ -93,7 +93,7 @@ class TrainGraph {
   // Backward stages, in the order run() finishes them: 0 = logits + decoder final norm,
   // then each decoder layer (top first), decoder embeddings, encoder final norm, each
   // encoder layer (top first), source embeddings.
-  int stage_of(const std::string& name) const;
+  int stage_of(const ParameterPlace& place) const;
   int num_stages() const;
   std::string owner(const std::string& name) const;  // the buffer a name writes into
   void stage_done(int stage, const BucketReady* on_ready) const;
@@ -105,6 +105,7 @@ class TrainGraph {
 
   Transformer& model_;
   DType compute_ = DType::f32;
+  std::vector<ParameterAlias> aliases_;  // tied names: their gradients add into their owner's
   std::vector<std::string> trainable_;
   std::map<std::string, Tensor> grads_, m_, v_, params_, master_;  // views into the flat buffers
   std::map<std::string, int64_t> offsets_;

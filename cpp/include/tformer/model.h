@@ -104,6 +104,7 @@ class Transformer {
     Tensor* member = nullptr;
   };
   std::map<std::string, Slot> slots_;  // every parameter name (visit_parameters), bound once
+  std::vector<ParameterAlias> aliases_;  // names that read another parameter (tied matrices)
   // On the heap: the model stays movable (to() returns one by value).
   std::unique_ptr<WeightsLock> weights_lock_ = std::make_unique<WeightsLock>();
 };

@@ -80,12 +80,36 @@ struct ModelWeights {
 // Every member undefined, the layer vectors sized for the config.
 ModelWeights sized_weights(const TransformerConfig& config);
 
-// The one declaration of the parameter names: calls visit(name, shape, member of w) for
-// every parameter of a model with this config, in a stable order. Members that alias
-// another parameter (tgt_embed with shared_embeddings, out_proj with tied_output) are not
-// visited: tie_weights points them at what they alias.
-using ParameterVisitor = std::function<void(const std::string& name, const Shape& shape, Tensor& member)>;
+// Where a parameter sits in the model, for code that orders parameters by the part of the
+// forward that uses them (TrainGraph's backward stages), never by parsing names.
+struct ParameterPlace {
+  enum class Part {
+    embeddings,  // the token table, the positions table, the embedding LayerNorm
+    layer,       // layers[layer]
+    final_norm,  // the LayerNorm on top of the stack
+    output,      // out_proj and final_logits_bias (decoder)
+  };
+  bool decoder = false;
+  Part part = Part::embeddings;
+  int64_t layer = -1;  // Part::layer only
+};
+
+// The one declaration of the parameter names: calls visit(name, shape, member of w, place)
+// for every parameter of a model with this config, in a stable order. Names that alias
+// another parameter (parameter_aliases) are not visited: tie_weights points their members
+// at what they alias.
+using ParameterVisitor =
+    std::function<void(const std::string& name, const Shape& shape, Tensor& member, const ParameterPlace& place)>;
 void visit_parameters(const TransformerConfig& config, ModelWeights& w, const ParameterVisitor& visit);
+
+// tgt_embed with shared_embeddings (the source table) and out_proj with tied_output (the
+// target table): names that read, and whose gradients add into, the parameter `owner`.
+struct ParameterAlias {
+  std::string name;
+  std::string owner;  // a visited parameter
+  ParameterPlace place;
+};
+std::vector<ParameterAlias> parameter_aliases(const TransformerConfig& config);
 
 // After any member was replaced: the aliasing members become their owner again.
 void tie_weights(const TransformerConfig& config, ModelWeights& w);
