@@ -7,7 +7,7 @@ namespace tformer {
 
 DecodeSession::DecodeSession(const Transformer& model, const TokenBatch& src, int64_t beam, int64_t max_steps,
                              bool want_attention)
-    : model_(model), cfg_(model.config()), beam_(beam), max_steps_(max_steps), want_attention_(want_attention) {
+    : model_(model), cfg_(model.config()), w_(model.weights().decoder), lm_head_(model.weights().lm_head), beam_(beam), max_steps_(max_steps), want_attention_(want_attention) {
   const Device dev = model.device();
   const DType dt = model.dtype();
   const int64_t D = cfg_.d_model;
@@ -16,11 +16,9 @@ DecodeSession::DecodeSession(const Transformer& model, const TokenBatch& src, in
   rows_ = src_.batch * beam_;
   const Tensor memory = model.encode_device(src_);
 
-  const layers::ParamLookup lookup = [&model](const std::string& n) -> const Tensor& { return model.parameter(n); };
-  for (int64_t i = 0; i < cfg_.decoder_layers; ++i) {
-    weights_.push_back(layers::decoder_layer(lookup, i));
+  for (const DecoderLayerWeights& layer : w_.layers) {
     Tensor kv = Tensor::empty({src_.batch, src_.len, 2 * D}, dt, dev);
-    ops::linear(kv, memory, *weights_.back().cross_kv.weight, weights_.back().cross_kv.bias);
+    ops::linear(kv, memory, layer.cross_attn.kv.weight, layer.cross_attn.kv.bias_or_null());
     cross_kv_.push_back(kv);
     k_cache_.push_back(Tensor::empty({rows_, max_steps_, D}, dt, dev));
     v_cache_.push_back(Tensor::empty({rows_, max_steps_, D}, dt, dev));
@@ -38,7 +36,7 @@ DecodeSession::DecodeSession(const Transformer& model, const TokenBatch& src, in
   // Half-precision logits are widened on the device into a buffer made here, not per step.
   if (dt != DType::f32) logits_f32_ = Tensor::empty({rows_, cfg_.tgt_vocab_size}, DType::f32, dev);
   if (cfg_.final_logits_bias && logits_host_.raw() == logits_.raw())
-    pending_bias_ = model.parameter("final_logits_bias").data<float>();
+    pending_bias_ = lm_head_.bias.data<float>();
   if (want_attention_) {
     weights_dev_ = Tensor::zeros({rows_, 1, src_.len}, DType::f32, dev);
     weights_host_ = dev.is_cpu() ? weights_dev_ : Tensor::zeros({rows_, 1, src_.len}, DType::f32);
@@ -71,17 +69,10 @@ float* DecodeSession::step(const int32_t* tokens, int64_t step) {
     positions_.copy_from(positions_host_);
     self_lengths_.copy_from(self_lengths_host_);
   }
-  ops::embedding(x_, ids_, model_.parameter("tgt_embed"), cfg_.embed_scale, &positions_,
-                 &model_.parameter("tgt_positions"));
-  if (cfg_.embed_norm)
-    ops::layer_norm(x_, nullptr, x_, nullptr, nullptr, model_.parameter("decoder.embed_norm.gamma"),
-                    model_.parameter("decoder.embed_norm.beta"), cfg_.layer_norm_eps);
+  layers::embed(x_, ids_, positions_, w_.embed, w_.embed_norm, cfg_);
   for (int64_t i = 0; i < cfg_.decoder_layers; ++i) layer_step(i, step);
-  if (cfg_.decoder_final_norm)
-    ops::layer_norm(x_, nullptr, x_, nullptr, nullptr, model_.parameter("decoder.final_norm.gamma"),
-                    model_.parameter("decoder.final_norm.beta"), cfg_.layer_norm_eps);
-  const bool bias_here = cfg_.final_logits_bias && !pending_bias_;
-  ops::linear(logits_, x_, model_.parameter("out_proj"), bias_here ? &model_.parameter("final_logits_bias") : nullptr);
+  layers::final_norm(x_, w_.final_norm, cfg_.decoder_final_norm, cfg_);
+  ops::linear(logits_, x_, lm_head_.weight, pending_bias_ ? nullptr : lm_head_.bias_or_null());
   if (logits_host_.raw() != logits_.raw()) {
     if (logits_.dtype() == DType::f32) {
       logits_host_.copy_from(logits_);
@@ -95,7 +86,9 @@ float* DecodeSession::step(const int32_t* tokens, int64_t step) {
 }
 
 void DecodeSession::layer_step(int64_t i, int64_t step) {
-  const layers::DecoderLayer& w = weights_[static_cast<size_t>(i)];
+  const DecoderLayerWeights& w = w_.layers[static_cast<size_t>(i)];
+  const AttentionWeights& self = w.self_attn;
+  const AttentionWeights& cross = w.cross_attn;
   const int64_t D = cfg_.d_model;
   Tensor normed = layers::view3(ws_.normed, rows_, 1, D);
   Tensor qkv = layers::view3(ws_.qkv, rows_, 1, 3 * D);
@@ -107,20 +100,20 @@ void DecodeSession::layer_step(int64_t i, int64_t step) {
 
   // Masked self-attention over the cache: write this step's K/V at position `step`,
   // then attend to positions 0..step (self_lengths = step + 1).
-  const Tensor& in = layers::sublayer_input(x_, w.self_attn_norm, cfg_, normed);
-  ops::linear(qkv, in, *w.qkv.weight, w.qkv.bias);
+  const Tensor& in = layers::sublayer_input(x_, self.norm, cfg_, normed);
+  ops::linear(qkv, in, self.qkv.weight, self.qkv.bias_or_null());
   ops::copy_strided(kc, step * D, max_steps_ * D, qkv, D, 3 * D, rows_, D);
   ops::copy_strided(vc, step * D, max_steps_ * D, qkv, 2 * D, 3 * D, rows_, D);
   ops::AttentionOptions self_opt;
   self_opt.heads = cfg_.decoder_heads;
   self_opt.kv_lengths = &self_lengths_;
   ops::attention(attn, {&qkv, 0}, {&kc, 0}, {&vc, 0}, self_opt);
-  ops::linear(proj, attn, *w.self_out.weight);
-  layers::sublayer_output(x_, proj, w.self_out.bias, w.self_attn_norm, cfg_);
+  ops::linear(proj, attn, self.out.weight);
+  layers::sublayer_output(x_, proj, self.out.bias_or_null(), self.norm, cfg_);
 
   // Cross-attention: the beams of a source share its encoder K/V (kv_group = beam).
-  const Tensor& in2 = layers::sublayer_input(x_, w.cross_attn_norm, cfg_, normed);
-  ops::linear(q, in2, *w.cross_q.weight, w.cross_q.bias);
+  const Tensor& in2 = layers::sublayer_input(x_, cross.norm, cfg_, normed);
+  ops::linear(q, in2, cross.q.weight, cross.q.bias_or_null());
   const Tensor& kv = cross_kv_[static_cast<size_t>(i)];
   ops::AttentionOptions cross_opt;
   cross_opt.heads = cfg_.decoder_heads;
@@ -128,10 +121,10 @@ void DecodeSession::layer_step(int64_t i, int64_t step) {
   cross_opt.kv_group = beam_;
   if (want_attention_ && i == cfg_.decoder_layers - 1) cross_opt.weights_out = &weights_dev_;
   ops::attention(attn, {&q, 0}, {&kv, 0}, {&kv, D}, cross_opt);
-  ops::linear(proj, attn, *w.cross_out.weight);
-  layers::sublayer_output(x_, proj, w.cross_out.bias, w.cross_attn_norm, cfg_);
+  ops::linear(proj, attn, cross.out.weight);
+  layers::sublayer_output(x_, proj, cross.out.bias_or_null(), cross.norm, cfg_);
 
-  layers::feed_forward(x_, w.fc1, w.fc2, w.ffn_norm, cfg_, ws_);
+  layers::feed_forward(x_, w.ffn, cfg_, ws_);
 }
 
 void DecodeSession::finish_row(float* row) const {

@@ -40,11 +40,12 @@ class DecodeSession {
 
   const Transformer& model_;
   const TransformerConfig& cfg_;
+  const StackWeights<DecoderLayerWeights>& w_;  // the model's; generate holds its lock throughout
+  const Linear& lm_head_;
   Transformer::DeviceBatch src_;
   std::vector<int32_t> src_lengths_;
   int64_t beam_, rows_, max_steps_;
   bool want_attention_;
-  std::vector<layers::DecoderLayer> weights_;
   std::vector<Tensor> cross_kv_;             // per layer (batch, src_len, 2D)
   std::vector<Tensor> k_cache_, v_cache_;    // per layer (rows, max_steps, D)
   layers::Workspace ws_;                     // sized for (rows, 1)

@@ -1,5 +1,5 @@
-// The whole model: parameters by name, embeddings, the encoder and decoder stacks,
-// and the projection to the vocabulary.
+// The whole model: typed weights bound to their names, embeddings, the encoder and
+// decoder stacks, and the projection to the vocabulary.
 #include <algorithm>
 #include <cmath>
 
@@ -20,14 +20,21 @@ Transformer::Transformer(TransformerConfig config, Device device, DType dtype)
     throw_value_error("dtype ", dtype_name(dtype_), " is not supported on cpu: the CPU backend computes in float32 ",
                       "(this CPU has no fast half-precision arithmetic); use dtype='float32', or device='cuda'");
   check_device(device_);
-  for (auto& [name, shape] : config_.parameter_shapes()) shapes_[name] = shape;
+  weights_ = std::make_unique<ModelWeights>(sized_weights(config_));
+  visit_parameters(config_, *weights_,
+                   [this](const std::string& name, const Shape& shape, Tensor& member, const ParameterPlace&) {
+                     slots_[name] = Slot{shape, &member};
+                   });
+  aliases_ = parameter_aliases(config_);
 }
 
+Tensor& Transformer::slot(const std::string& name) const { return *slots_.at(name).member; }
+
 Tensor Transformer::checked_copy(const std::string& name, const Tensor& value) const {
-  auto it = shapes_.find(name);
-  if (it == shapes_.end()) throw_value_error("unknown parameter '", name, "' for this config");
-  if (value.shape() != it->second)
-    throw_value_error("parameter '", name, "': expected shape ", shape_str(it->second), ", got ",
+  auto it = slots_.find(name);
+  if (it == slots_.end()) throw_value_error("unknown parameter '", name, "' for this config");
+  if (value.shape() != it->second.shape)
+    throw_value_error("parameter '", name, "': expected shape ", shape_str(it->second.shape), ", got ",
                       shape_str(value.shape()));
   if (!dtype_is_float(value.dtype()))
     throw_type_error("parameter '", name, "': expected a float tensor, got ", dtype_name(value.dtype()));
@@ -53,20 +60,20 @@ void Transformer::set_parameters(const std::vector<std::pair<std::string, Tensor
   owned.reserve(values.size());
   for (const auto& [name, value] : values) owned.push_back(checked_copy(name, value));
   WeightsLock::Exclusive writing(*weights_lock_);
-  // dtype_ is read under the lock: a mixed-precision TrainGraph changes it.
-  for (size_t i = 0; i < values.size(); ++i) params_[values[i].first] = owned[i].to_dtype(dtype_);
+  // dtype_ is read under the lock: a mixed-precision TrainGraph changes it. The typed weights
+  // are rebound (aliases included) under this same hold: no reader sees half of it.
+  for (size_t i = 0; i < values.size(); ++i) slot(values[i].first) = owned[i].to_dtype(dtype_);
+  tie_weights(config_, *weights_);
 }
 
 const Tensor& Transformer::parameter(const std::string& name) const {
   // Aliases of shared matrices resolve to the one stored tensor.
-  if (name == "tgt_embed" && config_.shared_embeddings) return parameter("src_embed");
-  if (name == "out_proj" && config_.tied_output) return parameter("tgt_embed");
-  auto it = params_.find(name);
-  if (it == params_.end()) {
-    if (shapes_.count(name)) throw_value_error("parameter '", name, "' has not been set");
-    throw_value_error("unknown parameter '", name, "'");
-  }
-  return it->second;
+  for (const ParameterAlias& alias : aliases_)
+    if (alias.name == name) return parameter(alias.owner);
+  auto it = slots_.find(name);
+  if (it == slots_.end()) throw_value_error("unknown parameter '", name, "'");
+  if (!it->second.member->defined()) throw_value_error("parameter '", name, "' has not been set");
+  return *it->second.member;
 }
 
 Tensor Transformer::copy_parameter(const std::string& name) const {
@@ -87,8 +94,8 @@ std::vector<std::string> Transformer::parameter_names() const {
 std::vector<std::string> Transformer::missing_parameters() const {
   WeightsLock::Shared reading(*weights_lock_);  // set_parameter may be inserting a name
   std::vector<std::string> missing;
-  for (auto& [name, shape] : shapes_)
-    if (!params_.count(name)) missing.push_back(name);
+  for (auto& [name, s] : slots_)
+    if (!s.member->defined()) missing.push_back(name);
   return missing;
 }
 
@@ -103,7 +110,9 @@ Transformer Transformer::to(Device device) const { return to(device, dtype_); }
 Transformer Transformer::to(Device device, DType dtype) const {
   Transformer copy(config_, device, dtype);
   WeightsLock::Shared reading(*weights_lock_);
-  for (auto& [name, value] : params_) copy.params_[name] = value.to(device).to_dtype(dtype);
+  for (auto& [name, s] : slots_)
+    if (s.member->defined()) copy.slot(name) = s.member->to(device).to_dtype(dtype);
+  tie_weights(copy.config_, *copy.weights_);
   return copy;
 }
 
@@ -166,47 +175,27 @@ Transformer::DeviceBatch Transformer::upload(const TokenBatch& b, int64_t vocab,
   return d;
 }
 
-// Token embeddings * scale + positions, then the optional embedding LayerNorm.
-static Tensor embed(const Tensor& ids, const Tensor& position_ids, const Tensor& table, const Tensor& positions,
-                    const Tensor* norm_gamma, const Tensor* norm_beta, const TransformerConfig& cfg) {
-  Tensor x = Tensor::empty({ids.dim(0), ids.dim(1), cfg.d_model}, table.dtype(), table.device());
-  ops::embedding(x, ids, table, cfg.embed_scale, &position_ids, &positions);
-  if (norm_gamma) ops::layer_norm(x, nullptr, x, nullptr, nullptr, *norm_gamma, *norm_beta, cfg.layer_norm_eps);
-  return x;
-}
-
 Tensor Transformer::encode_device(const DeviceBatch& src) const {
   const TransformerConfig& c = config_;
-  Tensor x = embed(src.ids, src.position_ids, p("src_embed"), p("src_positions"),
-                   c.embed_norm ? &p("encoder.embed_norm.gamma") : nullptr,
-                   c.embed_norm ? &p("encoder.embed_norm.beta") : nullptr, c);
+  const StackWeights<EncoderLayerWeights>& w = weights_->encoder;
+  Tensor x = Tensor::empty({src.batch, src.len, c.d_model}, dtype_, device_);
+  layers::embed(x, src.ids, src.position_ids, w.embed, w.embed_norm, c);
   layers::Workspace ws = layers::make_workspace(src.batch, src.len, c.d_model, c.encoder_ffn_dim, dtype_, device_);
-  const layers::ParamLookup lookup = [this](const std::string& n) -> const Tensor& { return p(n); };
-  for (int64_t i = 0; i < c.encoder_layers; ++i) {
-    const layers::EncoderLayer w = layers::encoder_layer(lookup, i);
-    layers::encoder_layer_forward(x, w, c, src.lengths, ws);
-  }
-  if (c.encoder_final_norm)
-    ops::layer_norm(x, nullptr, x, nullptr, nullptr, p("encoder.final_norm.gamma"), p("encoder.final_norm.beta"),
-                    c.layer_norm_eps);
+  for (const EncoderLayerWeights& layer : w.layers) layers::encoder_layer_forward(x, layer, c, src.lengths, ws);
+  layers::final_norm(x, w.final_norm, c.encoder_final_norm, c);
   return x;
 }
 
 Tensor Transformer::decode_device(const DeviceBatch& tgt, const Tensor& memory, const DeviceBatch& src) const {
   const TransformerConfig& c = config_;
-  Tensor x = embed(tgt.ids, tgt.position_ids, p("tgt_embed"), p("tgt_positions"),
-                   c.embed_norm ? &p("decoder.embed_norm.gamma") : nullptr,
-                   c.embed_norm ? &p("decoder.embed_norm.beta") : nullptr, c);
+  const StackWeights<DecoderLayerWeights>& w = weights_->decoder;
+  Tensor x = Tensor::empty({tgt.batch, tgt.len, c.d_model}, dtype_, device_);
+  layers::embed(x, tgt.ids, tgt.position_ids, w.embed, w.embed_norm, c);
   layers::Workspace ws = layers::make_workspace(tgt.batch, tgt.len, c.d_model, c.decoder_ffn_dim, dtype_, device_);
   Tensor memory_kv = Tensor::empty({src.batch, src.len, 2 * c.d_model}, dtype_, device_);
-  const layers::ParamLookup lookup = [this](const std::string& n) -> const Tensor& { return p(n); };
-  for (int64_t i = 0; i < c.decoder_layers; ++i) {
-    const layers::DecoderLayer w = layers::decoder_layer(lookup, i);
-    layers::decoder_layer_forward(x, w, c, tgt.lengths, memory, src.lengths, memory_kv, ws);
-  }
-  if (c.decoder_final_norm)
-    ops::layer_norm(x, nullptr, x, nullptr, nullptr, p("decoder.final_norm.gamma"), p("decoder.final_norm.beta"),
-                    c.layer_norm_eps);
+  for (const DecoderLayerWeights& layer : w.layers)
+    layers::decoder_layer_forward(x, layer, c, tgt.lengths, memory, src.lengths, memory_kv, ws);
+  layers::final_norm(x, w.final_norm, c.decoder_final_norm, c);
   return x;
 }
 
@@ -229,7 +218,7 @@ Tensor Transformer::forward(const TokenBatch& src, const TokenBatch& tgt) const 
   // Logits are produced directly in host memory when the model runs on the CPU.
   const int64_t V = config_.tgt_vocab_size;
   Tensor logits = Tensor::empty({t.batch, t.len, V}, dtype_, device_);
-  ops::linear(logits, hidden, p("out_proj"), config_.final_logits_bias ? &p("final_logits_bias") : nullptr);
+  ops::linear(logits, hidden, weights_->lm_head.weight, weights_->lm_head.bias_or_null());
   if (dtype_ != DType::f32) logits = logits.to_dtype(DType::f32);
   return logits.to(Device{});
 }

@@ -18,16 +18,16 @@ struct EmbedActs {
   uint64_t drop_offset = 0;
 };
 
-Tensor embed_train(const Tensor& ids, const Tensor& pos_ids, const Tensor& table, const Tensor& positions,
-                   const layers::Norm* norm, const TransformerConfig& cfg, Dropout& drop, EmbedActs& a) {
-  Tensor x = Tensor::empty({ids.dim(0), ids.dim(1), cfg.d_model}, table.dtype(), table.device());
-  ops::embedding(x, ids, table, cfg.embed_scale, &pos_ids, &positions);
-  if (norm) {
+Tensor embed_train(const Tensor& ids, const Tensor& pos_ids, const Embedding& embed, const LayerNorm& norm,
+                   const TransformerConfig& cfg, Dropout& drop, EmbedActs& a) {
+  Tensor x = Tensor::empty({ids.dim(0), ids.dim(1), cfg.d_model}, embed.table.dtype(), embed.table.device());
+  ops::embedding(x, ids, embed.table, cfg.embed_scale, &pos_ids, &embed.positions);
+  if (cfg.embed_norm) {
     Tensor out = like(x);
     a.norm.s = like(x);
     a.norm.mean = Tensor::empty({ids.numel()}, DType::f32, x.device());
     a.norm.rstd = Tensor::empty({ids.numel()}, DType::f32, x.device());
-    ops::layer_norm_train(out, a.norm.s, x, nullptr, nullptr, *norm->gamma, *norm->beta, cfg.layer_norm_eps,
+    ops::layer_norm_train(out, a.norm.s, x, nullptr, nullptr, norm.gamma, norm.beta, cfg.layer_norm_eps,
                           a.norm.mean, a.norm.rstd);
     x = out;
   }
@@ -36,41 +36,44 @@ Tensor embed_train(const Tensor& ids, const Tensor& pos_ids, const Tensor& table
   return x;
 }
 
-void embed_backward(const Tensor& dx_in, const Tensor& ids, const Tensor& pos_ids, Tensor* dtable, Tensor* dpositions,
-                    const layers::Norm* norm, NormGrad ng, const TransformerConfig& cfg, const Dropout& drop,
+void embed_backward(const Tensor& dx_in, const Tensor& ids, const Tensor& pos_ids, Embedding& grads,
+                    const LayerNorm& norm, LayerNorm& norm_grads, const TransformerConfig& cfg, const Dropout& drop,
                     const EmbedActs& a) {
   Tensor dx = like(dx_in);
   if (drop.p > 0.0f) ops::dropout(dx, dx_in, drop.p, drop.seed, a.drop_offset);
   else dx.copy_from(dx_in);
-  if (norm) {
+  if (cfg.embed_norm) {
+    const NormGrad ng = grads_of(norm_grads);
     Tensor ds = like(dx);
-    ops::layer_norm_backward(ds, ng.gamma, ng.beta, dx, a.norm.s, a.norm.mean, a.norm.rstd, *norm->gamma);
+    ops::layer_norm_backward(ds, ng.gamma, ng.beta, dx, a.norm.s, a.norm.mean, a.norm.rstd, norm.gamma);
     dx = ds;
   }
   // nn.Embedding(padding_idx=pad): the pad row gets no gradient from lookups.
-  ops::embedding_backward(dtable, dpositions, dx, ids, &pos_ids, cfg.embed_scale, cfg.pad_id);
+  ops::embedding_backward(grad_of(grads.table), grad_of(grads.positions), dx, ids, &pos_ids, cfg.embed_scale,
+                          cfg.pad_id);
 }
 
 // Final LayerNorm of a stack (pre-norm models).
-Tensor final_norm_train(const Tensor& x, const layers::Norm& norm, const TransformerConfig& cfg, NormActs& a) {
+Tensor final_norm_train(const Tensor& x, const LayerNorm& norm, const TransformerConfig& cfg, NormActs& a) {
   Tensor out = like(x);
   a.s = like(x);
   a.mean = Tensor::empty({x.numel() / x.dim(-1)}, DType::f32, x.device());
   a.rstd = Tensor::empty({x.numel() / x.dim(-1)}, DType::f32, x.device());
-  ops::layer_norm_train(out, a.s, x, nullptr, nullptr, *norm.gamma, *norm.beta, cfg.layer_norm_eps, a.mean, a.rstd);
+  ops::layer_norm_train(out, a.s, x, nullptr, nullptr, norm.gamma, norm.beta, cfg.layer_norm_eps, a.mean, a.rstd);
   return out;
 }
 
-Tensor final_norm_backward(const Tensor& dy, const layers::Norm& norm, NormGrad ng, const NormActs& a) {
+Tensor final_norm_backward(const Tensor& dy, const LayerNorm& norm, LayerNorm& grads, const NormActs& a) {
+  const NormGrad ng = grads_of(grads);
   Tensor dx = like(dy);
-  ops::layer_norm_backward(dx, ng.gamma, ng.beta, dy, a.s, a.mean, a.rstd, *norm.gamma);
+  ops::layer_norm_backward(dx, ng.gamma, ng.beta, dy, a.s, a.mean, a.rstd, norm.gamma);
   return dx;
 }
 
 }  // namespace
 
 TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, int64_t bucket_bytes, DType compute)
-    : model_(model), compute_(compute) {
+    : model_(model), compute_(compute), aliases_(parameter_aliases(model.config())) {
   // Points the model's weights at the flat buffer (and may convert them): a writer.
   WeightsLock::Exclusive writing(model.weights_lock());
   if (!model.complete()) throw_value_error("the model has parameters not set: cannot train it");
@@ -88,16 +91,17 @@ TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, 
   if (trainable_.empty()) throw_value_error("every parameter is frozen: nothing to train");
   const Device device = model.parameter(trainable_.front()).device();
 
-  // The stage that finishes each gradient buffer: the last stage of any name writing into it.
+  // The stage that finishes each gradient buffer: the last stage of any name writing into
+  // it (a tied matrix: its own and its aliases').
   std::map<std::string, int> final_stage;
-  std::vector<std::string> writers = trainable_;
-  writers.push_back("tgt_embed");
-  writers.push_back("out_proj");
-  for (const std::string& w : writers) {
-    const std::string o = owner(w);
-    if (std::find(trainable_.begin(), trainable_.end(), o) == trainable_.end()) continue;
-    auto it = final_stage.find(o);
-    final_stage[o] = it == final_stage.end() ? stage_of(w) : std::max(it->second, stage_of(w));
+  ModelWeights scratch = sized_weights(model.config());
+  visit_parameters(model.config(), scratch,
+                   [&](const std::string& name, const Shape&, Tensor&, const ParameterPlace& place) {
+                     if (!frozen.count(name)) final_stage[name] = stage_of(place);
+                   });
+  for (const ParameterAlias& alias : aliases_) {
+    auto it = final_stage.find(alias.owner);
+    if (it != final_stage.end()) it->second = std::max(it->second, stage_of(alias.place));
   }
   std::vector<std::string> order = trainable_;
   std::stable_sort(order.begin(), order.end(),
@@ -129,11 +133,21 @@ TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, 
     v_[name] = view(flat_v_);
     params_[name] = view(flat_param_);
     if (mixed()) master_[name] = view(flat_master_);
+    bound_.push_back({&model_.slot(name), &params_[name], mixed() ? &master_[name] : nullptr});
   }
+  // The gradients as typed structs for run(), bound once (tied names share their owner's).
+  grads_typed_ = sized_weights(model.config());
+  visit_parameters(model.config(), grads_typed_,
+                   [this](const std::string& name, const Shape&, Tensor& member, const ParameterPlace&) {
+                     auto it = grads_.find(name);
+                     if (it != grads_.end()) member = it->second;
+                   });
+  tie_weights(model.config(), grads_typed_);
   sync_parameters();  // every parameter: its value into the flat buffers, the model onto the views
   if (model_.dtype_ != compute) {  // f32 model, mixed precision: the frozen ones too
-    for (auto& [name, value] : model_.params_)
-      if (!params_.count(name)) value = value.to_dtype(compute);
+    for (auto& [name, slot] : model_.slots_)
+      if (!params_.count(name)) *slot.member = slot.member->to_dtype(compute);
+    tie_weights(model.config(), *model_.weights_);
     model_.dtype_ = compute;
   }
 
@@ -155,23 +169,29 @@ int TrainGraph::num_stages() const {
   return static_cast<int>(4 + c.decoder_layers + c.encoder_layers);
 }
 
-int TrainGraph::stage_of(const std::string& name) const {
+int TrainGraph::stage_of(const ParameterPlace& place) const {
   const TransformerConfig& c = model_.config();
   const int ld = static_cast<int>(c.decoder_layers), le = static_cast<int>(c.encoder_layers);
-  auto starts = [&name](const char* prefix) { return name.rfind(prefix, 0) == 0; };
-  auto layer = [&name](size_t prefix_len) { return std::stoi(name.substr(prefix_len, name.find('.', prefix_len))); };
-  if (starts("out_proj") || starts("decoder.final_norm.")) return 0;
-  if (starts("decoder.layers.")) return 1 + (ld - 1 - layer(15));
-  if (starts("tgt_embed") || starts("tgt_positions") || starts("decoder.embed_norm.")) return 1 + ld;
-  if (starts("encoder.final_norm.")) return 2 + ld;
-  if (starts("encoder.layers.")) return 3 + ld + (le - 1 - layer(15));
-  return 3 + ld + le;  // source embeddings (and anything unknown: final only at the very end)
+  const int layer = static_cast<int>(place.layer);
+  using Part = ParameterPlace::Part;
+  if (place.decoder) {
+    switch (place.part) {
+      case Part::output:
+      case Part::final_norm: return 0;
+      case Part::layer: return 1 + (ld - 1 - layer);
+      case Part::embeddings: return 1 + ld;
+    }
+  }
+  switch (place.part) {
+    case Part::final_norm: return 2 + ld;
+    case Part::layer: return 3 + ld + (le - 1 - layer);
+    default: return 3 + ld + le;  // source embeddings: final only at the very end
+  }
 }
 
 std::string TrainGraph::owner(const std::string& name) const {
-  const TransformerConfig& c = model_.config();
-  if (name == "tgt_embed" && c.shared_embeddings) return "src_embed";
-  if (name == "out_proj" && c.tied_output) return owner("tgt_embed");
+  for (const ParameterAlias& alias : aliases_)
+    if (alias.name == name) return alias.owner;
   return name;
 }
 
@@ -196,20 +216,22 @@ Tensor& TrainGraph::grad(const std::string& name) {
 }
 
 bool TrainGraph::parameters_replaced() const {
-  for (const std::string& name : trainable_)
-    if (model_.params_.at(name).raw() != params_.at(name).raw()) return true;
+  for (const Bound& b : bound_)
+    if (b.held->raw() != b.view->raw()) return true;
   return false;
 }
 
 void TrainGraph::sync_parameters() {
-  for (const std::string& name : trainable_) {
-    Tensor& held = model_.params_.at(name);
-    Tensor& view = params_.at(name);
-    if (held.raw() == view.raw()) continue;
-    if (mixed()) master_.at(name).copy_from(held.dtype() == DType::f32 ? held : held.to_dtype(DType::f32));
-    view.copy_from(held.dtype() == compute_ ? held : held.to_dtype(compute_));
-    held = view;
+  bool changed = false;
+  for (const Bound& b : bound_) {
+    Tensor& held = *b.held;
+    if (held.raw() == b.view->raw()) continue;
+    if (b.master) b.master->copy_from(held.dtype() == DType::f32 ? held : held.to_dtype(DType::f32));
+    b.view->copy_from(held.dtype() == compute_ ? held : held.to_dtype(compute_));
+    held = *b.view;
+    changed = true;
   }
+  if (changed) tie_weights(model_.config(), *model_.weights_);  // aliases follow their owner onto the view
 }
 
 Tensor& TrainGraph::master(const std::string& name) {
@@ -259,20 +281,9 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
   }
   WeightsLock::Shared reading(model_.weights_lock());
   const TransformerConfig& c = model_.config();
-  Transformer& m = model_;
-  auto P = [&m](const std::string& n) -> const Tensor& { return m.parameter(n); };
-  auto G = [this](const std::string& n) -> Tensor* {
-    if (grads_.count(n) || n == "tgt_embed" || n == "out_proj") {
-      try {
-        return &grad(n);
-      } catch (const std::invalid_argument&) {
-        return nullptr;
-      }
-    }
-    return nullptr;
-  };
-  auto lin = [&](const std::string& n) { return LinearGrad{G(n + ".weight"), G(n + ".bias")}; };
-  auto nrm = [&](const std::string& n) { return NormGrad{G(n + ".gamma"), G(n + ".beta")}; };
+  const Transformer& m = model_;
+  const ModelWeights& w = m.weights();
+  ModelWeights& g = grads_typed_;
   const bool backward = grad_scale != 0.0f;
 
   const Transformer::DeviceBatch s = m.upload(src, c.src_vocab_size, "src_ids");
@@ -282,51 +293,32 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
     throw_value_error("labels must be int32 (", t.batch, ", ", t.len, "), got ", labels.describe());
 
   Dropout drop{opt.dropout, opt.activation_dropout, opt.seed, 0};
-  const layers::ParamLookup lookup = P;
   const BatchInfo enc_batch{&s.lengths, c.encoder_heads, false};
   const BatchInfo self_batch{&t.lengths, c.decoder_heads, true};
   const BatchInfo cross_batch{&s.lengths, c.decoder_heads, false};
 
   // ---- forward
-  layers::Norm enc_en{c.embed_norm ? &P("encoder.embed_norm.gamma") : nullptr,
-                      c.embed_norm ? &P("encoder.embed_norm.beta") : nullptr};
-  layers::Norm dec_en{c.embed_norm ? &P("decoder.embed_norm.gamma") : nullptr,
-                      c.embed_norm ? &P("decoder.embed_norm.beta") : nullptr};
   EmbedActs src_emb, tgt_emb;
-  Tensor x = embed_train(s.ids, s.position_ids, P("src_embed"), P("src_positions"), c.embed_norm ? &enc_en : nullptr,
-                         c, drop, src_emb);
-  std::vector<layers::EncoderLayer> enc_w;
+  Tensor x = embed_train(s.ids, s.position_ids, w.encoder.embed, w.encoder.embed_norm, c, drop, src_emb);
   std::vector<EncoderLayerActs> enc_acts(static_cast<size_t>(c.encoder_layers));
-  for (int64_t i = 0; i < c.encoder_layers; ++i) {
-    enc_w.push_back(layers::encoder_layer(lookup, i));
-    x = encoder_layer_train(x, enc_w.back(), c, enc_batch, drop, enc_acts[static_cast<size_t>(i)]);
-  }
+  for (int64_t i = 0; i < c.encoder_layers; ++i)
+    x = encoder_layer_train(x, w.encoder.layers[static_cast<size_t>(i)], c, enc_batch, drop,
+                            enc_acts[static_cast<size_t>(i)]);
   NormActs enc_final;
-  layers::Norm enc_fn;
-  if (c.encoder_final_norm) {
-    enc_fn = {&P("encoder.final_norm.gamma"), &P("encoder.final_norm.beta")};
-    x = final_norm_train(x, enc_fn, c, enc_final);
-  }
+  if (c.encoder_final_norm) x = final_norm_train(x, w.encoder.final_norm, c, enc_final);
   const Tensor memory = x;
 
-  Tensor y = embed_train(t.ids, t.position_ids, P("tgt_embed"), P("tgt_positions"), c.embed_norm ? &dec_en : nullptr,
-                         c, drop, tgt_emb);
-  std::vector<layers::DecoderLayer> dec_w;
+  Tensor y = embed_train(t.ids, t.position_ids, w.decoder.embed, w.decoder.embed_norm, c, drop, tgt_emb);
   std::vector<DecoderLayerActs> dec_acts(static_cast<size_t>(c.decoder_layers));
-  for (int64_t i = 0; i < c.decoder_layers; ++i) {
-    dec_w.push_back(layers::decoder_layer(lookup, i));
-    y = decoder_layer_train(y, memory, dec_w.back(), c, self_batch, cross_batch, drop, dec_acts[static_cast<size_t>(i)]);
-  }
+  for (int64_t i = 0; i < c.decoder_layers; ++i)
+    y = decoder_layer_train(y, memory, w.decoder.layers[static_cast<size_t>(i)], c, self_batch, cross_batch, drop,
+                            dec_acts[static_cast<size_t>(i)]);
   NormActs dec_final;
-  layers::Norm dec_fn;
-  if (c.decoder_final_norm) {
-    dec_fn = {&P("decoder.final_norm.gamma"), &P("decoder.final_norm.beta")};
-    y = final_norm_train(y, dec_fn, c, dec_final);
-  }
+  if (c.decoder_final_norm) y = final_norm_train(y, w.decoder.final_norm, c, dec_final);
   const int64_t rows = t.batch * t.len, V = c.tgt_vocab_size;
   Tensor hidden = y.reshape({rows, c.d_model});
   Tensor logits = Tensor::empty({rows, V}, y.dtype(), y.device());
-  ops::linear(logits, hidden, P("out_proj"), c.final_logits_bias ? &P("final_logits_bias") : nullptr);
+  ops::linear(logits, hidden, w.lm_head.weight, w.lm_head.bias_or_null());
   Tensor loss_rows = Tensor::empty({rows}, DType::f32, y.device());
   const Tensor labels_dev = labels.reshape({rows}).to(y.device());
   ops::cross_entropy(loss_rows, backward ? &logits : nullptr, logits, labels_dev, opt.label_smoothing,
@@ -343,40 +335,32 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
 
   // ---- backward (logits now hold d loss / d logits)
   Tensor dhidden = like(hidden);
-  Tensor* dout_proj = G("out_proj");
-  ops::linear_backward(&dhidden, dout_proj, nullptr, logits, hidden, P("out_proj"));
+  ops::linear_backward(&dhidden, grad_of(g.lm_head.weight), nullptr, logits, hidden, w.lm_head.weight);
   Tensor dy = dhidden.reshape(y.shape());
-  if (c.decoder_final_norm) dy = final_norm_backward(dy, dec_fn, nrm("decoder.final_norm"), dec_final);
+  if (c.decoder_final_norm) dy = final_norm_backward(dy, w.decoder.final_norm, g.decoder.final_norm, dec_final);
   int stage = 0;
   stage_done(stage++, on_ready);
   Tensor dmemory = Tensor::zeros(memory.shape(), memory.dtype(), memory.device());
   for (int64_t i = c.decoder_layers - 1; i >= 0; --i) {
-    const std::string l = "decoder.layers." + std::to_string(i);
-    DecoderLayerGrads g{lin(l + ".self_attn.qkv"), lin(l + ".self_attn.out"), lin(l + ".cross_attn.q"),
-                        lin(l + ".cross_attn.kv"), lin(l + ".cross_attn.out"), lin(l + ".ffn.fc1"),
-                        lin(l + ".ffn.fc2"), nrm(l + ".self_attn_norm"), nrm(l + ".cross_attn_norm"),
-                        nrm(l + ".ffn_norm")};
-    dy = decoder_layer_backward(dy, dmemory, memory, dec_w[static_cast<size_t>(i)], g, c, self_batch, cross_batch, drop,
-                                dec_acts[static_cast<size_t>(i)]);
+    const size_t l = static_cast<size_t>(i);
+    dy = decoder_layer_backward(dy, dmemory, memory, w.decoder.layers[l], g.decoder.layers[l], c, self_batch,
+                                cross_batch, drop, dec_acts[l]);
     stage_done(stage++, on_ready);
   }
-  embed_backward(dy, t.ids, t.position_ids, G("tgt_embed"), G("tgt_positions"), c.embed_norm ? &dec_en : nullptr,
-                 nrm("decoder.embed_norm"), c, drop, tgt_emb);
+  embed_backward(dy, t.ids, t.position_ids, g.decoder.embed, w.decoder.embed_norm, g.decoder.embed_norm, c, drop,
+                 tgt_emb);
   stage_done(stage++, on_ready);
 
   Tensor dx = dmemory;
-  if (c.encoder_final_norm) dx = final_norm_backward(dx, enc_fn, nrm("encoder.final_norm"), enc_final);
+  if (c.encoder_final_norm) dx = final_norm_backward(dx, w.encoder.final_norm, g.encoder.final_norm, enc_final);
   stage_done(stage++, on_ready);
   for (int64_t i = c.encoder_layers - 1; i >= 0; --i) {
-    const std::string l = "encoder.layers." + std::to_string(i);
-    EncoderLayerGrads g{lin(l + ".self_attn.qkv"), lin(l + ".self_attn.out"), lin(l + ".ffn.fc1"),
-                        lin(l + ".ffn.fc2"), nrm(l + ".self_attn_norm"), nrm(l + ".ffn_norm")};
-    dx = encoder_layer_backward(dx, enc_w[static_cast<size_t>(i)], g, c, enc_batch, drop,
-                                enc_acts[static_cast<size_t>(i)]);
+    const size_t l = static_cast<size_t>(i);
+    dx = encoder_layer_backward(dx, w.encoder.layers[l], g.encoder.layers[l], c, enc_batch, drop, enc_acts[l]);
     stage_done(stage++, on_ready);
   }
-  embed_backward(dx, s.ids, s.position_ids, G("src_embed"), G("src_positions"), c.embed_norm ? &enc_en : nullptr,
-                 nrm("encoder.embed_norm"), c, drop, src_emb);
+  embed_backward(dx, s.ids, s.position_ids, g.encoder.embed, w.encoder.embed_norm, g.encoder.embed_norm, c, drop,
+                 src_emb);
   stage_done(stage++, on_ready);
   return result;
 }

@@ -23,19 +23,19 @@ Tensor rows_vector(const Tensor& x) {
 }
 
 // The input of a sublayer: LayerNorm(x) in pre-norm models (statistics saved), else x.
-Tensor sublayer_in(const Tensor& x, const layers::Norm& norm, const TransformerConfig& cfg, SublayerOut& o) {
+Tensor sublayer_in(const Tensor& x, const LayerNorm& norm, const TransformerConfig& cfg, SublayerOut& o) {
   if (!cfg.pre_norm) return x;
   Tensor out = like(x);
   o.norm.s = like(x);
   o.norm.mean = rows_vector(x);
   o.norm.rstd = rows_vector(x);
-  ops::layer_norm_train(out, o.norm.s, x, nullptr, nullptr, *norm.gamma, *norm.beta, cfg.layer_norm_eps, o.norm.mean,
+  ops::layer_norm_train(out, o.norm.s, x, nullptr, nullptr, norm.gamma, norm.beta, cfg.layer_norm_eps, o.norm.mean,
                         o.norm.rstd);
   return out;
 }
 
 // x + dropout(y + bias), then LayerNorm in post-norm models. y is overwritten.
-Tensor sublayer_out(const Tensor& x, Tensor& y, const Tensor* bias, const layers::Norm& norm,
+Tensor sublayer_out(const Tensor& x, Tensor& y, const Tensor* bias, const LayerNorm& norm,
                     const TransformerConfig& cfg, Dropout& drop, SublayerOut& o) {
   ops::bias_act(y, y, bias, nullptr, Activation::none);
   o.drop_offset = drop.take(y.numel());
@@ -47,7 +47,7 @@ Tensor sublayer_out(const Tensor& x, Tensor& y, const Tensor* bias, const layers
     o.norm.s = like(x);
     o.norm.mean = rows_vector(x);
     o.norm.rstd = rows_vector(x);
-    ops::layer_norm_train(out, o.norm.s, y, nullptr, &x, *norm.gamma, *norm.beta, cfg.layer_norm_eps, o.norm.mean,
+    ops::layer_norm_train(out, o.norm.s, y, nullptr, &x, norm.gamma, norm.beta, cfg.layer_norm_eps, o.norm.mean,
                           o.norm.rstd);
   }
   return out;
@@ -55,11 +55,11 @@ Tensor sublayer_out(const Tensor& x, Tensor& y, const Tensor* bias, const layers
 
 // Backward of sublayer_out: returns dx (the residual path) and sets dy (the gradient of
 // the projection output, before its bias); dbias += sum of dy.
-Tensor sublayer_out_backward(const Tensor& dout, Tensor& dy, const layers::Norm& norm, NormGrad ng, Tensor* dbias,
+Tensor sublayer_out_backward(const Tensor& dout, Tensor& dy, const LayerNorm& norm, NormGrad ng, Tensor* dbias,
                              const TransformerConfig& cfg, const Dropout& drop, const SublayerOut& o) {
   Tensor dx = like(dout);
   if (cfg.pre_norm) dx.copy_from(dout);
-  else ops::layer_norm_backward(dx, ng.gamma, ng.beta, dout, o.norm.s, o.norm.mean, o.norm.rstd, *norm.gamma);
+  else ops::layer_norm_backward(dx, ng.gamma, ng.beta, dout, o.norm.s, o.norm.mean, o.norm.rstd, norm.gamma);
   dy = like(dout);
   if (drop.p > 0.0f) ops::dropout(dy, dx, drop.p, drop.seed, o.drop_offset);
   else dy.copy_from(dx);
@@ -68,10 +68,10 @@ Tensor sublayer_out_backward(const Tensor& dout, Tensor& dy, const layers::Norm&
 }
 
 // dx += gradient through the sublayer input (its pre-norm LayerNorm, or identity).
-void sublayer_in_backward(Tensor& dx, const Tensor& d_in, const layers::Norm& norm, NormGrad ng,
+void sublayer_in_backward(Tensor& dx, const Tensor& d_in, const LayerNorm& norm, NormGrad ng,
                           const TransformerConfig& cfg, const SublayerOut& o) {
   if (cfg.pre_norm)
-    ops::layer_norm_backward(dx, ng.gamma, ng.beta, d_in, o.norm.s, o.norm.mean, o.norm.rstd, *norm.gamma, true);
+    ops::layer_norm_backward(dx, ng.gamma, ng.beta, d_in, o.norm.s, o.norm.mean, o.norm.rstd, norm.gamma, true);
   else
     ops::bias_act(dx, d_in, nullptr, &dx, Activation::none);
 }
@@ -84,126 +84,139 @@ ops::AttentionOptions attention_options(const BatchInfo& b) {
   return opt;
 }
 
-Tensor self_attention_train(const Tensor& x, const layers::Linear& qkv_w, const layers::Linear& out_w,
-                            const layers::Norm& norm, const TransformerConfig& cfg, const BatchInfo& batch,
-                            Dropout& drop, AttentionActs& a) {
+Tensor self_attention_train(const Tensor& x, const AttentionWeights& w, const TransformerConfig& cfg,
+                            const BatchInfo& batch, Dropout& drop, AttentionActs& a) {
   const int64_t B = x.dim(0), T = x.dim(1), D = x.dim(2);
-  a.in = sublayer_in(x, norm, cfg, a.out);
+  a.in = sublayer_in(x, w.norm, cfg, a.out);
   a.qkv = Tensor::empty({B, T, 3 * D}, x.dtype(), x.device());
-  ops::linear(a.qkv, a.in, *qkv_w.weight, qkv_w.bias);
+  ops::linear(a.qkv, a.in, w.qkv.weight, w.qkv.bias_or_null());
   a.attn = like(x);
   a.lse = Tensor::empty({B, batch.heads, T}, DType::f32, x.device());
   ops::attention_train(a.attn, {&a.qkv, 0}, {&a.qkv, D}, {&a.qkv, 2 * D}, attention_options(batch), a.lse);
   Tensor y = like(x);
-  ops::linear(y, a.attn, *out_w.weight);
-  return sublayer_out(x, y, out_w.bias, norm, cfg, drop, a.out);
+  ops::linear(y, a.attn, w.out.weight);
+  return sublayer_out(x, y, w.out.bias_or_null(), w.norm, cfg, drop, a.out);
 }
 
-Tensor self_attention_backward(const Tensor& dout, const layers::Linear& qkv_w, const layers::Linear& out_w,
-                               const layers::Norm& norm, LinearGrad gqkv, LinearGrad gout, NormGrad gnorm,
+Tensor self_attention_backward(const Tensor& dout, const AttentionWeights& w, AttentionWeights& g,
                                const TransformerConfig& cfg, const BatchInfo& batch, const Dropout& drop,
                                const AttentionActs& a) {
   const int64_t D = dout.dim(2);
+  const NormGrad gnorm = grads_of(g.norm);
+  const LinearGrad gout = grads_of(g.out);
   Tensor dy;
-  Tensor dx = sublayer_out_backward(dout, dy, norm, gnorm, gout.bias, cfg, drop, a.out);
+  Tensor dx = sublayer_out_backward(dout, dy, w.norm, gnorm, gout.bias, cfg, drop, a.out);
   Tensor dattn = like(dout);
-  linear_grad(&dattn, {gout.weight, nullptr}, dy, a.attn, *out_w.weight);
+  linear_grad(&dattn, {gout.weight, nullptr}, dy, a.attn, w.out.weight);
   Tensor dqkv = like(a.qkv);
   ops::attention_backward({&dqkv, 0}, {&dqkv, D}, {&dqkv, 2 * D}, {&a.qkv, 0}, {&a.qkv, D}, {&a.qkv, 2 * D}, a.attn,
                           dattn, a.lse, attention_options(batch));
   Tensor din = like(dout);
-  linear_grad(&din, gqkv, dqkv, a.in, *qkv_w.weight);
-  sublayer_in_backward(dx, din, norm, gnorm, cfg, a.out);
+  linear_grad(&din, grads_of(g.qkv), dqkv, a.in, w.qkv.weight);
+  sublayer_in_backward(dx, din, w.norm, gnorm, cfg, a.out);
   return dx;
 }
 
-Tensor ffn_train(const Tensor& x, const layers::Linear& fc1, const layers::Linear& fc2, const layers::Norm& norm,
-                 const TransformerConfig& cfg, Dropout& drop, FfnActs& f) {
-  const int64_t B = x.dim(0), T = x.dim(1), F = fc1.weight->dim(0);
-  f.in = sublayer_in(x, norm, cfg, f.out);
+Tensor cross_attention_train(const Tensor& h, const Tensor& memory, const AttentionWeights& w,
+                             const TransformerConfig& cfg, const BatchInfo& batch, Dropout& drop, AttentionActs& c) {
+  // Queries from the decoder, keys and values from the encoder output.
+  const int64_t B = h.dim(0), D = h.dim(2), S = memory.dim(1);
+  c.in = sublayer_in(h, w.norm, cfg, c.out);
+  c.qkv = like(h);
+  ops::linear(c.qkv, c.in, w.q.weight, w.q.bias_or_null());
+  c.kv = Tensor::empty({B, S, 2 * D}, h.dtype(), h.device());
+  ops::linear(c.kv, memory, w.kv.weight, w.kv.bias_or_null());
+  c.attn = like(h);
+  c.lse = Tensor::empty({B, batch.heads, h.dim(1)}, DType::f32, h.device());
+  ops::attention_train(c.attn, {&c.qkv, 0}, {&c.kv, 0}, {&c.kv, D}, attention_options(batch), c.lse);
+  Tensor y = like(h);
+  ops::linear(y, c.attn, w.out.weight);
+  return sublayer_out(h, y, w.out.bias_or_null(), w.norm, cfg, drop, c.out);
+}
+
+// dmemory receives += the gradient through the K/V projection.
+Tensor cross_attention_backward(const Tensor& dout, Tensor& dmemory, const Tensor& memory, const AttentionWeights& w,
+                                AttentionWeights& g, const TransformerConfig& cfg, const BatchInfo& batch,
+                                const Dropout& drop, const AttentionActs& c) {
+  const int64_t D = dout.dim(2);
+  const NormGrad gnorm = grads_of(g.norm);
+  const LinearGrad gout = grads_of(g.out);
+  Tensor dyc;
+  Tensor dh = sublayer_out_backward(dout, dyc, w.norm, gnorm, gout.bias, cfg, drop, c.out);
+  Tensor dattn = like(dout);
+  linear_grad(&dattn, {gout.weight, nullptr}, dyc, c.attn, w.out.weight);
+  Tensor dq = like(c.qkv);
+  Tensor dkv = like(c.kv);
+  ops::attention_backward({&dq, 0}, {&dkv, 0}, {&dkv, D}, {&c.qkv, 0}, {&c.kv, 0}, {&c.kv, D}, c.attn, dattn, c.lse,
+                          attention_options(batch));
+  linear_grad(&dmemory, grads_of(g.kv), dkv, memory, w.kv.weight, true);
+  Tensor din = like(dout);
+  linear_grad(&din, grads_of(g.q), dq, c.in, w.q.weight);
+  sublayer_in_backward(dh, din, w.norm, gnorm, cfg, c.out);
+  return dh;
+}
+
+Tensor ffn_train(const Tensor& x, const FeedForwardWeights& w, const TransformerConfig& cfg, Dropout& drop,
+                 FfnActs& f) {
+  const int64_t B = x.dim(0), T = x.dim(1), F = w.fc1.weight.dim(0);
+  f.in = sublayer_in(x, w.norm, cfg, f.out);
   f.z = Tensor::empty({B, T, F}, x.dtype(), x.device());
-  ops::linear(f.z, f.in, *fc1.weight, fc1.bias);
+  ops::linear(f.z, f.in, w.fc1.weight, w.fc1.bias_or_null());
   f.a = like(f.z);
   ops::bias_act(f.a, f.z, nullptr, nullptr, cfg.activation);
   f.act_drop_offset = drop.take(f.a.numel());
   if (drop.activation > 0.0f) ops::dropout(f.a, f.a, drop.activation, drop.seed, f.act_drop_offset);
   Tensor y = like(x);
-  ops::linear(y, f.a, *fc2.weight);
-  return sublayer_out(x, y, fc2.bias, norm, cfg, drop, f.out);
+  ops::linear(y, f.a, w.fc2.weight);
+  return sublayer_out(x, y, w.fc2.bias_or_null(), w.norm, cfg, drop, f.out);
 }
 
-Tensor ffn_backward(const Tensor& dout, const layers::Linear& fc1, const layers::Linear& fc2, const layers::Norm& norm,
-                    LinearGrad g1, LinearGrad g2, NormGrad gnorm, const TransformerConfig& cfg, const Dropout& drop,
-                    const FfnActs& f) {
+Tensor ffn_backward(const Tensor& dout, const FeedForwardWeights& w, FeedForwardWeights& g,
+                    const TransformerConfig& cfg, const Dropout& drop, const FfnActs& f) {
+  const NormGrad gnorm = grads_of(g.norm);
+  const LinearGrad g2 = grads_of(g.fc2);
   Tensor dy;
-  Tensor dx = sublayer_out_backward(dout, dy, norm, gnorm, g2.bias, cfg, drop, f.out);
+  Tensor dx = sublayer_out_backward(dout, dy, w.norm, gnorm, g2.bias, cfg, drop, f.out);
   Tensor da = like(f.z);
-  linear_grad(&da, {g2.weight, nullptr}, dy, f.a, *fc2.weight);
+  linear_grad(&da, {g2.weight, nullptr}, dy, f.a, w.fc2.weight);
   if (drop.activation > 0.0f) ops::dropout(da, da, drop.activation, drop.seed, f.act_drop_offset);
   ops::activation_backward(da, da, f.z, cfg.activation);
   Tensor din = like(dout);
-  linear_grad(&din, g1, da, f.in, *fc1.weight);
-  sublayer_in_backward(dx, din, norm, gnorm, cfg, f.out);
+  linear_grad(&din, grads_of(g.fc1), da, f.in, w.fc1.weight);
+  sublayer_in_backward(dx, din, w.norm, gnorm, cfg, f.out);
   return dx;
 }
 
 }  // namespace
 
-Tensor encoder_layer_train(const Tensor& x, const layers::EncoderLayer& w, const TransformerConfig& cfg,
+Tensor encoder_layer_train(const Tensor& x, const EncoderLayerWeights& w, const TransformerConfig& cfg,
                            const BatchInfo& batch, Dropout& drop, EncoderLayerActs& acts) {
-  Tensor h = self_attention_train(x, w.qkv, w.self_out, w.self_attn_norm, cfg, batch, drop, acts.self);
-  return ffn_train(h, w.fc1, w.fc2, w.ffn_norm, cfg, drop, acts.ffn);
+  Tensor h = self_attention_train(x, w.self_attn, cfg, batch, drop, acts.self);
+  return ffn_train(h, w.ffn, cfg, drop, acts.ffn);
 }
 
-Tensor encoder_layer_backward(const Tensor& dy, const layers::EncoderLayer& w, EncoderLayerGrads& g,
+Tensor encoder_layer_backward(const Tensor& dy, const EncoderLayerWeights& w, EncoderLayerWeights& g,
                               const TransformerConfig& cfg, const BatchInfo& batch, const Dropout& drop,
                               const EncoderLayerActs& acts) {
-  Tensor dh = ffn_backward(dy, w.fc1, w.fc2, w.ffn_norm, g.fc1, g.fc2, g.ffn_norm, cfg, drop, acts.ffn);
-  return self_attention_backward(dh, w.qkv, w.self_out, w.self_attn_norm, g.qkv, g.self_out, g.self_attn_norm, cfg,
-                                 batch, drop, acts.self);
+  Tensor dh = ffn_backward(dy, w.ffn, g.ffn, cfg, drop, acts.ffn);
+  return self_attention_backward(dh, w.self_attn, g.self_attn, cfg, batch, drop, acts.self);
 }
 
-Tensor decoder_layer_train(const Tensor& x, const Tensor& memory, const layers::DecoderLayer& w,
+Tensor decoder_layer_train(const Tensor& x, const Tensor& memory, const DecoderLayerWeights& w,
                            const TransformerConfig& cfg, const BatchInfo& self_batch, const BatchInfo& cross_batch,
                            Dropout& drop, DecoderLayerActs& acts) {
-  Tensor h = self_attention_train(x, w.qkv, w.self_out, w.self_attn_norm, cfg, self_batch, drop, acts.self);
-  // Cross-attention: queries from the decoder, keys and values from the encoder output.
-  AttentionActs& c = acts.cross;
-  const int64_t B = h.dim(0), D = h.dim(2), S = memory.dim(1);
-  c.in = sublayer_in(h, w.cross_attn_norm, cfg, c.out);
-  c.qkv = like(h);
-  ops::linear(c.qkv, c.in, *w.cross_q.weight, w.cross_q.bias);
-  c.kv = Tensor::empty({B, S, 2 * D}, h.dtype(), h.device());
-  ops::linear(c.kv, memory, *w.cross_kv.weight, w.cross_kv.bias);
-  c.attn = like(h);
-  c.lse = Tensor::empty({B, cross_batch.heads, h.dim(1)}, DType::f32, h.device());
-  ops::attention_train(c.attn, {&c.qkv, 0}, {&c.kv, 0}, {&c.kv, D}, attention_options(cross_batch), c.lse);
-  Tensor y = like(h);
-  ops::linear(y, c.attn, *w.cross_out.weight);
-  Tensor h2 = sublayer_out(h, y, w.cross_out.bias, w.cross_attn_norm, cfg, drop, c.out);
-  return ffn_train(h2, w.fc1, w.fc2, w.ffn_norm, cfg, drop, acts.ffn);
+  Tensor h = self_attention_train(x, w.self_attn, cfg, self_batch, drop, acts.self);
+  Tensor h2 = cross_attention_train(h, memory, w.cross_attn, cfg, cross_batch, drop, acts.cross);
+  return ffn_train(h2, w.ffn, cfg, drop, acts.ffn);
 }
 
-Tensor decoder_layer_backward(const Tensor& dy, Tensor& dmemory, const Tensor& memory, const layers::DecoderLayer& w,
-                              DecoderLayerGrads& g, const TransformerConfig& cfg, const BatchInfo& self_batch,
+Tensor decoder_layer_backward(const Tensor& dy, Tensor& dmemory, const Tensor& memory, const DecoderLayerWeights& w,
+                              DecoderLayerWeights& g, const TransformerConfig& cfg, const BatchInfo& self_batch,
                               const BatchInfo& cross_batch, const Dropout& drop, const DecoderLayerActs& acts) {
-  Tensor dh2 = ffn_backward(dy, w.fc1, w.fc2, w.ffn_norm, g.fc1, g.fc2, g.ffn_norm, cfg, drop, acts.ffn);
-  const AttentionActs& c = acts.cross;
-  const int64_t D = dy.dim(2);
-  Tensor dyc;
-  Tensor dh = sublayer_out_backward(dh2, dyc, w.cross_attn_norm, g.cross_attn_norm, g.cross_out.bias, cfg, drop, c.out);
-  Tensor dattn = like(dy);
-  linear_grad(&dattn, {g.cross_out.weight, nullptr}, dyc, c.attn, *w.cross_out.weight);
-  Tensor dq = like(c.qkv);
-  Tensor dkv = like(c.kv);
-  ops::attention_backward({&dq, 0}, {&dkv, 0}, {&dkv, D}, {&c.qkv, 0}, {&c.kv, 0}, {&c.kv, D}, c.attn, dattn, c.lse,
-                          attention_options(cross_batch));
-  linear_grad(&dmemory, g.cross_kv, dkv, memory, *w.cross_kv.weight, true);
-  Tensor din = like(dy);
-  linear_grad(&din, g.cross_q, dq, c.in, *w.cross_q.weight);
-  sublayer_in_backward(dh, din, w.cross_attn_norm, g.cross_attn_norm, cfg, c.out);
-  return self_attention_backward(dh, w.qkv, w.self_out, w.self_attn_norm, g.qkv, g.self_out, g.self_attn_norm, cfg,
-                                 self_batch, drop, acts.self);
+  Tensor dh2 = ffn_backward(dy, w.ffn, g.ffn, cfg, drop, acts.ffn);
+  Tensor dh = cross_attention_backward(dh2, dmemory, memory, w.cross_attn, g.cross_attn, cfg, cross_batch, drop,
+                                       acts.cross);
+  return self_attention_backward(dh, w.self_attn, g.self_attn, cfg, self_batch, drop, acts.self);
 }
 
 }  // namespace tformer::training

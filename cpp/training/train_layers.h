@@ -7,13 +7,16 @@
 #include <cstdint>
 #include <vector>
 
-#include "../model/layers.h"
 #include "tformer/config.h"
 #include "tformer/tensor.h"
+#include "tformer/weights.h"
 
 namespace tformer::training {
 
-// Gradient tensors matching a layer's parameter views (same shapes).
+// Gradients are held in the weight structs themselves (tformer/weights.h: a gradient
+// member has its parameter's shape; undefined when the parameter is frozen). The ops take
+// them as pointers, nullptr for none.
+inline Tensor* grad_of(Tensor& g) { return g.defined() ? &g : nullptr; }
 struct LinearGrad {
   Tensor* weight = nullptr;
   Tensor* bias = nullptr;
@@ -22,14 +25,8 @@ struct NormGrad {
   Tensor* gamma = nullptr;
   Tensor* beta = nullptr;
 };
-struct EncoderLayerGrads {
-  LinearGrad qkv, self_out, fc1, fc2;
-  NormGrad self_attn_norm, ffn_norm;
-};
-struct DecoderLayerGrads {
-  LinearGrad qkv, self_out, cross_q, cross_kv, cross_out, fc1, fc2;
-  NormGrad self_attn_norm, cross_attn_norm, ffn_norm;
-};
+inline LinearGrad grads_of(Linear& g) { return {grad_of(g.weight), grad_of(g.bias)}; }
+inline NormGrad grads_of(LayerNorm& g) { return {grad_of(g.gamma), grad_of(g.beta)}; }
 
 struct Dropout {
   float p = 0.0f;          // residual / embedding dropout
@@ -86,19 +83,20 @@ struct BatchInfo {
 };
 
 // x: (B, T, D) layer input; returns the layer output.
-Tensor encoder_layer_train(const Tensor& x, const layers::EncoderLayer& w, const TransformerConfig& cfg,
+Tensor encoder_layer_train(const Tensor& x, const EncoderLayerWeights& w, const TransformerConfig& cfg,
                            const BatchInfo& batch, Dropout& drop, EncoderLayerActs& acts);
-// dy: gradient of the layer output; returns the gradient of the layer input.
-Tensor encoder_layer_backward(const Tensor& dy, const layers::EncoderLayer& w, EncoderLayerGrads& g,
+// dy: gradient of the layer output; returns the gradient of the layer input. g: the
+// layer's parameter gradients (+=).
+Tensor encoder_layer_backward(const Tensor& dy, const EncoderLayerWeights& w, EncoderLayerWeights& g,
                               const TransformerConfig& cfg, const BatchInfo& batch, const Dropout& drop,
                               const EncoderLayerActs& acts);
 
-Tensor decoder_layer_train(const Tensor& x, const Tensor& memory, const layers::DecoderLayer& w,
+Tensor decoder_layer_train(const Tensor& x, const Tensor& memory, const DecoderLayerWeights& w,
                            const TransformerConfig& cfg, const BatchInfo& self_batch, const BatchInfo& cross_batch,
                            Dropout& drop, DecoderLayerActs& acts);
 // dmemory (B, S, D) receives += the gradient through this layer's cross-attention K/V.
-Tensor decoder_layer_backward(const Tensor& dy, Tensor& dmemory, const Tensor& memory, const layers::DecoderLayer& w,
-                              DecoderLayerGrads& g, const TransformerConfig& cfg, const BatchInfo& self_batch,
+Tensor decoder_layer_backward(const Tensor& dy, Tensor& dmemory, const Tensor& memory, const DecoderLayerWeights& w,
+                              DecoderLayerWeights& g, const TransformerConfig& cfg, const BatchInfo& self_batch,
                               const BatchInfo& cross_batch, const Dropout& drop, const DecoderLayerActs& acts);
 
 }  // namespace tformer::training

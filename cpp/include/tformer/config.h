@@ -59,7 +59,8 @@ struct TransformerConfig {
   // its valid range (ConfigLimits; pad_id inside the target vocabulary and, for
   // count_non_pad, inside the positions table).
   void validate() const;
-  // (name, shape) of every parameter the model holds, in a stable order.
+  // (name, shape) of every parameter the model holds, in a stable order (the one table of
+  // names: visit_parameters in tformer/weights.h).
   std::vector<std::pair<std::string, Shape>> parameter_shapes() const;
 };
 

@@ -1,5 +1,6 @@
-// The encoder-decoder Transformer: parameters by name, and the forward pass.
-// Layers are plain functions over parameter views (model/*.cpp), not an autograd graph.
+// The encoder-decoder Transformer: typed weights (tformer/weights.h) reachable by name,
+// and the forward pass. Layers are plain functions over the weight structs (model/*.cpp),
+// not an autograd graph.
 #pragma once
 
 #include <map>
@@ -11,6 +12,7 @@
 #include "tformer/config.h"
 #include "tformer/decoding.h"
 #include "tformer/tensor.h"
+#include "tformer/weights.h"
 #include "tformer/weights_lock.h"
 
 namespace tformer {
@@ -47,6 +49,9 @@ class Transformer {
   // The stored tensor itself: only for a caller holding weights_lock() (the model's own
   // methods, TrainGraph), since a writer may replace or update it in place at any time.
   const Tensor& parameter(const std::string& name) const;
+  // The typed weights, read by the forward, the decode loop and training: the same
+  // caveat as parameter() (hold weights_lock()). Members not set yet are undefined.
+  const ModelWeights& weights() const { return *weights_; }
   // A float32 host copy, taken under the shared lock.
   Tensor copy_parameter(const std::string& name) const;
   std::vector<std::string> parameter_names() const;
@@ -85,13 +90,21 @@ class Transformer {
   Tensor encode_device(const DeviceBatch& src) const;
   Tensor decode_device(const DeviceBatch& tgt, const Tensor& memory, const DeviceBatch& src) const;
   void check_complete() const;
-  const Tensor& p(const std::string& name) const { return parameter(name); }
+  // The member of weights_ a parameter name fills (no aliases): for writers (set_parameters,
+  // to, TrainGraph) holding the lock exclusively, who call tie_weights after replacing one.
+  Tensor& slot(const std::string& name) const;
 
   TransformerConfig config_;
   Device device_;
   DType dtype_ = DType::f32;
-  std::map<std::string, Shape> shapes_;
-  std::map<std::string, Tensor> params_;
+  // On the heap, like the lock: slots_ point into it and the model stays movable.
+  std::unique_ptr<ModelWeights> weights_;
+  struct Slot {
+    Shape shape;
+    Tensor* member = nullptr;
+  };
+  std::map<std::string, Slot> slots_;  // every parameter name (visit_parameters), bound once
+  std::vector<ParameterAlias> aliases_;  // names that read another parameter (tied matrices)
   // On the heap: the model stays movable (to() returns one by value).
   std::unique_ptr<WeightsLock> weights_lock_ = std::make_unique<WeightsLock>();
 };

@@ -116,7 +116,7 @@ class TrainGraph {
   // Backward stages, in the order run() finishes them: 0 = logits + decoder final norm,
   // then each decoder layer (top first), decoder embeddings, encoder final norm, each
   // encoder layer (top first), source embeddings.
-  int stage_of(const std::string& name) const;
+  int stage_of(const ParameterPlace& place) const;
   int num_stages() const;
   std::string owner(const std::string& name) const;  // the buffer a name writes into
   void stage_done(int stage, const BucketReady* on_ready) const;
@@ -128,9 +128,17 @@ class TrainGraph {
 
   Transformer& model_;
   DType compute_ = DType::f32;
+  std::vector<ParameterAlias> aliases_;  // tied names: their gradients add into their owner's
   std::vector<std::string> trainable_;
   std::map<std::string, Tensor> grads_, m_, v_, params_, master_;  // views into the flat buffers
   std::map<std::string, int64_t> offsets_;
+  ModelWeights grads_typed_;  // grads_ as the model's weight structs (undefined: frozen), for run()
+  struct Bound {              // a trainable parameter: the model's member, its flat view, master
+    Tensor* held;
+    Tensor* view;
+    Tensor* master;  // nullptr unless mixed precision
+  };
+  std::vector<Bound> bound_;
   Tensor flat_grad_, flat_m_, flat_v_;
   Tensor flat_param_;   // compute dtype: the model's trainable weights are views of it
   Tensor flat_master_;  // f32 master weights (mixed precision), else empty

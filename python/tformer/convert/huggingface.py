@@ -220,70 +220,58 @@ def check_sizes_against_weights(cfg: TransformerConfig, state: _State) -> None:
 
 
 def convert_state(cfg: TransformerConfig, state: _State) -> dict:
-    """HF tensors -> tformer parameter names (q/k/v fused into one matrix). Values are
-    functions that produce the array when called, so the model is filled one tensor at a
-    time (peak memory: the model plus one tensor, not two copies of the checkpoint)."""
-    p = {}
-    if cfg.shared_embeddings:
-        p["src_embed"] = state.ref("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
-    else:
-        p["src_embed"] = state.ref("encoder.embed_tokens.weight", "shared.weight")
-        p["tgt_embed"] = state.ref("decoder.embed_tokens.weight", "shared.weight")
-    if not cfg.tied_output:
-        p["out_proj"] = state.ref("lm_head.weight")
-    if cfg.final_logits_bias:
+    """HF tensors -> tformer parameters (q/k/v fused into one matrix), for every name of
+    tformer's parameter table (parameter_shapes(), declared once in C++): this module maps
+    HF names only. Values are functions that produce the array when called, so the model is
+    filled one tensor at a time (peak memory: the model plus one tensor, not two copies of
+    the checkpoint); a tensor missing from the checkpoint is an error here already."""
+    return {name: _source(cfg, state, name) for name, _shape in cfg.to_core().parameter_shapes()}
+
+
+# Where each part of a tformer layer comes from in a BART-like HF layer.
+_LAYER_LINEARS = {"self_attn.out": "self_attn.out_proj", "cross_attn.q": "encoder_attn.q_proj",
+                  "cross_attn.out": "encoder_attn.out_proj", "ffn.fc1": "fc1", "ffn.fc2": "fc2"}
+_LAYER_FUSED = {"self_attn.qkv": ("self_attn", "qkv"), "cross_attn.kv": ("encoder_attn", "kv")}
+_NORMS = {"self_attn_norm": "self_attn_layer_norm", "cross_attn_norm": "encoder_attn_layer_norm",
+          "ffn_norm": "final_layer_norm", "embed_norm": "layernorm_embedding", "final_norm": "layer_norm"}
+_NORM_KINDS = {"gamma": "weight", "beta": "bias"}
+
+
+def _source(cfg, state, name):
+    if name == "src_embed":
+        if cfg.shared_embeddings:
+            return state.ref("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+        return state.ref("encoder.embed_tokens.weight", "shared.weight")
+    if name == "tgt_embed":
+        return state.ref("decoder.embed_tokens.weight", "shared.weight")
+    if name == "out_proj":
+        return state.ref("lm_head.weight")
+    if name == "final_logits_bias":
         if state.has("final_logits_bias"):
             read = state.ref("final_logits_bias")
-            p["final_logits_bias"] = lambda: np.asarray(read(), np.float32).reshape(-1)
-        else:
-            p["final_logits_bias"] = lambda: np.zeros(cfg.tgt_vocab_size, np.float32)
-
-    for side, rows in (("encoder", "src_positions"), ("decoder", "tgt_positions")):
+            return lambda: np.asarray(read(), np.float32).reshape(-1)
+        return lambda: np.zeros(cfg.tgt_vocab_size, np.float32)
+    if name in ("src_positions", "tgt_positions"):
         if cfg.positions == "learned":
-            p[rows] = state.ref(f"{side}.embed_positions.weight")
-        else:  # computed when the model is filled, after the weights' shapes were checked
-            pad = cfg.pad_id if cfg.positions == "sinusoidal_fairseq" else None
-            p[rows] = lambda: make_table(cfg.positions, cfg.max_positions, cfg.d_model, padding_idx=pad)
-        if cfg.embed_norm:
-            _norm(p, f"{side}.embed_norm", state, f"{side}.layernorm_embedding")
-        if (side == "encoder" and cfg.encoder_final_norm) or (side == "decoder" and cfg.decoder_final_norm):
-            _norm(p, f"{side}.final_norm", state, f"{side}.layer_norm")
-
-    for i in range(cfg.encoder_layers):
-        _layer(p, f"encoder.layers.{i}", state, f"encoder.layers.{i}", cross=False)
-    for i in range(cfg.decoder_layers):
-        _layer(p, f"decoder.layers.{i}", state, f"decoder.layers.{i}", cross=True)
-    return p
-
-
-def _norm(p, ours, state, theirs):
-    p[f"{ours}.gamma"] = state.ref(f"{theirs}.weight")
-    p[f"{ours}.beta"] = state.ref(f"{theirs}.bias")
-
-
-def _linear(p, ours, state, theirs):
-    p[f"{ours}.weight"] = state.ref(f"{theirs}.weight")
-    p[f"{ours}.bias"] = state.ref(f"{theirs}.bias")
-
-
-def _fused(p, ours, state, prefix, parts):
-    for kind in ("weight", "bias"):
-        reads = [state.ref(f"{prefix}.{x}_proj.{kind}") for x in parts]
-        p[f"{ours}.{kind}"] = lambda reads=reads: np.concatenate([r() for r in reads], axis=0)
-
-
-def _layer(p, ours, state, theirs, cross):
-    _fused(p, f"{ours}.self_attn.qkv", state, f"{theirs}.self_attn", "qkv")
-    _linear(p, f"{ours}.self_attn.out", state, f"{theirs}.self_attn.out_proj")
-    _norm(p, f"{ours}.self_attn_norm", state, f"{theirs}.self_attn_layer_norm")
-    if cross:
-        _linear(p, f"{ours}.cross_attn.q", state, f"{theirs}.encoder_attn.q_proj")
-        _fused(p, f"{ours}.cross_attn.kv", state, f"{theirs}.encoder_attn", "kv")
-        _linear(p, f"{ours}.cross_attn.out", state, f"{theirs}.encoder_attn.out_proj")
-        _norm(p, f"{ours}.cross_attn_norm", state, f"{theirs}.encoder_attn_layer_norm")
-    _linear(p, f"{ours}.ffn.fc1", state, f"{theirs}.fc1")
-    _linear(p, f"{ours}.ffn.fc2", state, f"{theirs}.fc2")
-    _norm(p, f"{ours}.ffn_norm", state, f"{theirs}.final_layer_norm")
+            return state.ref(f"{'encoder' if name == 'src_positions' else 'decoder'}.embed_positions.weight")
+        # computed when the model is filled, after the weights' shapes were checked
+        pad = cfg.pad_id if cfg.positions == "sinusoidal_fairseq" else None
+        return lambda: make_table(cfg.positions, cfg.max_positions, cfg.d_model, padding_idx=pad)
+    # "<side>.<norm>.<kind>" or "<side>.layers.<i>.<part>.<kind>"
+    parts = name.split(".")
+    side, kind = parts[0], parts[-1]
+    theirs, part = side, ".".join(parts[1:-1])
+    if parts[1] == "layers":
+        theirs, part = f"{side}.layers.{parts[2]}", ".".join(parts[3:-1])
+    if part in _NORMS and kind in _NORM_KINDS:
+        return state.ref(f"{theirs}.{_NORMS[part]}.{_NORM_KINDS[kind]}")
+    if part in _LAYER_LINEARS:
+        return state.ref(f"{theirs}.{_LAYER_LINEARS[part]}.{kind}")
+    if part in _LAYER_FUSED:
+        module, pieces = _LAYER_FUSED[part]
+        reads = [state.ref(f"{theirs}.{module}.{x}_proj.{kind}") for x in pieces]
+        return lambda: np.concatenate([r() for r in reads], axis=0)
+    raise AssertionError(f"no Hugging Face source for tformer parameter {name!r}")  # pragma: no cover
 
 
 def from_huggingface(path, device: str = "cpu", dtype: str = "float32"):

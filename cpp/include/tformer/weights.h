@@ -1,0 +1,117 @@
+// A Transformer's weights as typed structs of Tensors. The forward pass, the decode loop
+// and the training step read members (w.decoder.layers[i].self_attn.qkv.weight): no name
+// is looked up while a model runs. Names exist for the outside (set_parameter, save/load,
+// the converters) and are declared once, by visit_parameters (cpp/model/parameter_table.cpp),
+// which pairs every name with the member it fills.
+//
+// A member a config does not use (a bias-free Linear, the embedding LayerNorm of a model
+// without one, a parameter not set yet) is an undefined Tensor. The same structs hold a
+// training step's gradients (views into TrainGraph's flat buffer; undefined when frozen).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tformer/config.h"
+#include "tformer/tensor.h"
+
+namespace tformer {
+
+// y = x @ weight^T + bias.
+struct Linear {
+  Tensor weight;  // (out_features, in_features)
+  Tensor bias;    // (out_features), or undefined: no bias
+  const Tensor* bias_or_null() const { return bias.defined() ? &bias : nullptr; }
+};
+
+struct LayerNorm {
+  Tensor gamma;  // (d_model)
+  Tensor beta;   // (d_model)
+};
+
+struct Embedding {
+  Tensor table;      // (vocab, d_model) token embeddings
+  Tensor positions;  // (max_positions, d_model) added at each token's position id
+};
+
+// One attention sublayer with its LayerNorm (before it in pre-norm models, after the
+// residual add otherwise). Self-attention uses qkv; cross-attention uses q and kv.
+struct AttentionWeights {
+  Linear qkv;      // self-attention: q, k and v fused, (3D, D)
+  Linear q;        // cross-attention: queries from the decoder, (D, D)
+  Linear kv;       // cross-attention: k and v fused over the encoder output, (2D, D)
+  Linear out;      // (D, D)
+  LayerNorm norm;
+};
+
+struct FeedForwardWeights {
+  Linear fc1;  // (F, D)
+  Linear fc2;  // (D, F)
+  LayerNorm norm;
+};
+
+struct EncoderLayerWeights {
+  AttentionWeights self_attn;
+  FeedForwardWeights ffn;
+};
+
+struct DecoderLayerWeights {
+  AttentionWeights self_attn;
+  AttentionWeights cross_attn;
+  FeedForwardWeights ffn;
+};
+
+template <class Layer>
+struct StackWeights {
+  Embedding embed;       // decoder: the source table itself with shared_embeddings
+  LayerNorm embed_norm;  // config.embed_norm
+  std::vector<Layer> layers;
+  LayerNorm final_norm;  // config.encoder_final_norm / decoder_final_norm
+};
+
+struct ModelWeights {
+  StackWeights<EncoderLayerWeights> encoder;
+  StackWeights<DecoderLayerWeights> decoder;
+  // weight: out_proj, the decoder's table itself with tied_output; bias: final_logits_bias.
+  Linear lm_head;
+};
+
+// Every member undefined, the layer vectors sized for the config.
+ModelWeights sized_weights(const TransformerConfig& config);
+
+// Where a parameter sits in the model, for code that orders parameters by the part of the
+// forward that uses them (TrainGraph's backward stages), never by parsing names.
+struct ParameterPlace {
+  enum class Part {
+    embeddings,  // the token table, the positions table, the embedding LayerNorm
+    layer,       // layers[layer]
+    final_norm,  // the LayerNorm on top of the stack
+    output,      // out_proj and final_logits_bias (decoder)
+  };
+  bool decoder = false;
+  Part part = Part::embeddings;
+  int64_t layer = -1;  // Part::layer only
+};
+
+// The one declaration of the parameter names: calls visit(name, shape, member of w, place)
+// for every parameter of a model with this config, in a stable order. Names that alias
+// another parameter (parameter_aliases) are not visited: tie_weights points their members
+// at what they alias.
+using ParameterVisitor =
+    std::function<void(const std::string& name, const Shape& shape, Tensor& member, const ParameterPlace& place)>;
+void visit_parameters(const TransformerConfig& config, ModelWeights& w, const ParameterVisitor& visit);
+
+// tgt_embed with shared_embeddings (the source table) and out_proj with tied_output (the
+// target table): names that read, and whose gradients add into, the parameter `owner`.
+struct ParameterAlias {
+  std::string name;
+  std::string owner;  // a visited parameter
+  ParameterPlace place;
+};
+std::vector<ParameterAlias> parameter_aliases(const TransformerConfig& config);
+
+// After any member was replaced: the aliasing members become their owner again.
+void tie_weights(const TransformerConfig& config, ModelWeights& w);
+
+}  // namespace tformer
