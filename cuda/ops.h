@@ -2,15 +2,24 @@
 // params struct of backend.h and the device's stream; arguments were checked by the
 // core before the call. They throw std::invalid_argument for an unsupported dtype or
 // size, and std::runtime_error (TFORMER_CUDA_CHECK) when CUDA reports an error.
+//
+// Device-neutral on purpose: only declarations, over opaque handle types, so that the
+// real build (nvcc) and the CPU emulator (bench/gpu/emulate, g++) compile the launchers
+// against this one header. Keep CUDA runtime calls, cuBLAS and the allocator's
+// definition out of it (cuda_check.h, launch_util.h, allocator.h hold those).
 #pragma once
 
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
+#include <driver_types.h>  // cudaStream_t: a type only, no runtime API
 
-#include "allocator.h"
 #include "tformer/backend.h"
 
+// cuBLAS's opaque handle, declared as cublas_api.h declares it (an identical typedef).
+struct cublasContext;
+typedef struct cublasContext* cublasHandle_t;
+
 namespace tformer::cuda {
+
+class CachingAllocator;  // allocator.h (the emulator: bench/gpu/emulate/emu_runtime.h)
 
 void gemm(const GemmParams& p, cublasHandle_t handle, cudaStream_t stream);
 void bias_act_forward(const BiasActParams& p, cudaStream_t stream);

@@ -14,7 +14,7 @@ out=${OUT:-build/emulate}
 cuda_include=$(bash bench/gpu/emulate/cuda_include.sh)
 
 # Every .cu of cuda/ but the runtime side (allocator, stream, error strings, the real factory),
-# which emu_backend.cpp and emu_ops.h replace.
+# which emu_backend.cpp and emu_runtime.h replace.
 runtime="allocator cuda_backend cuda_check device_state factory"
 kernels=()
 for src in cuda/*.cu; do

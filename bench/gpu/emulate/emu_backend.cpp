@@ -9,7 +9,8 @@
 #include <exception>
 #include <mutex>
 
-#include "emu_ops.h"
+#include "emu_runtime.h"
+#include "ops.h"  // cuda/ops.h: the launchers, as the real backend sees them
 
 namespace tformer::cuda {
 namespace {
@@ -62,7 +63,7 @@ class EmulatedBackend final : public Backend {
   }
   void embedding_backward(const EmbeddingBackwardParams& p, int i) override {
     Lock l(this, i);
-    cuda::embedding_backward(p, allocator_, nullptr);  // CUB's sort: emu_ops.h's host stand-in
+    cuda::embedding_backward(p, allocator_, nullptr);  // CUB's sort: emu_runtime.h's host stand-in
   }
   void cross_entropy(const CrossEntropyParams& p, int i) override { Lock l(this, i); cuda::cross_entropy(p, nullptr); }
   void dropout(const DropoutParams& p, int i) override { Lock l(this, i); cuda::dropout(p, nullptr); }

@@ -1,5 +1,6 @@
-"""Rewrites cuda/*.cu for the CPU emulator (emu.h): the project's own CUDA headers (and
-CUB, cuBLAS) are replaced by emu_ops.h, dynamic shared memory becomes the emulator's buffer, and every
+"""Rewrites cuda/*.cu for the CPU emulator (emu.h): the project's CUDA runtime-side headers
+(and CUB, cuBLAS) are replaced by emu_runtime.h, while the launchers' declarations come
+from cuda/ops.h as in the real build; dynamic shared memory becomes the emulator's buffer, and every
 `kernel<<<grid, block, smem, stream>>>(args);` becomes `emu::launch(...)` running
 `kernel(args)` in each emulated thread. Usage: emulate.py OUT_DIR file.cu..."""
 
@@ -8,12 +9,12 @@ import re
 import sys
 
 LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;]*>)?)<<<(.*?)>>>\((.*?)\);", re.S)
-OWN_HEADERS = re.compile(r'#include ("(cuda_check\.h|ops\.h|launch_util\.h|allocator\.h|mma\.cuh)"|<cub/[\w/.]+>|<cublas_v2\.h>)\n')
+OWN_HEADERS = re.compile(r'#include ("(cuda_check\.h|launch_util\.h|allocator\.h|mma\.cuh)"|<cub/[\w/.]+>|<cublas_v2\.h>)\n')
 
 
 def rewrite(text):
     text = OWN_HEADERS.sub("", text)
-    text = '#include "emu_ops.h"\n' + text
+    text = '#include "emu_runtime.h"\n' + text
     text = re.sub(r"extern __shared__ float4 (\w+)\[\];",
                   r"float4* \1 = reinterpret_cast<float4*>(::emu::g_dynamic_smem.data());", text)
     text, n = LAUNCH.subn(lambda m: "{ const auto emu_cfg = ::emu::config(%s); ::emu::launch(emu_cfg.grid, "
