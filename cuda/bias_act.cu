@@ -74,7 +74,7 @@ void launch_bias_act(const BiasActParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-void bias_act_forward(const BiasActParams& p, cudaStream_t stream) {
+void bias_act(const BiasActParams& p, cudaStream_t stream) {
   switch (p.dtype) {
     case DType::f32: return launch_bias_act<float>(p, stream);
     case DType::f16: return launch_bias_act<__half>(p, stream);

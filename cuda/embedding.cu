@@ -43,7 +43,7 @@ void launch_embedding(const EmbeddingParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-void embedding_forward(const EmbeddingParams& p, cudaStream_t stream) {
+void embedding(const EmbeddingParams& p, cudaStream_t stream) {
   if (p.positions != nullptr && p.position_ids == nullptr)
     throw std::invalid_argument("cuda embedding: positions given without position_ids");
   switch (p.dtype) {

@@ -76,7 +76,7 @@ void launch_layer_norm(const LayerNormParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-void layer_norm_forward(const LayerNormParams& p, cudaStream_t stream) {
+void layer_norm(const LayerNormParams& p, cudaStream_t stream) {
   switch (p.dtype) {
     case DType::f32: return launch_layer_norm<float>(p, stream);
     case DType::f16: return launch_layer_norm<__half>(p, stream);

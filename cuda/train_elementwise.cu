@@ -1,5 +1,5 @@
 // Element-wise training kernels, one thread per element (grid-stride), fp32 math:
-//   activation_backward: dz = dy * act'(z), the derivatives of bias_act.cu's activations;
+//   bias_act_backward: dz = dy * act'(z), the derivatives of bias_act.cu's activations;
 //   dropout: inverted dropout whose mask comes from the counter RNG shared with the CPU
 //     (cpp/include/tformer/random.h), so a (seed, offset) gives the same mask on both devices;
 //   adamw: one torch.optim.AdamW step with the CPU kernel's factors and rounding order.
@@ -63,7 +63,7 @@ __device__ __forceinline__ float activation_grad(float z) {
 }
 
 template <typename T, Activation A>
-__global__ void __launch_bounds__(kThreads) activation_backward_kernel(const ActivationBackwardParams p) {
+__global__ void __launch_bounds__(kThreads) bias_act_backward_kernel(const BiasActBackwardParams p) {
   T* dz = static_cast<T*>(p.dz);
   const T* dy = static_cast<const T*>(p.dy);
   const T* z = static_cast<const T*>(p.z);
@@ -111,21 +111,21 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const AdamWParams p, co
 namespace {
 
 template <typename T, Activation A>
-void launch_activation_backward(const ActivationBackwardParams& p, cudaStream_t stream) {
-  activation_backward_kernel<T, A><<<grid_for(p.n), kThreads, 0, stream>>>(p);
-  TFORMER_CUDA_CHECK_LAUNCH("activation_backward_kernel");
+void launch_bias_act_backward(const BiasActBackwardParams& p, cudaStream_t stream) {
+  bias_act_backward_kernel<T, A><<<grid_for(p.n), kThreads, 0, stream>>>(p);
+  TFORMER_CUDA_CHECK_LAUNCH("bias_act_backward_kernel");
 }
 
 template <typename T>
-void launch_activation_backward(const ActivationBackwardParams& p, cudaStream_t stream) {
+void launch_bias_act_backward(const BiasActBackwardParams& p, cudaStream_t stream) {
   switch (p.act) {
-    case Activation::none: return launch_activation_backward<T, Activation::none>(p, stream);
-    case Activation::relu: return launch_activation_backward<T, Activation::relu>(p, stream);
-    case Activation::gelu: return launch_activation_backward<T, Activation::gelu>(p, stream);
-    case Activation::gelu_tanh: return launch_activation_backward<T, Activation::gelu_tanh>(p, stream);
-    case Activation::silu: return launch_activation_backward<T, Activation::silu>(p, stream);
+    case Activation::none: return launch_bias_act_backward<T, Activation::none>(p, stream);
+    case Activation::relu: return launch_bias_act_backward<T, Activation::relu>(p, stream);
+    case Activation::gelu: return launch_bias_act_backward<T, Activation::gelu>(p, stream);
+    case Activation::gelu_tanh: return launch_bias_act_backward<T, Activation::gelu_tanh>(p, stream);
+    case Activation::silu: return launch_bias_act_backward<T, Activation::silu>(p, stream);
   }
-  throw std::invalid_argument("cuda activation_backward: unknown activation " + std::to_string(static_cast<int>(p.act)));
+  throw std::invalid_argument("cuda bias_act_backward: unknown activation " + std::to_string(static_cast<int>(p.act)));
 }
 
 template <typename T>
@@ -137,13 +137,13 @@ void launch_dropout(const DropoutParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-void activation_backward(const ActivationBackwardParams& p, cudaStream_t stream) {
+void bias_act_backward(const BiasActBackwardParams& p, cudaStream_t stream) {
   if (p.n <= 0) return;
   switch (p.dtype) {
-    case DType::f32: return launch_activation_backward<float>(p, stream);
-    case DType::f16: return launch_activation_backward<__half>(p, stream);
-    case DType::bf16: return launch_activation_backward<__nv_bfloat16>(p, stream);
-    default: throw_unsupported_dtype("activation_backward", p.dtype);
+    case DType::f32: return launch_bias_act_backward<float>(p, stream);
+    case DType::f16: return launch_bias_act_backward<__half>(p, stream);
+    case DType::bf16: return launch_bias_act_backward<__nv_bfloat16>(p, stream);
+    default: throw_unsupported_dtype("bias_act_backward", p.dtype);
   }
 }
 
