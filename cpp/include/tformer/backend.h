@@ -176,7 +176,8 @@ struct LayerNormBackwardParams {
   const void* gamma = nullptr;   // (cols)
 };
 
-// dz[i] = dy[i] * act'(z[i]) for n elements; dz may alias dy.
+// bias_act's backward: dz[i] = dy[i] * act'(z[i]) for n elements (the bias gradient is
+// sum_rows of dz, the residual's is dy itself); dz may alias dy.
 struct BiasActBackwardParams {
   DType dtype = DType::f32;
   int64_t n = 0;
