@@ -296,7 +296,7 @@ void launch_attention(const AttentionParams& p, CachingAllocator& allocator, cud
 
 }  // namespace
 
-void attention_forward(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream) {
+void attention(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream) {
   if (!dtype_is_float(p.dtype)) throw_unsupported_dtype("attention", p.dtype);
   if (p.kv_group < 1)
     throw std::invalid_argument("cuda attention: kv_group " + std::to_string(p.kv_group) + " must be at least 1");

@@ -1,13 +1,35 @@
-// out[r, c] = act(x[r, c] + bias[c]) + residual[r, c], elementwise in fp32.
-// Each element is read and written by one thread, so out may alias x or residual.
+// bias_act, forward and backward, elementwise in fp32 (one thread per element):
+//   forward:  out[r, c] = act(x[r, c] + bias[c]) + residual[r, c];
+//   backward: dz = dy * act'(z), z the saved pre-activation (x + bias).
+// Each element is read and written by one thread, so out may alias x or residual, and
+// dz may alias dy.
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "ops.h"
 
 namespace tformer::cuda {
+
+namespace {
+
+constexpr int kBackwardThreads = 256;
+
+// sigmoid(x) and 1 - sigmoid(x) without cancellation (as the CPU kernel): from
+// e = exp(-|x|), sigmoid(|x|) = 1 / (1 + e) and 1 - sigmoid(|x|) = e / (1 + e).
+struct Sigmoid {
+  float s, one_minus_s;
+};
+__device__ __forceinline__ Sigmoid sigmoid_pair(float x) {
+  const float e = expf(-fabsf(x));
+  const float inv = 1.0f / (1.0f + e);
+  return x >= 0.0f ? Sigmoid{inv, e * inv} : Sigmoid{e * inv, inv};
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------- kernels
 
@@ -45,6 +67,35 @@ __global__ void bias_act_kernel(const BiasActParams p) {
   }
 }
 
+template <Activation A>
+__device__ __forceinline__ float activation_grad(float z) {
+  if constexpr (A == Activation::relu) {
+    return z > 0.0f ? 1.0f : 0.0f;  // torch's threshold_backward: 0 at z == 0
+  } else if constexpr (A == Activation::gelu) {
+    // d/dz [z Phi(z)] = Phi(z) + z phi(z).
+    return 0.5f * (1.0f + erff(z * 0.70710678118654752f)) + z * 0.39894228040143268f * expf(-0.5f * z * z);
+  } else if constexpr (A == Activation::gelu_tanh) {
+    // 0.5 (1 + tanh u) = sigmoid(2u), 1 - tanh^2 u = 4 sigmoid(2u) (1 - sigmoid(2u)).
+    constexpr float k = 0.7978845608028654f;
+    const Sigmoid sg = sigmoid_pair(2.0f * k * (z + 0.044715f * z * z * z));
+    return sg.s + 0.5f * z * (4.0f * sg.s * sg.one_minus_s) * k * (1.0f + 0.134145f * z * z);
+  } else if constexpr (A == Activation::silu) {
+    const Sigmoid sg = sigmoid_pair(z);  // d/dz [z s(z)] = s (1 + z (1 - s))
+    return sg.s * (1.0f + z * sg.one_minus_s);
+  } else {
+    return 1.0f;
+  }
+}
+
+template <typename T, Activation A>
+__global__ void __launch_bounds__(kBackwardThreads) bias_act_backward_kernel(const BiasActBackwardParams p) {
+  T* dz = static_cast<T*>(p.dz);
+  const T* dy = static_cast<const T*>(p.dy);
+  const T* z = static_cast<const T*>(p.z);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < p.n; i += int64_t(gridDim.x) * blockDim.x)
+    dz[i] = from_float<T>(to_float(dy[i]) * activation_grad<A>(to_float(z[i])));
+}
+
 // ---------------------------------------------------------------- launchers
 
 namespace {
@@ -72,14 +123,46 @@ void launch_bias_act(const BiasActParams& p, cudaStream_t stream) {
                               std::to_string(static_cast<int>(p.act)));
 }
 
+unsigned backward_grid(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + kBackwardThreads - 1) / kBackwardThreads, 65535 * 4));
+}
+
+template <typename T, Activation A>
+void launch_bias_act_backward(const BiasActBackwardParams& p, cudaStream_t stream) {
+  bias_act_backward_kernel<T, A><<<backward_grid(p.n), kBackwardThreads, 0, stream>>>(p);
+  TFORMER_CUDA_CHECK_LAUNCH("bias_act_backward_kernel");
+}
+
+template <typename T>
+void launch_bias_act_backward(const BiasActBackwardParams& p, cudaStream_t stream) {
+  switch (p.act) {
+    case Activation::none: return launch_bias_act_backward<T, Activation::none>(p, stream);
+    case Activation::relu: return launch_bias_act_backward<T, Activation::relu>(p, stream);
+    case Activation::gelu: return launch_bias_act_backward<T, Activation::gelu>(p, stream);
+    case Activation::gelu_tanh: return launch_bias_act_backward<T, Activation::gelu_tanh>(p, stream);
+    case Activation::silu: return launch_bias_act_backward<T, Activation::silu>(p, stream);
+  }
+  throw std::invalid_argument("cuda bias_act_backward: unknown activation " + std::to_string(static_cast<int>(p.act)));
+}
+
 }  // namespace
 
-void bias_act_forward(const BiasActParams& p, cudaStream_t stream) {
+void bias_act(const BiasActParams& p, cudaStream_t stream) {
   switch (p.dtype) {
     case DType::f32: return launch_bias_act<float>(p, stream);
     case DType::f16: return launch_bias_act<__half>(p, stream);
     case DType::bf16: return launch_bias_act<__nv_bfloat16>(p, stream);
     default: throw_unsupported_dtype("bias_act", p.dtype);
+  }
+}
+
+void bias_act_backward(const BiasActBackwardParams& p, cudaStream_t stream) {
+  if (p.n <= 0) return;
+  switch (p.dtype) {
+    case DType::f32: return launch_bias_act_backward<float>(p, stream);
+    case DType::f16: return launch_bias_act_backward<__half>(p, stream);
+    case DType::bf16: return launch_bias_act_backward<__nv_bfloat16>(p, stream);
+    default: throw_unsupported_dtype("bias_act_backward", p.dtype);
   }
 }
 

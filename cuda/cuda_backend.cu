@@ -126,22 +126,22 @@ void CudaBackend::gemm(const GemmParams& p, int device_index) {
 
 void CudaBackend::bias_act(const BiasActParams& p, int device_index) {
   LockedDevice d = lock_device(device_index);
-  bias_act_forward(p, d.state.stream());
+  cuda::bias_act(p, d.state.stream());
 }
 
 void CudaBackend::layer_norm(const LayerNormParams& p, int device_index) {
   LockedDevice d = lock_device(device_index);
-  layer_norm_forward(p, d.state.stream());
+  cuda::layer_norm(p, d.state.stream());
 }
 
 void CudaBackend::embedding(const EmbeddingParams& p, int device_index) {
   LockedDevice d = lock_device(device_index);
-  embedding_forward(p, d.state.stream());
+  cuda::embedding(p, d.state.stream());
 }
 
 void CudaBackend::attention(const AttentionParams& p, int device_index) {
   LockedDevice d = lock_device(device_index);
-  attention_forward(p, d.state.allocator(), d.state.stream());
+  cuda::attention(p, d.state.allocator(), d.state.stream());
 }
 
 void CudaBackend::cast(const CastParams& p, int device_index) {
@@ -166,9 +166,9 @@ void CudaBackend::layer_norm_backward(const LayerNormBackwardParams& p, int devi
   cuda::layer_norm_backward(p, d.state.allocator(), d.state.stream());
 }
 
-void CudaBackend::activation_backward(const ActivationBackwardParams& p, int device_index) {
+void CudaBackend::bias_act_backward(const BiasActBackwardParams& p, int device_index) {
   LockedDevice d = lock_device(device_index);
-  cuda::activation_backward(p, d.state.stream());
+  cuda::bias_act_backward(p, d.state.stream());
 }
 
 void CudaBackend::sum_rows(const SumRowsParams& p, int device_index) {

@@ -42,7 +42,7 @@ class CudaBackend final : public Backend {
   // Training (train_*.cu); layer_norm and attention fill mean/rstd and lse when asked.
   bool saves_training_stats() const override { return true; }
   void layer_norm_backward(const LayerNormBackwardParams& p, int device_index) override;
-  void activation_backward(const ActivationBackwardParams& p, int device_index) override;
+  void bias_act_backward(const BiasActBackwardParams& p, int device_index) override;
   void sum_rows(const SumRowsParams& p, int device_index) override;
   void attention_backward(const AttentionBackwardParams& p, int device_index) override;
   void embedding_backward(const EmbeddingBackwardParams& p, int device_index) override;

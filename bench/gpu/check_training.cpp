@@ -142,19 +142,19 @@ double activation_grad(Activation act, double z) {
   }
 }
 
-void check_activation_backward(tformer::Backend* be, DType t, Activation act, bool in_place) {
+void check_bias_act_backward(tformer::Backend* be, DType t, Activation act, bool in_place) {
   const int64_t n = 10007;
   lab::Buffer dy(be, t, n), z(be, t, n), dz(be, t, n);
   auto hz = lab::random_values(rng, n, t, 0.0f, 3.0f);
   hz[0] = 0.0f, hz[1] = 12.0f, hz[2] = -12.0f;  // relu at 0; the tails of silu / gelu_tanh
   const auto hdy = lab::random_values(rng, n, t);
   dy.upload(hdy), z.upload(hz), dz.upload(nans(n));
-  tformer::ActivationBackwardParams p;
+  tformer::BiasActBackwardParams p;
   p.dtype = t, p.n = n, p.act = act, p.dz = in_place ? dy.data() : dz.data(), p.dy = dy.data(), p.z = z.data();
-  be->activation_backward(p, 0);
+  be->bias_act_backward(p, 0);
   std::vector<double> ref(n);
   for (int64_t i = 0; i < n; ++i) ref[i] = hdy[i] * activation_grad(act, hz[i]);
-  report("activation_backward act=" + std::to_string(int(act)) + (in_place ? " dz=dy" : ""), t,
+  report("bias_act_backward act=" + std::to_string(int(act)) + (in_place ? " dz=dy" : ""), t,
          (in_place ? dy : dz).download(), ref, all_indices(n));
 }
 
@@ -700,7 +700,7 @@ int main(int argc, char** argv) {
       check_layer_norm_backward(be, t, 37, 300, true, false, true);
       check_layer_norm_backward(be, t, 37, 300, false, true, true);
       check_layer_norm_backward(be, t, 37, 300, true, true, false);
-      for (int act = 0; act <= 4; ++act) check_activation_backward(be, t, Activation(act), act % 2 == 1);
+      for (int act = 0; act <= 4; ++act) check_bias_act_backward(be, t, Activation(act), act % 2 == 1);
       for (int64_t rows : {1, 37, 5000}) check_sum_rows(be, t, rows, 300);
       check_sum_rows(be, t, 100, 1);
       check_sum_rows(be, t, 3, 33);

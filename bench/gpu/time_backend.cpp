@@ -201,10 +201,10 @@ void time_training_elementwise(tformer::Backend* be, DType t, int64_t rows, int6
   std::snprintf(what, sizeof what, "layer_norm_backward %ldx%ld +dgamma,dbeta", long(rows), long(cols));
   print_rate(what, t, median_seconds(be, [&] { be->layer_norm_backward(lb, 0); }), 5.0 * n * es);
 
-  tformer::ActivationBackwardParams ab;
+  tformer::BiasActBackwardParams ab;
   ab.dtype = t, ab.n = n, ab.act = tformer::Activation::gelu, ab.dz = c.data(), ab.dy = b.data(), ab.z = a.data();
-  std::snprintf(what, sizeof what, "activation_backward gelu n%ld", long(n));
-  print_rate(what, t, median_seconds(be, [&] { be->activation_backward(ab, 0); }), 3.0 * n * es);
+  std::snprintf(what, sizeof what, "bias_act_backward gelu n%ld", long(n));
+  print_rate(what, t, median_seconds(be, [&] { be->bias_act_backward(ab, 0); }), 3.0 * n * es);
 
   tformer::SumRowsParams sr;
   sr.dtype = t, sr.rows = rows, sr.cols = cols, sr.out = vec.data(), sr.x = b.data();

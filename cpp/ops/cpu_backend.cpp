@@ -96,9 +96,9 @@ class CpuBackend final : public Backend {
     init_threads();
     kernels().layer_norm_backward(p);
   }
-  void activation_backward(const ActivationBackwardParams& p, int) override {
+  void bias_act_backward(const BiasActBackwardParams& p, int) override {
     init_threads();
-    kernels().activation_backward(p);
+    kernels().bias_act_backward(p);
   }
   void sum_rows(const SumRowsParams& p, int) override { init_threads(); kernels().sum_rows(p); }
   void attention_backward(const AttentionBackwardParams& p, int) override {

@@ -26,7 +26,7 @@ struct KernelTable {
   int64_t gemm_medium_max_rows;               // where OpenBLAS wins again (measured, bench_gemm.py)
   // Training (see the training section of backend.h).
   void (*layer_norm_backward)(const LayerNormBackwardParams&);
-  void (*activation_backward)(const ActivationBackwardParams&);
+  void (*bias_act_backward)(const BiasActBackwardParams&);
   void (*sum_rows)(const SumRowsParams&);
   void (*attention_backward)(const AttentionBackwardParams&);
   void (*embedding_backward)(const EmbeddingBackwardParams&);
@@ -51,7 +51,7 @@ constexpr int64_t kMediumGemmMaxRows = 256;  // gemm_medium_a takes at most this
   void gemm_short_a(const GemmParams& p);             \
   void gemm_medium_a(const GemmParams& p);            \
   void layer_norm_backward(const LayerNormBackwardParams& p); \
-  void activation_backward(const ActivationBackwardParams& p); \
+  void bias_act_backward(const BiasActBackwardParams& p); \
   void sum_rows(const SumRowsParams& p);              \
   void attention_backward(const AttentionBackwardParams& p); \
   void embedding_backward(const EmbeddingBackwardParams& p); \

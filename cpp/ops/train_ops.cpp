@@ -76,11 +76,11 @@ void sum_rows(Tensor& dbias, const Tensor& dy) {
   backend_for(dy.device()).sum_rows(p, dy.device().index);
 }
 
-void activation_backward(Tensor& dz, const Tensor& dy, const Tensor& z, Activation act) {
-  const char* op = "activation_backward";
+void bias_act_backward(Tensor& dz, const Tensor& dy, const Tensor& z, Activation act) {
+  const char* op = "activation_backward";  // the name Python users call it by (tformer.ops)
   like(op, "dy", dy, z, "z");
   like(op, "dz", dz, z, "z");
-  ActivationBackwardParams p;
+  BiasActBackwardParams p;
   p.dtype = z.dtype();
   p.n = z.numel();
   p.act = act;
@@ -89,7 +89,7 @@ void activation_backward(Tensor& dz, const Tensor& dy, const Tensor& z, Activati
   p.z = z.raw();
   if (p.n == 0) return;
   profile::Scope scope(op);
-  backend_for(z.device()).activation_backward(p, z.device().index);
+  backend_for(z.device()).bias_act_backward(p, z.device().index);
 }
 
 void layer_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,

@@ -180,7 +180,7 @@ Tensor ffn_backward(const Tensor& dout, const FeedForwardWeights& w, FeedForward
   Tensor da = like(f.z);
   linear_grad(&da, {g2.weight, nullptr}, dy, f.a, w.fc2.weight);
   if (drop.activation > 0.0f) ops::dropout(da, da, drop.activation, drop.seed, f.act_drop_offset);
-  ops::activation_backward(da, da, f.z, cfg.activation);
+  ops::bias_act_backward(da, da, f.z, cfg.activation);
   Tensor din = like(dout);
   linear_grad(&din, grads_of(g.fc1), da, f.in, w.fc1.weight);
   sublayer_in_backward(dx, din, w.norm, gnorm, cfg, f.out);

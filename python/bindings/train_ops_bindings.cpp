@@ -67,7 +67,7 @@ void register_norm_linear(py::module_& o) {
     Tensor dz = Tensor::empty(tz.shape(), d.dtype, d.device);
     {
       py::gil_scoped_release release;
-      ops::activation_backward(dz, tdy, tz, act);
+      ops::bias_act_backward(dz, tdy, tz, act);
     }
     return d.get(dz);
   }, py::arg("dy"), py::arg("z"), py::arg("activation"), py::arg("device") = "cpu", py::arg("dtype") = "float32",

@@ -14,7 +14,7 @@ out=${OUT:-build/emulate}
 cuda_include=$(bash bench/gpu/emulate/cuda_include.sh)
 
 # Every .cu of cuda/ but the runtime side (allocator, stream, error strings, the real factory),
-# which emu_backend.cpp and emu_ops.h replace.
+# which emu_backend.cpp and emu_runtime.h replace.
 runtime="allocator cuda_backend cuda_check device_state factory"
 kernels=()
 for src in cuda/*.cu; do
@@ -22,8 +22,9 @@ for src in cuda/*.cu; do
   [[ " $runtime " == *" $stem "* ]] || kernels+=("$src")
 done
 mkdir -p "$out/src"
-python3 bench/gpu/emulate/emulate.py "$out/src.new" "${kernels[@]}"
-for f in "$out"/src.new/*.cpp; do  # keep the old file (and its timestamp) when unchanged
+# (the .cuh headers too: those whose templates launch kernels are rewritten next to the .cpp files)
+python3 bench/gpu/emulate/emulate.py "$out/src.new" "${kernels[@]}" cuda/*.cuh
+for f in "$out"/src.new/*; do  # keep the old file (and its timestamp) when unchanged
   cmp -s "$f" "$out/src/$(basename "$f")" || mv "$f" "$out/src/$(basename "$f")"
 done
 rm -rf "$out/src.new"

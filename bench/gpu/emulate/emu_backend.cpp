@@ -9,7 +9,8 @@
 #include <exception>
 #include <mutex>
 
-#include "emu_ops.h"
+#include "emu_runtime.h"
+#include "ops.h"  // cuda/ops.h: the launchers, as the real backend sees them
 
 namespace tformer::cuda {
 namespace {
@@ -35,10 +36,10 @@ class EmulatedBackend final : public Backend {
   void synchronize(int i) override { Lock l(this, i); }
 
   void gemm(const GemmParams& p, int i) override { Lock l(this, i); cuda::gemm(p, nullptr, nullptr); }
-  void bias_act(const BiasActParams& p, int i) override { Lock l(this, i); bias_act_forward(p, nullptr); }
-  void layer_norm(const LayerNormParams& p, int i) override { Lock l(this, i); layer_norm_forward(p, nullptr); }
-  void embedding(const EmbeddingParams& p, int i) override { Lock l(this, i); embedding_forward(p, nullptr); }
-  void attention(const AttentionParams& p, int i) override { Lock l(this, i); attention_forward(p, allocator_, nullptr); }
+  void bias_act(const BiasActParams& p, int i) override { Lock l(this, i); cuda::bias_act(p, nullptr); }
+  void layer_norm(const LayerNormParams& p, int i) override { Lock l(this, i); cuda::layer_norm(p, nullptr); }
+  void embedding(const EmbeddingParams& p, int i) override { Lock l(this, i); cuda::embedding(p, nullptr); }
+  void attention(const AttentionParams& p, int i) override { Lock l(this, i); cuda::attention(p, allocator_, nullptr); }
   void cast(const CastParams& p, int i) override { Lock l(this, i); cuda::cast(p, nullptr); }
   void gather_rows(const GatherRowsParams& p, int i) override {
     Lock l(this, i);
@@ -51,9 +52,9 @@ class EmulatedBackend final : public Backend {
     Lock l(this, i);
     cuda::layer_norm_backward(p, allocator_, nullptr);
   }
-  void activation_backward(const ActivationBackwardParams& p, int i) override {
+  void bias_act_backward(const BiasActBackwardParams& p, int i) override {
     Lock l(this, i);
-    cuda::activation_backward(p, nullptr);
+    cuda::bias_act_backward(p, nullptr);
   }
   void sum_rows(const SumRowsParams& p, int i) override { Lock l(this, i); cuda::sum_rows(p, allocator_, nullptr); }
   void attention_backward(const AttentionBackwardParams& p, int i) override {
@@ -62,7 +63,7 @@ class EmulatedBackend final : public Backend {
   }
   void embedding_backward(const EmbeddingBackwardParams& p, int i) override {
     Lock l(this, i);
-    cuda::embedding_backward(p, allocator_, nullptr);  // CUB's sort: emu_ops.h's host stand-in
+    cuda::embedding_backward(p, allocator_, nullptr);  // CUB's sort: emu_runtime.h's host stand-in
   }
   void cross_entropy(const CrossEntropyParams& p, int i) override { Lock l(this, i); cuda::cross_entropy(p, nullptr); }
   void dropout(const DropoutParams& p, int i) override { Lock l(this, i); cuda::dropout(p, nullptr); }

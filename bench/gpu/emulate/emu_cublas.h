@@ -15,7 +15,7 @@
 #include <stdexcept>
 #include <string>
 
-typedef struct EmuCublasContext* cublasHandle_t;
+typedef struct cublasContext* cublasHandle_t;  // as cublas_api.h (and cuda/ops.h) declare it
 typedef enum { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7, CUBLAS_STATUS_NOT_SUPPORTED = 15 } cublasStatus_t;
 typedef enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 } cublasOperation_t;
 typedef enum { CUBLAS_COMPUTE_32F = 68 } cublasComputeType_t;

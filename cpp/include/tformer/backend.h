@@ -176,8 +176,9 @@ struct LayerNormBackwardParams {
   const void* gamma = nullptr;   // (cols)
 };
 
-// dz[i] = dy[i] * act'(z[i]) for n elements; dz may alias dy.
-struct ActivationBackwardParams {
+// bias_act's backward: dz[i] = dy[i] * act'(z[i]) for n elements (the bias gradient is
+// sum_rows of dz, the residual's is dy itself); dz may alias dy.
+struct BiasActBackwardParams {
   DType dtype = DType::f32;
   int64_t n = 0;
   Activation act = Activation::none;
@@ -330,8 +331,8 @@ class Backend {
   virtual void layer_norm_backward(const LayerNormBackwardParams& p, int device_index) {
     not_implemented("layer_norm_backward");
   }
-  virtual void activation_backward(const ActivationBackwardParams& p, int device_index) {
-    not_implemented("activation_backward");
+  virtual void bias_act_backward(const BiasActBackwardParams& p, int device_index) {
+    not_implemented("bias_act_backward");
   }
   virtual void sum_rows(const SumRowsParams& p, int device_index) { not_implemented("sum_rows"); }
   virtual void attention_backward(const AttentionBackwardParams& p, int device_index) {

@@ -25,7 +25,7 @@ void linear_backward(Tensor* dx, Tensor* dweight, Tensor* dbias, const Tensor& d
 void sum_rows(Tensor& dbias, const Tensor& dy);
 
 // Forward y = act(z) (z = x + bias, kept by the caller): dz = dy * act'(z). dz may alias dy.
-void activation_backward(Tensor& dz, const Tensor& dy, const Tensor& z, Activation act);
+void bias_act_backward(Tensor& dz, const Tensor& dy, const Tensor& z, Activation act);
 
 // Layer norm that also saves, per row, mean and rstd (float32 (rows)) for the backward.
 // Same arguments as layer_norm, plus the two outputs.

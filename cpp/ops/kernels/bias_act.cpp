@@ -131,9 +131,9 @@ void run(float* dz, const float* dy, const float* z, int64_t n) {
 
 }  // namespace
 
-void activation_backward(const ActivationBackwardParams& p) {
+void bias_act_backward(const BiasActBackwardParams& p) {
   if (p.dtype != DType::f32)
-    throw_type_error("cpu activation_backward supports float32 only, got ", dtype_name(p.dtype));
+    throw_type_error("cpu bias_act_backward supports float32 only, got ", dtype_name(p.dtype));
   float* dz = static_cast<float*>(p.dz);
   const float* dy = static_cast<const float*>(p.dy);
   const float* z = static_cast<const float*>(p.z);

@@ -1,7 +1,8 @@
-// Stands in for cuda/ops.h, cuda_check.h, launch_util.h, allocator.h (and, through
-// emu_cublas.h, <cublas_v2.h>) when the
-// kernels and launchers of cuda/*.cu are compiled for the emulator (see emulate.py):
-// the launchers' declarations, host-memory temporaries, no-op error checks.
+// Stands in for cuda_check.h, launch_util.h, allocator.h, CUB (and, through
+// emu_cublas.h, <cublas_v2.h>) when the kernels and launchers of cuda/*.cu are compiled
+// for the emulator (see emulate.py): host-memory temporaries, no-op error checks. The
+// launchers' declarations are not here: the emulated files include cuda/ops.h itself,
+// the header the real build uses.
 #pragma once
 
 #include <algorithm>
@@ -69,27 +70,6 @@ inline void allow_shared_memory(const void*, size_t smem, const char* op, const 
     throw std::runtime_error(std::string("cuda ") + op + ": " + what + " needs " + std::to_string(smem) +
                              " bytes of shared memory per block, more than sm_86 allows");
 }
-
-void gemm(const GemmParams& p, cublasHandle_t handle, cudaStream_t stream);
-void bias_act_forward(const BiasActParams& p, cudaStream_t stream);
-void layer_norm_forward(const LayerNormParams& p, cudaStream_t stream);
-void embedding_forward(const EmbeddingParams& p, cudaStream_t stream);
-void attention_forward(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream);
-void attention_decode(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream);
-void cast(const CastParams& p, cudaStream_t stream);
-void gather_rows(const GatherRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);
-void copy_2d(const Copy2dParams& p, cudaStream_t stream);
-void layer_norm_backward(const LayerNormBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
-void activation_backward(const ActivationBackwardParams& p, cudaStream_t stream);
-void sum_rows(const SumRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);
-void attention_backward(const AttentionBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
-bool attention_backward_mma_supported(const AttentionBackwardParams& p);
-void attention_backward_mma(const AttentionBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
-void embedding_backward(const EmbeddingBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
-void cross_entropy(const CrossEntropyParams& p, cudaStream_t stream);
-void dropout(const DropoutParams& p, cudaStream_t stream);
-void adamw(const AdamWParams& p, cudaStream_t stream);
-void sum_squares(const SumSquaresParams& p, CachingAllocator& allocator, cudaStream_t stream, double* host_result);
 
 }  // namespace tformer::cuda
 
