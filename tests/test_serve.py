@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from tformer.serve import ServeLimits, create_app  # noqa: E402
 
 import test_translator as tt  # noqa: E402
+from tf_testlib import stop_process  # noqa: E402
 
 TEXTS = tt.TEXTS
 OPTS = dict(beam_size=2, max_length=8)
@@ -242,9 +243,4 @@ def test_tformer_serve_command(model_dir):
         expected = tformer.Translator(str(model_dir), beam_size=2, max_length=8).translate(TEXTS[:2])
         assert reply == {"translations": expected}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

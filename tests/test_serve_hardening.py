@@ -28,6 +28,7 @@ from tformer.serve.command import _api_key  # noqa: E402
 from tformer.serve.guard import default_allowed_hosts, host_allowed, host_name, parse_allowed_hosts  # noqa: E402
 
 import test_translator as tt  # noqa: E402
+from tf_testlib import stop_process  # noqa: E402
 
 TEXTS = tt.TEXTS
 SLOW = {"texts": TEXTS[:4] * 2, "beam_size": 4, "max_length": 1000, "min_length": 1000}  # ~9 s uncancelled
@@ -227,12 +228,7 @@ def server(model_dir, tmp_path_factory):
             time.sleep(0.2)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -3,6 +3,7 @@ batches and comparison helpers. Nothing here calls tformer; every expected value
 suite comes from float64 NumPy, PyTorch or Hugging Face transformers."""
 
 import contextlib
+import subprocess
 import warnings
 
 import numpy as np
@@ -551,3 +552,13 @@ def first_mismatch(actual, expected):
         if a != e:
             return f"source {i}: got {a}, transformers gives {e}"
     return ""
+
+
+def stop_process(proc, timeout=20):
+    """Ends a server a test started: SIGTERM, then SIGKILL if it has not exited in `timeout` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
