@@ -61,6 +61,21 @@ def _run_child(script, limit_bytes=2 << 30, timeout=120):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def _load_in_child(call, limit_bytes=2 << 30, timeout=120):
+    """`call` (a tformer loading expression) in a child under an address-space limit: the
+    output line 'RESULT loaded' or 'RESULT <exception type>: <message>'; the child must not die."""
+    code, out = _run_child(f"""
+        import tformer
+        try:
+            {call}
+            print("RESULT loaded")
+        except Exception as e:
+            print(f"RESULT {{type(e).__name__}}: {{e}}")
+    """, limit_bytes=limit_bytes, timeout=timeout)
+    assert code == 0, f"the child died (exit {code}): {out[-800:]}"
+    return out
+
+
 # ---- 1. special ids of the config -----------------------------------------------------------
 
 @pytest.mark.parametrize("key", ["pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id",
@@ -151,15 +166,7 @@ def test_count_non_pad_pad_id_beyond_positions(own_dir):
 
 def test_huge_max_position_embeddings_is_refused_before_allocating(hf_dir):
     _edit_json(hf_dir / "config.json", max_position_embeddings=2 * 10 ** 7)
-    code, out = _run_child(f"""
-        import tformer
-        try:
-            tformer.from_huggingface({str(hf_dir)!r})
-            print("RESULT loaded")
-        except Exception as e:
-            print(f"RESULT {{type(e).__name__}}: {{e}}")
-    """, limit_bytes=2 << 30)
-    assert code == 0, f"the child died (exit {code}): {out[-800:]}"
+    out = _load_in_child(f"tformer.from_huggingface({str(hf_dir)!r})")
     assert re.search(r"RESULT ValueError: .*config\.json: max_positions must be in \[1, 1048576\], got 20000000",
                      out), out[-800:]
 
@@ -181,15 +188,7 @@ def test_position_table_is_not_built_before_the_embedding_is_checked(hf_dir):
 
 def test_huge_layer_count_in_own_format(own_dir):
     _edit_own_config(own_dir, encoder_layers=10 ** 8)
-    code, out = _run_child(f"""
-        import tformer
-        try:
-            tformer.Transformer.load({str(own_dir)!r})
-            print("RESULT loaded")
-        except Exception as e:
-            print(f"RESULT {{type(e).__name__}}: {{e}}")
-    """, limit_bytes=2 << 30, timeout=60)
-    assert code == 0, f"the child died (exit {code}): {out[-800:]}"
+    out = _load_in_child(f"tformer.Transformer.load({str(own_dir)!r})", timeout=60)
     assert re.search(r"RESULT ValueError: .*config\.json: encoder_layers must be in \[1, 1024\], got 100000000",
                      out), out[-800:]
 
