@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .config import is_int
 from .json_files import read_json_object
 
 _ST_DTYPES = {
@@ -31,10 +32,6 @@ class CorruptSafetensors(ValueError):
         self.problem = problem
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _check_entry(path: str, name: str, info) -> tuple:
     """(start, end) of one tensor's bytes after checking its header entry: a known dtype,
     a shape of non-negative ints, and offsets that hold exactly shape x itemsize bytes."""
@@ -44,9 +41,9 @@ def _check_entry(path: str, name: str, info) -> tuple:
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
         raise CorruptSafetensors(path, f"tensor {name!r} has unsupported dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(is_int(d) and d >= 0 for d in shape):
         raise CorruptSafetensors(path, f"corrupt safetensors header: tensor {name!r} has shape {shape!r}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_int(o) for o in offsets)
             and 0 <= offsets[0] <= offsets[1]):
         raise CorruptSafetensors(path, f"corrupt safetensors header: tensor {name!r} has data_offsets {offsets!r} "
                                        "(expected [start, end] with 0 <= start <= end)")
