@@ -179,6 +179,7 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
     shape_is(op, "kv_lengths", *opt.kv_lengths, {kv_batch});
     same_device(op, "kv_lengths", *opt.kv_lengths, out);
   }
+  if (opt.rel_bias) throw_value_error(op, ": rel_bias is not implemented yet");
   const int64_t head_dim = width / opt.heads;
   AttentionParams p;
   p.dtype = out.dtype();

@@ -66,8 +66,9 @@ void attention_train(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const A
 
 void attention_backward(MutableHeadsView dq, MutableHeadsView dk, MutableHeadsView dv, HeadsView q, HeadsView k,
                         HeadsView v, const Tensor& out, const Tensor& dout, const Tensor& lse,
-                        const AttentionOptions& opt) {
+                        const AttentionOptions& opt, Tensor* drel_bias) {
   const char* op = "attention_backward";
+  if (drel_bias) throw_value_error(op, ": drel_bias is not implemented yet");
   AttentionBackwardParams p;
   p.fwd = forward_params(op, out, q, k, v, opt);
   const AttentionParams& f = p.fwd;

@@ -71,6 +71,9 @@ struct LayerNormParams {
   const void* beta = nullptr;      // (cols)
   float* mean_out = nullptr;       // (rows) or null
   float* rstd_out = nullptr;       // (rows) or null
+  // RMSNorm (T5): out = s / sqrt(mean(s^2) + eps) * gamma, no mean subtracted; beta must be
+  // null; rstd_out receives 1 / sqrt(mean(s^2) + eps), mean_out (if given) 0.
+  bool rms = false;
 };
 
 // out[r, :] = table[ids[r], :] * scale + positions[position_ids[r], :]
@@ -118,6 +121,25 @@ struct AttentionParams {
   int64_t kv_group = 1;
   float* weights_out = nullptr;
   float* lse_out = nullptr;
+  // Relative position bias (T5), optional, of `dtype`, laid out (span, heads): added to the
+  // scaled score of query row i and key j of every batch,
+  //   score(b, h, i, j) = scale * q_i . k_j + rel_bias[(rel_bias_origin + j - i) * heads + h].
+  // The caller folds causal_offset into the origin and guarantees 0 <= rel_bias_origin + j - i
+  // < rel_bias_span for every key that is not masked (masked keys are never read).
+  const void* rel_bias = nullptr;
+  int64_t rel_bias_origin = 0;
+  int64_t rel_bias_span = 0;
+};
+
+// Gated activation (T5 v1.1 / flan-T5's gated-GELU FFN): x is (rows, 2 * cols), the two
+// halves of one fused projection; out[r, c] = act(x[r, c]) * x[r, cols + c]. out (rows, cols)
+// does not overlap x.
+struct GatedActParams {
+  DType dtype = DType::f32;
+  int64_t rows = 0, cols = 0;
+  Activation act = Activation::gelu_tanh;
+  void* out = nullptr;
+  const void* x = nullptr;
 };
 
 // In place: row r of `data` receives what row src_rows[r] held before the call
@@ -174,6 +196,9 @@ struct LayerNormBackwardParams {
   const float* mean = nullptr;   // (rows)
   const float* rstd = nullptr;   // (rows)
   const void* gamma = nullptr;   // (cols)
+  // RMSNorm's backward: xhat = s * rstd, ds = rstd * (g - xhat * mean(g * xhat)); mean is
+  // ignored (may be null) and dbeta must be null.
+  bool rms = false;
 };
 
 // bias_act's backward: dz[i] = dy[i] * act'(z[i]) for n elements (the bias gradient is
@@ -185,6 +210,18 @@ struct BiasActBackwardParams {
   void* dz = nullptr;
   const void* dy = nullptr;
   const void* z = nullptr;
+};
+
+// gated_act's backward, from the forward's input x (rows, 2 * cols): dx[r, c] =
+// dy[r, c] * x[r, cols + c] * act'(x[r, c]) and dx[r, cols + c] = dy[r, c] * act(x[r, c]),
+// written. dx (rows, 2 * cols) does not overlap dy or x.
+struct GatedActBackwardParams {
+  DType dtype = DType::f32;
+  int64_t rows = 0, cols = 0;
+  Activation act = Activation::gelu_tanh;
+  void* dx = nullptr;
+  const void* dy = nullptr;  // (rows, cols)
+  const void* x = nullptr;   // (rows, 2 * cols)
 };
 
 // out[c] += sum over r of x[r, c] (a bias gradient). grad_f32: out is float32 whatever
@@ -214,6 +251,9 @@ struct AttentionBackwardParams {
   int64_t dk_batch_stride = 0, dk_row_stride = 0;
   void* dv = nullptr;
   int64_t dv_batch_stride = 0, dv_row_stride = 0;
+  // With fwd.rel_bias: float32 (fwd.rel_bias_span, heads), ACCUMULATED (+=): the sum of dS
+  // over every (batch, i, j) that reads the entry. Null: not wanted.
+  float* drel_bias = nullptr;
 };
 
 // Backward of the embedding lookup: dtable[ids[r], :] += scale * dout[r, :] and
@@ -323,6 +363,7 @@ class Backend {
   virtual void cast(const CastParams& p, int device_index) = 0;
   virtual void gather_rows(const GatherRowsParams& p, int device_index) = 0;
   virtual void copy_2d(const Copy2dParams& p, int device_index) = 0;
+  virtual void gated_act(const GatedActParams& p, int device_index) { not_implemented("gated_act"); }
 
   // Training kernels. Each has a default that throws, so a backend compiles before it
   // implements them; ops check saves_training_stats() before relying on mean_out,
@@ -333,6 +374,9 @@ class Backend {
   }
   virtual void bias_act_backward(const BiasActBackwardParams& p, int device_index) {
     not_implemented("bias_act_backward");
+  }
+  virtual void gated_act_backward(const GatedActBackwardParams& p, int device_index) {
+    not_implemented("gated_act_backward");
   }
   virtual void sum_rows(const SumRowsParams& p, int device_index) { not_implemented("sum_rows"); }
   virtual void attention_backward(const AttentionBackwardParams& p, int device_index) {

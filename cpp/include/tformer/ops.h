@@ -25,6 +25,14 @@ void bias_act(Tensor& out, const Tensor& x, const Tensor* bias, const Tensor* re
 void layer_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
                 const Tensor& gamma, const Tensor& beta, float eps);
 
+// RMSNorm (T5): out = s / sqrt(mean(s^2) + eps) * gamma with s = x + bias + residual;
+// sum_out (optional) receives s.
+void rms_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
+              const Tensor& gamma, float eps);
+
+// out (..., cols) = act(x[..., :cols]) * x[..., cols:]; x (..., 2 * cols) (gated FFNs).
+void gated_act(Tensor& out, const Tensor& x, Activation act);
+
 // out (..., dim) = table[ids] * scale + positions[position_ids]; ids int32 on the same device.
 void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale,
                const Tensor* position_ids = nullptr, const Tensor* positions = nullptr);
@@ -43,6 +51,11 @@ struct AttentionOptions {
   float scale = 0.0f;  // 0: head_dim^-0.5
   int64_t kv_group = 1;           // query batch b reads k/v batch b / kv_group
   Tensor* weights_out = nullptr;  // float32 (batch, q_len, kv_len): probabilities averaged over heads
+  // Relative position bias (T5): (span, heads) of q's dtype; score(i, j) +=
+  // rel_bias[rel_bias_origin + j - i, h] (AttentionParams::rel_bias; causal_offset is NOT
+  // added here: fold it into the origin).
+  const Tensor* rel_bias = nullptr;
+  int64_t rel_bias_origin = 0;
 };
 
 // out (batch, q_len, heads*head_dim) = multi-head attention of q over k, v.

@@ -37,6 +37,17 @@ void layer_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tenso
 void layer_norm_backward(Tensor& ds, Tensor* dgamma, Tensor* dbeta, const Tensor& dout, const Tensor& s,
                          const Tensor& mean, const Tensor& rstd, const Tensor& gamma, bool accumulate = false);
 
+// RMSNorm that also saves each row's rstd = 1 / sqrt(mean(s^2) + eps) (float32 (rows)).
+void rms_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
+                    const Tensor& gamma, float eps, Tensor& rstd);
+
+// Backward of out = s * rstd * gamma: ds written (or added when accumulate), dgamma +=.
+void rms_norm_backward(Tensor& ds, Tensor* dgamma, const Tensor& dout, const Tensor& s, const Tensor& rstd,
+                       const Tensor& gamma, bool accumulate = false);
+
+// Backward of gated_act: dx (..., 2 * cols) written from dy (..., cols) and the forward's x.
+void gated_act_backward(Tensor& dx, const Tensor& dy, const Tensor& x, Activation act);
+
 // Attention forward that also saves the log-sum-exp of each (batch, head, query) row:
 // lse float32 (batch, heads, q_len). kv_group must be 1.
 void attention_train(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const AttentionOptions& opt, Tensor& lse);
@@ -50,7 +61,8 @@ struct MutableHeadsView {
 };
 void attention_backward(MutableHeadsView dq, MutableHeadsView dk, MutableHeadsView dv, HeadsView q, HeadsView k,
                         HeadsView v, const Tensor& out, const Tensor& dout, const Tensor& lse,
-                        const AttentionOptions& opt);
+                        const AttentionOptions& opt, Tensor* drel_bias = nullptr);
+// drel_bias (optional, with opt.rel_bias): float32 like rel_bias, accumulated (+=).
 
 // out = table[ids] * scale + positions[position_ids] backward:
 //   dtable[ids[r]] += scale * dout[r];  dpositions[position_ids[r]] += dout[r] (when given).
