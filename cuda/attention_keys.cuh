@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "tformer/backend.h"
+#include "tformer/ops/attention.h"
 
 namespace tformer::cuda {
 

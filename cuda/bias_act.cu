@@ -11,6 +11,7 @@
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "ops.h"
+#include "tformer/ops/bias_act.h"
 
 namespace tformer::cuda {
 
@@ -165,5 +166,8 @@ void bias_act_backward(const BiasActBackwardParams& p, cudaStream_t stream) {
     default: throw_unsupported_dtype("bias_act_backward", p.dtype);
   }
 }
+
+TFORMER_CUDA_OP(bias_act);
+TFORMER_CUDA_OP(bias_act_backward);
 
 }  // namespace tformer::cuda

@@ -16,6 +16,8 @@
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "ops.h"
+#include "tformer/ops/dropout.h"
+#include "tformer/ops/adamw.h"
 
 namespace tformer::cuda {
 
@@ -112,5 +114,8 @@ void adamw(const AdamWParams& p, cudaStream_t stream) {
   }
   TFORMER_CUDA_CHECK_LAUNCH("adamw_kernel");
 }
+
+TFORMER_CUDA_OP(dropout);
+TFORMER_CUDA_OP(adamw);
 
 }  // namespace tformer::cuda

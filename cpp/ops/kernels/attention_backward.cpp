@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../cpu_kernels.h"
+#include "tformer/ops/attention.h"
 #include "tformer/errors.h"
 #include "vec_math.h"
 
@@ -296,5 +297,7 @@ void attention_backward(const AttentionBackwardParams& p) {
     for (int64_t it = 0; it < items; ++it) backward_head(p, it / p.fwd.heads, it % p.fwd.heads, *w);
   }
 }
+
+TFORMER_CPU_OP(attention_backward);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA
