@@ -18,6 +18,7 @@ struct KernelTable {
   void (*layer_norm)(const LayerNormParams&);
   void (*embedding)(const EmbeddingParams&);
   void (*attention)(const AttentionParams&);
+  void (*gated_act)(const GatedActParams&);
   float (*row_max)(const float* x, int64_t n);
   float (*logsumexp)(const float* x, int64_t n);                 // -inf when every x is -inf
   float (*exp_shifted)(float* x, int64_t n, float shift);        // x = exp(x - shift); returns the sum
@@ -27,6 +28,7 @@ struct KernelTable {
   // Training (see the training section of backend.h).
   void (*layer_norm_backward)(const LayerNormBackwardParams&);
   void (*bias_act_backward)(const BiasActBackwardParams&);
+  void (*gated_act_backward)(const GatedActBackwardParams&);
   void (*sum_rows)(const SumRowsParams&);
   void (*attention_backward)(const AttentionBackwardParams&);
   void (*embedding_backward)(const EmbeddingBackwardParams&);
@@ -45,6 +47,7 @@ constexpr int64_t kMediumGemmMaxRows = 256;  // gemm_medium_a takes at most this
   void layer_norm(const LayerNormParams& p);          \
   void embedding(const EmbeddingParams& p);           \
   void attention(const AttentionParams& p);           \
+  void gated_act(const GatedActParams& p);            \
   float row_max(const float* x, int64_t n);           \
   float logsumexp(const float* x, int64_t n);         \
   float exp_shifted(float* x, int64_t n, float shift); \
@@ -52,6 +55,7 @@ constexpr int64_t kMediumGemmMaxRows = 256;  // gemm_medium_a takes at most this
   void gemm_medium_a(const GemmParams& p);            \
   void layer_norm_backward(const LayerNormBackwardParams& p); \
   void bias_act_backward(const BiasActBackwardParams& p); \
+  void gated_act_backward(const GatedActBackwardParams& p); \
   void sum_rows(const SumRowsParams& p);              \
   void attention_backward(const AttentionBackwardParams& p); \
   void embedding_backward(const EmbeddingBackwardParams& p); \
