@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "tformer/backend.h"
+#include "tformer/ops/activation.h"
 
 namespace tformer {
 
@@ -41,8 +41,6 @@ namespace ops {
 // out = act(x + bias) + residual; x, out (..., cols), bias (cols).
 void bias_act(Tensor& out, const Tensor& x, const Tensor* bias, const Tensor* residual, Activation act);
 
-Activation parse_activation(const std::string& name);  // relu, gelu, gelu_tanh/gelu_new, silu/swish, none
-const char* activation_name(Activation a);
 
 // Forward y = act(z) (z = x + bias, kept by the caller): dz = dy * act'(z). dz may alias dy.
 void bias_act_backward(Tensor& dz, const Tensor& dy, const Tensor& z, Activation act);

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "tformer/backend.h"
+#include "tformer/ops/activation.h"
 
 namespace tformer {
 
