@@ -179,7 +179,18 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
     shape_is(op, "kv_lengths", *opt.kv_lengths, {kv_batch});
     same_device(op, "kv_lengths", *opt.kv_lengths, out);
   }
-  if (opt.rel_bias) throw_value_error(op, ": rel_bias is not implemented yet");
+  if (opt.rel_bias) {  // (span, heads) covering every relative distance an unmasked key has
+    const Tensor& rb = *opt.rel_bias;
+    if (rb.ndim() != 2 || rb.dim(1) != opt.heads)
+      throw_value_error(op, ": rel_bias must be (span, ", opt.heads, "), got ", shape_str(rb.shape()));
+    dtype_is(op, "rel_bias", rb, out.dtype());
+    same_device(op, "rel_bias", rb, out);
+    const int64_t lo = opt.rel_bias_origin - (q_len - 1);
+    const int64_t hi = opt.rel_bias_origin + (opt.causal ? std::min(kv_len - 1, opt.causal_offset) : kv_len - 1);
+    if (q_len > 0 && kv_len > 0 && (lo < 0 || hi >= rb.dim(0)))
+      throw_value_error(op, ": rel_bias rows [", lo, ", ", hi, "] (origin ", opt.rel_bias_origin,
+                        " + j - i) out of range for span ", rb.dim(0));
+  }
   const int64_t head_dim = width / opt.heads;
   AttentionParams p;
   p.dtype = out.dtype();
@@ -214,11 +225,17 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
   p.causal = opt.causal;
   p.causal_offset = opt.causal_offset;
   p.scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (opt.rel_bias) {
+    p.rel_bias = opt.rel_bias->raw();
+    p.rel_bias_origin = opt.rel_bias_origin;
+    p.rel_bias_span = opt.rel_bias->dim(0);
+  }
   return p;
 }
 
 void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const AttentionOptions& opt) {
   const AttentionParams p = attention_params("attention", out, q, k, v, opt);
+  if (p.rel_bias) throw_value_error("attention: rel_bias is not implemented yet");  // the forward kernels: t5ops
   if (p.batch == 0 || p.q_len == 0 || out.dim(2) == 0) return;
   {
     profile::Scope scope("attention");

@@ -23,6 +23,18 @@ void layer_norm_rows(const LayerNormParams& p, int64_t r0, int64_t r1, float* sc
     float* s = p.sum_out ? static_cast<float*>(p.sum_out) + r * n : scratch;
 #pragma omp simd
     for (int64_t c = 0; c < n; ++c) s[c] = x[c] + (bias ? bias[c] : 0.0f) + (res ? res[c] : 0.0f);
+    if (p.rms) {  // RMSNorm: no centring, no beta
+      float sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+      for (int64_t c = 0; c < n; ++c) sq += s[c] * s[c];
+      const float rstd = 1.0f / std::sqrt(sq / static_cast<float>(n) + p.eps);
+      if (p.mean_out) p.mean_out[r] = 0.0f;
+      if (p.rstd_out) p.rstd_out[r] = rstd;
+      float* out = static_cast<float*>(p.out) + r * n;
+#pragma omp simd
+      for (int64_t c = 0; c < n; ++c) out[c] = s[c] * rstd * gamma[c];
+      continue;
+    }
     // Two passes with 8-lane partial sums (the simd reduction): mean first, then the
     // centred variance, which is stable where E[x^2] - mean^2 is not.
     float sum = 0.0f;
@@ -66,6 +78,7 @@ void layer_norm(const LayerNormParams& p) {
 //   xhat = (s - mean) * rstd,  g = dout * gamma,
 //   ds = rstd * (g - mean(g) - xhat * mean(g * xhat))      (per row)
 //   dgamma += sum_rows(dout * xhat),  dbeta += sum_rows(dout)  (across rows)
+// RMSNorm (p.rms) is the same with mean = 0 and without the mean(g) term.
 // The row part is independent per row; the parameter part is a reduction across rows,
 // done without atomics: each fixed group of rows sums into its own partial vector, then
 // the partials are added in group order. The groups do not depend on the thread count,
@@ -86,7 +99,8 @@ void backward_rows(const LayerNormBackwardParams& p, int64_t r0, int64_t r1, flo
     const float* dy = static_cast<const float*>(p.dout) + r * n;
     const float* s = static_cast<const float*>(p.s) + r * n;
     float* ds = static_cast<float*>(p.ds) + r * n;
-    const float mean = p.mean[r], rstd = p.rstd[r];
+    // RMSNorm: nothing is centred (mean 0) and mean(g) is not subtracted (mg 0 below).
+    const float mean = p.rms ? 0.0f : p.mean[r], rstd = p.rstd[r];
     float sum_g = 0.0f, sum_gx = 0.0f;
     if (partial) {
 #pragma omp simd reduction(+ : sum_g, sum_gx)
@@ -107,7 +121,7 @@ void backward_rows(const LayerNormBackwardParams& p, int64_t r0, int64_t r1, flo
         sum_gx += g * xhat;
       }
     }
-    const float mg = sum_g * inv_n, mgx = sum_gx * inv_n;
+    const float mg = p.rms ? 0.0f : sum_g * inv_n, mgx = sum_gx * inv_n;
     // ds may alias dout: each element is read before it is written.
     if (p.accumulate) {
 #pragma omp simd
