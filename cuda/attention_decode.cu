@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t key = j0 + u * kGroups + group;
-      float bias = 0.0f;
+      float bias = 0.0f;  // added only with kRelBias: the plain kernel's scores are untouched
       if constexpr (kRelBias) {
         if (key < key_end) bias = rel_bias_log2<T>(p, 0, key, h);
       }
@@ -197,7 +197,8 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
           for (int e = 0; e < kVec; ++e) s = fmaf(q[r][t][e], kf[t][e], s);
 #pragma unroll
         for (int offset = kGroup / 2; offset > 0; offset >>= 1) s += __shfl_xor_sync(kFullMask, s, offset);
-        score[r][u] = key < key_end ? s + bias : -INFINITY;
+        if constexpr (kRelBias) s += bias;
+        score[r][u] = key < key_end ? s : -INFINITY;
       }
     }
 

@@ -210,9 +210,9 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dkdv_kernel(const Atten
     for (int r = 0; r < kRowsPerWarp; ++r) {
       // Masked (or padded) pairs get exactly 0, whatever exp2f gives for lse = -inf.
       const bool vis = row_valid && visible(p, i, key0 + r, kv_end);
-      float bias = 0.0f;
-      if constexpr (kRelBias) bias = vis ? rel_bias_log2<T>(p, i, key0 + r, h) : 0.0f;
-      prob[r] = vis ? exp2f(fmaf(s[r], lse_scale, bias - lse_i)) : 0.0f;
+      float shift = -lse_i;  // (the plain kernel's expression when !kRelBias)
+      if constexpr (kRelBias) shift += vis ? rel_bias_log2<T>(p, i, key0 + r, h) : 0.0f;
+      prob[r] = vis ? exp2f(fmaf(s[r], lse_scale, shift)) : 0.0f;
       ds[r] = prob[r] * (dp[r] - delta_i);
     }
 
@@ -332,9 +332,9 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dq_kernel(const Attenti
     for (int r = 0; r < kRowsPerWarp; ++r) {
       const int64_t i = row0 + r;
       const bool vis = i < p.q_len && visible(p, i, j, kv_end);
-      float bias = 0.0f;
-      if constexpr (kRelBias) bias = vis ? rel_bias_log2<T>(p, i, j, h) : 0.0f;
-      const float prob = vis ? exp2f(fmaf(s[r], lse_scale, bias - lse_r[r])) : 0.0f;
+      float shift = -lse_r[r];
+      if constexpr (kRelBias) shift += vis ? rel_bias_log2<T>(p, i, j, h) : 0.0f;
+      const float prob = vis ? exp2f(fmaf(s[r], lse_scale, shift)) : 0.0f;
       ds[r] = prob * (dp[r] - delta_r[r]);
       // Diagonal (j - k0) - (i - q0) + kTile - 1: the lanes of a row hit distinct ones.
       if (drel && vis) atomicAdd(&diag[lane - (warp * kRowsPerWarp + r) + kTile - 1], ds[r]);

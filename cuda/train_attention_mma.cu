@@ -328,9 +328,9 @@ __global__ void __launch_bounds__(kThreads)
             const int qi = nb * 8 + 2 * t + (e & 1), col = c + qi;
             // Masked pairs get exactly 0, whatever exp2f gives for lse = -inf.
             const bool vis = mask(qi, g + 8 * (e >> 1));
-            float bias = 0.0f;
-            if constexpr (kRelBias) bias = vis ? rel_bias_log2<T>(p, qc + qi, key_w + g + 8 * (e >> 1), h) : 0.0f;
-            s[nb][e] = vis ? exp2f(fmaf(s[nb][e], scale2, bias - lse_t[col])) : 0.0f;
+            float shift = -lse_t[col];  // (the plain kernel's expression when !kRelBias)
+            if constexpr (kRelBias) shift += vis ? rel_bias_log2<T>(p, qc + qi, key_w + g + 8 * (e >> 1), h) : 0.0f;
+            s[nb][e] = vis ? exp2f(fmaf(s[nb][e], scale2, shift)) : 0.0f;
             dp[nb][e] = s[nb][e] * fmaf(dp[nb][e], p.scale, -delta_t[col]);  // scale dS^T
           }
         uint32_t a[4];
@@ -434,9 +434,9 @@ __global__ void __launch_bounds__(kThreads)
           for (int e = 0; e < 4; ++e) {
             const int half = e >> 1, kj = nb * 8 + 2 * t + (e & 1);
             const bool vis = mask(g + 8 * half, kj);
-            float bias = 0.0f;
-            if constexpr (kRelBias) bias = vis ? rel_bias_log2<T>(p, row_w + g + 8 * half, kc + kj, h) : 0.0f;
-            s[nb][e] = vis ? exp2f(fmaf(s[nb][e], scale2, bias - lse_r[half])) : 0.0f;
+            float shift = -lse_r[half];
+            if constexpr (kRelBias) shift += vis ? rel_bias_log2<T>(p, row_w + g + 8 * half, kc + kj, h) : 0.0f;
+            s[nb][e] = vis ? exp2f(fmaf(s[nb][e], scale2, shift)) : 0.0f;
             dp[nb][e] = s[nb][e] * fmaf(dp[nb][e], p.scale, -delta_r[half]);  // scale dS
             if (drel && vis) atomicAdd(&diag[(c + kj) - (warp * 16 + g + 8 * half) + kRows - 1], dp[nb][e] * inv_scale);
           }
