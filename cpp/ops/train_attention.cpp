@@ -56,7 +56,6 @@ bool overlaps(const Tensor& ta, int64_t a, const Tensor& tb, int64_t b, int64_t 
 void attention_train(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const AttentionOptions& opt, Tensor& lse) {
   const char* op = "attention_train";
   AttentionParams p = forward_params(op, out, q, k, v, opt);
-  if (p.rel_bias) throw_value_error(op, ": rel_bias is not implemented yet");  // the forward kernels: t5ops
   check_lse(op, lse, p, out);
   p.lse_out = lse.data<float>();
   saves_stats(op, out);
