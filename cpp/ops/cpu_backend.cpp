@@ -87,6 +87,7 @@ class CpuBackend final : public Backend {
   void layer_norm(const LayerNormParams& p, int) override { init_threads(); kernels().layer_norm(p); }
   void embedding(const EmbeddingParams& p, int) override { init_threads(); kernels().embedding(p); }
   void attention(const AttentionParams& p, int) override { init_threads(); kernels().attention(p); }
+  void gated_act(const GatedActParams& p, int) override { init_threads(); kernels().gated_act(p); }
   void cast(const CastParams& p, int) override { cpu::cast(p); }
   void gather_rows(const GatherRowsParams& p, int) override { cpu::gather_rows(p); }
   void copy_2d(const Copy2dParams& p, int) override { init_threads(); cpu::copy_2d(p); }

@@ -18,6 +18,7 @@ struct KernelTable {
   void (*layer_norm)(const LayerNormParams&);
   void (*embedding)(const EmbeddingParams&);
   void (*attention)(const AttentionParams&);
+  void (*gated_act)(const GatedActParams&);
   float (*row_max)(const float* x, int64_t n);
   float (*logsumexp)(const float* x, int64_t n);                 // -inf when every x is -inf
   float (*exp_shifted)(float* x, int64_t n, float shift);        // x = exp(x - shift); returns the sum
@@ -45,6 +46,7 @@ constexpr int64_t kMediumGemmMaxRows = 256;  // gemm_medium_a takes at most this
   void layer_norm(const LayerNormParams& p);          \
   void embedding(const EmbeddingParams& p);           \
   void attention(const AttentionParams& p);           \
+  void gated_act(const GatedActParams& p);            \
   float row_max(const float* x, int64_t n);           \
   float logsumexp(const float* x, int64_t n);         \
   float exp_shifted(float* x, int64_t n, float shift); \

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <string>
 
 #include "tformer/backends.h"
 #include "tformer/errors.h"
@@ -114,6 +116,62 @@ void layer_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bia
   }
 }
 
+void rms_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
+              const Tensor& gamma, float eps) {
+  const char* op = "rms_norm";
+  if (x.ndim() < 1) throw_value_error(op, ": x must have at least 1 dimension");
+  const int64_t cols = x.dim(-1);
+  like(op, "out", out, x, "x");
+  vector_of(op, "gamma", gamma, cols, x);
+  if (bias) vector_of(op, "bias", *bias, cols, x);
+  if (residual) like(op, "residual", *residual, x, "x");
+  if (sum_out) like(op, "sum_out", *sum_out, x, "x");
+  if (!(eps >= 0.0f)) throw_value_error(op, ": eps must be >= 0, got ", eps);
+  LayerNormParams p;
+  p.dtype = x.dtype();
+  p.rows = rows_of(x);
+  p.cols = cols;
+  p.eps = eps;
+  p.rms = true;
+  p.out = out.raw();
+  p.sum_out = sum_out ? sum_out->raw() : nullptr;
+  p.x = x.raw();
+  p.bias = bias ? bias->raw() : nullptr;
+  p.residual = residual ? residual->raw() : nullptr;
+  p.gamma = gamma.raw();
+  {
+    profile::Scope scope(op);
+    backend_for(x.device()).layer_norm(p, x.device().index);
+  }
+}
+
+void gated_act(Tensor& out, const Tensor& x, Activation act) {
+  const char* op = "gated_act";
+  if (x.ndim() < 1 || x.dim(-1) % 2 != 0)
+    throw_value_error(op, ": x must end with an even number of columns (the two halves), got ", shape_str(x.shape()));
+  const int64_t cols = x.dim(-1) / 2;
+  Shape expected = x.shape();
+  expected.back() = cols;
+  shape_is(op, "out", out, expected);
+  dtype_is(op, "out", out, x.dtype());
+  same_device(op, "out", out, x);
+  const auto o = reinterpret_cast<uintptr_t>(out.raw()), xi = reinterpret_cast<uintptr_t>(x.raw());
+  if (out.nbytes() > 0 && x.nbytes() > 0 && o < xi + x.nbytes() && xi < o + out.nbytes())
+    throw_value_error(op, ": out must not overlap x");
+  GatedActParams p;
+  p.dtype = x.dtype();
+  p.rows = rows_of(x);
+  p.cols = cols;
+  p.act = act;
+  p.out = out.raw();
+  p.x = x.raw();
+  if (p.rows == 0 || cols == 0) return;
+  {
+    profile::Scope scope(op);
+    backend_for(x.device()).gated_act(p, x.device().index);
+  }
+}
+
 void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale, const Tensor* position_ids,
                const Tensor* positions) {
   dtype_is("embedding", "ids", ids, DType::i32);
@@ -150,6 +208,33 @@ void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale,
   }
 }
 
+namespace {
+
+// The relative position bias (span, heads) must cover origin + j - i for every (i, j) the
+// kernel may read. kv_lengths may live on the device, so the bound assumes all kv_len keys
+// (a decode step over a longer cache passes causal with causal_offset = step).
+void check_rel_bias(const char* op, const Tensor& bias, const AttentionOptions& opt, int64_t q_len, int64_t kv_len,
+                    const Tensor& out) {
+  if (bias.ndim() != 2 || bias.dim(1) != opt.heads || bias.dim(0) < 1)
+    throw_value_error(op, ": rel_bias must be (span >= 1, ", opt.heads, " heads), got ", shape_str(bias.shape()));
+  dtype_is(op, "rel_bias", bias, out.dtype());
+  same_device(op, "rel_bias", bias, out);
+  const int64_t span = bias.dim(0);
+  // Rows before first_row see no key under the causal mask; key j of row i is visible for
+  // j < kv_end(i), and kv_end(i) - i is largest at the first row that sees a key.
+  const int64_t first_row = opt.causal ? std::max<int64_t>(0, -opt.causal_offset) : 0;
+  if (first_row >= q_len || kv_len == 0) return;  // no key is read
+  const int64_t first_end = opt.causal ? std::min(kv_len, first_row + opt.causal_offset + 1) : kv_len;
+  const int64_t lo = opt.rel_bias_origin - (q_len - 1);             // j = 0 of the last row
+  const int64_t hi = opt.rel_bias_origin + first_end - 1 - first_row;
+  if (lo < 0 || hi >= span)
+    throw_value_error(op, ": rel_bias_origin ", opt.rel_bias_origin, " reads rel_bias rows [", lo, ", ", hi,
+                      "] for q_len ", q_len, ", kv_len ", kv_len, opt.causal ? ", causal offset " : "",
+                      opt.causal ? std::to_string(opt.causal_offset) : std::string(), "; the span is ", span);
+}
+
+}  // namespace
+
 AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q, HeadsView k, HeadsView v,
                                  const AttentionOptions& opt) {
   for (const Tensor* t : {q.tensor, k.tensor, v.tensor, static_cast<const Tensor*>(&out)}) {
@@ -179,7 +264,7 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
     shape_is(op, "kv_lengths", *opt.kv_lengths, {kv_batch});
     same_device(op, "kv_lengths", *opt.kv_lengths, out);
   }
-  if (opt.rel_bias) throw_value_error(op, ": rel_bias is not implemented yet");
+  if (opt.rel_bias) check_rel_bias(op, *opt.rel_bias, opt, q_len, kv_len, out);
   const int64_t head_dim = width / opt.heads;
   AttentionParams p;
   p.dtype = out.dtype();
@@ -214,6 +299,11 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
   p.causal = opt.causal;
   p.causal_offset = opt.causal_offset;
   p.scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (opt.rel_bias) {
+    p.rel_bias = opt.rel_bias->raw();
+    p.rel_bias_origin = opt.rel_bias_origin;
+    p.rel_bias_span = opt.rel_bias->dim(0);
+  }
   return p;
 }
 

@@ -7,8 +7,15 @@ modified):
 - gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None)
 - bias_act(x, bias=None, residual=None, activation="none")   act(x + bias) + residual
 - layer_norm(x, gamma, beta, eps=1e-5, bias=None, residual=None, return_sum=False)
+- rms_norm(x, gamma, eps=1e-6, bias=None, residual=None, return_sum=False)
+  s / sqrt(mean(s^2) + eps) * gamma with s = x + bias + residual (T5's RMSNorm)
+- gated_act(x, activation="gelu_tanh")   act(x[..., :n]) * x[..., n:] for x (..., 2n)
 - embedding(ids, table, scale=1.0, positions=None, position_ids=None)
-- attention(q, k, v, num_heads, kv_lengths=None, causal=False, causal_offset=0, scale=None)
+- attention(q, k, v, num_heads, kv_lengths=None, causal=False, causal_offset=0, scale=None,
+  rel_bias=None, rel_bias_origin=0, kv_group=1, return_weights=False, rel_bias_dtype=None)
+  rel_bias (span, num_heads): T5's relative position bias, score(i, j) += rel_bias[origin
+  + j - i, h]; kv_group: query batch b reads k/v batch b // kv_group; return_weights:
+  (out, weights) with the float32 (batch, q_len, kv_len) probabilities averaged over heads
 
 Training (gradients of parameters accumulate into the given initial values, which
 default to zeros; gradients of activations are returned):
@@ -37,6 +44,8 @@ from ._native import _core
 gemm = _core.ops.gemm
 bias_act = _core.ops.bias_act
 layer_norm = _core.ops.layer_norm
+rms_norm = _core.ops.rms_norm
+gated_act = _core.ops.gated_act
 embedding = _core.ops.embedding
 attention = _core.ops.attention
 
@@ -54,7 +63,7 @@ adamw = _core.ops.adamw
 sum_squares = _core.ops.sum_squares
 
 __all__ = [
-    "gemm", "bias_act", "layer_norm", "embedding", "attention",
+    "gemm", "bias_act", "layer_norm", "rms_norm", "gated_act", "embedding", "attention",
     "layer_norm_train", "layer_norm_backward", "activation_backward", "linear_backward",
     "sum_rows", "attention_train", "attention_backward", "embedding_backward",
     "cross_entropy", "dropout", "adamw", "sum_squares",

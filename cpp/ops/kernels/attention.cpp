@@ -96,6 +96,15 @@ inline void tile_accumulate(float* acc, const float* p, const float* v, int64_t 
   }
 }
 
+// s[j] += rel_bias[origin + k0 + j - i, h] for the n keys k0.. of query row i (T5's relative
+// position bias; ops.cpp checked that every index read is inside the span).
+inline void add_rel_bias(const AttentionParams& p, int64_t h, int64_t i, int64_t k0, int64_t n, float* s) {
+  const float* rb = static_cast<const float*>(p.rel_bias) + (p.rel_bias_origin + k0 - i) * p.heads + h;
+  const int64_t stride = p.heads;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) s[j] += rb[j * stride];
+}
+
 // One (batch, head, query tile): queries q0..q1-1.
 void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, int64_t q1, Workspace& w) {
   const int64_t D = p.head_dim;
@@ -144,6 +153,7 @@ void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, 
         std::fill(si, si + kKeyTile, 0.0f);
         continue;
       }
+      if (p.rel_bias) add_rel_bias(p, h, q0 + i, k0, valid, si);
       float tile_max = si[0];
       for (int64_t j = 1; j < valid; ++j) tile_max = std::max(tile_max, si[j]);
       const float m_new = std::max(w.m[i], tile_max);
@@ -196,7 +206,7 @@ inline int64_t visible_keys(const AttentionParams& p, int64_t b, int64_t i) {
   return kv_end;
 }
 
-// scores[j] = exp(scale * q . k_j - m) for the kv_end visible keys of row (b, h, i); returns
+// scores[j] = exp(scale * q . k_j + bias - m) for the kv_end visible keys of row (b, h, i); returns
 // their sum and sets *max_out = m (the softmax is scores / sum).
 inline float row_exp_scores(const AttentionParams& p, int64_t b, int64_t h, int64_t i, int64_t kv_end,
                             float* scores, float* max_out) {
@@ -212,6 +222,11 @@ inline float row_exp_scores(const AttentionParams& p, int64_t b, int64_t h, int6
     for (int64_t d = 0; d < D; ++d) dot += q[d] * kj[d];
     scores[j] = dot * p.scale;
     m = std::max(m, scores[j]);
+  }
+  if (p.rel_bias) {  // a second pass, so the loop above stays as it is without a bias
+    add_rel_bias(p, h, i, 0, kv_end, scores);
+    m = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < kv_end; ++j) m = std::max(m, scores[j]);
   }
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
@@ -249,7 +264,7 @@ void attention_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, st
   }
 }
 
-// weights_out[b, i, :] = mean over heads of softmax(scale * q_i . k_j), masked keys 0.
+// weights_out[b, i, :] = mean over heads of softmax(scale * q_i . k_j + bias), masked keys 0.
 // A second, exact pass: it runs only when alignments are asked for (decoding, q_len 1).
 void attention_weights(const AttentionParams& p) {
   const int64_t D = p.head_dim;

@@ -1,5 +1,6 @@
 // Layer normalisation with the residual add (and a bias) fused in front of it:
-// s = x + bias + residual; out = (s - mean) / sqrt(var + eps) * gamma + beta.
+// s = x + bias + residual; out = (s - mean) / sqrt(var + eps) * gamma + beta;
+// or RMSNorm (p.rms, T5): out = s / sqrt(mean(s^2) + eps) * gamma.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -44,18 +45,44 @@ void layer_norm_rows(const LayerNormParams& p, int64_t r0, int64_t r1, float* sc
   }
 }
 
+// RMSNorm (T5): out = s * rstd * gamma, rstd = 1 / sqrt(mean(s^2) + eps); no mean, no beta.
+void rms_norm_rows(const LayerNormParams& p, int64_t r0, int64_t r1, float* scratch) {
+  const int64_t n = p.cols;
+  const float* bias = static_cast<const float*>(p.bias);
+  const float* gamma = static_cast<const float*>(p.gamma);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = static_cast<const float*>(p.x) + r * n;
+    const float* res = p.residual ? static_cast<const float*>(p.residual) + r * n : nullptr;
+    float* s = p.sum_out ? static_cast<float*>(p.sum_out) + r * n : scratch;  // out may alias x
+    float sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t c = 0; c < n; ++c) {
+      const float v = x[c] + (bias ? bias[c] : 0.0f) + (res ? res[c] : 0.0f);
+      s[c] = v;
+      sq += v * v;
+    }
+    const float rstd = 1.0f / std::sqrt(sq / static_cast<float>(n) + p.eps);
+    if (p.mean_out) p.mean_out[r] = 0.0f;
+    if (p.rstd_out) p.rstd_out[r] = rstd;  // saved for the backward (training)
+    float* out = static_cast<float*>(p.out) + r * n;
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) out[c] = s[c] * rstd * gamma[c];
+  }
+}
+
 }  // namespace
 
 void layer_norm(const LayerNormParams& p) {
   if (p.dtype != DType::f32) throw_type_error("cpu layer_norm supports float32 only, got ", dtype_name(p.dtype));
   if (p.cols == 0) return;
+  const auto rows = p.rms ? &rms_norm_rows : &layer_norm_rows;
 #pragma omp parallel if (p.rows * p.cols > 16384)
   {
     static thread_local std::vector<float> scratch;
     if (scratch.size() < static_cast<size_t>(p.cols)) scratch.resize(static_cast<size_t>(p.cols));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < p.rows; r += 8) {
-      layer_norm_rows(p, r, r + 8 < p.rows ? r + 8 : p.rows, scratch.data());
+      rows(p, r, r + 8 < p.rows ? r + 8 : p.rows, scratch.data());
     }
   }
 }
