@@ -53,7 +53,10 @@ struct AttentionOptions {
   Tensor* weights_out = nullptr;  // float32 (batch, q_len, kv_len): probabilities averaged over heads
   // Relative position bias (T5): (span, heads) of q's dtype; score(i, j) +=
   // rel_bias[rel_bias_origin + j - i, h] (AttentionParams::rel_bias; causal_offset is NOT
-  // added here: fold it into the origin).
+  // added here: fold it into the origin). Every index an unmasked (i, j) reads must lie in
+  // [0, span), checked from q_len, kv_len, causal and causal_offset (not kv_lengths, which
+  // may live on the device): a decode step over a longer cache passes causal = true with
+  // causal_offset = step, so the keys past the step are known to be masked.
   const Tensor* rel_bias = nullptr;
   int64_t rel_bias_origin = 0;
 };
