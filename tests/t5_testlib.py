@@ -4,7 +4,8 @@ them. Nothing here calls tformer.
 
 Shapes are chosen to hit what T5 changes: v1.0 (ReLU FFN, output tied to `shared` with the
 d_model**-0.5 factor), v1.1 (gated-GELU, own lm_head, written as hub configs write it:
-tie_word_embeddings false), mT5, num_heads * d_kv != d_model, unequal layer counts, and a
+tie_word_embeddings false), mT5, num_heads * d_kv != d_model, unequal layer counts (fewer
+decoder layers: transformers 5's generate sizes its cache by num_layers), and a
 small relative_attention_max_distance so that the sequences reach the logarithmic buckets
 and the last one."""
 
@@ -20,7 +21,7 @@ PAD, EOS, START = 0, 1, 0
 T5_SPECS = {
     # T5 v1.0 (t5-small's layout): relu, tied output scaled by d_model**-0.5.
     "t5_v10": dict(model_type="t5", config=dict(
-        vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
+        vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=3, num_decoder_layers=2, num_heads=4,
         relative_attention_num_buckets=16, relative_attention_max_distance=20, feed_forward_proj="relu",
         tie_word_embeddings=True)),
     # T5 v1.1 / flan-T5: gated-gelu, own lm_head, 3 heads x 10 = 30 != d_model 24.
@@ -28,9 +29,9 @@ T5_SPECS = {
         vocab_size=72, d_model=24, d_kv=10, d_ff=40, num_layers=2, num_decoder_layers=2, num_heads=3,
         relative_attention_num_buckets=32, relative_attention_max_distance=24, feed_forward_proj="gated-gelu",
         tie_word_embeddings=False)),
-    # mT5: gated-gelu, own lm_head, one encoder layer, 5 heads x 6 = 30 != d_model 20.
+    # mT5: gated-gelu, own lm_head, one decoder layer, 5 heads x 6 = 30 != d_model 20.
     "mt5": dict(model_type="mt5", config=dict(
-        vocab_size=80, d_model=20, d_kv=6, d_ff=36, num_layers=1, num_decoder_layers=2, num_heads=5,
+        vocab_size=80, d_model=20, d_kv=6, d_ff=36, num_layers=2, num_decoder_layers=1, num_heads=5,
         relative_attention_num_buckets=8, relative_attention_max_distance=12, feed_forward_proj="gated-gelu",
         tie_word_embeddings=False)),
 }
@@ -65,7 +66,33 @@ def build(name, seed=0):
                 p.copy_(torch.randn(p.shape, generator=gen))
             else:  # unscaled attention: keep q.k of order 1
                 p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
-    return model.eval()
+    _make_eos_likely_after_some_tokens(model.eval(), name, seed + 2)
+    return model
+
+
+def _make_eos_likely_after_some_tokens(model, name, seed, alpha=6.0, beta=-3.0):
+    """Random models never end a hypothesis: the output row of EOS becomes a linear probe
+    (as tf_testlib.build_gen_model's) giving EOS a logit alpha higher after a random 20% of
+    the tokens than after the others, centred at beta, so hypotheses end at varied lengths."""
+    vocab = T5_SPECS[name]["config"]["vocab_size"]
+    rng = np.random.default_rng(seed)
+    enders = set(int(t) for t in rng.choice(np.arange(2, vocab), size=vocab // 5, replace=False))
+    src, tgt = batch(name, [int(n) for n in rng.integers(2, 16, 64)], [int(n) for n in rng.integers(2, 12, 64)],
+                     seed=seed)
+    captured = {}
+    handle = model.lm_head.register_forward_hook(lambda m, inputs, out: captured.update(h=inputs[0].detach()))
+    hf_logits(model, src, tgt)
+    handle.remove()
+    tgt_ids, tgt_mask = lib.pad_batch(tgt, PAD)
+    real = torch.from_numpy(tgt_mask).bool()
+    h, last = captured["h"][real].double(), torch.from_numpy(tgt_ids)[real]
+    after = torch.tensor([int(t) in enders for t in last])
+    diff = h[after].mean(0) - h[~after].mean(0)
+    mid = 0.5 * (h[after].mean(0) + h[~after].mean(0))
+    w = alpha * diff / (diff @ diff)
+    w = w + (beta - float(w @ mid)) * mid / (mid @ mid)
+    with torch.no_grad():
+        model.lm_head.weight[EOS] = w.to(model.lm_head.weight.dtype)
 
 
 def save(model, name, directory):

@@ -116,6 +116,9 @@ void DecodeSession::layer_step(int64_t i, int64_t step) {
   if (self_rel_bias_.defined()) {
     self_opt.rel_bias = &self_rel_bias_;
     self_opt.rel_bias_origin = max_steps_ - 1 - step;
+    // What self_lengths already masks, said so that the op can bound the rows read.
+    self_opt.causal = true;
+    self_opt.causal_offset = step;
   }
   ops::attention(attn, {&qkv, 0}, {&kc, 0}, {&vc, 0}, self_opt);
   ops::linear(proj, attn, self.out.weight);
