@@ -1,8 +1,8 @@
 // Gated activation (the gated FFN of T5 v1.1 / flan-T5): x (rows, 2 * cols) holds the two
 // halves of one fused projection; out[r, c] = act(x[r, c]) * x[r, cols + c].
 #include "../cpu_kernels.h"
-#include "tformer/errors.h"
 #include "activations.h"
+#include "tformer/errors.h"
 
 namespace tformer::cpu::TFORMER_CPU_ISA {
 namespace {
