@@ -9,7 +9,8 @@ buckets and the last one (max_distance is small).
 
 Checked: the loss, the set of trained parameters (T5 has no biases; one relative position
 table per stack), every parameter's gradient (<= 1e-4 relative per tensor in float32 against
-float64 autograd), the global gradient norm, and that a few steps lower the loss."""
+float64 autograd), the global gradient norm, that a few steps lower the loss, and T5's dropout
+placement (transformers' dropout modules given tformer's masks)."""
 
 import math
 
@@ -108,7 +109,7 @@ def test_t5_gradients_match_torch(tmp_path, name, device):
     model = tformer.from_huggingface(str(tmp_path), dtype="float32", device=device)
     trainer = trainer_for(model)
     loss = trainer.step(src, tgt)
-    assert loss == pytest.approx(float(loss_ref), rel=1e-5)
+    assert loss == pytest.approx(float(loss_ref.detach()), rel=1e-5)
     grads = trainer.gradients()
     assert sorted(grads) == sorted(expected)
     for n, ref_g in expected.items():
@@ -129,3 +130,56 @@ def test_t5_training_lowers_the_loss(tmp_path, name):
     trainer = trainer_for(model, lr=3e-3)
     losses = [trainer.step(src, tgt) for _ in range(8)]
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def dropout_masks(p, seed, sites):
+    """tformer's dropout masks (already divided by 1 - p) of consecutive sites: site k covers
+    the counter range that follows site k - 1's, as a training step takes them."""
+    from tformer import ops
+    masks, offset = [], 0
+    for shape in sites:
+        n = int(np.prod(shape))
+        masks.append(ops.dropout(np.ones(n, np.float32), p, seed, offset).reshape(shape).astype(np.float64))
+        offset += n
+    return masks
+
+
+@pytest.mark.parametrize("name", ["t5_v10", "t5_v11"])
+def test_t5_dropout_sites_match_torch(tmp_path, name, device):
+    """T5's dropout placement: after the embeddings, on each sublayer's output before the
+    residual add, after the FFN activation (gated: after act * linear), and after each stack's
+    final norm. transformers' own nn.Dropout modules are given tformer's masks (in the order
+    they run, which is the order the step draws them) and the loss and gradients must agree."""
+    p = 0.25
+    ref = build_t5(name, tmp_path)
+    src, tgt = make_batch(ref.config.vocab_size, seed=3)
+    cfg = ref.config
+    B, S, T = len(src), max(SRC_LENS), max(TGT_LENS) + 1
+    D, F = cfg.d_model, cfg.d_ff
+    sites = [(B, S, D)] + [(B, S, D), (B, S, F), (B, S, D)] * cfg.num_layers + [(B, S, D)]
+    sites += [(B, T, D)] + [(B, T, D), (B, T, D), (B, T, F), (B, T, D)] * cfg.num_decoder_layers + [(B, T, D)]
+
+    model = tformer.from_huggingface(str(tmp_path), dtype="float32", device=device)
+    trainer = tformer.Trainer(model, lr=1e-3, schedule="constant", warmup_steps=1, dropout=p, activation_dropout=p,
+                              clip_norm=None, label_smoothing=SMOOTHING, seed=7)
+    masks = iter(dropout_masks(p, trainer._step_seed(), sites))
+
+    def apply_mask(module, inputs, out):
+        return out * torch.from_numpy(next(masks)).reshape(out.shape)
+
+    hooks = [m.register_forward_hook(apply_mask) for m in ref.modules() if isinstance(m, torch.nn.Dropout)]
+    try:
+        loss_ref = hf_loss(ref, src, tgt)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert next(masks, None) is None, "transformers ran fewer dropout sites than the step draws"
+    loss_ref.backward()
+    expected = expected_grads(ref)
+
+    loss = trainer.step(src, tgt)
+    assert loss == pytest.approx(float(loss_ref.detach()), rel=1e-5)
+    grads = trainer.gradients()
+    for n, ref_g in expected.items():
+        err = lib.rel_err(grads[n], ref_g)
+        assert err <= 1e-4, f"{name} gradient {n} with dropout: max|a-b|/max|b| = {err:.2e}"
