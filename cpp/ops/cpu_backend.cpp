@@ -101,6 +101,10 @@ class CpuBackend final : public Backend {
     init_threads();
     kernels().bias_act_backward(p);
   }
+  void gated_act_backward(const GatedActBackwardParams& p, int) override {
+    init_threads();
+    kernels().gated_act_backward(p);
+  }
   void sum_rows(const SumRowsParams& p, int) override { init_threads(); kernels().sum_rows(p); }
   void attention_backward(const AttentionBackwardParams& p, int) override {
     init_threads();

@@ -28,6 +28,7 @@ struct KernelTable {
   // Training (see the training section of backend.h).
   void (*layer_norm_backward)(const LayerNormBackwardParams&);
   void (*bias_act_backward)(const BiasActBackwardParams&);
+  void (*gated_act_backward)(const GatedActBackwardParams&);
   void (*sum_rows)(const SumRowsParams&);
   void (*attention_backward)(const AttentionBackwardParams&);
   void (*embedding_backward)(const EmbeddingBackwardParams&);
@@ -54,6 +55,7 @@ constexpr int64_t kMediumGemmMaxRows = 256;  // gemm_medium_a takes at most this
   void gemm_medium_a(const GemmParams& p);            \
   void layer_norm_backward(const LayerNormBackwardParams& p); \
   void bias_act_backward(const BiasActBackwardParams& p); \
+  void gated_act_backward(const GatedActBackwardParams& p); \
   void sum_rows(const SumRowsParams& p);              \
   void attention_backward(const AttentionBackwardParams& p); \
   void embedding_backward(const EmbeddingBackwardParams& p); \

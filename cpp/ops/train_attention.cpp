@@ -68,10 +68,16 @@ void attention_backward(MutableHeadsView dq, MutableHeadsView dk, MutableHeadsVi
                         HeadsView v, const Tensor& out, const Tensor& dout, const Tensor& lse,
                         const AttentionOptions& opt, Tensor* drel_bias) {
   const char* op = "attention_backward";
-  if (drel_bias) throw_value_error(op, ": drel_bias is not implemented yet");
   AttentionBackwardParams p;
   p.fwd = forward_params(op, out, q, k, v, opt);
   const AttentionParams& f = p.fwd;
+  if (drel_bias) {
+    if (!opt.rel_bias) throw_value_error(op, ": drel_bias given without rel_bias");
+    shape_is(op, "drel_bias", *drel_bias, opt.rel_bias->shape());
+    dtype_is(op, "drel_bias", *drel_bias, DType::f32);
+    same_device(op, "drel_bias", *drel_bias, out);
+    p.drel_bias = drel_bias->data<float>();
+  }
   if (opt.weights_out) throw_value_error(op, ": weights_out is a forward output; pass it to attention_train");
   like(op, "dout", dout, out, "out");
   check_lse(op, lse, f, out);

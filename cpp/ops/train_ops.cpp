@@ -159,6 +159,88 @@ void layer_norm_backward(Tensor& ds, Tensor* dgamma, Tensor* dbeta, const Tensor
   backend_for(s.device()).layer_norm_backward(p, s.device().index);
 }
 
+void rms_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
+                    const Tensor& gamma, float eps, Tensor& rstd) {
+  const char* op = "rms_norm_train";
+  if (x.ndim() < 1) throw_value_error(op, ": x must have at least 1 dimension");
+  const int64_t cols = x.dim(-1), rows = rows_of(x);
+  like(op, "out", out, x, "x");
+  like(op, "sum_out", sum_out, x, "x");
+  if (residual) like(op, "residual", *residual, x, "x");
+  vector_of(op, "gamma", gamma, cols, x);
+  if (bias) vector_of(op, "bias", *bias, cols, x);
+  row_stat(op, "rstd", rstd, rows, x);
+  if (!(eps >= 0.0f)) throw_value_error(op, ": eps must be >= 0, got ", eps);
+  saves_stats(op, x);
+  LayerNormParams p;
+  p.dtype = x.dtype();
+  p.rows = rows;
+  p.cols = cols;
+  p.eps = eps;
+  p.rms = true;
+  p.out = out.raw();
+  p.sum_out = sum_out.raw();
+  p.x = x.raw();
+  p.bias = bias ? bias->raw() : nullptr;
+  p.residual = residual ? residual->raw() : nullptr;
+  p.gamma = gamma.raw();
+  p.rstd_out = rstd.data<float>();
+  if (rows == 0 || cols == 0) return;
+  profile::Scope scope(op);
+  backend_for(x.device()).layer_norm(p, x.device().index);
+}
+
+void rms_norm_backward(Tensor& ds, Tensor* dgamma, const Tensor& dout, const Tensor& s, const Tensor& rstd,
+                       const Tensor& gamma, bool accumulate) {
+  const char* op = "rms_norm_backward";
+  if (s.ndim() < 1) throw_value_error(op, ": s must have at least 1 dimension");
+  const int64_t cols = s.dim(-1), rows = rows_of(s);
+  like(op, "dout", dout, s, "s");
+  like(op, "ds", ds, s, "s");
+  vector_of(op, "gamma", gamma, cols, s);
+  const bool dgamma_f32 = dgamma && grad_vector(op, "dgamma", *dgamma, cols, s);
+  row_stat(op, "rstd", rstd, rows, s);
+  LayerNormBackwardParams p;
+  p.grad_f32 = dgamma_f32;
+  p.dtype = s.dtype();
+  p.rows = rows;
+  p.cols = cols;
+  p.accumulate = accumulate;
+  p.rms = true;
+  p.ds = ds.raw();
+  p.dgamma = dgamma ? dgamma->raw() : nullptr;
+  p.dout = dout.raw();
+  p.s = s.raw();
+  p.rstd = rstd.data<float>();
+  p.gamma = gamma.raw();
+  if (rows == 0 || cols == 0) return;
+  profile::Scope scope(op);
+  backend_for(s.device()).layer_norm_backward(p, s.device().index);
+}
+
+void gated_act_backward(Tensor& dx, const Tensor& dy, const Tensor& x, Activation act) {
+  const char* op = "gated_act_backward";
+  if (x.ndim() < 1 || x.dim(-1) % 2 != 0)
+    throw_value_error(op, ": x must be (..., 2 * cols), got ", shape_str(x.shape()));
+  Shape dy_shape = x.shape();
+  dy_shape.back() /= 2;
+  shape_is(op, "dy", dy, dy_shape);
+  dtype_is(op, "dy", dy, x.dtype());
+  same_device(op, "dy", dy, x);
+  like(op, "dx", dx, x, "x");
+  GatedActBackwardParams p;
+  p.dtype = x.dtype();
+  p.rows = rows_of(x);
+  p.cols = dy_shape.back();
+  p.act = act;
+  p.dx = dx.raw();
+  p.dy = dy.raw();
+  p.x = x.raw();
+  if (p.rows == 0 || p.cols == 0) return;
+  profile::Scope scope(op);
+  backend_for(x.device()).gated_act_backward(p, x.device().index);
+}
+
 void embedding_backward(Tensor* dtable, Tensor* dpositions, const Tensor& dout, const Tensor& ids,
                         const Tensor* position_ids, float scale, int32_t skip_id) {
   const char* op = "embedding_backward";

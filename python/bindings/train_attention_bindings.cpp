@@ -10,7 +10,8 @@ namespace tformer::bindings::train {
 namespace {
 
 ops::AttentionOptions attention_options(int64_t num_heads, const std::optional<Tensor>& kv_lengths, bool causal,
-                                        int64_t causal_offset, std::optional<float> scale) {
+                                        int64_t causal_offset, std::optional<float> scale,
+                                        const std::optional<Tensor>& rel_bias, int64_t rel_bias_origin) {
   if (scale && *scale == 0.0f) throw_value_error("attention: scale must be non-zero");
   ops::AttentionOptions opt;
   opt.heads = num_heads;
@@ -18,6 +19,8 @@ ops::AttentionOptions attention_options(int64_t num_heads, const std::optional<T
   opt.causal = causal;
   opt.causal_offset = causal_offset;
   opt.scale = scale ? *scale : 0.0f;
+  opt.rel_bias = ptr(rel_bias);
+  opt.rel_bias_origin = rel_bias_origin;
   return opt;
 }
 
@@ -33,9 +36,11 @@ int64_t fused_width(const Tensor& qkv) {
 void register_attention(py::module_& o) {
   o.def("attention_train", [](const py::array& q, const OptArray& k, const OptArray& v, int64_t num_heads,
                               const OptArray& kv_lengths, bool causal, int64_t causal_offset,
-                              std::optional<float> scale, const std::string& device, const std::string& dtype) {
+                              std::optional<float> scale, const OptArray& rel_bias, int64_t rel_bias_origin,
+                              const std::string& device, const std::string& dtype) {
     DeviceArgs d = args(device, dtype);
     if (k.has_value() != v.has_value()) throw_value_error("attention_train: give both k and v, or neither (fused q)");
+    auto trb = d.put_opt(rel_bias, "rel_bias");
     Tensor tq = d.put(q, "q");
     std::optional<Tensor> tk, tv, tl;
     if (k) {
@@ -48,7 +53,7 @@ void register_attention(py::module_& o) {
     if (num_heads < 1) throw_value_error("attention_train: num_heads must be >= 1, got ", num_heads);
     Tensor out = Tensor::empty({tq.dim(0), tq.dim(1), width}, d.dtype, d.device);
     Tensor lse = Tensor::empty({tq.dim(0), num_heads, tq.dim(1)}, DType::f32, d.device);
-    ops::AttentionOptions opt = attention_options(num_heads, tl, causal, causal_offset, scale);
+    ops::AttentionOptions opt = attention_options(num_heads, tl, causal, causal_offset, scale, trb, rel_bias_origin);
     {
       py::gil_scoped_release release;
       if (k) ops::attention_train(out, {&tq, 0}, {&*tk, 0}, {&*tv, 0}, opt, lse);
@@ -57,18 +62,31 @@ void register_attention(py::module_& o) {
     return py::make_tuple(d.get(out), d.get(lse));
   }, py::arg("q"), py::arg("k") = py::none(), py::arg("v") = py::none(), py::arg("num_heads") = 1,
      py::arg("kv_lengths") = py::none(), py::arg("causal") = false, py::arg("causal_offset") = 0,
-     py::arg("scale") = py::none(), py::arg("device") = "cpu", py::arg("dtype") = "float32",
+     py::arg("scale") = py::none(), py::arg("rel_bias") = py::none(), py::arg("rel_bias_origin") = 0,
+     py::arg("device") = "cpu", py::arg("dtype") = "float32",
      "(out, lse) = attention_train(q, k, v, num_heads, ...): attention that also returns the\n"
      "log-sum-exp float32 (batch, heads, q_len). With k and v None, q is one fused\n"
-     "(batch, len, 3 * width) buffer. Example: out, lse = ops.attention_train(q, k, v, 4)");
+     "(batch, len, 3 * width) buffer. rel_bias (span, heads): score(i, j) += rel_bias[origin + j - i].\n"
+     "Example: out, lse = ops.attention_train(q, k, v, 4)");
 
   o.def("attention_backward", [](const py::array& dout, const py::array& q, const OptArray& k, const OptArray& v,
                                  const py::array& out, const py::array& lse, int64_t num_heads,
                                  const OptArray& kv_lengths, bool causal, int64_t causal_offset,
-                                 std::optional<float> scale, const std::string& device,
-                                 const std::string& dtype) -> py::object {
+                                 std::optional<float> scale, const OptArray& rel_bias, int64_t rel_bias_origin,
+                                 const std::string& device, const std::string& dtype) -> py::object {
     DeviceArgs d = args(device, dtype);
     if (k.has_value() != v.has_value()) throw_value_error("attention_backward: give both k and v, or neither (fused q)");
+    auto trb = d.put_opt(rel_bias, "rel_bias");
+    // The bias gradient (float32, accumulated from zeros) when there is a bias.
+    std::optional<Tensor> drb;
+    if (trb) drb = Tensor::zeros(trb->shape(), DType::f32, d.device);
+    auto with_drb = [&](py::object grads) -> py::object {
+      if (!drb) return grads;
+      py::tuple t = grads.cast<py::tuple>();
+      py::list l(t);
+      l.append(d.get(*drb));
+      return py::tuple(l);
+    };
     Tensor tq = d.put(q, "q"), tout = d.put(out, "out"), tdout = d.put(dout, "dout");
     Tensor tlse = d.put_f32(lse, "lse");
     std::optional<Tensor> tk, tv, tl;
@@ -77,15 +95,16 @@ void register_attention(py::module_& o) {
       tv = d.put(*v, "v");
     }
     if (kv_lengths) tl = d.put_ids(*kv_lengths, "kv_lengths");
-    ops::AttentionOptions opt = attention_options(num_heads, tl, causal, causal_offset, scale);
+    ops::AttentionOptions opt = attention_options(num_heads, tl, causal, causal_offset, scale, trb, rel_bias_origin);
     if (!k) {  // fused: one gradient buffer laid out like qkv
       const int64_t width = fused_width(tq);
       Tensor dqkv = Tensor::empty(tq.shape(), d.dtype, d.device);
       {
         py::gil_scoped_release release;
         ops::attention_backward({&dqkv, 0}, {&dqkv, width}, {&dqkv, 2 * width}, {&tq, 0}, {&tq, width},
-                                {&tq, 2 * width}, tout, tdout, tlse, opt);
+                                {&tq, 2 * width}, tout, tdout, tlse, opt, drb ? &*drb : nullptr);
       }
+      if (drb) return py::make_tuple(d.get(dqkv), d.get(*drb));
       return d.get(dqkv);
     }
     Tensor dq = Tensor::empty(tq.shape(), d.dtype, d.device);
@@ -93,16 +112,18 @@ void register_attention(py::module_& o) {
     Tensor dv = Tensor::empty(tv->shape(), d.dtype, d.device);
     {
       py::gil_scoped_release release;
-      ops::attention_backward({&dq, 0}, {&dk, 0}, {&dv, 0}, {&tq, 0}, {&*tk, 0}, {&*tv, 0}, tout, tdout, tlse, opt);
+      ops::attention_backward({&dq, 0}, {&dk, 0}, {&dv, 0}, {&tq, 0}, {&*tk, 0}, {&*tv, 0}, tout, tdout, tlse, opt,
+                              drb ? &*drb : nullptr);
     }
-    return py::make_tuple(d.get(dq), d.get(dk), d.get(dv));
+    return with_drb(py::make_tuple(d.get(dq), d.get(dk), d.get(dv)));
   }, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"),
      py::arg("num_heads") = 1, py::arg("kv_lengths") = py::none(), py::arg("causal") = false,
-     py::arg("causal_offset") = 0, py::arg("scale") = py::none(), py::arg("device") = "cpu",
-     py::arg("dtype") = "float32",
+     py::arg("causal_offset") = 0, py::arg("scale") = py::none(), py::arg("rel_bias") = py::none(),
+     py::arg("rel_bias_origin") = 0, py::arg("device") = "cpu", py::arg("dtype") = "float32",
      "(dq, dk, dv) = attention_backward(dout, q, k, v, out, lse, num_heads, ...), from the\n"
      "forward's out and lse (attention_train); with k and v None, q is fused and one dqkv\n"
-     "comes back. Example: dq, dk, dv = ops.attention_backward(g, q, k, v, out, lse, 4)");
+     "comes back. With rel_bias, its float32 gradient drel_bias comes last.\n"
+     "Example: dq, dk, dv = ops.attention_backward(g, q, k, v, out, lse, 4)");
 }
 
 }  // namespace tformer::bindings::train

@@ -59,6 +59,60 @@ void register_norm_linear(py::module_& o) {
      "gradient is added to it (accumulate); dgamma / dbeta (default zeros) are added to.\n"
      "param_grads=False returns ds alone.");
 
+  o.def("rms_norm_train", [](const py::array& x, const py::array& gamma, float eps, const OptArray& bias,
+                             const OptArray& residual, const std::string& device, const std::string& dtype) {
+    DeviceArgs d = args(device, dtype);
+    Tensor tx = d.put(x, "x"), tg = d.put(gamma, "gamma");
+    auto tb = d.put_opt(bias, "bias"), tr = d.put_opt(residual, "residual");
+    const int64_t rows = rows_of(tx);  // the op checks the shapes
+    Tensor out = Tensor::empty(tx.shape(), d.dtype, d.device), sum = Tensor::empty(tx.shape(), d.dtype, d.device);
+    Tensor rstd = Tensor::empty({rows}, DType::f32, d.device);
+    {
+      py::gil_scoped_release release;
+      ops::rms_norm_train(out, sum, tx, ptr(tb), ptr(tr), tg, eps, rstd);
+    }
+    return py::make_tuple(d.get(out), d.get(sum), d.get(rstd));
+  }, py::arg("x"), py::arg("gamma"), py::arg("eps") = 1e-6f, py::arg("bias") = py::none(),
+     py::arg("residual") = py::none(), py::arg("device") = "cpu", py::arg("dtype") = "float32",
+     "(out, s, rstd) = rms_norm_train(x, gamma, eps, bias, residual): rms_norm that also\n"
+     "returns the sum s = x + bias + residual and per-row rstd = 1 / sqrt(mean(s^2) + eps).");
+
+  o.def("rms_norm_backward", [](const py::array& dout, const py::array& s, const py::array& rstd,
+                                const py::array& gamma, const OptArray& ds, const OptArray& dgamma,
+                                bool param_grads, const std::string& device, const std::string& dtype) -> py::object {
+    DeviceArgs d = args(device, dtype);
+    Tensor tdo = d.put(dout, "dout"), ts = d.put(s, "s"), tg = d.put(gamma, "gamma");
+    Tensor tr = d.put_f32(rstd, "rstd");
+    Tensor tds = d.init_or_zeros(ds, ts.shape(), "ds");
+    std::optional<Tensor> tdg;
+    if (param_grads) tdg = d.init_or_zeros(dgamma, Shape{ts.ndim() ? ts.dim(-1) : 0}, "dgamma");
+    {
+      py::gil_scoped_release release;
+      ops::rms_norm_backward(tds, tdg ? &*tdg : nullptr, tdo, ts, tr, tg, ds.has_value());
+    }
+    if (!param_grads) return d.get(tds);
+    return py::make_tuple(d.get(tds), d.get(*tdg));
+  }, py::arg("dout"), py::arg("s"), py::arg("rstd"), py::arg("gamma"), py::arg("ds") = py::none(),
+     py::arg("dgamma") = py::none(), py::arg("param_grads") = true, py::arg("device") = "cpu",
+     py::arg("dtype") = "float32",
+     "(ds, dgamma) = rms_norm_backward(dout, s, rstd, gamma): given ds, the gradient is added\n"
+     "to it (accumulate); dgamma (default zeros) is added to. param_grads=False returns ds alone.");
+
+  o.def("gated_act_backward", [](const py::array& dy, const py::array& x, const std::string& activation,
+                                 const std::string& device, const std::string& dtype) {
+    DeviceArgs d = args(device, dtype);
+    Tensor tdy = d.put(dy, "dy"), tx = d.put(x, "x");
+    const Activation act = ops::parse_activation(activation);
+    Tensor dx = Tensor::empty(tx.shape(), d.dtype, d.device);
+    {
+      py::gil_scoped_release release;
+      ops::gated_act_backward(dx, tdy, tx, act);
+    }
+    return d.get(dx);
+  }, py::arg("dy"), py::arg("x"), py::arg("activation"), py::arg("device") = "cpu", py::arg("dtype") = "float32",
+     "dx = gated_act_backward(dy, x, activation): the gradient of act(x[..., :n]) * x[..., n:]\n"
+     "with respect to x (..., 2n), from dy (..., n).");
+
   o.def("activation_backward", [](const py::array& dy, const py::array& z, const std::string& activation,
                                   const std::string& device, const std::string& dtype) {
     DeviceArgs d = args(device, dtype);

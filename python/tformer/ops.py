@@ -23,7 +23,10 @@ default to zeros; gradients of activations are returned):
 - layer_norm_train(x, gamma, beta, eps=1e-5, bias=None, residual=None) -> (out, s, mean, rstd)
 - layer_norm_backward(dout, s, mean, rstd, gamma, ds=None, dgamma=None, dbeta=None,
   param_grads=True) -> (ds, dgamma, dbeta)    (a given ds is added to)
+- rms_norm_train(x, gamma, eps=1e-6, bias=None, residual=None) -> (out, s, rstd)
+- rms_norm_backward(dout, s, rstd, gamma, ds=None, dgamma=None, param_grads=True) -> (ds, dgamma)
 - activation_backward(dy, z, activation) -> dz = dy * act'(z)
+- gated_act_backward(dy, x, activation) -> dx, the gradient of act(x[..., :n]) * x[..., n:]
 - linear_backward(dy, x, weight, dx=None, dweight=None, dbias=None, with_bias=True)
   -> (dx, dweight, dbias)
 - sum_rows(dy, dbias=None) -> dbias + dy summed over rows
@@ -52,6 +55,9 @@ attention = _core.ops.attention
 layer_norm_train = _core.ops.layer_norm_train
 layer_norm_backward = _core.ops.layer_norm_backward
 activation_backward = _core.ops.activation_backward
+rms_norm_train = _core.ops.rms_norm_train
+rms_norm_backward = _core.ops.rms_norm_backward
+gated_act_backward = _core.ops.gated_act_backward
 linear_backward = _core.ops.linear_backward
 sum_rows = _core.ops.sum_rows
 attention_train = _core.ops.attention_train
@@ -67,4 +73,5 @@ __all__ = [
     "layer_norm_train", "layer_norm_backward", "activation_backward", "linear_backward",
     "sum_rows", "attention_train", "attention_backward", "embedding_backward",
     "cross_entropy", "dropout", "adamw", "sum_squares",
+    "rms_norm_train", "rms_norm_backward", "gated_act_backward",
 ]

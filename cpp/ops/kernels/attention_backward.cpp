@@ -8,6 +8,10 @@
 // (batch, head) is one work item run by one thread, which owns its columns of dq, dk
 // and dv: no atomics and no races, and the sums come out in the same order whatever
 // the thread count.
+// With a relative position bias (T5) the scores are scale * Q K^T + bias[origin + j - i]
+// (the saved lse includes it), and drel_bias[origin + j - i, h] += dS[i, j]: each item sums
+// its diagonals into its own (span) partial, then the partials are added over the batch in
+// batch order (again the same bits whatever the thread count).
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -42,6 +46,7 @@ struct Workspace {
   std::vector<float> kt, vt;        // (D, kKeyTile): the key / value tile, transposed
   std::vector<float> p, ds;         // (kQueryTile, kKeyTile): P, then dP and dS
   std::vector<float> dk, dv;        // (kKeyTile, D)
+  std::vector<float> bias;          // (span): the relative position bias of this head
 
   void reserve(int64_t q_pad, int64_t D) {
     auto grow = [](std::vector<float>& v, int64_t n) {
@@ -167,8 +172,9 @@ inline void tile_mul_add(float* c, int64_t ldc, const float* a, int64_t lda, con
   }
 }
 
-// One (batch, head).
-void backward_head(const AttentionBackwardParams& bp, int64_t b, int64_t h, Workspace& w) {
+// One (batch, head); dbias (span) receives this item's sums of dS along the diagonals
+// (with a relative position bias and drel_bias asked for), else null.
+void backward_head(const AttentionBackwardParams& bp, int64_t b, int64_t h, Workspace& w, float* dbias) {
   const AttentionParams& p = bp.fwd;
   const int64_t D = p.head_dim, Lq = p.q_len, Lk = p.kv_len;
   const int64_t q_pad = round_up(Lq, kRows);
@@ -182,6 +188,16 @@ void backward_head(const AttentionBackwardParams& bp, int64_t b, int64_t h, Work
   float* dqb = static_cast<float*>(bp.dq) + b * bp.dq_batch_stride + h * D;
   float* dkb = static_cast<float*>(bp.dk) + b * bp.dk_batch_stride + h * D;
   float* dvb = static_cast<float*>(bp.dv) + b * bp.dv_batch_stride + h * D;
+
+  // This head's bias column, contiguous: row i's keys read bias[origin + j - i], j = 0, 1, ...
+  const float* bias = nullptr;
+  if (p.rel_bias) {
+    if (static_cast<int64_t>(w.bias.size()) < p.rel_bias_span) w.bias.resize(static_cast<size_t>(p.rel_bias_span));
+    const float* rb = static_cast<const float*>(p.rel_bias);
+    for (int64_t t = 0; t < p.rel_bias_span; ++t) w.bias[t] = rb[t * p.heads + h];
+    bias = w.bias.data();
+  }
+  if (dbias) std::fill(dbias, dbias + p.rel_bias_span, 0.0f);
 
   int64_t kv_end = Lk;
   if (p.kv_lengths) kv_end = std::min<int64_t>(kv_end, std::max<int32_t>(p.kv_lengths[b], 0));
@@ -238,14 +254,22 @@ void backward_head(const AttentionBackwardParams& bp, int64_t b, int64_t h, Work
       const float* qt = qs + q0 * D;
       const float* dot = dos + q0 * D;
       tile_mul(P, kKeyTile, qt, D, kt, kKeyTile, rows, kKeyTile, D);  // scores
-      for (int64_t i = 0; i < rows; ++i) {  // P = exp(s - lse), masked keys 0
+      int64_t valid_keys[kQueryTile];
+      for (int64_t i = 0; i < rows; ++i) {  // P = exp(s (+ bias) - lse), masked keys 0
         float* pi = P + i * kKeyTile;
         int64_t valid = i < nq ? nk : 0;
         if (p.causal) valid = std::min(valid, q0 + i + p.causal_offset - k0 + 1);
         valid = std::max<int64_t>(valid, 0);
+        valid_keys[i] = valid;
         const float lse = valid > 0 ? w.lse[q0 + i] : 0.0f;
+        if (bias && valid > 0) {
+          const float* bi = bias + (p.rel_bias_origin + k0 - q0 - i);  // only [0, valid) is read
 #pragma omp simd
-        for (int64_t j = 0; j < valid; ++j) pi[j] = fast_exp(pi[j] - lse);
+          for (int64_t j = 0; j < valid; ++j) pi[j] = fast_exp(pi[j] + bi[j] - lse);
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < valid; ++j) pi[j] = fast_exp(pi[j] - lse);
+        }
         std::fill(pi + valid, pi + kKeyTile, 0.0f);
       }
       tile_mul_add<true>(dv, D, P, kKeyTile, dot, D, k_rows, rows, D);  // dV += P^T dO
@@ -256,6 +280,11 @@ void backward_head(const AttentionBackwardParams& bp, int64_t b, int64_t h, Work
         float* si = dS + i * kKeyTile;
 #pragma omp simd
         for (int64_t j = 0; j < kKeyTile; ++j) si[j] = pi[j] * (si[j] - di);
+        if (dbias && valid_keys[i] > 0) {  // the bias entry of (i, j) is the one row i read for key j
+          float* dbi = dbias + (p.rel_bias_origin + k0 - q0 - i);
+#pragma omp simd
+          for (int64_t j = 0; j < valid_keys[i]; ++j) dbi[j] += si[j];
+        }
       }
       // dQ += dS K (the scale is applied once at the end); dK += dS^T (scale Q).
       tile_mul_add<false>(dq + q0 * D, D, dS, kKeyTile, kb + k0 * p.k_row_stride, p.k_row_stride, rows, nk, D);
@@ -288,12 +317,29 @@ void attention_backward(const AttentionBackwardParams& p) {
   if (p.fwd.kv_group != 1) throw_value_error("cpu attention_backward: kv_group must be 1, got ", p.fwd.kv_group);
   const int64_t items = p.fwd.batch * p.fwd.heads;
   const bool parallel = items > 1 && p.fwd.q_len * p.fwd.kv_len * p.fwd.head_dim * items > 32768;
+  // drel_bias: one (span) partial per (batch, head) item, in the calling thread's buffer.
+  const bool dbias = p.fwd.rel_bias && p.drel_bias;
+  const int64_t span = p.fwd.rel_bias_span;
+  static thread_local std::vector<float> partials;
+  if (dbias && partials.size() < static_cast<size_t>(items * span)) partials.resize(static_cast<size_t>(items * span));
+  float* part = dbias ? partials.data() : nullptr;  // the team shares this thread's buffer
 #pragma omp parallel if (parallel)
   {
     static thread_local std::unique_ptr<Workspace> w;
     if (!w) w = std::make_unique<Workspace>();
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < items; ++it) backward_head(p, it / p.fwd.heads, it % p.fwd.heads, *w);
+    for (int64_t it = 0; it < items; ++it)
+      backward_head(p, it / p.fwd.heads, it % p.fwd.heads, *w, part ? part + it * span : nullptr);
+    if (dbias) {  // drel_bias[t, h] += the items' partials, batch by batch
+      const int64_t heads = p.fwd.heads;
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < span; ++t)
+        for (int64_t h = 0; h < heads; ++h) {
+          float sum = p.drel_bias[t * heads + h];
+          for (int64_t b = 0; b < p.fwd.batch; ++b) sum += part[(b * heads + h) * span + t];
+          p.drel_bias[t * heads + h] = sum;
+        }
+    }
   }
 }
 

@@ -93,6 +93,7 @@ void layer_norm(const LayerNormParams& p) {
 //   xhat = (s - mean) * rstd,  g = dout * gamma,
 //   ds = rstd * (g - mean(g) - xhat * mean(g * xhat))      (per row)
 //   dgamma += sum_rows(dout * xhat),  dbeta += sum_rows(dout)  (across rows)
+// RMSNorm (p.rms) is the same with mean = 0 and without the mean(g) term.
 // The row part is independent per row; the parameter part is a reduction across rows,
 // done without atomics: each fixed group of rows sums into its own partial vector, then
 // the partials are added in group order. The groups do not depend on the thread count,
@@ -113,7 +114,8 @@ void backward_rows(const LayerNormBackwardParams& p, int64_t r0, int64_t r1, flo
     const float* dy = static_cast<const float*>(p.dout) + r * n;
     const float* s = static_cast<const float*>(p.s) + r * n;
     float* ds = static_cast<float*>(p.ds) + r * n;
-    const float mean = p.mean[r], rstd = p.rstd[r];
+    // RMSNorm: nothing is centred (mean 0) and mean(g) is not subtracted (mg 0 below).
+    const float mean = p.rms ? 0.0f : p.mean[r], rstd = p.rstd[r];
     float sum_g = 0.0f, sum_gx = 0.0f;
     if (partial) {
 #pragma omp simd reduction(+ : sum_g, sum_gx)
@@ -134,7 +136,7 @@ void backward_rows(const LayerNormBackwardParams& p, int64_t r0, int64_t r1, flo
         sum_gx += g * xhat;
       }
     }
-    const float mg = sum_g * inv_n, mgx = sum_gx * inv_n;
+    const float mg = p.rms ? 0.0f : sum_g * inv_n, mgx = sum_gx * inv_n;
     // ds may alias dout: each element is read before it is written.
     if (p.accumulate) {
 #pragma omp simd

@@ -1,0 +1,123 @@
+"""tformer.ops.attention_backward with a relative position bias (T5) against torch autograd
+in float64: softmax(scale * Q K^T + B) V with B[b, h, i, j] = rel_bias[origin + j - i, h]
+gathered from a (span, heads) table, masks as the forward (kv_lengths, causal).
+
+attention_backward(..., rel_bias=, rel_bias_origin=) returns (dq, dk, dv, drel_bias):
+drel_bias float32 (span, heads), the sum of dS over every (batch, i, j) that read the entry
+(zero for entries no unmasked key reads). The backward is given torch's float64 out and
+lse (rounded to float32), so this checks the backward alone.
+
+Tolerances: dq, dk, dv as test_attention_backward.py (1e-5 * the largest |gradient| of the
+three, plus 1e-5 relative); drel_bias: 1e-5 * its largest |entry| + 1e-5 relative, each
+entry a float32 sum over at most batch * q_len values of dS.
+"""
+
+import numpy as np
+import pytest
+import torch
+from tformer import ops
+
+from train_testlib import assert_close, f64, run
+
+
+def torch_reference(q, k, v, table, origin, dout, H, kv_lengths=None, causal=False, causal_offset=0, scale=1.0):
+    """(out, lse, dq, dk, dv, dtable) in float64."""
+    B, Tq, W = q.shape
+    Tk = k.shape[1]
+    D = W // H
+    tq, tk, tv, tb = (torch.tensor(f64(a), requires_grad=True) for a in (q, k, v, table))
+
+    def heads(x, T):
+        return x.reshape(B, T, H, D).transpose(1, 2)
+
+    rel = origin + torch.arange(Tk)[None, :] - torch.arange(Tq)[:, None]  # (Tq, Tk)
+    bias = tb[rel.clamp(0, table.shape[0] - 1)].permute(2, 0, 1)  # (H, Tq, Tk); out-of-range ones are masked
+    s = heads(tq, Tq) @ heads(tk, Tk).transpose(-1, -2) * scale + bias[None]
+    j = torch.arange(Tk)
+    masked = torch.zeros(B, Tq, Tk, dtype=torch.bool)
+    if kv_lengths is not None:
+        masked |= j[None, None, :] >= torch.tensor(np.asarray(kv_lengths))[:, None, None]
+    if causal:
+        masked |= j[None, None, :] > (torch.arange(Tq)[:, None] + causal_offset)[None]
+    s = s.masked_fill(masked[:, None], -torch.inf)
+    lse = torch.logsumexp(s, -1)
+    out = (torch.softmax(s, -1) @ heads(tv, Tk)).transpose(1, 2).reshape(B, Tq, W)
+    out.backward(torch.tensor(f64(dout)))
+    return (out.detach().numpy(), lse.detach().numpy(), tq.grad.numpy(), tk.grad.numpy(), tv.grad.numpy(),
+            tb.grad.numpy())
+
+
+def _inputs(seed, B, Tq, Tk, H, D, span):
+    rng = np.random.default_rng(seed)
+    q, k, v, dout = (rng.standard_normal((B, T, H * D)).astype(np.float32) for T in (Tq, Tk, Tk, Tq))
+    table = (2.0 * rng.standard_normal((span, H))).astype(np.float32)
+    return q, k, v, dout, table
+
+
+def _check(device, B, Tq, Tk, H, D, span, origin, seed, **masks):
+    q, k, v, dout, table = _inputs(seed, B, Tq, Tk, H, D, span)
+    out, lse, rdq, rdk, rdv, rdb = torch_reference(q, k, v, table, origin, dout, H, **masks)
+    dq, dk, dv, db = run(device, ops.attention_backward, dout, q, k, v, out.astype(np.float32),
+                         lse.astype(np.float32), H, scale=1.0, rel_bias=table, rel_bias_origin=origin, **masks)
+    assert db.dtype == np.float32 and db.shape == (span, H)
+    big = max(np.max(np.abs(r)) for r in (rdq, rdk, rdv))
+    for got, ref, what in ((dq, rdq, "dq"), (dk, rdk, "dk"), (dv, rdv, "dv")):
+        assert_close(got, ref, atol=1e-5 * big, rtol=1e-5, what=what)
+    assert_close(db, rdb, atol=1e-5 * np.max(np.abs(rdb)), rtol=1e-5, what="drel_bias")
+    return db, rdb
+
+
+@pytest.mark.parametrize("B,T,H,D", [(1, 1, 1, 4), (2, 5, 3, 8), (2, 70, 2, 16), (1, 130, 4, 12)])
+def test_encoder_self_attention(device, B, T, H, D):
+    """Bidirectional: span 2T - 1, origin T - 1 (the encoder's layout)."""
+    _check(device, B, T, T, H, D, 2 * T - 1, T - 1, seed=T * 10 + H)
+
+
+@pytest.mark.parametrize("B,T,H,D", [(1, 3, 1, 4), (3, 9, 2, 8), (2, 100, 2, 16)])
+def test_decoder_causal_self_attention(device, B, T, H, D):
+    """Causal, teacher-forced: span 2T - 1, origin T - 1; entries for j > i stay zero."""
+    db, rdb = _check(device, B, T, T, H, D, 2 * T - 1, T - 1, seed=T + 3, causal=True)
+    np.testing.assert_array_equal(db[T:], 0.0)  # relative distances > 0 are never read
+    assert np.all(np.abs(rdb[:T]).sum(-1) > 0)
+
+
+def test_padded_keys(device):
+    """kv_lengths: keys past each sentence's length read no bias and get no gradient."""
+    db, _ = _check(device, 3, 20, 20, 2, 8, 39, 19, seed=5, kv_lengths=np.array([20, 7, 1], np.int32))
+    assert np.any(db != 0)
+
+
+def test_wider_table_and_causal_offset(device):
+    """A span wider than needed and an origin that folds in a causal offset (decode-style rows)."""
+    T, Tk, off = 6, 40, 34
+    _check(device, 2, T, Tk, 3, 8, 80, 45, seed=9, causal=True, causal_offset=off)
+
+
+def test_fused_qkv(device):
+    """One fused (batch, len, 3 * width) buffer: (dqkv, drel_bias) comes back."""
+    B, T, H, D = 2, 11, 2, 8
+    q, k, v, dout, table = _inputs(11, B, T, T, H, D, 2 * T - 1)
+    out, lse, rdq, rdk, rdv, rdb = torch_reference(q, k, v, table, T - 1, dout, H)
+    qkv = np.concatenate([q, k, v], -1)
+    dqkv, db = run(device, ops.attention_backward, dout, qkv, None, None, out.astype(np.float32),
+                   lse.astype(np.float32), H, scale=1.0, rel_bias=table, rel_bias_origin=T - 1)
+    big = max(np.max(np.abs(r)) for r in (rdq, rdk, rdv))
+    assert_close(dqkv, np.concatenate([rdq, rdk, rdv], -1), atol=1e-5 * big, rtol=1e-5, what="dqkv")
+    assert_close(db, rdb, atol=1e-5 * np.max(np.abs(rdb)), rtol=1e-5, what="drel_bias")
+
+
+def test_rel_bias_errors(device):
+    B, T, H, D = 1, 4, 2, 4
+    q, k, v, dout, table = _inputs(1, B, T, T, H, D, 7)
+    lse = np.zeros((B, H, T), np.float32)
+    call = lambda tb, origin, **kw: run(device, ops.attention_backward, dout, q, k, v, dout, lse, H,
+                                        rel_bias=tb, rel_bias_origin=origin, **kw)
+    with pytest.raises(ValueError, match=r"attention_backward: rel_bias must be \(span, 2\), got \(7, 3\)"):
+        call(np.zeros((7, 3), np.float32), 3)
+    with pytest.raises(ValueError, match=r"attention_backward: rel_bias rows \[-1, 5\] .* out of range for span 7"):
+        call(table, 2)
+    with pytest.raises(ValueError, match=r"attention_backward: rel_bias rows \[1, 7\] .* out of range for span 7"):
+        call(table, 4)
+    call(table, 3, causal=True)  # causal: only [0, 3] is read
+    with pytest.raises(ValueError, match=r"rel_bias rows \[-1, 2\]"):
+        call(np.zeros((4, 2), np.float32), 2, causal=True)
