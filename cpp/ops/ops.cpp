@@ -216,7 +216,8 @@ namespace {
 void check_rel_bias(const char* op, const Tensor& bias, const AttentionOptions& opt, int64_t q_len, int64_t kv_len,
                     const Tensor& out) {
   if (bias.ndim() != 2 || bias.dim(1) != opt.heads || bias.dim(0) < 1)
-    throw_value_error(op, ": rel_bias must be (span >= 1, ", opt.heads, " heads), got ", shape_str(bias.shape()));
+    throw_value_error(op, ": rel_bias must be (span, ", opt.heads, "), got ", shape_str(bias.shape()),
+                      " (span >= 1, heads ", opt.heads, ")");
   dtype_is(op, "rel_bias", bias, out.dtype());
   same_device(op, "rel_bias", bias, out);
   const int64_t span = bias.dim(0);
@@ -228,9 +229,10 @@ void check_rel_bias(const char* op, const Tensor& bias, const AttentionOptions& 
   const int64_t lo = opt.rel_bias_origin - (q_len - 1);             // j = 0 of the last row
   const int64_t hi = opt.rel_bias_origin + first_end - 1 - first_row;
   if (lo < 0 || hi >= span)
-    throw_value_error(op, ": rel_bias_origin ", opt.rel_bias_origin, " reads rel_bias rows [", lo, ", ", hi,
-                      "] for q_len ", q_len, ", kv_len ", kv_len, opt.causal ? ", causal offset " : "",
-                      opt.causal ? std::to_string(opt.causal_offset) : std::string(), "; the span is ", span);
+    throw_value_error(op, ": rel_bias rows [", lo, ", ", hi, "] (rel_bias_origin ", opt.rel_bias_origin,
+                      " + j - i for q_len ", q_len, ", kv_len ", kv_len, opt.causal ? ", causal offset " : "",
+                      opt.causal ? std::to_string(opt.causal_offset) : std::string(), ") out of range for span ",
+                      span);
 }
 
 }  // namespace

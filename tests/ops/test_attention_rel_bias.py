@@ -16,8 +16,8 @@ from tformer import ops
 
 
 def attention_ref(q, k, v, H, rel_bias=None, origin=0, kv_lengths=None, causal=False,
-                  causal_offset=0, scale=None, kv_group=1):
-    """(out, weights averaged over heads), in float64."""
+                  causal_offset=0, scale=None, kv_group=1, with_lse=False):
+    """(out, weights averaged over heads), or (out, lse) with_lse, in float64."""
     B, Tq, HD = q.shape
     Tk = k.shape[1]
     D = HD // H
@@ -45,10 +45,13 @@ def attention_ref(q, k, v, H, rel_bias=None, origin=0, kv_lengths=None, causal=F
         bias = rel_bias.astype(np.float64)[np.clip(idx, 0, rel_bias.shape[0] - 1)]  # (Tq, Tk, H)
         scores = scores + bias.transpose(2, 0, 1)[None]
     scores = np.where(masked[:, None], -np.inf, scores)
-    scores -= scores.max(axis=-1, keepdims=True)
-    p = np.exp(scores)
-    p /= p.sum(axis=-1, keepdims=True)
+    m = scores.max(axis=-1, keepdims=True)
+    p = np.exp(scores - m)
+    total = p.sum(axis=-1, keepdims=True)
+    p /= total
     out = np.einsum("bhij,bhjd->bhid", p, heads(v, Tk)).transpose(0, 2, 1, 3).reshape(B, Tq, HD)
+    if with_lse:
+        return out, (m + np.log(total))[..., 0]  # lse (B, H, Tq)
     return out, p.mean(axis=1)
 
 
@@ -154,6 +157,23 @@ def test_span_larger_than_needed(device):
     _run(device, B=1, Tq=5, Tk=6, H=2, D=8, span=20, origin=9, seed=30)
 
 
+@pytest.mark.parametrize("Tq", [2, 9])
+def test_attention_train_lse_includes_the_bias(device, Tq):
+    """Training's forward (the same kernel, decode-row path for Tq 2, tiles for 9) with the
+    log-sum-exp the backward recomputes the probabilities from: it includes the bias."""
+    B, Tk, H, D = 2, 11, 3, 8
+    q, k, v, bias = _inputs(50 + Tq, B, Tq, Tk, H, D, span=Tq + Tk - 1)
+    lengths = np.array([Tk, 6], np.int32)
+    out, lse = ops.attention_train(q, k, v, H, kv_lengths=lengths, rel_bias=bias,
+                                   rel_bias_origin=Tq - 1, device=device)
+    ref, ref_lse = attention_ref(q, k, v, H, bias, Tq - 1, kv_lengths=lengths, with_lse=True)
+    _check(out, ref, v, "attention_train")
+    assert lse.dtype == np.float32 and lse.shape == ref_lse.shape, (lse.dtype, lse.shape)
+    np.testing.assert_allclose(lse, ref_lse, rtol=1e-5, atol=1e-5)
+    plain_lse = attention_ref(q, k, v, H, kv_lengths=lengths, with_lse=True)[1]
+    assert np.max(np.abs(plain_lse - ref_lse)) > 1e-2
+
+
 # ---------------------------------------------------------------- errors
 
 def _args(seed=40, B=2, Tq=3, Tk=4, H=2, D=4):
@@ -163,7 +183,7 @@ def _args(seed=40, B=2, Tq=3, Tk=4, H=2, D=4):
 @pytest.mark.parametrize("shape", [(6,), (6, 3), (6, 2, 1), (0, 2)])
 def test_wrong_shape(device, shape):
     q, k, v, _ = _args()
-    with pytest.raises(ValueError, match=r"rel_bias must be \(span"):
+    with pytest.raises(ValueError, match=r"attention: rel_bias must be \(span, 2\), got "):
         ops.attention(q, k, v, 2, rel_bias=np.zeros(shape, np.float32), rel_bias_origin=2,
                       device=device)
 
@@ -172,13 +192,13 @@ def test_wrong_shape(device, shape):
 def test_span_too_small_for_origin(device, origin):
     """Tq 3, Tk 4: distances -2..3 need origin >= 2 and origin + 3 < span (6)."""
     q, k, v, bias = _args()
-    with pytest.raises(ValueError, match=r"rel_bias_origin .* the span is 6"):
+    with pytest.raises(ValueError, match=r"attention: rel_bias rows \[.*\] \(rel_bias_origin .* out of range for span 6"):
         ops.attention(q, k, v, 2, rel_bias=bias, rel_bias_origin=origin, device=device)
 
 
 def test_span_too_short(device):
     q, k, v, bias = _args()
-    with pytest.raises(ValueError, match=r"rel_bias_origin 2 reads rel_bias rows \[0, 5\].*span is 5"):
+    with pytest.raises(ValueError, match=r"rel_bias rows \[0, 5\] \(rel_bias_origin 2 .*\) out of range for span 5"):
         ops.attention(q, k, v, 2, rel_bias=bias[:5], rel_bias_origin=2, device=device)
 
 
@@ -189,7 +209,7 @@ def test_causal_bound_uses_the_offset(device):
     bias = np.ones((3, 2), np.float32)
     out = ops.attention(q, k, v, 2, causal=True, rel_bias=bias, rel_bias_origin=2, device=device)
     _check(out, attention_ref(q, k, v, 2, bias, 2, causal=True)[0], v, "causal span 3")
-    with pytest.raises(ValueError, match=r"rel_bias_origin 2 reads rel_bias rows \[0, 4\]"):
+    with pytest.raises(ValueError, match=r"rel_bias rows \[0, 4\] \(rel_bias_origin 2 "):
         ops.attention(q, k, v, 2, rel_bias=bias, rel_bias_origin=2, device=device)
     with pytest.raises(ValueError, match=r"causal offset 1"):
         ops.attention(q, k, v, 2, causal=True, causal_offset=1, rel_bias=bias, rel_bias_origin=2,

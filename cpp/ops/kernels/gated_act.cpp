@@ -1,20 +1,11 @@
 // Gated activation (the gated FFN of T5 v1.1 / flan-T5): x (rows, 2 * cols) holds the two
 // halves of one fused projection; out[r, c] = act(x[r, c]) * x[r, cols + c].
 #include "../cpu_kernels.h"
+#include "activations.h"
 #include "tformer/errors.h"
-#include "vec_math.h"
 
 namespace tformer::cpu::TFORMER_CPU_ISA {
 namespace {
-
-template <Activation A>
-inline float apply(float v) {
-  if constexpr (A == Activation::relu) return relu(v);
-  else if constexpr (A == Activation::gelu) return gelu_erf(v);
-  else if constexpr (A == Activation::gelu_tanh) return gelu_tanh(v);
-  else if constexpr (A == Activation::silu) return silu(v);
-  else return v;
-}
 
 template <Activation A>
 void gated_rows(const GatedActParams& p, int64_t r0, int64_t r1) {

@@ -24,18 +24,6 @@ void layer_norm_rows(const LayerNormParams& p, int64_t r0, int64_t r1, float* sc
     float* s = p.sum_out ? static_cast<float*>(p.sum_out) + r * n : scratch;
 #pragma omp simd
     for (int64_t c = 0; c < n; ++c) s[c] = x[c] + (bias ? bias[c] : 0.0f) + (res ? res[c] : 0.0f);
-    if (p.rms) {  // RMSNorm: no centring, no beta
-      float sq = 0.0f;
-#pragma omp simd reduction(+ : sq)
-      for (int64_t c = 0; c < n; ++c) sq += s[c] * s[c];
-      const float rstd = 1.0f / std::sqrt(sq / static_cast<float>(n) + p.eps);
-      if (p.mean_out) p.mean_out[r] = 0.0f;
-      if (p.rstd_out) p.rstd_out[r] = rstd;
-      float* out = static_cast<float*>(p.out) + r * n;
-#pragma omp simd
-      for (int64_t c = 0; c < n; ++c) out[c] = s[c] * rstd * gamma[c];
-      continue;
-    }
     // Two passes with 8-lane partial sums (the simd reduction): mean first, then the
     // centred variance, which is stable where E[x^2] - mean^2 is not.
     float sum = 0.0f;

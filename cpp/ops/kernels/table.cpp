@@ -19,7 +19,8 @@ namespace tformer::cpu::TFORMER_CPU_ISA {
 
 const KernelTable table = {TFORMER_STR(TFORMER_CPU_ISA), &bias_act, &layer_norm, &embedding, &attention,
                            &gated_act, &row_max, &logsumexp, &exp_shifted, &gemm_short_a, TFORMER_GEMM_MEDIUM_A,
-                           &layer_norm_backward, &bias_act_backward, &gated_act_backward, &sum_rows, &attention_backward,
+                           &layer_norm_backward, &bias_act_backward, &gated_act_backward, &sum_rows,
+                           &attention_backward,
                            &embedding_backward, &cross_entropy, &dropout, &adamw, &sum_squares};
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA
