@@ -12,7 +12,7 @@ from tformer.tokenizers import FastTokenizer, T5SentencePieceTokenizer, load_tok
 
 import t5_testlib as t5
 import tf_testlib as lib
-from test_translator import EN, FR, _train_spm, hf_translate, hf_tokenizer
+from test_translator import EN, FR, TRICKY, _train_spm, hf_tokenizer, hf_translate
 
 EXTRA_IDS = 3
 TASKS = {"translation_en_to_fr": {"prefix": "translate English to French: ", "max_length": 300},
@@ -54,11 +54,17 @@ def test_t5_tokenizers_are_chosen_and_agree_with_transformers(t5_dirs):
     spiece, fast = load_tokenizer(t5_dirs["spiece"]), load_tokenizer(t5_dirs["fast"])
     assert isinstance(spiece, T5SentencePieceTokenizer) and isinstance(fast, FastTokenizer)
     ref = hf_tokenizer(t5_dirs["fast"])
-    texts = [TASKS["translation_en_to_fr"]["prefix"] + t for t in TEXTS] + FR[:6]
+    texts = ([TASKS["translation_en_to_fr"]["prefix"] + t for t in TEXTS] + FR[:6] + TRICKY
+             + ["hello <extra_id_1> world</s>", "a<pad>b", "<pad>", " x  y "])
     expected = [ref(t)["input_ids"] for t in texts]
     assert all(ids[-1] == 1 for ids in expected)
     assert spiece.encode(texts) == expected
     assert fast.encode(texts) == expected
+    # The sentinels count down from the end as in t5-small (<extra_id_0> = 32099): transformers'
+    # T5Tokenizer(vocab=...) above numbers them upwards, so only the middle one is compared there.
+    size = spiece.sp.get_piece_size()
+    assert spiece.encode(["<extra_id_0>x<extra_id_2>"]) == [[size + EXTRA_IDS - 1] + spiece.encode(["x"])[0][:-1]
+                                                            + [size, 1]]
     with_specials = [ids[:2] + [0, 2, spiece.sp.get_piece_size()] + ids[2:] for ids in expected]
     decoded = [ref.decode(ids, skip_special_tokens=True) for ids in with_specials]
     assert spiece.decode(with_specials) == decoded
