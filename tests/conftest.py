@@ -130,6 +130,39 @@ def gen_zoo(tmp_path_factory):
     return get
 
 
+class T5Checkpoint:
+    """A t5_testlib.T5_SPECS checkpoint: its directory, its float64 transformers reference
+    read back from it, and tformer models of it (cached per device)."""
+
+    def __init__(self, name, directory):
+        import t5_testlib
+        self.name = name
+        self.dir = directory
+        self.ref = t5_testlib.reference(name, directory)
+        self._models = {}
+
+    def model(self, device="cpu"):
+        if device not in self._models:
+            self._models[device] = tformer.from_huggingface(str(self.dir), device=device, dtype="float32")
+        return self._models[device]
+
+
+@pytest.fixture(scope="session")
+def t5_zoo(tmp_path_factory):
+    """t5_zoo(name) -> T5Checkpoint, built once per session."""
+    import t5_testlib
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            directory = tmp_path_factory.mktemp(f"t5_{name}")
+            model = t5_testlib.build(name, seed=t5_testlib.T5_NAMES.index(name))
+            t5_testlib.save(model, name, directory)
+            cache[name] = T5Checkpoint(name, directory)
+        return cache[name]
+    return get
+
+
 # ---- the emulated CUDA run (an extra CI step: bench/gpu/emulate/README.md) ----------------
 # TFORMER_TEST_EMULATED_CUDA=1, with TFORMER_CUDA_LIBRARY naming bench/gpu/emulate's
 # libtformer_cuda_emulated.so, runs only the cases listed in tests/emulated_cuda.txt (the

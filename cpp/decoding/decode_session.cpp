@@ -1,5 +1,6 @@
 #include "decode_session.h"
 
+#include "tformer/relative_position.h"
 #include "tformer/errors.h"
 #include "tformer/ops.h"
 
@@ -10,21 +11,25 @@ DecodeSession::DecodeSession(const Transformer& model, const TokenBatch& src, in
     : model_(model), cfg_(model.config()), w_(model.weights().decoder), lm_head_(model.weights().lm_head), beam_(beam), max_steps_(max_steps), want_attention_(want_attention) {
   const Device dev = model.device();
   const DType dt = model.dtype();
-  const int64_t D = cfg_.d_model;
+  const int64_t A = cfg_.attention_width(cfg_.decoder_heads);
   src_ = model.upload(src, cfg_.src_vocab_size, "src_ids");
   src_lengths_ = src.lengths;
   rows_ = src_.batch * beam_;
   const Tensor memory = model.encode_device(src_);
 
   for (const DecoderLayerWeights& layer : w_.layers) {
-    Tensor kv = Tensor::empty({src_.batch, src_.len, 2 * D}, dt, dev);
+    Tensor kv = Tensor::empty({src_.batch, src_.len, 2 * A}, dt, dev);
     ops::linear(kv, memory, layer.cross_attn.kv.weight, layer.cross_attn.kv.bias_or_null());
     cross_kv_.push_back(kv);
-    k_cache_.push_back(Tensor::empty({rows_, max_steps_, D}, dt, dev));
-    v_cache_.push_back(Tensor::empty({rows_, max_steps_, D}, dt, dev));
+    k_cache_.push_back(Tensor::empty({rows_, max_steps_, A}, dt, dev));
+    v_cache_.push_back(Tensor::empty({rows_, max_steps_, A}, dt, dev));
   }
-  ws_ = layers::make_workspace(rows_, 1, D, cfg_.decoder_ffn_dim, dt, dev);
-  x_ = Tensor::empty({rows_, 1, D}, dt, dev);
+  // Relative positions -(max_steps-1) .. 0 once for the session: step s reads rows from
+  // origin max_steps-1-s (key j of query s is relative position j - s).
+  if (cfg_.relative_attention_buckets > 0)
+    self_rel_bias_ = relative_bias(w_.relative_attention_bias, -(max_steps_ - 1), max_steps_, false, cfg_);
+  ws_ = layers::make_workspace(rows_, 1, cfg_, true, dt, dev);
+  x_ = Tensor::empty({rows_, 1, cfg_.d_model}, dt, dev);
   ids_host_ = Tensor::empty({rows_, 1}, DType::i32);
   positions_host_ = Tensor::empty({rows_, 1}, DType::i32);
   self_lengths_host_ = Tensor::empty({rows_}, DType::i32);
@@ -72,7 +77,7 @@ float* DecodeSession::step(const int32_t* tokens, int64_t step) {
   layers::embed(x_, ids_, positions_, w_.embed, w_.embed_norm, cfg_);
   for (int64_t i = 0; i < cfg_.decoder_layers; ++i) layer_step(i, step);
   layers::final_norm(x_, w_.final_norm, cfg_.decoder_final_norm, cfg_);
-  ops::linear(logits_, x_, lm_head_.weight, pending_bias_ ? nullptr : lm_head_.bias_or_null());
+  layers::project_logits(logits_, x_, lm_head_.weight, pending_bias_ ? nullptr : lm_head_.bias_or_null(), cfg_);
   if (logits_host_.raw() != logits_.raw()) {
     if (logits_.dtype() == DType::f32) {
       logits_host_.copy_from(logits_);
@@ -89,11 +94,11 @@ void DecodeSession::layer_step(int64_t i, int64_t step) {
   const DecoderLayerWeights& w = w_.layers[static_cast<size_t>(i)];
   const AttentionWeights& self = w.self_attn;
   const AttentionWeights& cross = w.cross_attn;
-  const int64_t D = cfg_.d_model;
+  const int64_t D = cfg_.d_model, A = cfg_.attention_width(cfg_.decoder_heads);
   Tensor normed = layers::view3(ws_.normed, rows_, 1, D);
-  Tensor qkv = layers::view3(ws_.qkv, rows_, 1, 3 * D);
-  Tensor q = layers::view3(ws_.qkv, rows_, 1, D);
-  Tensor attn = layers::view3(ws_.attn, rows_, 1, D);
+  Tensor qkv = layers::view3(ws_.qkv, rows_, 1, 3 * A);
+  Tensor q = layers::view3(ws_.qkv, rows_, 1, A);
+  Tensor attn = layers::view3(ws_.attn, rows_, 1, A);
   Tensor proj = layers::view3(ws_.proj, rows_, 1, D);
   Tensor& kc = k_cache_[static_cast<size_t>(i)];
   Tensor& vc = v_cache_[static_cast<size_t>(i)];
@@ -102,11 +107,19 @@ void DecodeSession::layer_step(int64_t i, int64_t step) {
   // then attend to positions 0..step (self_lengths = step + 1).
   const Tensor& in = layers::sublayer_input(x_, self.norm, cfg_, normed);
   ops::linear(qkv, in, self.qkv.weight, self.qkv.bias_or_null());
-  ops::copy_strided(kc, step * D, max_steps_ * D, qkv, D, 3 * D, rows_, D);
-  ops::copy_strided(vc, step * D, max_steps_ * D, qkv, 2 * D, 3 * D, rows_, D);
+  ops::copy_strided(kc, step * A, max_steps_ * A, qkv, A, 3 * A, rows_, A);
+  ops::copy_strided(vc, step * A, max_steps_ * A, qkv, 2 * A, 3 * A, rows_, A);
   ops::AttentionOptions self_opt;
   self_opt.heads = cfg_.decoder_heads;
   self_opt.kv_lengths = &self_lengths_;
+  self_opt.scale = cfg_.attention_scale;
+  if (self_rel_bias_.defined()) {
+    self_opt.rel_bias = &self_rel_bias_;
+    self_opt.rel_bias_origin = max_steps_ - 1 - step;
+    // What self_lengths already masks, said so that the op can bound the rows read.
+    self_opt.causal = true;
+    self_opt.causal_offset = step;
+  }
   ops::attention(attn, {&qkv, 0}, {&kc, 0}, {&vc, 0}, self_opt);
   ops::linear(proj, attn, self.out.weight);
   layers::sublayer_output(x_, proj, self.out.bias_or_null(), self.norm, cfg_);
@@ -119,8 +132,9 @@ void DecodeSession::layer_step(int64_t i, int64_t step) {
   cross_opt.heads = cfg_.decoder_heads;
   cross_opt.kv_lengths = &src_.lengths;
   cross_opt.kv_group = beam_;
+  cross_opt.scale = cfg_.attention_scale;
   if (want_attention_ && i == cfg_.decoder_layers - 1) cross_opt.weights_out = &weights_dev_;
-  ops::attention(attn, {&q, 0}, {&kv, 0}, {&kv, D}, cross_opt);
+  ops::attention(attn, {&q, 0}, {&kv, 0}, {&kv, A}, cross_opt);
   ops::linear(proj, attn, cross.out.weight);
   layers::sublayer_output(x_, proj, cross.out.bias_or_null(), cross.norm, cfg_);
 
@@ -141,7 +155,7 @@ const float* DecodeSession::attention() const {
 }
 
 void DecodeSession::reorder(const std::vector<int32_t>& parents, int64_t step) {
-  const int64_t cols = (step + 1) * cfg_.d_model;
+  const int64_t cols = (step + 1) * cfg_.attention_width(cfg_.decoder_heads);
   for (size_t i = 0; i < k_cache_.size(); ++i) {
     ops::gather_rows(k_cache_[i], parents, cols);
     ops::gather_rows(v_cache_[i], parents, cols);

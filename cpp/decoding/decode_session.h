@@ -46,8 +46,9 @@ class DecodeSession {
   std::vector<int32_t> src_lengths_;
   int64_t beam_, rows_, max_steps_;
   bool want_attention_;
-  std::vector<Tensor> cross_kv_;             // per layer (batch, src_len, 2D)
-  std::vector<Tensor> k_cache_, v_cache_;    // per layer (rows, max_steps, D)
+  std::vector<Tensor> cross_kv_;             // per layer (batch, src_len, 2A)
+  std::vector<Tensor> k_cache_, v_cache_;    // per layer (rows, max_steps, A), A = heads * head_dim
+  Tensor self_rel_bias_;                     // (max_steps, heads) relative position bias, or undefined
   layers::Workspace ws_;                     // sized for (rows, 1)
   Tensor x_;                                 // (rows, 1, D) residual stream
   Tensor ids_, positions_, self_lengths_;    // int32 (rows, 1), (rows, 1), (rows)

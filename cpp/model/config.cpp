@@ -21,10 +21,29 @@ void TransformerConfig::validate() const {
   in_range("encoder_ffn_dim", encoder_ffn_dim, 1, L::max_ffn_dim);
   in_range("decoder_ffn_dim", decoder_ffn_dim, 1, L::max_ffn_dim);
   in_range("max_positions", max_positions, 1, L::max_positions);
-  if (d_model % encoder_heads != 0)
-    throw_value_error("config: d_model ", d_model, " is not divisible by encoder_heads ", encoder_heads);
-  if (d_model % decoder_heads != 0)
-    throw_value_error("config: d_model ", d_model, " is not divisible by decoder_heads ", decoder_heads);
+  in_range("head_dim", head_dim, 0, L::max_d_model);
+  if (head_dim == 0 && d_model % encoder_heads != 0)
+    throw_value_error("config: d_model ", d_model, " is not divisible by encoder_heads ", encoder_heads,
+                      " (or set head_dim)");
+  if (head_dim == 0 && d_model % decoder_heads != 0)
+    throw_value_error("config: d_model ", d_model, " is not divisible by decoder_heads ", decoder_heads,
+                      " (or set head_dim)");
+  if (head_dim > 0) {
+    in_range("encoder_heads * head_dim", encoder_heads * head_dim, 1, L::max_d_model);
+    in_range("decoder_heads * head_dim", decoder_heads * head_dim, 1, L::max_d_model);
+  }
+  if (!(attention_scale >= 0.0f) || !std::isfinite(attention_scale))
+    throw_value_error("config: attention_scale must be a finite number >= 0 (0: head_dim^-0.5), got ",
+                      attention_scale);
+  if (!std::isfinite(logits_scale))
+    throw_value_error("config: logits_scale must be a finite number, got ", logits_scale);
+  // The bucket formula needs max_exact = buckets / 4 (bidirectional) >= 1 and a logarithmic
+  // range above it: log(max_distance / max_exact) > 0 with max_exact up to buckets / 2 (causal).
+  if (relative_attention_buckets != 0) {
+    in_range("relative_attention_buckets", relative_attention_buckets, 4, L::max_relative_buckets);
+    in_range("relative_attention_max_distance", relative_attention_max_distance, relative_attention_buckets / 2 + 1,
+             L::max_positions);
+  }
   if (shared_embeddings && src_vocab_size != tgt_vocab_size)
     throw_value_error("config: shared_embeddings needs src_vocab_size == tgt_vocab_size, got ", src_vocab_size,
                       " and ", tgt_vocab_size);

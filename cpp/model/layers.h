@@ -8,14 +8,32 @@
 
 namespace tformer::layers {
 
-// Buffers shared by all layers of one forward, sized for rows = batch * len.
+// Buffers shared by all layers of one forward, sized for rows = batch * len. A: the
+// attention's inner width (heads * head_dim, d_model unless config.head_dim says).
 struct Workspace {
-  Tensor qkv;     // (B, T, 3D) fused projections (the cross-attention q uses its first D columns)
-  Tensor attn;    // (B, T, D)  attention output, heads concatenated
+  Tensor qkv;     // (B, T, 3A) fused projections (the cross-attention q uses its first A columns)
+  Tensor attn;    // (B, T, A)  attention output, heads concatenated
   Tensor proj;    // (B, T, D)  output projection, before bias and residual
   Tensor normed;  // (B, T, D)  pre-norm input of a sublayer
   Tensor hidden;  // (B, T, F)  feed-forward hidden layer
+  Tensor gate;    // (B, T, 2F) gated FFNs' fused input projections; undefined otherwise
 };
+
+// A stack's relative position bias for its self-attention (AttentionOptions::rel_bias and
+// rel_bias_origin): undefined `bias` when the model has none.
+struct RelativeBias {
+  Tensor bias;          // (span, heads)
+  int64_t origin = 0;   // row of relative position 0 for query row 0
+  const Tensor* get() const { return bias.defined() ? &bias : nullptr; }
+};
+
+// RMSNorm or LayerNorm (config.rms_norm) of x + bias + residual into out.
+void norm(Tensor& out, const Tensor& x, const Tensor* bias, const Tensor* residual, const LayerNorm& n,
+          const TransformerConfig& cfg);
+
+// logits = cfg.logits_scale * x @ weight^T + bias (the scale as the product's alpha).
+void project_logits(Tensor& logits, const Tensor& x, const Tensor& weight, const Tensor* bias,
+                    const TransformerConfig& cfg);
 
 // The first batch*len*cols elements of a buffer, as a (batch, len, cols) tensor.
 Tensor view3(const Tensor& buffer, int64_t batch, int64_t len, int64_t cols);
@@ -38,14 +56,17 @@ void embed(Tensor& x, const Tensor& ids, const Tensor& position_ids, const Embed
 // The LayerNorm on top of a stack, in place, when the config has one (`present`).
 void final_norm(Tensor& x, const LayerNorm& norm, bool present, const TransformerConfig& cfg);
 
-Workspace make_workspace(int64_t batch, int64_t len, int64_t d_model, int64_t ffn_dim, DType dtype, Device device);
+// For the encoder's or the decoder's layers (their heads and FFN width).
+Workspace make_workspace(int64_t batch, int64_t len, const TransformerConfig& cfg, bool decoder, DType dtype,
+                         Device device);
 
-// lengths: int32 (batch) on the device.
+// lengths: int32 (batch) on the device. rel: the stack's relative position bias.
 void encoder_layer_forward(Tensor& x, const EncoderLayerWeights& w, const TransformerConfig& cfg, const Tensor& lengths,
-                           Workspace& ws);
+                           const RelativeBias& rel, Workspace& ws);
 
-// memory: encoder output (batch, src_len, D); memory_kv: (batch, src_len, 2D) buffer for its K/V.
+// memory: encoder output (batch, src_len, D); memory_kv: (batch, src_len, 2A) buffer for its K/V.
 void decoder_layer_forward(Tensor& x, const DecoderLayerWeights& w, const TransformerConfig& cfg, const Tensor& tgt_lengths,
-                           const Tensor& memory, const Tensor& src_lengths, Tensor& memory_kv, Workspace& ws);
+                           const RelativeBias& rel, const Tensor& memory, const Tensor& src_lengths, Tensor& memory_kv,
+                           Workspace& ws);
 
 }  // namespace tformer::layers

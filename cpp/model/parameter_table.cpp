@@ -20,31 +20,34 @@ ParameterPlace place(bool decoder, Part part, int64_t layer = -1) { return Param
 
 struct Visiting {
   const ParameterVisitor& visit;
+  const TransformerConfig& c;
   int64_t d;
   ParameterPlace at;  // where the parameters visited next sit
 
   void tensor(const std::string& name, const Shape& shape, Tensor& member) const { visit(name, shape, member, at); }
   void norm(const std::string& prefix, LayerNorm& n) const {
     tensor(prefix + ".gamma", {d}, n.gamma);
-    tensor(prefix + ".beta", {d}, n.beta);
+    if (!c.rms_norm) tensor(prefix + ".beta", {d}, n.beta);
   }
   void linear(const std::string& prefix, int64_t out_f, int64_t in_f, Linear& l) const {
     tensor(prefix + ".weight", {out_f, in_f}, l.weight);
-    tensor(prefix + ".bias", {out_f}, l.bias);
+    if (c.linear_bias) tensor(prefix + ".bias", {out_f}, l.bias);
   }
-  void self_attention(const std::string& layer, AttentionWeights& a) const {
-    linear(layer + ".self_attn.qkv", 3 * d, d, a.qkv);
-    linear(layer + ".self_attn.out", d, d, a.out);
+  void self_attention(const std::string& layer, int64_t heads, AttentionWeights& a) const {
+    const int64_t inner = c.attention_width(heads);
+    linear(layer + ".self_attn.qkv", 3 * inner, d, a.qkv);
+    linear(layer + ".self_attn.out", d, inner, a.out);
     norm(layer + ".self_attn_norm", a.norm);
   }
   void cross_attention(const std::string& layer, AttentionWeights& a) const {
-    linear(layer + ".cross_attn.q", d, d, a.q);
-    linear(layer + ".cross_attn.kv", 2 * d, d, a.kv);
-    linear(layer + ".cross_attn.out", d, d, a.out);
+    const int64_t inner = c.attention_width(c.decoder_heads);
+    linear(layer + ".cross_attn.q", inner, d, a.q);
+    linear(layer + ".cross_attn.kv", 2 * inner, d, a.kv);
+    linear(layer + ".cross_attn.out", d, inner, a.out);
     norm(layer + ".cross_attn_norm", a.norm);
   }
   void feed_forward(const std::string& layer, int64_t ffn_dim, FeedForwardWeights& f) const {
-    linear(layer + ".ffn.fc1", ffn_dim, d, f.fc1);
+    linear(layer + ".ffn.fc1", c.gated_ffn ? 2 * ffn_dim : ffn_dim, d, f.fc1);
     linear(layer + ".ffn.fc2", d, ffn_dim, f.fc2);
     norm(layer + ".ffn_norm", f.norm);
   }
@@ -53,7 +56,7 @@ struct Visiting {
 }  // namespace
 
 void visit_parameters(const TransformerConfig& c, ModelWeights& w, const ParameterVisitor& visit) {
-  Visiting v{visit, c.d_model, {}};
+  Visiting v{visit, c, c.d_model, {}};
   const int64_t D = c.d_model;
   v.at = place(false, Part::embeddings);
   v.tensor("src_embed", {c.src_vocab_size, D}, w.encoder.embed.table);
@@ -64,10 +67,20 @@ void visit_parameters(const TransformerConfig& c, ModelWeights& w, const Paramet
   v.at = place(true, Part::output);
   if (!c.tied_output) v.tensor("out_proj", {c.tgt_vocab_size, D}, w.lm_head.weight);
   if (c.final_logits_bias) v.tensor("final_logits_bias", {c.tgt_vocab_size}, w.lm_head.bias);
-  v.at = place(false, Part::embeddings);
-  v.tensor("src_positions", {c.max_positions, D}, w.encoder.embed.positions);
-  v.at = place(true, Part::embeddings);
-  v.tensor("tgt_positions", {c.max_positions, D}, w.decoder.embed.positions);
+  if (c.position_table) {
+    v.at = place(false, Part::embeddings);
+    v.tensor("src_positions", {c.max_positions, D}, w.encoder.embed.positions);
+    v.at = place(true, Part::embeddings);
+    v.tensor("tgt_positions", {c.max_positions, D}, w.decoder.embed.positions);
+  }
+  if (c.relative_attention_buckets > 0) {
+    v.at = place(false, Part::embeddings);
+    v.tensor("encoder.relative_attention_bias", {c.relative_attention_buckets, c.encoder_heads},
+             w.encoder.relative_attention_bias);
+    v.at = place(true, Part::embeddings);
+    v.tensor("decoder.relative_attention_bias", {c.relative_attention_buckets, c.decoder_heads},
+             w.decoder.relative_attention_bias);
+  }
 
   v.at = place(false, Part::embeddings);
   if (c.embed_norm) v.norm("encoder.embed_norm", w.encoder.embed_norm);
@@ -75,7 +88,7 @@ void visit_parameters(const TransformerConfig& c, ModelWeights& w, const Paramet
     const std::string l = "encoder.layers." + std::to_string(i);
     EncoderLayerWeights& layer = w.encoder.layers.at(static_cast<size_t>(i));
     v.at = place(false, Part::layer, i);
-    v.self_attention(l, layer.self_attn);
+    v.self_attention(l, c.encoder_heads, layer.self_attn);
     v.feed_forward(l, c.encoder_ffn_dim, layer.ffn);
   }
   v.at = place(false, Part::final_norm);
@@ -87,7 +100,7 @@ void visit_parameters(const TransformerConfig& c, ModelWeights& w, const Paramet
     const std::string l = "decoder.layers." + std::to_string(i);
     DecoderLayerWeights& layer = w.decoder.layers.at(static_cast<size_t>(i));
     v.at = place(true, Part::layer, i);
-    v.self_attention(l, layer.self_attn);
+    v.self_attention(l, c.decoder_heads, layer.self_attn);
     v.cross_attention(l, layer.cross_attn);
     v.feed_forward(l, c.decoder_ffn_dim, layer.ffn);
   }

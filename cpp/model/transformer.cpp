@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "layers.h"
+#include "tformer/relative_position.h"
 #include "tformer/backends.h"
 #include "tformer/errors.h"
 #include "tformer/model.h"
@@ -180,8 +181,14 @@ Tensor Transformer::encode_device(const DeviceBatch& src) const {
   const StackWeights<EncoderLayerWeights>& w = weights_->encoder;
   Tensor x = Tensor::empty({src.batch, src.len, c.d_model}, dtype_, device_);
   layers::embed(x, src.ids, src.position_ids, w.embed, w.embed_norm, c);
-  layers::Workspace ws = layers::make_workspace(src.batch, src.len, c.d_model, c.encoder_ffn_dim, dtype_, device_);
-  for (const EncoderLayerWeights& layer : w.layers) layers::encoder_layer_forward(x, layer, c, src.lengths, ws);
+  layers::Workspace ws = layers::make_workspace(src.batch, src.len, c, false, dtype_, device_);
+  // Relative positions -(S-1) .. S-1, computed once for all layers.
+  layers::RelativeBias rel;
+  if (c.relative_attention_buckets > 0) {
+    rel.bias = relative_bias(w.relative_attention_bias, -(src.len - 1), 2 * src.len - 1, true, c);
+    rel.origin = src.len - 1;
+  }
+  for (const EncoderLayerWeights& layer : w.layers) layers::encoder_layer_forward(x, layer, c, src.lengths, rel, ws);
   layers::final_norm(x, w.final_norm, c.encoder_final_norm, c);
   return x;
 }
@@ -191,10 +198,17 @@ Tensor Transformer::decode_device(const DeviceBatch& tgt, const Tensor& memory, 
   const StackWeights<DecoderLayerWeights>& w = weights_->decoder;
   Tensor x = Tensor::empty({tgt.batch, tgt.len, c.d_model}, dtype_, device_);
   layers::embed(x, tgt.ids, tgt.position_ids, w.embed, w.embed_norm, c);
-  layers::Workspace ws = layers::make_workspace(tgt.batch, tgt.len, c.d_model, c.decoder_ffn_dim, dtype_, device_);
-  Tensor memory_kv = Tensor::empty({src.batch, src.len, 2 * c.d_model}, dtype_, device_);
+  layers::Workspace ws = layers::make_workspace(tgt.batch, tgt.len, c, true, dtype_, device_);
+  Tensor memory_kv =
+      Tensor::empty({src.batch, src.len, 2 * c.attention_width(c.decoder_heads)}, dtype_, device_);
+  // Relative positions -(T-1) .. T-1 (the causal mask hides the positive ones).
+  layers::RelativeBias rel;
+  if (c.relative_attention_buckets > 0) {
+    rel.bias = relative_bias(w.relative_attention_bias, -(tgt.len - 1), 2 * tgt.len - 1, false, c);
+    rel.origin = tgt.len - 1;
+  }
   for (const DecoderLayerWeights& layer : w.layers)
-    layers::decoder_layer_forward(x, layer, c, tgt.lengths, memory, src.lengths, memory_kv, ws);
+    layers::decoder_layer_forward(x, layer, c, tgt.lengths, rel, memory, src.lengths, memory_kv, ws);
   layers::final_norm(x, w.final_norm, c.decoder_final_norm, c);
   return x;
 }
@@ -218,7 +232,7 @@ Tensor Transformer::forward(const TokenBatch& src, const TokenBatch& tgt) const 
   // Logits are produced directly in host memory when the model runs on the CPU.
   const int64_t V = config_.tgt_vocab_size;
   Tensor logits = Tensor::empty({t.batch, t.len, V}, dtype_, device_);
-  ops::linear(logits, hidden, weights_->lm_head.weight, weights_->lm_head.bias_or_null());
+  layers::project_logits(logits, hidden, weights_->lm_head.weight, weights_->lm_head.bias_or_null(), config_);
   if (dtype_ != DType::f32) logits = logits.to_dtype(DType::f32);
   return logits.to(Device{});
 }

@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include "register.h"
+#include "tformer/relative_position.h"
 #include "tformer/config.h"
 #include "tformer/errors.h"
 #include "tformer/ops.h"
@@ -20,8 +21,24 @@ void register_config(py::module_& m) {
     d["layers"] = L::max_layers;
     d["ffn_dim"] = L::max_ffn_dim;
     d["max_positions"] = L::max_positions;
+    d["relative_buckets"] = L::max_relative_buckets;
     return d;
   }, "Upper bounds of TransformerConfig's sizes (ConfigLimits in cpp/include/tformer/config.h).");
+  m.def(
+      "relative_position_buckets",
+      [](int64_t first, int64_t count, bool bidirectional, int64_t num_buckets, int64_t max_distance) {
+        C probe;  // the config's own checks of the two sizes
+        probe.src_vocab_size = probe.tgt_vocab_size = 1;
+        probe.relative_attention_buckets = num_buckets;
+        probe.relative_attention_max_distance = max_distance;
+        probe.validate();
+        if (count < 0) throw_value_error("relative_position_buckets: count must be >= 0, got ", count);
+        std::vector<int32_t> out(static_cast<size_t>(count));
+        relative_position_buckets(out.data(), first, count, bidirectional, num_buckets, max_distance);
+        return out;
+      },
+      py::arg("first"), py::arg("count"), py::arg("bidirectional"), py::arg("num_buckets"), py::arg("max_distance"),
+      "T5 bucket ids of the relative positions first .. first + count - 1 (what the model uploads).");
   py::class_<C>(m, "ModelConfig", "Architecture of an encoder-decoder Transformer (see tformer.TransformerConfig).")
       .def(py::init<>())
       .def_readwrite("src_vocab_size", &C::src_vocab_size)
@@ -56,6 +73,15 @@ void register_config(py::module_& m) {
       .def_readwrite("tied_output", &C::tied_output)
       .def_readwrite("final_logits_bias", &C::final_logits_bias)
       .def_readwrite("layer_norm_eps", &C::layer_norm_eps)
+      .def_readwrite("rms_norm", &C::rms_norm)
+      .def_readwrite("linear_bias", &C::linear_bias)
+      .def_readwrite("head_dim", &C::head_dim)
+      .def_readwrite("attention_scale", &C::attention_scale)
+      .def_readwrite("gated_ffn", &C::gated_ffn)
+      .def_readwrite("position_table", &C::position_table)
+      .def_readwrite("relative_attention_buckets", &C::relative_attention_buckets)
+      .def_readwrite("relative_attention_max_distance", &C::relative_attention_max_distance)
+      .def_readwrite("logits_scale", &C::logits_scale)
       .def("validate", &C::validate)
       .def("parameter_shapes", [](const C& c) {
         py::list out;

@@ -16,18 +16,22 @@ _CORE_FIELDS = (
     "encoder_heads", "decoder_heads", "encoder_ffn_dim", "decoder_ffn_dim", "activation",
     "pre_norm", "encoder_final_norm", "decoder_final_norm", "embed_norm", "embed_scale",
     "max_positions", "position_ids", "position_offset", "pad_id", "shared_embeddings",
-    "tied_output", "final_logits_bias", "layer_norm_eps",
+    "tied_output", "final_logits_bias", "layer_norm_eps", "rms_norm", "linear_bias", "head_dim",
+    "attention_scale", "gated_ffn", "relative_attention_buckets", "relative_attention_max_distance",
+    "logits_scale",
 )
+_FLOAT_FIELDS = ("embed_scale", "layer_norm_eps", "attention_scale", "logits_scale")
 
 _INT_FIELDS = (
     "src_vocab_size", "tgt_vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_heads",
     "decoder_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_positions", "position_offset", "pad_id", "eos_id",
+    "head_dim", "relative_attention_buckets", "relative_attention_max_distance",
 )
 _OPTIONAL_INT_FIELDS = ("bos_id", "decoder_start_id")
 _BOOL_FIELDS = ("pre_norm", "encoder_final_norm", "decoder_final_norm", "embed_norm", "shared_embeddings",
-                "tied_output", "final_logits_bias")
+                "tied_output", "final_logits_bias", "rms_norm", "linear_bias", "gated_ffn")
 _STR_FIELDS = ("activation", "positions", "position_ids", "model_type")
-_POSITIONS = ("sinusoidal", "sinusoidal_marian", "sinusoidal_fairseq", "learned")
+_POSITIONS = ("sinusoidal", "sinusoidal_marian", "sinusoidal_fairseq", "learned", "none")
 # Ids a decoder feeds to its embedding or compares with its logits: inside the target vocabulary.
 _TARGET_IDS = ("pad_id", "eos_id", "bos_id", "decoder_start_id")
 
@@ -40,6 +44,13 @@ def _upper_bounds() -> dict:
             "encoder_layers": lim["layers"], "decoder_layers": lim["layers"], "encoder_heads": lim["d_model"],
             "decoder_heads": lim["d_model"], "encoder_ffn_dim": lim["ffn_dim"], "decoder_ffn_dim": lim["ffn_dim"],
             "max_positions": lim["max_positions"]}
+
+
+def _zero_based_bounds() -> dict:
+    """The int fields where 0 means "off" or "derived", with their upper bounds."""
+    lim = _core.config_limits()
+    return {"head_dim": lim["d_model"], "relative_attention_buckets": lim["relative_buckets"],
+            "relative_attention_max_distance": lim["max_positions"]}
 
 
 def is_int(value) -> bool:
@@ -103,6 +114,10 @@ def check_types(cfg) -> None:
         value = getattr(cfg, name)
         if not 1 <= value <= high:
             raise ValueError(f"config: {name} must be in [1, {high}], got {value}")
+    for name, high in _zero_based_bounds().items():
+        value = getattr(cfg, name)
+        if not 0 <= value <= high:
+            raise ValueError(f"config: {name} must be in [0, {high}], got {value}")
     for name in _BOOL_FIELDS:
         value = getattr(cfg, name)
         if not isinstance(value, bool):
@@ -113,7 +128,7 @@ def check_types(cfg) -> None:
             raise TypeError(f"config: {name} must be a string, got {type(value).__name__} {value!r}")
     if cfg.positions not in _POSITIONS:
         raise ValueError(f"config: positions must be one of {', '.join(_POSITIONS)}, got {cfg.positions!r}")
-    for name in ("embed_scale", "layer_norm_eps"):
+    for name in _FLOAT_FIELDS:
         value = getattr(cfg, name)
         if value is None and name == "embed_scale":  # sqrt(d_model), set by __post_init__
             continue
@@ -138,7 +153,9 @@ class TransformerConfig:
 
     The defaults are the paper's base model (d_model 512, 6+6 layers, 8 heads,
     FFN 2048, ReLU, post-norm, sinusoidal positions, embeddings scaled by sqrt(d_model),
-    shared source/target/output embeddings).
+    shared source/target/output embeddings). T5 (tformer.convert.t5) sets rms_norm,
+    linear_bias=False, head_dim, attention_scale=1, gated_ffn (v1.1), positions="none",
+    relative_attention_buckets and, tied, logits_scale=d_model**-0.5.
 
     Example:
         >>> cfg = TransformerConfig(src_vocab_size=8000, tgt_vocab_size=8000)
@@ -160,7 +177,7 @@ class TransformerConfig:
     decoder_final_norm: bool = False      # LayerNorm after the last decoder layer
     embed_norm: bool = False              # LayerNorm after embeddings + positions (BART)
     embed_scale: float | None = None      # None: sqrt(d_model), as in the paper
-    max_positions: int = 1024             # rows of each positions table
+    max_positions: int = 1024             # rows of each positions table (positions="none": longest input)
     positions: str = "sinusoidal"         # sinusoidal, sinusoidal_marian, sinusoidal_fairseq, learned
     position_ids: str = "arange"          # arange, or count_non_pad (fairseq/M2M100)
     position_offset: int = 0              # added to every position id (BART's learned table: 2)
@@ -172,8 +189,17 @@ class TransformerConfig:
     tied_output: bool = True
     final_logits_bias: bool = False
     layer_norm_eps: float = 1e-5
-    model_type: str = "transformer"       # the family it came from: marian, bart, mbart, m2m_100, ...
+    model_type: str = "transformer"       # the family it came from: marian, bart, mbart, m2m_100, t5, ...
     extra: dict = field(default_factory=dict)  # family-specific settings kept for round trips
+    # T5-style switches (the defaults are the other families'); positions="none" drops the table.
+    rms_norm: bool = False                # RMSNorm (weight only) in place of LayerNorm (T5)
+    linear_bias: bool = True              # the layers' Linears have biases (T5: none)
+    head_dim: int = 0                     # width of one attention head (T5's d_kv); 0: d_model / heads
+    attention_scale: float = 0.0          # attention scores q.k * this; 0: head_dim**-0.5 (T5: 1.0)
+    gated_ffn: bool = False               # fc1 (2F, D): act(first F) * second F (T5 v1.1 gated-gelu)
+    relative_attention_buckets: int = 0   # T5 relative position bias buckets per stack; 0: none
+    relative_attention_max_distance: int = 128  # distances from here on share the last bucket
+    logits_scale: float = 1.0             # logits = logits_scale * h @ out_proj^T (tied T5: d_model**-0.5)
 
     def __post_init__(self):
         if self.decoder_start_id is None:
@@ -187,9 +213,10 @@ class TransformerConfig:
         core = _core.ModelConfig()
         for name in _CORE_FIELDS:
             value = getattr(self, name)
-            if name in ("embed_scale", "layer_norm_eps"):
+            if name in _FLOAT_FIELDS:
                 value = float(value)
             setattr(core, name, value)  # types and ranges were checked by check_types
+        core.position_table = self.positions != "none"
         return core
 
     def to_dict(self) -> dict:

@@ -1,6 +1,7 @@
 """Initial parameters of a new model, after the paper's setup as commonly implemented
 (fairseq, tensor2tensor): Xavier-uniform matrices, zero biases, unit LayerNorm gains,
-embeddings N(0, d_model^-0.5), fixed sinusoidal positions."""
+embeddings N(0, d_model^-0.5), fixed sinusoidal positions; T5's relative attention bias
+tables N(0, d_model^-0.5) as transformers initialises them."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,20 +24,24 @@ def initial_parameters(config, seed: int) -> dict:
             if name != "out_proj" and 0 <= config.pad_id < shape[0]:
                 table[config.pad_id] = 0.0
             params[name] = table
+        elif name.endswith(".relative_attention_bias"):
+            params[name] = rng.normal(0.0, d ** -0.5, shape).astype(np.float32)
         elif name.endswith(".gamma"):
             params[name] = np.ones(shape, np.float32)
         elif name.endswith(".beta") or name.endswith(".bias") or name == "final_logits_bias":
             params[name] = np.zeros(shape, np.float32)
         elif name.endswith(".weight"):
-            params[name] = _xavier_uniform(rng, name, shape, d)
+            params[name] = _xavier_uniform(rng, name, shape, config.gated_ffn)
         else:  # pragma: no cover - every parameter kind is listed above
             raise AssertionError(f"no initialiser for {name}")
     return params
 
 
-def _xavier_uniform(rng, name, shape, d):
-    # Fused q/k/v (and k/v) matrices are initialised as the separate (d, d) blocks they hold.
+def _xavier_uniform(rng, name, shape, gated_ffn):
+    # Fused matrices are initialised as the separate blocks they hold: q/k/v (3), k/v (2),
+    # a gated FFN's two input projections (2).
     fan_out, fan_in = shape
-    block = d if (".qkv." in name or ".kv." in name) else fan_out
+    blocks = 3 if ".qkv." in name else 2 if (".kv." in name or (gated_ffn and ".fc1." in name)) else 1
+    block = fan_out // blocks
     limit = np.sqrt(6.0 / (fan_in + block))
     return rng.uniform(-limit, limit, shape).astype(np.float32)

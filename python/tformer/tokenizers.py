@@ -7,6 +7,8 @@ tokenizer gives for the same directory and the same strings back (docs/DECODING.
   and joins pieces with sentencepiece (the source model when the vocabulary is shared, as
   transformers does).
 * M2M100: `vocab.json` + `sentencepiece.bpe.model` — `M2M100Tokenizer`: `__en__ … </s>`.
+* T5 / mT5 without tokenizer.json: `spiece.model` — the sentencepiece ids and `</s>`, as
+  transformers' original (sentencepiece) T5Tokenizer; `<extra_id_N>` sentinels after them.
 * Everything else: `tokenizer.json` through the `tokenizers` package (transformers' fast
   tokenizer), with the source-language layout of NLLB (`eng_Latn … </s>`), mBART
   (`… </s> en_XX`), mBART-50 (`en_XX … </s>`) and M2M100 (`__en__ … </s>`) rebuilt per call.
@@ -457,6 +459,57 @@ class FastTokenizer(Tokenizer):
         return [_clean_up(t) for t in texts] if self.clean_up_spaces else texts
 
 
+class T5SentencePieceTokenizer(Tokenizer):
+    """spiece.model of a T5 / mT5 directory that has no tokenizer.json: the text's
+    sentencepiece ids followed by </s> (transformers' T5Tokenizer), special tokens written in
+    the text (</s>, <pad>, <unk>, <extra_id_N>) split out as their ids; decoding skips pad,
+    </s>, <unk> and the `extra_ids` sentinels (ids from the model's size on)."""
+
+    family = "t5"
+
+    def __init__(self, path):
+        import sentencepiece as spm
+
+        self.path = path
+        _require(path, ["spiece.model"], "T5")
+        tc = _optional_json(path, "tokenizer_config.json")
+        self.sp = spm.SentencePieceProcessor(model_file=os.path.join(path, "spiece.model"))
+        extra = tc.get("extra_ids", 100)
+        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+            raise ValueError(f"{path}/tokenizer_config.json: extra_ids must be an integer >= 0, got {extra!r}")
+        self.extra_ids = extra
+        self.eos_id = self.sp.eos_id()
+        if self.eos_id < 0:
+            raise ValueError(f"{path}/spiece.model has no end-of-sentence piece: not a T5 sentencepiece model")
+        size = self.sp.get_piece_size()
+        self._skip = {i for i in (self.sp.pad_id(), self.eos_id, self.sp.unk_id()) if 0 <= i < size}
+        # Special tokens written in the text are their ids, as transformers splits them out
+        # (<extra_id_N> is id size + extra_ids - 1 - N); the text between them is encoded alone.
+        specials = {self.sp.id_to_piece(i): i for i in self._skip}
+        specials.update({f"<extra_id_{n}>": size + extra - 1 - n for n in range(extra)})
+        self._specials = specials
+        self._split = re.compile("(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")")
+
+    def _encode_one(self, text):
+        ids = []
+        for i, part in enumerate(self._split.split(text)):
+            if i % 2:
+                ids.append(self._specials[part])
+            elif part.strip():
+                ids += self.sp.encode(part)
+        return ids + [self.eos_id]
+
+    def encode(self, texts, source_lang=None, target_lang=None):
+        self._no_source_lang(source_lang)
+        self.target_prefix(target_lang)
+        return [self._encode_one(text) for text in texts]
+
+    def decode(self, id_lists):
+        size = self.sp.get_piece_size()
+        return [self.sp.decode([int(i) for i in ids if 0 <= int(i) < size and int(i) not in self._skip])
+                for ids in id_lists]
+
+
 def _clean_up(text):
     """transformers' clean_up_tokenization (used when tokenizer_config.json asks for it)."""
     for a, b in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
@@ -486,6 +539,8 @@ def load_tokenizer(path, source_lang=None) -> Tokenizer:
         if has("sentencepiece.bpe.model") or not has("tokenizer.json"):
             return M2M100Tokenizer(path, source_lang)
         return FastTokenizer(path, "m2m100", source_lang)
+    if not has("tokenizer.json") and has("spiece.model") and cls in ("T5Tokenizer", ""):
+        return T5SentencePieceTokenizer(path)
     if has("tokenizer.json"):
         family = {"NllbTokenizer": "nllb_legacy" if tc.get("legacy_behaviour") else "nllb",
                   "MBartTokenizer": "mbart", "MBart50Tokenizer": "mbart50"}.get(cls)
@@ -495,5 +550,6 @@ def load_tokenizer(path, source_lang=None) -> Tokenizer:
     present = sorted(n for n in os.listdir(path) if n.endswith((".json", ".spm", ".model", ".txt")))
     raise FileNotFoundError(
         f"{path}: no tokenizer found: expected tokenizer.json (fast tokenizer), or source.spm + target.spm + "
-        f"vocab.json (Marian), or vocab.json + sentencepiece.bpe.model (M2M100); found {present or 'none of them'}"
+        f"vocab.json (Marian), or vocab.json + sentencepiece.bpe.model (M2M100), or spiece.model (T5); "
+        f"found {present or 'none of them'}"
     )

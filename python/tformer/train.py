@@ -34,7 +34,7 @@ def _frozen(config) -> list:
     """Parameters transformers does not train: final_logits_bias (a buffer) and fixed
     sinusoidal position tables."""
     names = ["final_logits_bias"]
-    if config.positions != "learned":
+    if config.positions not in ("learned", "none"):
         names += ["src_positions", "tgt_positions"]
     return names
 

@@ -7,6 +7,8 @@
     [['The cat is sleeping.', 'The cat sleeps.']]
     >>> nllb = tformer.Translator("nllb-200-distilled-600M", source_lang="fra_Latn")
     >>> nllb.translate(["Le chat dort."], target_lang="deu_Latn")
+    >>> t5 = tformer.Translator("t5-small", source_lang="en", target_lang="fr")  # task prefix
+    >>> t5.translate(["The cat sleeps."])     # model input: "translate English to French: The cat sleeps."
 """
 from __future__ import annotations
 
@@ -40,6 +42,22 @@ def _max_positions(model):
     return int(model.config.max_positions) - int(model.config.position_offset or 0)
 
 
+def _task_prefixes(model) -> dict:
+    """task -> text prefix from config.json's task_specific_params (T5: translation_en_to_fr:
+    "translate English to French: ", summarization: "summarize: ")."""
+    hf = (model.config.extra or {}).get("hf_config") or {}
+    params = hf.get("task_specific_params") or {}
+    if not isinstance(params, dict):
+        return {}
+    return {task: p["prefix"] for task, p in params.items() if isinstance(p, dict) and isinstance(p.get("prefix"), str)}
+
+
+def _check_prefix(prefix):
+    if prefix is not None and not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string, got {type(prefix).__name__}")
+    return prefix
+
+
 def _check_texts(texts):
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, got a str (wrap one sentence as [text])")
@@ -64,7 +82,11 @@ class Translator:
       (moved to `device` / `dtype` when given), with `tokenizer=` a directory or a
       `tformer.tokenizers.Tokenizer`.
     defaults: generate options used by every call (they win over the directory's), plus
-      `source_lang` / `target_lang` for multilingual models.
+      `source_lang` / `target_lang` for multilingual models, and for models that take a task
+      prefix (T5): `prefix=` (text put before every source) or `task=` (a key of config.json's
+      task_specific_params, e.g. "translation_en_to_fr", whose prefix is used). For a T5 model
+      whose tokenizer has no language tokens, source_lang + target_lang select the task
+      translation_<source>_to_<target>. translate/translate_batch take the same three per call.
     """
 
     def __init__(self, model_or_path, device=None, dtype=None, *, tokenizer=None, **defaults):
@@ -87,6 +109,9 @@ class Translator:
                             f"directory, got {type(model_or_path).__name__}")
         self.source_lang = defaults.pop("source_lang", None)
         self.target_lang = defaults.pop("target_lang", None)
+        self.prefix = _check_prefix(defaults.pop("prefix", None))
+        self.task = defaults.pop("task", None)
+        self.task_prefixes = _task_prefixes(self.model)
         if isinstance(tokenizer, Tokenizer):
             self.tokenizer = tokenizer
         elif isinstance(tokenizer, (str, os.PathLike)):
@@ -94,6 +119,7 @@ class Translator:
         else:
             raise TypeError(f"tokenizer must be a directory or a tformer.tokenizers.Tokenizer, "
                             f"got {type(tokenizer).__name__}")
+        self._text_prefix(self.prefix, self.task, self.source_lang, self.target_lang)  # errors now, not later
         self.max_positions = _max_positions(self.model)
         self.defaults = {"max_length": min(_DEFAULT_MAX_LENGTH, self.max_positions - 1), **dir_defaults,
                          **defaults}
@@ -101,18 +127,55 @@ class Translator:
     def __repr__(self):
         return f"tformer.Translator({self.model!r}, tokenizer={self.tokenizer!r}, defaults={self.defaults!r})"
 
-    def encode(self, texts, source_lang=None, target_lang=None):
-        """Token ids of the source texts, as the model's Hugging Face tokenizer gives them."""
-        return self.tokenizer.encode(_check_texts(texts), source_lang=source_lang or self.source_lang,
-                                     target_lang=target_lang or self.target_lang)
+    def _languages_select_task(self):
+        return not self.tokenizer.languages and bool(self.task_prefixes)
 
-    def translate_batch(self, texts, source_lang=None, target_lang=None, **options):
+    def _text_prefix(self, prefix, task, source_lang, target_lang):
+        """The text put before each source: prefix, else task's, else (T5) the translation
+        task of source_lang -> target_lang; '' when none applies."""
+        if prefix is not None and task is not None:
+            raise ValueError("pass prefix or task, not both")
+        if prefix is not None:
+            return _check_prefix(prefix)
+        if task is None and self._languages_select_task() and (source_lang or target_lang):
+            if not (source_lang and target_lang):
+                raise ValueError("this model selects its task prefix from the languages: give both source_lang and "
+                                 "target_lang (or prefix= / task=)")
+            task = f"translation_{source_lang}_to_{target_lang}"
+        if task is None:
+            return ""
+        if not isinstance(task, str):
+            raise TypeError(f"task must be a string, got {type(task).__name__}")
+        if task not in self.task_prefixes:
+            known = ", ".join(sorted(self.task_prefixes)) or "none (config.json has no task_specific_params)"
+            raise ValueError(f"task {task!r} is not one of this model's tasks: {known}")
+        return self.task_prefixes[task]
+
+    def _source(self, texts, source_lang, target_lang, prefix, task):
+        """(model input texts, the languages left for the tokenizer)."""
+        texts = _check_texts(texts)
+        languages_given = bool(source_lang or target_lang)
+        source_lang = source_lang or self.source_lang
+        target_lang = target_lang or self.target_lang
+        # The call's own prefix, task or (T5) languages win over the Translator's prefix / task.
+        if prefix is None and task is None and not (languages_given and self._languages_select_task()):
+            prefix, task = self.prefix, self.task
+        text_prefix = self._text_prefix(prefix, task, source_lang, target_lang)
+        if self._languages_select_task():  # the languages went into the prefix
+            source_lang = target_lang = None
+        return [text_prefix + t for t in texts], source_lang, target_lang
+
+    def encode(self, texts, source_lang=None, target_lang=None, prefix=None, task=None):
+        """Token ids of the source texts (task prefix included), as the model's Hugging Face
+        tokenizer gives them."""
+        texts, source_lang, target_lang = self._source(texts, source_lang, target_lang, prefix, task)
+        return self.tokenizer.encode(texts, source_lang=source_lang, target_lang=target_lang)
+
+    def translate_batch(self, texts, source_lang=None, target_lang=None, prefix=None, task=None, **options):
         """`model.generate` on the tokenized texts: one TranslationResult per text (tokens,
         scores, attention as generate returns them, plus `.texts`). `cancel=`: a
         tformer.CancelToken or one per text, as generate's."""
-        texts = _check_texts(texts)
-        source_lang = source_lang or self.source_lang
-        target_lang = target_lang or self.target_lang
+        texts, source_lang, target_lang = self._source(texts, source_lang, target_lang, prefix, task)
         options = {**self.defaults, **options}
         src_ids = self.tokenizer.encode(texts, source_lang=source_lang, target_lang=target_lang)
         prefix = self.tokenizer.target_prefix(target_lang)
@@ -130,10 +193,11 @@ class Translator:
                                          self.tokenizer.decode(hyps), result.cancelled))
         return out
 
-    def translate(self, texts, source_lang=None, target_lang=None, **options):
+    def translate(self, texts, source_lang=None, target_lang=None, prefix=None, task=None, **options):
         """Translations of `texts` (a list of strings), in order: one string per text, or a
         list of `num_hypotheses` strings per text when num_hypotheses > 1."""
-        results = self.translate_batch(texts, source_lang=source_lang, target_lang=target_lang, **options)
+        results = self.translate_batch(texts, source_lang=source_lang, target_lang=target_lang, prefix=prefix,
+                                       task=task, **options)
         n_best = {**self.defaults, **options}.get("num_hypotheses", 1)
         if isinstance(n_best, int) and n_best > 1:
             return [r.texts for r in results]

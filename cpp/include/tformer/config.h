@@ -1,5 +1,5 @@
 // The architecture of an encoder-decoder Transformer, as a typed struct read once
-// at construction. Marian (opus-mt), BART, mBART, M2M100/NLLB and the original
+// at construction. Marian (opus-mt), BART, mBART, M2M100/NLLB, T5/mT5 and the original
 // paper's models all map onto it (python/tformer/config.py does the mapping).
 #pragma once
 
@@ -28,6 +28,7 @@ struct ConfigLimits {
   static constexpr int64_t max_layers = 1024;
   static constexpr int64_t max_ffn_dim = 1048576;        // 2^20
   static constexpr int64_t max_positions = 1048576;      // 2^20
+  static constexpr int64_t max_relative_buckets = 65536;
 };
 
 struct TransformerConfig {
@@ -46,7 +47,7 @@ struct TransformerConfig {
   bool decoder_final_norm = false;  // a LayerNorm after the last decoder layer
   bool embed_norm = false;          // a LayerNorm after embeddings + positions (BART's layernorm_embedding)
   float embed_scale = 1.0f;         // token embeddings are multiplied by this (sqrt(d_model) in the paper)
-  int64_t max_positions = 1024;     // rows of each positions table
+  int64_t max_positions = 1024;     // rows of each positions table (without one: the longest sequence)
   PositionIds position_ids = PositionIds::arange;
   int64_t position_offset = 0;
   int32_t pad_id = 0;
@@ -54,6 +55,25 @@ struct TransformerConfig {
   bool tied_output = true;          // the output projection is the target embedding matrix
   bool final_logits_bias = false;   // a bias on the vocabulary logits
   float layer_norm_eps = 1e-5f;
+
+  // T5-style switches (Raffel et al. 2020); the defaults are the other families'.
+  bool rms_norm = false;            // RMSNorm (weight only, no mean subtracted) in place of LayerNorm
+  bool linear_bias = true;          // the layers' Linears have biases (T5: none)
+  int64_t head_dim = 0;             // width of one attention head (T5's d_kv); 0: d_model / heads
+  float attention_scale = 0.0f;     // scores are q.k * this; 0: head_dim^-0.5 (T5: 1, folded into q)
+  bool gated_ffn = false;           // fc1 is (2F, D): act(first F) * second F (T5 v1.1's wi_0, wi_1)
+  bool position_table = true;       // a positions table is added to the embeddings (T5: none)
+  // Relative position bias of self-attention: one (buckets, heads) table per stack shared by its
+  // layers, indexed by transformers' T5 bucket of j - i (bidirectional in the encoder, causal in
+  // the decoder; logarithmic bins up to max_distance). 0 buckets: none.
+  int64_t relative_attention_buckets = 0;
+  int64_t relative_attention_max_distance = 128;
+  float logits_scale = 1.0f;        // logits = logits_scale * h @ out_proj^T (tied T5: d_model^-0.5)
+
+  // Width of one head of a stack with `heads` heads, and of all of them (the attention's inner
+  // width, which may differ from d_model when head_dim is set).
+  int64_t head_width(int64_t heads) const { return head_dim > 0 ? head_dim : d_model / heads; }
+  int64_t attention_width(int64_t heads) const { return heads * head_width(heads); }
 
   // Throws std::invalid_argument naming the first inconsistent or out-of-range field and
   // its valid range (ConfigLimits; pad_id inside the target vocabulary and, for

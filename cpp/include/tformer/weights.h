@@ -27,7 +27,7 @@ struct Linear {
 
 struct LayerNorm {
   Tensor gamma;  // (d_model)
-  Tensor beta;   // (d_model)
+  Tensor beta;   // (d_model); undefined with rms_norm (RMSNorm has no shift)
 };
 
 struct Embedding {
@@ -37,16 +37,17 @@ struct Embedding {
 
 // One attention sublayer with its LayerNorm (before it in pre-norm models, after the
 // residual add otherwise). Self-attention uses qkv; cross-attention uses q and kv.
+// A = heads * head_dim, the attention's inner width (d_model unless config.head_dim says).
 struct AttentionWeights {
-  Linear qkv;      // self-attention: q, k and v fused, (3D, D)
-  Linear q;        // cross-attention: queries from the decoder, (D, D)
-  Linear kv;       // cross-attention: k and v fused over the encoder output, (2D, D)
-  Linear out;      // (D, D)
+  Linear qkv;      // self-attention: q, k and v fused, (3A, D)
+  Linear q;        // cross-attention: queries from the decoder, (A, D)
+  Linear kv;       // cross-attention: k and v fused over the encoder output, (2A, D)
+  Linear out;      // (D, A)
   LayerNorm norm;
 };
 
 struct FeedForwardWeights {
-  Linear fc1;  // (F, D)
+  Linear fc1;  // (F, D), or (2F, D) with gated_ffn: the gate's input, then the linear half
   Linear fc2;  // (D, F)
   LayerNorm norm;
 };
@@ -68,6 +69,9 @@ struct StackWeights {
   LayerNorm embed_norm;  // config.embed_norm
   std::vector<Layer> layers;
   LayerNorm final_norm;  // config.encoder_final_norm / decoder_final_norm
+  // (relative_attention_buckets, heads): the self-attention bias every layer of the stack
+  // adds (config.relative_attention_buckets > 0), else undefined.
+  Tensor relative_attention_bias;
 };
 
 struct ModelWeights {
@@ -84,7 +88,8 @@ ModelWeights sized_weights(const TransformerConfig& config);
 // forward that uses them (TrainGraph's backward stages), never by parsing names.
 struct ParameterPlace {
   enum class Part {
-    embeddings,  // the token table, the positions table, the embedding LayerNorm
+    embeddings,  // the token table, the positions table, the embedding LayerNorm, the
+                 // relative attention bias table
     layer,       // layers[layer]
     final_norm,  // the LayerNorm on top of the stack
     output,      // out_proj and final_logits_bias (decoder)

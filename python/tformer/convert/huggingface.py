@@ -1,5 +1,5 @@
 """Loading local Hugging Face seq2seq checkpoints: MarianMT (opus-mt), BART, mBART,
-M2M100 and NLLB (model_type m2m_100).
+M2M100 and NLLB (model_type m2m_100), T5 and mT5 (their mapping: convert/t5.py).
 
 The families differ only in switches of TransformerConfig (checked against
 transformers' modeling code): Marian is post-norm with Marian-style sinusoids and a
@@ -18,8 +18,9 @@ from ..generation_config import STORED_KEYS, read_generation_config
 from ..json_files import read_json_object
 from ..positions import make_table
 from ..weights import load_checkpoint_dir, tensor_shape
+from .t5 import T5_TYPES, check_t5_sizes, convert_t5_state, t5_config
 
-SUPPORTED = ("marian", "bart", "mbart", "m2m_100")
+SUPPORTED = ("marian", "bart", "mbart", "m2m_100", "t5", "mt5")
 _ALIASES = {"nllb": "m2m_100", "m2m100": "m2m_100"}
 
 
@@ -85,10 +86,10 @@ class _Fields:
         return ids[0]
 
 
-def config_from_hf(hf: dict, where: str = "config.json") -> TransformerConfig:
+def config_from_hf(hf: dict, where: str = "config.json", has_lm_head: bool | None = None) -> TransformerConfig:
     """TransformerConfig of a Hugging Face config.json (where: its path, for messages).
     Every value is type-checked, every special token id range-checked, before anything is
-    sized from them."""
+    sized from them. has_lm_head (T5): whether the checkpoint has its own lm_head.weight."""
     if not isinstance(hf, dict):
         raise ValueError(f"{where}: expected a JSON object, got a JSON {type(hf).__name__}")
     f = _Fields(hf, where)
@@ -99,6 +100,8 @@ def config_from_hf(hf: dict, where: str = "config.json") -> TransformerConfig:
             f"unsupported model_type {raw_type!r}: tformer loads {', '.join(SUPPORTED)} "
             "(NLLB checkpoints are m2m_100)"
         )
+    if model_type in T5_TYPES:
+        return t5_config(f, model_type, where, has_lm_head)
     d = f.int("d_model")
     vocab = f.int("vocab_size")
     heads_e, heads_d = f.int("encoder_attention_heads"), f.int("decoder_attention_heads")
@@ -276,7 +279,7 @@ def _source(cfg, state, name):
 
 def from_huggingface(path, device: str = "cpu", dtype: str = "float32"):
     """Loads a local Hugging Face model directory (config.json + model.safetensors or
-    pytorch_model.bin) of a MarianMT, BART, mBART, M2M100 or NLLB checkpoint.
+    pytorch_model.bin) of a MarianMT, BART, mBART, M2M100, NLLB, T5 or mT5 checkpoint.
 
         >>> model = tformer.from_huggingface("/models/opus-mt-fr-en")
         >>> logits = model.forward(src_ids, [[model.config.decoder_start_id] + prefix])
@@ -288,6 +291,12 @@ def from_huggingface(path, device: str = "cpu", dtype: str = "float32"):
     cfg = config_from_hf(hf, os.path.join(path, "config.json"))
     cfg.extra["generation"] = read_generation_settings(path, hf, cfg.tgt_vocab_size)
     state = _State(load_checkpoint_dir(path), path)
-    check_sizes_against_weights(cfg, state)
-    params = convert_state(cfg, state)
+    if cfg.model_type in T5_TYPES:
+        # transformers keeps a stored lm_head.weight as the output matrix, else ties it to shared
+        cfg = cfg.replace(tied_output=not state.has("lm_head.weight"))
+        check_t5_sizes(cfg, state)
+        params = convert_t5_state(cfg, state)
+    else:
+        check_sizes_against_weights(cfg, state)
+        params = convert_state(cfg, state)
     return Transformer._from_parameters(cfg, params, device=device, dtype=dtype)
