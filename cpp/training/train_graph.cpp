@@ -51,7 +51,7 @@ void with_rel_bias(BatchInfo& b, RelBias& r) {
 
 // The table's gradient: dtable[bucket of each distance] += dbias (an embedding's backward).
 void rel_bias_backward(Tensor& dtable, const RelBias& r) {
-  if (dtable.defined()) ops::embedding_backward(&dtable, nullptr, r.dbias, r.ids, nullptr, 1.0f, -1);
+  ops::embedding_backward(&dtable, nullptr, r.dbias, r.ids, nullptr, 1.0f, -1);
 }
 
 struct EmbedActs {
@@ -351,8 +351,11 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
   // T5: each stack's self-attention bias, gathered once for all its layers.
   RelBias enc_rel, dec_rel;
   if (c.relative_attention_buckets > 0) {
-    enc_rel = rel_bias_train(w.encoder.relative_attention_bias, s.len, true, c, backward);
-    dec_rel = rel_bias_train(w.decoder.relative_attention_bias, t.len, false, c, backward);
+    // (the layers compute no bias gradient for a frozen table)
+    enc_rel = rel_bias_train(w.encoder.relative_attention_bias, s.len, true, c,
+                             backward && g.encoder.relative_attention_bias.defined());
+    dec_rel = rel_bias_train(w.decoder.relative_attention_bias, t.len, false, c,
+                             backward && g.decoder.relative_attention_bias.defined());
     with_rel_bias(enc_batch, enc_rel);
     with_rel_bias(self_batch, dec_rel);
   }
