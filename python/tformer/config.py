@@ -177,7 +177,7 @@ class TransformerConfig:
     decoder_final_norm: bool = False      # LayerNorm after the last decoder layer
     embed_norm: bool = False              # LayerNorm after embeddings + positions (BART)
     embed_scale: float | None = None      # None: sqrt(d_model), as in the paper
-    max_positions: int = 1024             # rows of each positions table
+    max_positions: int = 1024             # rows of each positions table (positions="none": longest input)
     positions: str = "sinusoidal"         # sinusoidal, sinusoidal_marian, sinusoidal_fairseq, learned
     position_ids: str = "arange"          # arange, or count_non_pad (fairseq/M2M100)
     position_offset: int = 0              # added to every position id (BART's learned table: 2)
