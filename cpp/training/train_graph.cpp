@@ -6,12 +6,53 @@
 #include "tformer/backends.h"
 #include "tformer/errors.h"
 #include "tformer/ops.h"
+#include "tformer/relative_position.h"
 #include "train_layers.h"
 
 namespace tformer::training {
 namespace {
 
 Tensor like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
+
+// T5's conventions that its config switches do not spell out (T5 is the family with a
+// relative position bias): its embedding has no padding row (nn.Embedding without
+// padding_idx: the pad id, which is also the decoder start, is trained like any token), and
+// each stack's output is dropped out after the final norm.
+bool t5_conventions(const TransformerConfig& c) { return c.relative_attention_buckets > 0; }
+
+// The relative position bias of one stack for one step (T5): the bucket of each relative
+// distance -(L-1) .. L-1, the (span, heads) bias they select from the stack's table (read by
+// every layer at origin + j - i), and its float32 gradient, which the layers add into.
+struct RelBias {
+  Tensor ids, bias, dbias;
+  int64_t origin = 0;
+};
+
+RelBias rel_bias_train(const Tensor& table, int64_t len, bool bidirectional, const TransformerConfig& c,
+                       bool backward) {
+  RelBias r;
+  const int64_t span = 2 * len - 1;
+  r.origin = len - 1;
+  Tensor ids_host = Tensor::empty({span}, DType::i32);
+  relative_position_buckets(ids_host.data<int32_t>(), -(len - 1), span, bidirectional, c.relative_attention_buckets,
+                            c.relative_attention_max_distance);
+  r.ids = ids_host.to(table.device());
+  r.bias = Tensor::empty({span, table.dim(1)}, table.dtype(), table.device());
+  ops::embedding(r.bias, r.ids, table, 1.0f);
+  if (backward) r.dbias = Tensor::zeros({span, table.dim(1)}, DType::f32, table.device());
+  return r;
+}
+
+void with_rel_bias(BatchInfo& b, RelBias& r) {
+  b.rel_bias = &r.bias;
+  b.rel_bias_origin = r.origin;
+  b.drel_bias = r.dbias.defined() ? &r.dbias : nullptr;
+}
+
+// The table's gradient: dtable[bucket of each distance] += dbias (an embedding's backward).
+void rel_bias_backward(Tensor& dtable, const RelBias& r) {
+  ops::embedding_backward(&dtable, nullptr, r.dbias, r.ids, nullptr, 1.0f, -1);
+}
 
 struct EmbedActs {
   NormActs norm;
@@ -21,14 +62,11 @@ struct EmbedActs {
 Tensor embed_train(const Tensor& ids, const Tensor& pos_ids, const Embedding& embed, const LayerNorm& norm,
                    const TransformerConfig& cfg, Dropout& drop, EmbedActs& a) {
   Tensor x = Tensor::empty({ids.dim(0), ids.dim(1), cfg.d_model}, embed.table.dtype(), embed.table.device());
-  ops::embedding(x, ids, embed.table, cfg.embed_scale, &pos_ids, &embed.positions);
+  if (cfg.position_table) ops::embedding(x, ids, embed.table, cfg.embed_scale, &pos_ids, &embed.positions);
+  else ops::embedding(x, ids, embed.table, cfg.embed_scale);
   if (cfg.embed_norm) {
     Tensor out = like(x);
-    a.norm.s = like(x);
-    a.norm.mean = Tensor::empty({ids.numel()}, DType::f32, x.device());
-    a.norm.rstd = Tensor::empty({ids.numel()}, DType::f32, x.device());
-    ops::layer_norm_train(out, a.norm.s, x, nullptr, nullptr, norm.gamma, norm.beta, cfg.layer_norm_eps,
-                          a.norm.mean, a.norm.rstd);
+    norm_train(out, x, nullptr, norm, cfg, a.norm);
     x = out;
   }
   a.drop_offset = drop.take(x.numel());
@@ -43,30 +81,44 @@ void embed_backward(const Tensor& dx_in, const Tensor& ids, const Tensor& pos_id
   if (drop.p > 0.0f) ops::dropout(dx, dx_in, drop.p, drop.seed, a.drop_offset);
   else dx.copy_from(dx_in);
   if (cfg.embed_norm) {
-    const NormGrad ng = grads_of(norm_grads);
     Tensor ds = like(dx);
-    ops::layer_norm_backward(ds, ng.gamma, ng.beta, dx, a.norm.s, a.norm.mean, a.norm.rstd, norm.gamma);
+    norm_backward(ds, norm_grads, dx, norm, cfg, a.norm);
     dx = ds;
   }
-  // nn.Embedding(padding_idx=pad): the pad row gets no gradient from lookups.
-  ops::embedding_backward(grad_of(grads.table), grad_of(grads.positions), dx, ids, &pos_ids, cfg.embed_scale,
-                          cfg.pad_id);
+  // nn.Embedding(padding_idx=pad): the pad row gets no gradient from lookups (not in T5).
+  const int32_t skip = t5_conventions(cfg) ? -1 : cfg.pad_id;
+  Tensor* dpositions = cfg.position_table ? grad_of(grads.positions) : nullptr;
+  ops::embedding_backward(grad_of(grads.table), dpositions, dx, ids, dpositions ? &pos_ids : nullptr,
+                          cfg.embed_scale, skip);
 }
 
-// Final LayerNorm of a stack (pre-norm models).
-Tensor final_norm_train(const Tensor& x, const LayerNorm& norm, const TransformerConfig& cfg, NormActs& a) {
+// Final norm of a stack (pre-norm models); T5 drops its output out.
+struct FinalNormActs {
+  NormActs norm;
+  uint64_t drop_offset = 0;
+};
+
+Tensor final_norm_train(const Tensor& x, const LayerNorm& norm, const TransformerConfig& cfg, Dropout& drop,
+                        FinalNormActs& a) {
   Tensor out = like(x);
-  a.s = like(x);
-  a.mean = Tensor::empty({x.numel() / x.dim(-1)}, DType::f32, x.device());
-  a.rstd = Tensor::empty({x.numel() / x.dim(-1)}, DType::f32, x.device());
-  ops::layer_norm_train(out, a.s, x, nullptr, nullptr, norm.gamma, norm.beta, cfg.layer_norm_eps, a.mean, a.rstd);
+  norm_train(out, x, nullptr, norm, cfg, a.norm);
+  if (t5_conventions(cfg)) {
+    a.drop_offset = drop.take(out.numel());
+    if (drop.p > 0.0f) ops::dropout(out, out, drop.p, drop.seed, a.drop_offset);
+  }
   return out;
 }
 
-Tensor final_norm_backward(const Tensor& dy, const LayerNorm& norm, LayerNorm& grads, const NormActs& a) {
-  const NormGrad ng = grads_of(grads);
+Tensor final_norm_backward(const Tensor& dy, const LayerNorm& norm, LayerNorm& grads, const TransformerConfig& cfg,
+                           const Dropout& drop, const FinalNormActs& a) {
   Tensor dx = like(dy);
-  ops::layer_norm_backward(dx, ng.gamma, ng.beta, dy, a.s, a.mean, a.rstd, norm.gamma);
+  if (t5_conventions(cfg) && drop.p > 0.0f) {
+    Tensor dmasked = like(dy);
+    ops::dropout(dmasked, dy, drop.p, drop.seed, a.drop_offset);
+    norm_backward(dx, grads, dmasked, norm, cfg, a.norm);
+  } else {
+    norm_backward(dx, grads, dy, norm, cfg, a.norm);
+  }
   return dx;
 }
 
@@ -293,9 +345,20 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
     throw_value_error("labels must be int32 (", t.batch, ", ", t.len, "), got ", labels.describe());
 
   Dropout drop{opt.dropout, opt.activation_dropout, opt.seed, 0};
-  const BatchInfo enc_batch{&s.lengths, c.encoder_heads, false};
-  const BatchInfo self_batch{&t.lengths, c.decoder_heads, true};
-  const BatchInfo cross_batch{&s.lengths, c.decoder_heads, false};
+  BatchInfo enc_batch{&s.lengths, c.encoder_heads, false, c.attention_scale};
+  BatchInfo self_batch{&t.lengths, c.decoder_heads, true, c.attention_scale};
+  const BatchInfo cross_batch{&s.lengths, c.decoder_heads, false, c.attention_scale};
+  // T5: each stack's self-attention bias, gathered once for all its layers.
+  RelBias enc_rel, dec_rel;
+  if (c.relative_attention_buckets > 0) {
+    // (the layers compute no bias gradient for a frozen table)
+    enc_rel = rel_bias_train(w.encoder.relative_attention_bias, s.len, true, c,
+                             backward && g.encoder.relative_attention_bias.defined());
+    dec_rel = rel_bias_train(w.decoder.relative_attention_bias, t.len, false, c,
+                             backward && g.decoder.relative_attention_bias.defined());
+    with_rel_bias(enc_batch, enc_rel);
+    with_rel_bias(self_batch, dec_rel);
+  }
 
   // ---- forward
   EmbedActs src_emb, tgt_emb;
@@ -304,8 +367,8 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
   for (int64_t i = 0; i < c.encoder_layers; ++i)
     x = encoder_layer_train(x, w.encoder.layers[static_cast<size_t>(i)], c, enc_batch, drop,
                             enc_acts[static_cast<size_t>(i)]);
-  NormActs enc_final;
-  if (c.encoder_final_norm) x = final_norm_train(x, w.encoder.final_norm, c, enc_final);
+  FinalNormActs enc_final;
+  if (c.encoder_final_norm) x = final_norm_train(x, w.encoder.final_norm, c, drop, enc_final);
   const Tensor memory = x;
 
   Tensor y = embed_train(t.ids, t.position_ids, w.decoder.embed, w.decoder.embed_norm, c, drop, tgt_emb);
@@ -313,12 +376,14 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
   for (int64_t i = 0; i < c.decoder_layers; ++i)
     y = decoder_layer_train(y, memory, w.decoder.layers[static_cast<size_t>(i)], c, self_batch, cross_batch, drop,
                             dec_acts[static_cast<size_t>(i)]);
-  NormActs dec_final;
-  if (c.decoder_final_norm) y = final_norm_train(y, w.decoder.final_norm, c, dec_final);
+  FinalNormActs dec_final;
+  if (c.decoder_final_norm) y = final_norm_train(y, w.decoder.final_norm, c, drop, dec_final);
   const int64_t rows = t.batch * t.len, V = c.tgt_vocab_size;
   Tensor hidden = y.reshape({rows, c.d_model});
   Tensor logits = Tensor::empty({rows, V}, y.dtype(), y.device());
-  ops::linear(logits, hidden, w.lm_head.weight, w.lm_head.bias_or_null());
+  // logits = logits_scale * hidden @ out_proj^T (+ final_logits_bias); the scale is the GEMM's alpha.
+  ops::gemm(logits, hidden, w.lm_head.weight, false, true, c.logits_scale);
+  if (const Tensor* bias = w.lm_head.bias_or_null()) ops::bias_act(logits, logits, bias, nullptr, Activation::none);
   Tensor loss_rows = Tensor::empty({rows}, DType::f32, y.device());
   const Tensor labels_dev = labels.reshape({rows}).to(y.device());
   ops::cross_entropy(loss_rows, backward ? &logits : nullptr, logits, labels_dev, opt.label_smoothing,
@@ -335,9 +400,12 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
 
   // ---- backward (logits now hold d loss / d logits)
   Tensor dhidden = like(hidden);
-  ops::linear_backward(&dhidden, grad_of(g.lm_head.weight), nullptr, logits, hidden, w.lm_head.weight);
+  ops::gemm(dhidden, logits, w.lm_head.weight, false, false, c.logits_scale);  // dh = s dlogits @ W
+  if (Tensor* dw = grad_of(g.lm_head.weight))
+    ops::gemm(*dw, logits, hidden, true, false, c.logits_scale, 1.0f);  // dW += s dlogits^T @ h
   Tensor dy = dhidden.reshape(y.shape());
-  if (c.decoder_final_norm) dy = final_norm_backward(dy, w.decoder.final_norm, g.decoder.final_norm, dec_final);
+  if (c.decoder_final_norm)
+    dy = final_norm_backward(dy, w.decoder.final_norm, g.decoder.final_norm, c, drop, dec_final);
   int stage = 0;
   stage_done(stage++, on_ready);
   Tensor dmemory = Tensor::zeros(memory.shape(), memory.dtype(), memory.device());
@@ -347,18 +415,21 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
                                 cross_batch, drop, dec_acts[l]);
     stage_done(stage++, on_ready);
   }
+  if (dec_rel.dbias.defined()) rel_bias_backward(g.decoder.relative_attention_bias, dec_rel);
   embed_backward(dy, t.ids, t.position_ids, g.decoder.embed, w.decoder.embed_norm, g.decoder.embed_norm, c, drop,
                  tgt_emb);
   stage_done(stage++, on_ready);
 
   Tensor dx = dmemory;
-  if (c.encoder_final_norm) dx = final_norm_backward(dx, w.encoder.final_norm, g.encoder.final_norm, enc_final);
+  if (c.encoder_final_norm)
+    dx = final_norm_backward(dx, w.encoder.final_norm, g.encoder.final_norm, c, drop, enc_final);
   stage_done(stage++, on_ready);
   for (int64_t i = c.encoder_layers - 1; i >= 0; --i) {
     const size_t l = static_cast<size_t>(i);
     dx = encoder_layer_backward(dx, w.encoder.layers[l], g.encoder.layers[l], c, enc_batch, drop, enc_acts[l]);
     stage_done(stage++, on_ready);
   }
+  if (enc_rel.dbias.defined()) rel_bias_backward(g.encoder.relative_attention_bias, enc_rel);
   embed_backward(dx, s.ids, s.position_ids, g.encoder.embed, w.encoder.embed_norm, g.encoder.embed_norm, c, drop,
                  src_emb);
   stage_done(stage++, on_ready);

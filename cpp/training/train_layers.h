@@ -40,28 +40,38 @@ struct Dropout {
   }
 };
 
-// The LayerNorm of a sublayer: its input sum s and per-row statistics.
+// The LayerNorm (or RMSNorm) of a sublayer: its input sum s and per-row statistics
+// (RMSNorm: rstd only).
 struct NormActs {
   Tensor s, mean, rstd;
 };
+
+// out = norm(x + residual) with the statistics saved in a: LayerNorm, or RMSNorm when the
+// config says so (T5; gamma only).
+void norm_train(Tensor& out, const Tensor& x, const Tensor* residual, const LayerNorm& norm,
+                const TransformerConfig& cfg, NormActs& a);
+// ds = (or += when accumulate) the gradient through norm_train; g's gamma / beta +=.
+void norm_backward(Tensor& ds, LayerNorm& g, const Tensor& dout, const LayerNorm& norm, const TransformerConfig& cfg,
+                   const NormActs& a, bool accumulate = false);
 
 struct SublayerOut {  // residual + dropout (+ LayerNorm in post-norm models)
   uint64_t drop_offset = 0;
   NormActs norm;  // post-norm: LN(x + y); pre-norm: LN(x) at the sublayer input
 };
 
+// I = heads * head_dim, the attention's inner width (D unless the config sets head_dim).
 struct AttentionActs {
   Tensor in;    // (B, T, D) the sublayer input after the pre-norm (or x)
-  Tensor qkv;   // self: (B, T, 3D); cross: q (B, T, D)
-  Tensor kv;    // cross only: (B, S, 2D)
-  Tensor attn;  // (B, T, D)
+  Tensor qkv;   // self: (B, T, 3I); cross: q (B, T, I)
+  Tensor kv;    // cross only: (B, S, 2I)
+  Tensor attn;  // (B, T, I)
   Tensor lse;   // (B, H, T)
   SublayerOut out;
 };
 
 struct FfnActs {
   Tensor in;  // (B, T, D)
-  Tensor z;   // (B, T, F) pre-activation
+  Tensor z;   // (B, T, F) pre-activation; gated FFN: (B, T, 2F), the two halves of fc1
   Tensor a;   // (B, T, F) activation (after activation dropout)
   uint64_t act_drop_offset = 0;
   SublayerOut out;
@@ -80,6 +90,13 @@ struct BatchInfo {
   const Tensor* lengths = nullptr;  // int32 (B) on the device
   int64_t heads = 1;
   bool causal = false;
+  float scale = 0.0f;  // of the attention scores; 0: head_dim^-0.5
+  // Self-attention's relative position bias (T5), shared by the stack's layers: (span,
+  // heads) read at rel_bias_origin + j - i; drel_bias float32 (span, heads) receives += each
+  // layer's gradient. Null: none.
+  const Tensor* rel_bias = nullptr;
+  int64_t rel_bias_origin = 0;
+  Tensor* drel_bias = nullptr;
 };
 
 // x: (B, T, D) layer input; returns the layer output.

@@ -114,10 +114,30 @@ def test_rel_bias_errors(device):
                                         rel_bias=tb, rel_bias_origin=origin, **kw)
     with pytest.raises(ValueError, match=r"attention_backward: rel_bias must be \(span, 2\), got \(7, 3\)"):
         call(np.zeros((7, 3), np.float32), 3)
-    with pytest.raises(ValueError, match=r"attention_backward: rel_bias rows \[-1, 5\] .* out of range for span 7"):
+    with pytest.raises(ValueError, match=r"attention_backward: rel_bias rows \[-1, 5\] \(rel_bias_origin 2 .* out of range for span 7"):
         call(table, 2)
-    with pytest.raises(ValueError, match=r"attention_backward: rel_bias rows \[1, 7\] .* out of range for span 7"):
+    with pytest.raises(ValueError, match=r"attention_backward: rel_bias rows \[1, 7\] \(rel_bias_origin 4 .* out of range for span 7"):
         call(table, 4)
     call(table, 3, causal=True)  # causal: only [0, 3] is read
     with pytest.raises(ValueError, match=r"rel_bias rows \[-1, 2\]"):
         call(np.zeros((4, 2), np.float32), 2, causal=True)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_train_with_rel_bias_then_backward(device, causal):
+    """The training forward saves an lse that includes the bias: out and lse match torch, and
+    the backward from them gives torch's gradients."""
+    B, T, H, D = 2, 37, 3, 8
+    q, k, v, dout, table = _inputs(21, B, T, T, H, D, 2 * T - 1)
+    lengths = np.array([T, 30], np.int32)
+    rout, rlse, rdq, rdk, rdv, rdb = torch_reference(q, k, v, table, T - 1, dout, H, kv_lengths=lengths,
+                                                     causal=causal)
+    kw = dict(scale=1.0, rel_bias=table, rel_bias_origin=T - 1, kv_lengths=lengths, causal=causal)
+    out, lse = run(device, ops.attention_train, q, k, v, H, **kw)
+    assert_close(out, rout, atol=1e-5 * np.max(np.abs(v)), rtol=1e-5, what="out")
+    assert_close(lse, rlse, atol=1e-6 * (1 + np.abs(rlse)), what="lse")
+    dq, dk, dv, db = run(device, ops.attention_backward, dout, q, k, v, out, lse, H, **kw)
+    big = max(np.max(np.abs(r)) for r in (rdq, rdk, rdv))
+    for got, ref, what in ((dq, rdq, "dq"), (dk, rdk, "dk"), (dv, rdv, "dv")):
+        assert_close(got, ref, atol=1e-5 * big, rtol=1e-5, what=what)
+    assert_close(db, rdb, atol=1e-5 * np.max(np.abs(rdb)), rtol=1e-5, what="drel_bias")
