@@ -20,6 +20,9 @@
 // step it serves (q_len 1), and keeps the main kernel's registers untouched.
 // lse_out (training) is written by the main kernel from its running max and sum; the
 // backward (train_attention.cu) recomputes the probabilities from it.
+// rel_bias (T5's relative position bias, (span, heads)): every kernel takes it through a
+// template flag, so attention without it runs the code it ran before; the bias (times
+// log2(e), as the scores are log2-scaled) is read only for visible keys (attention_keys.cuh).
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -57,7 +60,7 @@ constexpr size_t attention_smem_bytes() {
 
 // ---------------------------------------------------------------- kernels
 
-template <typename T, int D>
+template <typename T, int D, bool kRelBias>
 __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionParams p) {
   static_assert(D % 32 == 0, "D is a multiple of the warp size");
   constexpr int kDimsPerLane = D / 32;
@@ -143,7 +146,10 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionPara
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       const bool masked = key >= kv_end || (p.causal && key > row0 + r + p.causal_offset);
-      const float s = masked ? -INFINITY : score[r];
+      float s = masked ? -INFINITY : score[r];
+      if constexpr (kRelBias) {
+        if (!masked && row0 + r < p.q_len) s += rel_bias_log2<T>(p, row0 + r, key, h);
+      }
       const float new_max = fmaxf(row_max[r], warp_max(s));
       if (new_max == -INFINITY) {  // no visible key yet for this row (warp-uniform)
         prob[r] = 0.0f;
@@ -198,7 +204,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionPara
 // keys and writes each weight once: no atomics, no other writer.
 // The visible keys of a row are a prefix [0, kv_end): lengths and causality both cut
 // from the end.
-template <typename T>
+template <typename T, bool kRelBias>
 __global__ void __launch_bounds__(kWeightsThreads) attention_weights_kernel(const AttentionParams p) {
   extern __shared__ float4 smem[];
   float* q_s = reinterpret_cast<float*>(smem);  // (heads, head_dim), times scale * log2(e)
@@ -225,6 +231,7 @@ __global__ void __launch_bounds__(kWeightsThreads) attention_weights_kernel(cons
     const T* kj = k + j * p.k_row_stride + h * p.head_dim;
     float dot = 0.0f;
     for (int64_t d = 0; d < p.head_dim; ++d) dot = fmaf(qh[d], to_float(kj[d]), dot);
+    if constexpr (kRelBias) dot += rel_bias_log2<T>(p, i, j, h);  // j < kv_end: visible
     return dot;
   };
 
@@ -254,15 +261,29 @@ __global__ void __launch_bounds__(kWeightsThreads) attention_weights_kernel(cons
 
 namespace {
 
-template <typename T, int D>
+template <typename T, int D, bool kRelBias>
 void launch_attention(const AttentionParams& p, cudaStream_t stream) {
   constexpr size_t smem = attention_smem_bytes<D>();
-  allow_shared_memory(reinterpret_cast<const void*>(attention_kernel<T, D>), smem, "attention",
+  allow_shared_memory(reinterpret_cast<const void*>(attention_kernel<T, D, kRelBias>), smem, "attention",
                       "head_dim " + std::to_string(p.head_dim));
   const dim3 grid(static_cast<unsigned>((p.q_len + kBlockQ - 1) / kBlockQ),
                   static_cast<unsigned>(p.heads), static_cast<unsigned>(p.batch));
-  attention_kernel<T, D><<<grid, kThreads, smem, stream>>>(p);
+  attention_kernel<T, D, kRelBias><<<grid, kThreads, smem, stream>>>(p);
   TFORMER_CUDA_CHECK_LAUNCH("attention_kernel");
+}
+
+template <typename T, int D>
+void launch_attention(const AttentionParams& p, cudaStream_t stream) {
+  if (p.rel_bias != nullptr) launch_attention<T, D, true>(p, stream);
+  else launch_attention<T, D, false>(p, stream);
+}
+
+template <typename T>
+void launch_attention_weights(const AttentionParams& p, size_t smem, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.q_len), static_cast<unsigned>(p.batch));
+  if (p.rel_bias != nullptr) attention_weights_kernel<T, true><<<grid, kWeightsThreads, smem, stream>>>(p);
+  else attention_weights_kernel<T, false><<<grid, kWeightsThreads, smem, stream>>>(p);
+  TFORMER_CUDA_CHECK_LAUNCH("attention_weights_kernel");
 }
 
 template <typename T>
@@ -274,7 +295,9 @@ void launch_attention(const AttentionParams& p, CachingAllocator& allocator, cud
   }
   const size_t weights_smem = size_t(p.heads) * (p.head_dim + 1) * sizeof(float);
   if (p.weights_out != nullptr) {
-    allow_shared_memory(reinterpret_cast<const void*>(attention_weights_kernel<T>), weights_smem, "attention",
+    const void* kernel = p.rel_bias != nullptr ? reinterpret_cast<const void*>(attention_weights_kernel<T, true>)
+                                               : reinterpret_cast<const void*>(attention_weights_kernel<T, false>);
+    allow_shared_memory(kernel, weights_smem, "attention",
                         "weights_out with " + std::to_string(p.heads) + " heads of " +
                             std::to_string(p.head_dim));
   }
@@ -288,10 +311,7 @@ void launch_attention(const AttentionParams& p, CachingAllocator& allocator, cud
   else if (p.head_dim <= 128) launch_attention<T, 128>(p, stream);
   else if (p.head_dim <= 192) launch_attention<T, 192>(p, stream);
   else launch_attention<T, 256>(p, stream);
-  if (p.weights_out == nullptr) return;
-  const dim3 grid(static_cast<unsigned>(p.q_len), static_cast<unsigned>(p.batch));
-  attention_weights_kernel<T><<<grid, kWeightsThreads, weights_smem, stream>>>(p);
-  TFORMER_CUDA_CHECK_LAUNCH("attention_weights_kernel");
+  if (p.weights_out != nullptr) launch_attention_weights<T>(p, weights_smem, stream);
 }
 
 }  // namespace

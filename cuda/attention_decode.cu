@@ -28,6 +28,9 @@
 // query row per block then, even for beams sharing K/V).
 // Semantics are AttentionParams' (backend.h), as attention_kernel's for q_len 1; a row
 // that sees no key gets zeros and lse -inf. weights_out stays attention.cu's business.
+// rel_bias (T5's decoder self-attention): a template flag; the bias of key j is the same
+// for every row of a block (q_len 1, no batch dimension), so it is read once per key.
+// Only the one-row kernels are instantiated with it (self-attention has kv_group 1).
 #include <algorithm>
 #include <cstdint>
 #include <optional>
@@ -101,7 +104,7 @@ __device__ __forceinline__ void load_chunk(Chunk<T, kVec>& c, const T* row, int 
 // ---------------------------------------------------------------- kernels
 
 // grid (splits, heads, kv batches * ceil(kv_group / R)).
-template <typename T, int D, int R, bool kVector>
+template <typename T, int D, int R, bool kVector, bool kRelBias>
 __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const AttentionParams p,
                                                                          const DecodePartials part) {
   using S = DecodeShape<T, D, R>;
@@ -175,6 +178,11 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
     float score[R][kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
+      const int64_t key = j0 + u * kGroups + group;
+      float bias = 0.0f;  // added only with kRelBias: the plain kernel's scores are untouched
+      if constexpr (kRelBias) {
+        if (key < key_end) bias = rel_bias_log2<T>(p, 0, key, h);
+      }
       float kf[kCpl][kVec];
 #pragma unroll
       for (int t = 0; t < kCpl; ++t)
@@ -189,7 +197,8 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
           for (int e = 0; e < kVec; ++e) s = fmaf(q[r][t][e], kf[t][e], s);
 #pragma unroll
         for (int offset = kGroup / 2; offset > 0; offset >>= 1) s += __shfl_xor_sync(kFullMask, s, offset);
-        score[r][u] = j0 + u * kGroups + group < key_end ? s : -INFINITY;
+        if constexpr (kRelBias) s += bias;
+        score[r][u] = key < key_end ? s : -INFINITY;
       }
     }
 
@@ -314,7 +323,7 @@ int multiprocessor_count() {
   return sms > 0 ? sms : 1;
 }
 
-template <typename T, int D, int R, bool kVector>
+template <typename T, int D, int R, bool kVector, bool kRelBias>
 void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream) {
   using S = DecodeShape<T, D, R>;
   const int64_t row_blocks = (p.kv_group + R - 1) / R;
@@ -347,7 +356,7 @@ void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaSt
 
   const dim3 grid(static_cast<unsigned>(part.splits), static_cast<unsigned>(p.heads),
                   static_cast<unsigned>(kv_batches * row_blocks));
-  attention_decode_kernel<T, D, R, kVector><<<grid, kDecodeThreads, 0, stream>>>(p, part);
+  attention_decode_kernel<T, D, R, kVector, kRelBias><<<grid, kDecodeThreads, 0, stream>>>(p, part);
   TFORMER_CUDA_CHECK_LAUNCH("attention_decode_kernel");
   if (!split) return;
   const unsigned combine_blocks = static_cast<unsigned>((rows + kCombineWarps - 1) / kCombineWarps);
@@ -363,10 +372,16 @@ void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaSt
   // Beams sharing K/V: up to 4 query rows per block (grid z <= 65535). The rare
   // misaligned rows take the one-row kernel only, which halves the instantiations.
   const int64_t kv_batches = (p.batch + p.kv_group - 1) / p.kv_group;
-  if (vector && p.kv_group > 1 && kv_batches * ((p.kv_group + 3) / 4) <= 65535)
-    launch_decode<T, D, 4, true>(p, allocator, stream);
-  else if (vector) launch_decode<T, D, 1, true>(p, allocator, stream);
-  else launch_decode<T, D, 1, false>(p, allocator, stream);
+  if (p.rel_bias != nullptr) {  // one row per block (see the top)
+    if (vector) launch_decode<T, D, 1, true, true>(p, allocator, stream);
+    else launch_decode<T, D, 1, false, true>(p, allocator, stream);
+  } else if (vector && p.kv_group > 1 && kv_batches * ((p.kv_group + 3) / 4) <= 65535) {
+    launch_decode<T, D, 4, true, false>(p, allocator, stream);
+  } else if (vector) {
+    launch_decode<T, D, 1, true, false>(p, allocator, stream);
+  } else {
+    launch_decode<T, D, 1, false, false>(p, allocator, stream);
+  }
 }
 
 template <typename T>

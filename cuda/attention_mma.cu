@@ -25,6 +25,9 @@
 // - The output is staged through the Q tile's shared memory (each warp its own rows) so
 //   global stores are 16-byte vectors; head_dim below D reads zeros (zero-filled
 //   cp.async chunks) and writes only its own columns.
+// - rel_bias (T5): a template flag. With it the scores go to log2 units (scale * log2(e)
+//   and the bias) before the row max, since the bias may reorder them; without it the
+//   kernel is the one above.
 // Registers: Q fragments D/4, O accumulators D/2, S 32 per thread; D = 128 stays under
 // the 255 of one 128-thread block without spilling (ptxas report: see the launcher).
 #include <cmath>
@@ -76,7 +79,7 @@ __device__ __forceinline__ void load_tile(T* dst, const T* base, int64_t row_str
 
 }  // namespace
 
-template <typename T, int D>
+template <typename T, int D, bool kRelBias>
 __global__ void __launch_bounds__(kThreads) attention_mma_kernel(const AttentionParams p) {
   static_assert(D % 16 == 0 && D <= 128, "D: 32, 64, 96 or 128");
   constexpr int P = kPitch<D>;
@@ -168,6 +171,20 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(const Attention
             if (key >= kv_end || (p.causal && key > row + p.causal_offset)) s[nb][e] = -INFINITY;
           }
       }
+      // rel_bias: to log2 units here (score * scale * log2(e) + bias * log2(e)); the softmax
+      // below then multiplies by 1. Rows past q_len (zero queries) read no bias.
+      if constexpr (kRelBias) {
+#pragma unroll
+        for (int nb = 0; nb < kNBlocks; ++nb)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int64_t key = j0 + nb * 8 + 2 * t + (e & 1), row = warp_row0 + g + 8 * (e >> 1);
+            const bool visible = key < kv_end && !(p.causal && key > row + p.causal_offset) && row < p.q_len;
+            s[nb][e] = visible ? fmaf(s[nb][e], sl2, rel_bias_log2<T>(p, row, key, h)) : -INFINITY;
+          }
+      }
+      constexpr bool kLog2Units = kRelBias;
+      const float mul = kLog2Units ? 1.0f : sl2;
       // Online softmax of rows g (r = 0) and g + 8 (r = 1): the max of the raw scores
       // (scale > 0), then p = exp2(s * scale * log2(e) - max): one FFMA and one MUFU a score.
 #pragma unroll
@@ -177,7 +194,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(const Attention
         for (int nb = 0; nb < kNBlocks; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * r], s[nb][2 * r + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float new_max = fmaxf(row_max[r], mx * sl2);
+        const float new_max = fmaxf(row_max[r], mx * mul);
         // A row with no visible key yet keeps max -inf: subtract 0 so that exp2 gives 0, not NaN.
         const float base = new_max == -INFINITY ? 0.0f : new_max;
         const float correction = exp2f(row_max[r] - base);
@@ -185,8 +202,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(const Attention
         float sum = 0.0f;
 #pragma unroll
         for (int nb = 0; nb < kNBlocks; ++nb) {
-          s[nb][2 * r] = exp2f(fmaf(s[nb][2 * r], sl2, -base));
-          s[nb][2 * r + 1] = exp2f(fmaf(s[nb][2 * r + 1], sl2, -base));
+          s[nb][2 * r] = exp2f(fmaf(s[nb][2 * r], mul, -base));
+          s[nb][2 * r + 1] = exp2f(fmaf(s[nb][2 * r + 1], mul, -base));
           sum += s[nb][2 * r] + s[nb][2 * r + 1];
         }
         row_sum[r] = row_sum[r] * correction + sum;
@@ -242,15 +259,21 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(const Attention
 
 namespace {
 
-template <typename T, int D>
+template <typename T, int D, bool kRelBias>
 void launch_attention_mma(const AttentionParams& p, cudaStream_t stream) {
   constexpr size_t smem = mma_smem_bytes<D>();
-  allow_shared_memory(reinterpret_cast<const void*>(attention_mma_kernel<T, D>), smem, "attention",
+  allow_shared_memory(reinterpret_cast<const void*>(attention_mma_kernel<T, D, kRelBias>), smem, "attention",
                       "head_dim " + std::to_string(p.head_dim));
   const dim3 grid(static_cast<unsigned>((p.q_len + kBlockM - 1) / kBlockM), static_cast<unsigned>(p.heads),
                   static_cast<unsigned>(p.batch));
-  attention_mma_kernel<T, D><<<grid, kThreads, smem, stream>>>(p);
+  attention_mma_kernel<T, D, kRelBias><<<grid, kThreads, smem, stream>>>(p);
   TFORMER_CUDA_CHECK_LAUNCH("attention_mma_kernel");
+}
+
+template <typename T, int D>
+void launch_attention_mma(const AttentionParams& p, cudaStream_t stream) {
+  if (p.rel_bias != nullptr) launch_attention_mma<T, D, true>(p, stream);
+  else launch_attention_mma<T, D, false>(p, stream);
 }
 
 template <typename T>

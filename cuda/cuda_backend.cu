@@ -129,6 +129,11 @@ void CudaBackend::bias_act(const BiasActParams& p, int device_index) {
   cuda::bias_act(p, d.state.stream());
 }
 
+void CudaBackend::gated_act(const GatedActParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::gated_act(p, d.state.stream());
+}
+
 void CudaBackend::layer_norm(const LayerNormParams& p, int device_index) {
   LockedDevice d = lock_device(device_index);
   cuda::layer_norm(p, d.state.stream());
@@ -169,6 +174,11 @@ void CudaBackend::layer_norm_backward(const LayerNormBackwardParams& p, int devi
 void CudaBackend::bias_act_backward(const BiasActBackwardParams& p, int device_index) {
   LockedDevice d = lock_device(device_index);
   cuda::bias_act_backward(p, d.state.stream());
+}
+
+void CudaBackend::gated_act_backward(const GatedActBackwardParams& p, int device_index) {
+  LockedDevice d = lock_device(device_index);
+  cuda::gated_act_backward(p, d.state.stream());
 }
 
 void CudaBackend::sum_rows(const SumRowsParams& p, int device_index) {

@@ -32,6 +32,7 @@ class CudaBackend final : public Backend {
 
   void gemm(const GemmParams& p, int device_index) override;
   void bias_act(const BiasActParams& p, int device_index) override;
+  void gated_act(const GatedActParams& p, int device_index) override;
   void layer_norm(const LayerNormParams& p, int device_index) override;
   void embedding(const EmbeddingParams& p, int device_index) override;
   void attention(const AttentionParams& p, int device_index) override;
@@ -43,6 +44,7 @@ class CudaBackend final : public Backend {
   bool saves_training_stats() const override { return true; }
   void layer_norm_backward(const LayerNormBackwardParams& p, int device_index) override;
   void bias_act_backward(const BiasActBackwardParams& p, int device_index) override;
+  void gated_act_backward(const GatedActBackwardParams& p, int device_index) override;
   void sum_rows(const SumRowsParams& p, int device_index) override;
   void attention_backward(const AttentionBackwardParams& p, int device_index) override;
   void embedding_backward(const EmbeddingBackwardParams& p, int device_index) override;

@@ -7,7 +7,11 @@
 // the thread that read the same element, so out (and sum_out) may alias x or residual.
 // Backward, deterministic (no float atomics): ds per row (one block per row, two block
 // sums), and dgamma += sum_r dout * xhat, dbeta += sum_r dout across rows (column_sums.cuh).
+// RMSNorm (T5, params' rms): a template flag kRms, so layer norm's kernels are unchanged:
+// rstd = 1 / sqrt(mean(s^2) + eps) in one pass, out = s * rstd * gamma (no beta);
+// backward ds = rstd * (g - xhat * mean(g * xhat)) with xhat = s * rstd, dgamma only.
 #include <algorithm>
+#include <stdexcept>
 
 #include "column_sums.cuh"
 #include "cuda_check.h"
@@ -29,7 +33,7 @@ __device__ __forceinline__ float layer_norm_input(const LayerNormParams& p, int6
   return s;
 }
 
-template <typename T>
+template <typename T, bool kRms>
 __global__ void layer_norm_kernel(const LayerNormParams p) {
   __shared__ float scratch[32];
   const T* gamma = static_cast<const T*>(p.gamma);
@@ -40,9 +44,12 @@ __global__ void layer_norm_kernel(const LayerNormParams p) {
 
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
     const int64_t offset = row * p.cols;
-    float sum = 0.0f;
-    for (int64_t c = threadIdx.x; c < p.cols; c += blockDim.x) sum += layer_norm_input<T>(p, offset, c);
-    const float mean = block_sum(sum, scratch) * inv_cols;
+    float mean = 0.0f;  // RMSNorm: no mean subtracted
+    if constexpr (!kRms) {
+      float sum = 0.0f;
+      for (int64_t c = threadIdx.x; c < p.cols; c += blockDim.x) sum += layer_norm_input<T>(p, offset, c);
+      mean = block_sum(sum, scratch) * inv_cols;
+    }
 
     float sq = 0.0f;
     for (int64_t c = threadIdx.x; c < p.cols; c += blockDim.x) {
@@ -51,7 +58,7 @@ __global__ void layer_norm_kernel(const LayerNormParams p) {
     }
     const float var = block_sum(sq, scratch) * inv_cols;
     const float rstd = 1.0f / sqrtf(var + p.eps);
-    if (threadIdx.x == 0) {  // training: saved for layer_norm_backward (below)
+    if (threadIdx.x == 0) {  // training: saved for layer_norm_backward (below); RMSNorm's mean is 0
       if (p.mean_out != nullptr) p.mean_out[row] = mean;
       if (p.rstd_out != nullptr) p.rstd_out[row] = rstd;
     }
@@ -59,7 +66,8 @@ __global__ void layer_norm_kernel(const LayerNormParams p) {
     for (int64_t c = threadIdx.x; c < p.cols; c += blockDim.x) {
       const float s = layer_norm_input<T>(p, offset, c);
       if (sum_out != nullptr) sum_out[offset + c] = from_float<T>(s);
-      out[offset + c] = from_float<T>((s - mean) * rstd * to_float(gamma[c]) + to_float(beta[c]));
+      if constexpr (kRms) out[offset + c] = from_float<T>(s * rstd * to_float(gamma[c]));
+      else out[offset + c] = from_float<T>((s - mean) * rstd * to_float(gamma[c]) + to_float(beta[c]));
     }
     // block_sum's barriers order this row's last-pass writes before the next row's reads.
   }
@@ -69,8 +77,8 @@ __global__ void layer_norm_kernel(const LayerNormParams p) {
 
 // ds = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * gamma, per row; one
 // block per row (grid-stride). Each element of ds is written by the thread that read
-// the same element of dout, so ds may alias dout.
-template <typename T>
+// the same element of dout, so ds may alias dout. kRms: mean(g) is not subtracted, xhat = s * rstd.
+template <typename T, bool kRms>
 __global__ void layer_norm_backward_rows_kernel(const LayerNormBackwardParams p) {
   __shared__ float scratch[32];
   const T* dout = static_cast<const T*>(p.dout);
@@ -80,7 +88,7 @@ __global__ void layer_norm_backward_rows_kernel(const LayerNormBackwardParams p)
   const float inv_cols = 1.0f / static_cast<float>(p.cols);
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
     const int64_t offset = row * p.cols;
-    const float mean = p.mean[row], rstd = p.rstd[row];
+    const float mean = kRms ? 0.0f : p.mean[row], rstd = p.rstd[row];
     float sum_g = 0.0f, sum_gx = 0.0f;
     for (int64_t c = threadIdx.x; c < p.cols; c += blockDim.x) {
       const float xhat = (to_float(s[offset + c]) - mean) * rstd;
@@ -88,7 +96,7 @@ __global__ void layer_norm_backward_rows_kernel(const LayerNormBackwardParams p)
       sum_g += g;
       sum_gx += g * xhat;
     }
-    const float mg = block_sum(sum_g, scratch) * inv_cols;
+    const float mg = kRms ? 0.0f : block_sum(sum_g, scratch) * inv_cols;
     const float mgx = block_sum(sum_gx, scratch) * inv_cols;
     for (int64_t c = threadIdx.x; c < p.cols; c += blockDim.x) {
       const float xhat = (to_float(s[offset + c]) - mean) * rstd;
@@ -115,6 +123,19 @@ struct LayerNormParamValues {
   }
 };
 
+// RMSNorm's one parameter gradient: dout * s * rstd (dgamma).
+template <typename T>
+struct RmsNormParamValues {
+  static constexpr int N = 1;
+  const T* dout;
+  const T* s;
+  const float* rstd;
+  int64_t cols;
+  __device__ void operator()(int64_t r, int64_t c, float (&v)[N]) const {
+    v[0] = to_float(dout[r * cols + c]) * (to_float(s[r * cols + c]) * rstd[r]);
+  }
+};
+
 // ---------------------------------------------------------------- launchers
 
 namespace {
@@ -122,15 +143,22 @@ namespace {
 template <typename T>
 void launch_layer_norm(const LayerNormParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.cols == 0) return;
+  if (p.rms && p.beta != nullptr) throw std::invalid_argument("cuda layer_norm: rms takes no beta");
   // A multiple of 32 (block_sum), up to 256 threads; small rows get one warp.
   const int threads = static_cast<int>(std::min<int64_t>((p.cols + 31) / 32 * 32, 256));
   const int64_t blocks = std::min<int64_t>(p.rows, 1 << 20);
-  layer_norm_kernel<T><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p);
+  if (p.rms) layer_norm_kernel<T, true><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p);
+  else layer_norm_kernel<T, false><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p);
   TFORMER_CUDA_CHECK_LAUNCH("layer_norm_kernel");
 }
 
 template <typename T, typename G>
 void layer_norm_param_grads(const LayerNormBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream) {
+  if (p.rms) {
+    RmsNormParamValues<T> f{static_cast<const T*>(p.dout), static_cast<const T*>(p.s), p.rstd, p.cols};
+    column_sums<G>(f, p.rows, p.cols, static_cast<G*>(p.dgamma), static_cast<G*>(nullptr), allocator, stream);
+    return;
+  }
   LayerNormParamValues<T> f{static_cast<const T*>(p.dout), static_cast<const T*>(p.s), p.mean, p.rstd, p.cols};
   column_sums<G>(f, p.rows, p.cols, static_cast<G*>(p.dgamma), static_cast<G*>(p.dbeta), allocator, stream);
 }
@@ -144,7 +172,8 @@ void launch_layer_norm_backward(const LayerNormBackwardParams& p, CachingAllocat
   }
   const int threads = static_cast<int>(std::min<int64_t>((p.cols + 31) / 32 * 32, 512));
   const int64_t blocks = std::min<int64_t>(p.rows, 1 << 20);
-  layer_norm_backward_rows_kernel<T><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p);
+  if (p.rms) layer_norm_backward_rows_kernel<T, true><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p);
+  else layer_norm_backward_rows_kernel<T, false><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p);
   TFORMER_CUDA_CHECK_LAUNCH("layer_norm_backward_rows_kernel");
 }
 
@@ -160,6 +189,7 @@ void layer_norm(const LayerNormParams& p, cudaStream_t stream) {
 }
 
 void layer_norm_backward(const LayerNormBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream) {
+  if (p.rms && p.dbeta != nullptr) throw std::invalid_argument("cuda layer_norm_backward: rms has no dbeta");
   if (p.rows <= 0 || p.cols <= 0) return;
   check_column_grid("layer_norm_backward", p.cols);
   switch (p.dtype) {

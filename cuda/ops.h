@@ -23,6 +23,8 @@ class CachingAllocator;  // allocator.h (the emulator: bench/gpu/emulate/emu_run
 
 void gemm(const GemmParams& p, cublasHandle_t handle, cudaStream_t stream);
 void bias_act(const BiasActParams& p, cudaStream_t stream);
+// gated_act.cu (with its backward, below).
+void gated_act(const GatedActParams& p, cudaStream_t stream);
 void layer_norm(const LayerNormParams& p, cudaStream_t stream);
 void embedding(const EmbeddingParams& p, cudaStream_t stream);
 // attention.cu; q_len 1 goes to attention_decode (attention_decode.cu), whose key splits
@@ -37,6 +39,7 @@ void copy_2d(const Copy2dParams& p, cudaStream_t stream);
 // Training kernels (train_*.cu). Those that take `allocator` draw temporaries from it.
 void layer_norm_backward(const LayerNormBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void bias_act_backward(const BiasActBackwardParams& p, cudaStream_t stream);
+void gated_act_backward(const GatedActBackwardParams& p, cudaStream_t stream);
 void sum_rows(const SumRowsParams& p, CachingAllocator& allocator, cudaStream_t stream);
 void attention_backward(const AttentionBackwardParams& p, CachingAllocator& allocator, cudaStream_t stream);
 // train_attention_mma.cu: the tensor-core path attention_backward takes when it applies.

@@ -20,6 +20,11 @@
 // shuffle and read the tile's transpose at [d][lane-indexed row]: lane owns dims lane + 32 t.
 // __launch_bounds__(256, 2): at most 128 registers, two blocks per SM where shared memory
 // allows (without the minimum, ptxas caps these at 80 registers and spills).
+// rel_bias (T5): a template flag of both main kernels; the bias joins the recomputed
+// scores, and with bp.drel_bias the dQ kernel also sums dS along the diagonals of its
+// (32 queries x 32 keys) tile in shared memory, then adds the block's sums to drel_bias
+// with one float atomicAdd per diagonal (the only atomics here: drel_bias's order of
+// additions varies in the last bits from run to run).
 // Head dims up to 128 (padded to 32, 64, 96, 128: a template parameter, so the register
 // accumulators have compile-time indices). f16 / bf16 with aligned rows: train_attention_mma.cu (tensor cores).
 #include <cmath>
@@ -52,6 +57,23 @@ constexpr size_t backward_smem_bytes() {
   return (2 * size_t(kTile) * D + 2 * size_t(D) * kPitch) * sizeof(float);
 }
 
+
+// dS sums of a (kTile queries from q0) x (kTile keys from k0) tile per diagonal x =
+// (j - k0) - (i - q0) + kTile - 1, i.e. rel_bias entry origin + k0 - q0 + x - (kTile - 1).
+constexpr int kDiagonals = 2 * kTile - 1;
+
+// Adds the diagonal sums of one tile into drel_bias (head h) and zeroes them; the caller
+// has passed a barrier since the last atomicAdd to `diag`, and passes one before the next.
+// Entries outside the span hold only masked pairs (0): skipped.
+__device__ __forceinline__ void flush_diagonals(const AttentionBackwardParams& bp, float* diag, int64_t q0,
+                                                int64_t k0, int64_t h) {
+  const AttentionParams& p = bp.fwd;
+  for (int x = threadIdx.x; x < kDiagonals; x += blockDim.x) {
+    const int64_t idx = p.rel_bias_origin + k0 - q0 + x - (kTile - 1);
+    if (diag[x] != 0.0f && idx >= 0 && idx < p.rel_bias_span) atomicAdd(&bp.drel_bias[idx * p.heads + h], diag[x]);
+    diag[x] = 0.0f;
+  }
+}
 
 __device__ __forceinline__ bool visible(const AttentionParams& p, int64_t i, int64_t j, int64_t kv_end) {
   return j < kv_end && (!p.causal || j <= i + p.causal_offset);
@@ -115,7 +137,7 @@ __global__ void __launch_bounds__(kThreads) attention_delta_kernel(const Attenti
 }
 
 // dK and dV of keys [k0, k0 + 32) of one (batch, head); grid (key tiles, heads, batch).
-template <typename T, int D>
+template <typename T, int D, bool kRelBias>
 __global__ void __launch_bounds__(kThreads, 2) attention_dkdv_kernel(const AttentionBackwardParams bp, const float* delta) {
   static_assert(D % 32 == 0, "D is a multiple of the warp size");
   constexpr int kDimsPerLane = D / 32;
@@ -188,7 +210,9 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dkdv_kernel(const Atten
     for (int r = 0; r < kRowsPerWarp; ++r) {
       // Masked (or padded) pairs get exactly 0, whatever exp2f gives for lse = -inf.
       const bool vis = row_valid && visible(p, i, key0 + r, kv_end);
-      prob[r] = vis ? exp2f(fmaf(s[r], lse_scale, -lse_i)) : 0.0f;
+      float shift = -lse_i;  // (the plain kernel's expression when !kRelBias)
+      if constexpr (kRelBias) shift += vis ? rel_bias_log2<T>(p, i, key0 + r, h) : 0.0f;
+      prob[r] = vis ? exp2f(fmaf(s[r], lse_scale, shift)) : 0.0f;
       ds[r] = prob[r] * (dp[r] - delta_i);
     }
 
@@ -232,12 +256,13 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dkdv_kernel(const Atten
 }
 
 // dQ of queries [q0, q0 + 32) of one (batch, head); grid (query tiles, heads, batch).
-template <typename T, int D>
+template <typename T, int D, bool kRelBias>
 __global__ void __launch_bounds__(kThreads, 2) attention_dq_kernel(const AttentionBackwardParams bp, const float* delta) {
   static_assert(D % 32 == 0, "D is a multiple of the warp size");
   constexpr int kDimsPerLane = D / 32;
   const AttentionParams& p = bp.fwd;
   extern __shared__ float4 smem[];
+  __shared__ float diag[kRelBias ? kDiagonals : 1];  // rel_bias: this tile's dS summed per key - query
   float* q_s = reinterpret_cast<float*>(smem);  // (kTile, D): the block's queries
   float* do_s = q_s + kTile * D;                // (kTile, D): their dO
   float* k_t = do_s + kTile * D;                // (D, kPitch): the key tile, transposed
@@ -271,8 +296,13 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dq_kernel(const Attenti
     for (int t = 0; t < kDimsPerLane; ++t) dq[r][t] = 0.0f;
   }
 
+  const bool drel = kRelBias && bp.drel_bias != nullptr;  // block-uniform
+  if (drel) {
+    for (int x = tid; x < kDiagonals; x += kThreads) diag[x] = 0.0f;
+  }
   for (int64_t k0 = 0; k0 < kv_stop; k0 += kTile) {
     __syncthreads();  // Q / dO staged; every warp is done with the previous key tile
+    if (drel && k0 > 0) flush_diagonals(bp, diag, q0, k0 - kTile, h);  // the previous tile's sums
     load_tile_pair<D, true>(k_t, v_t, k, p.k_row_stride, v, p.v_row_stride, k0, kv_end, head_dim);
     __syncthreads();
 
@@ -302,8 +332,12 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dq_kernel(const Attenti
     for (int r = 0; r < kRowsPerWarp; ++r) {
       const int64_t i = row0 + r;
       const bool vis = i < p.q_len && visible(p, i, j, kv_end);
-      const float prob = vis ? exp2f(fmaf(s[r], lse_scale, -lse_r[r])) : 0.0f;
+      float shift = -lse_r[r];
+      if constexpr (kRelBias) shift += vis ? rel_bias_log2<T>(p, i, j, h) : 0.0f;
+      const float prob = vis ? exp2f(fmaf(s[r], lse_scale, shift)) : 0.0f;
       ds[r] = prob * (dp[r] - delta_r[r]);
+      // Diagonal (j - k0) - (i - q0) + kTile - 1: the lanes of a row hit distinct ones.
+      if (drel && vis) atomicAdd(&diag[lane - (warp * kRowsPerWarp + r) + kTile - 1], ds[r]);
     }
 
     // dQ[i] += sum_j dS[i, j] K[j, :] (scale at the end).
@@ -319,6 +353,11 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dq_kernel(const Attenti
         for (int t = 0; t < kDimsPerLane; ++t) dq[r][t] = fmaf(dsj, kv[t], dq[r][t]);
       }
     }
+  }
+
+  if (drel && kv_stop > 0) {  // the last tile's sums
+    __syncthreads();
+    flush_diagonals(bp, diag, q0, (kv_stop - 1) / kTile * kTile, h);
   }
 
   T* dq_out = static_cast<T*>(bp.dq) + b * bp.dq_batch_stride + h * p.head_dim;
@@ -338,24 +377,32 @@ __global__ void __launch_bounds__(kThreads, 2) attention_dq_kernel(const Attenti
 
 namespace {
 
-template <typename T, int D>
+template <typename T, int D, bool kRelBias>
 void launch_backward(const AttentionBackwardParams& bp, const float* delta, cudaStream_t stream) {
   const AttentionParams& p = bp.fwd;
   constexpr size_t smem = backward_smem_bytes<D>();
   const std::string what = "head_dim " + std::to_string(p.head_dim);
-  allow_shared_memory(reinterpret_cast<const void*>(attention_dkdv_kernel<T, D>), smem, "attention_backward", what);
-  allow_shared_memory(reinterpret_cast<const void*>(attention_dq_kernel<T, D>), smem, "attention_backward", what);
+  allow_shared_memory(reinterpret_cast<const void*>(attention_dkdv_kernel<T, D, kRelBias>), smem,
+                      "attention_backward", what);
+  allow_shared_memory(reinterpret_cast<const void*>(attention_dq_kernel<T, D, kRelBias>), smem,
+                      "attention_backward", what);
   const unsigned heads = static_cast<unsigned>(p.heads), batch = static_cast<unsigned>(p.batch);
   if (p.kv_len > 0) {
     const dim3 grid(static_cast<unsigned>((p.kv_len + kTile - 1) / kTile), heads, batch);
-    attention_dkdv_kernel<T, D><<<grid, kThreads, smem, stream>>>(bp, delta);
+    attention_dkdv_kernel<T, D, kRelBias><<<grid, kThreads, smem, stream>>>(bp, delta);
     TFORMER_CUDA_CHECK_LAUNCH("attention_dkdv_kernel");
   }
   if (p.q_len > 0) {
     const dim3 grid(static_cast<unsigned>((p.q_len + kTile - 1) / kTile), heads, batch);
-    attention_dq_kernel<T, D><<<grid, kThreads, smem, stream>>>(bp, delta);
+    attention_dq_kernel<T, D, kRelBias><<<grid, kThreads, smem, stream>>>(bp, delta);
     TFORMER_CUDA_CHECK_LAUNCH("attention_dq_kernel");
   }
+}
+
+template <typename T, int D>
+void launch_backward(const AttentionBackwardParams& bp, const float* delta, cudaStream_t stream) {
+  if (bp.fwd.rel_bias != nullptr) launch_backward<T, D, true>(bp, delta, stream);
+  else launch_backward<T, D, false>(bp, delta, stream);
 }
 
 template <typename T>

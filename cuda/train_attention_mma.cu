@@ -34,8 +34,13 @@
 // Shared-memory rows are padded by 16 bytes: 8 consecutive rows of an ldmatrix then fall
 // in distinct banks. ptxas, sm_80-90: dK/dV 100-234 registers (D 32-128; 2 blocks of 4 warps
 // per SM at D 128), dQ 80-128, no spills; shared memory 30-69 KiB per block.
+// rel_bias (T5): a template flag of both kernels, the bias joins the recomputed scores;
+// with bp.drel_bias the dQ kernel sums dS per diagonal (key - query) of its 64-query block
+// and key tile in shared memory and adds the sums to drel_bias by float atomicAdd after
+// the tile's closing barrier (drel_bias's order of additions may vary in the last bits).
 // Requirements (else train_attention.cu's kernels run): f16 / bf16, head_dim a multiple
 // of 8 and <= 128, every pointer and stride 16-byte aligned.
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -245,7 +250,7 @@ __global__ void __launch_bounds__(kStatsWarps * 32)
 }
 
 // dK and dV of keys [k0, k0 + 64) of one (batch, head); grid (key tiles, heads, batch).
-template <typename T, int D>
+template <typename T, int D, bool kRelBias>
 __global__ void __launch_bounds__(kThreads)
     attention_dkdv_mma_kernel(const AttentionBackwardParams bp, const float* stats, int64_t q_pad) {
   constexpr int M = stream_rows<D>(), P = pitch<D>();
@@ -322,7 +327,10 @@ __global__ void __launch_bounds__(kThreads)
           for (int e = 0; e < 4; ++e) {
             const int qi = nb * 8 + 2 * t + (e & 1), col = c + qi;
             // Masked pairs get exactly 0, whatever exp2f gives for lse = -inf.
-            s[nb][e] = mask(qi, g + 8 * (e >> 1)) ? exp2f(fmaf(s[nb][e], scale2, -lse_t[col])) : 0.0f;
+            const bool vis = mask(qi, g + 8 * (e >> 1));
+            float shift = -lse_t[col];  // (the plain kernel's expression when !kRelBias)
+            if constexpr (kRelBias) shift += vis ? rel_bias_log2<T>(p, qc + qi, key_w + g + 8 * (e >> 1), h) : 0.0f;
+            s[nb][e] = vis ? exp2f(fmaf(s[nb][e], scale2, shift)) : 0.0f;
             dp[nb][e] = s[nb][e] * fmaf(dp[nb][e], p.scale, -delta_t[col]);  // scale dS^T
           }
         uint32_t a[4];
@@ -343,12 +351,16 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // dQ of queries [q0, q0 + 64) of one (batch, head); grid (query tiles, heads, batch).
-template <typename T, int D>
+template <typename T, int D, bool kRelBias>
 __global__ void __launch_bounds__(kThreads)
     attention_dq_mma_kernel(const AttentionBackwardParams bp, const float* stats, int64_t q_pad) {
   constexpr int N = stream_rows<D>(), P = pitch<D>();
+  // rel_bias: dS of the (kRows queries x N keys) tile summed per diagonal
+  // x = (key - k0) - (query - q0) + kRows - 1.
+  constexpr int kDiagonals = kRows + N - 1;
   const AttentionParams& p = bp.fwd;
   extern __shared__ float4 smem[];
+  __shared__ float diag[kRelBias ? kDiagonals : 1];
   T* q_s = reinterpret_cast<T*>(smem);  // (kRows, P): the block's queries
   T* do_s = q_s + kRows * P;            // (kRows, P): their dO
   T* k_s = do_s + kRows * P;            // [2](N, P): the key tile
@@ -393,6 +405,11 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dq[nd][e] = 0.0f;
 
+  const bool drel = kRelBias && bp.drel_bias != nullptr;  // block-uniform
+  const float inv_scale = 1.0f / p.scale;                  // dS from scale * dS (scale > 0 with rel_bias)
+  if (drel) {
+    for (int x = tid; x < kDiagonals; x += kThreads) diag[x] = 0.0f;  // ordered by the loop's first barrier
+  }
   int buf = 0;
   for (int64_t k0 = 0; k0 < kv_stop; k0 += N, buf ^= 1) {
     if (k0 + N < kv_stop) load_key_tile(k0 + N, buf ^ 1);
@@ -415,10 +432,13 @@ __global__ void __launch_bounds__(kThreads)
         for (int nb = 0; nb < 2; ++nb)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const int half = e >> 1;
-            const bool vis = mask(g + 8 * half, nb * 8 + 2 * t + (e & 1));
-            s[nb][e] = vis ? exp2f(fmaf(s[nb][e], scale2, -lse_r[half])) : 0.0f;
+            const int half = e >> 1, kj = nb * 8 + 2 * t + (e & 1);
+            const bool vis = mask(g + 8 * half, kj);
+            float shift = -lse_r[half];
+            if constexpr (kRelBias) shift += vis ? rel_bias_log2<T>(p, row_w + g + 8 * half, kc + kj, h) : 0.0f;
+            s[nb][e] = vis ? exp2f(fmaf(s[nb][e], scale2, shift)) : 0.0f;
             dp[nb][e] = s[nb][e] * fmaf(dp[nb][e], p.scale, -delta_r[half]);  // scale dS
+            if (drel && vis) atomicAdd(&diag[(c + kj) - (warp * 16 + g + 8 * half) + kRows - 1], dp[nb][e] * inv_scale);
           }
         uint32_t a[4];
         pack_a<T>(a, dp);
@@ -426,6 +446,14 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     __syncthreads();
+    if (drel) {  // this tile's sums: every warp is past its atomics; the zeros are ordered
+      // before the next tile's by its first barrier
+      for (int x = tid; x < kDiagonals; x += kThreads) {
+        const int64_t idx = p.rel_bias_origin + k0 - q0 + x - (kRows - 1);
+        if (diag[x] != 0.0f && idx >= 0 && idx < p.rel_bias_span) atomicAdd(&bp.drel_bias[idx * p.heads + h], diag[x]);
+        diag[x] = 0.0f;
+      }
+    }
   }
 
   T* dq_out = static_cast<T*>(bp.dq) + b * bp.dq_batch_stride + h * p.head_dim;
@@ -436,26 +464,32 @@ __global__ void __launch_bounds__(kThreads)
 
 namespace {
 
-template <typename T, int D>
+template <typename T, int D, bool kRelBias>
 void launch_mma_backward(const AttentionBackwardParams& bp, const float* stats, int64_t q_pad, cudaStream_t stream) {
   const AttentionParams& p = bp.fwd;
   const std::string what = "head_dim " + std::to_string(p.head_dim);
   constexpr size_t dkdv_smem = dkdv_smem_bytes<D>(), dq_smem = dq_smem_bytes<D>();
-  allow_shared_memory(reinterpret_cast<const void*>(attention_dkdv_mma_kernel<T, D>), dkdv_smem,
+  allow_shared_memory(reinterpret_cast<const void*>(attention_dkdv_mma_kernel<T, D, kRelBias>), dkdv_smem,
                       "attention_backward", what);
-  allow_shared_memory(reinterpret_cast<const void*>(attention_dq_mma_kernel<T, D>), dq_smem, "attention_backward",
-                      what);
+  allow_shared_memory(reinterpret_cast<const void*>(attention_dq_mma_kernel<T, D, kRelBias>), dq_smem,
+                      "attention_backward", what);
   const unsigned heads = static_cast<unsigned>(p.heads), batch = static_cast<unsigned>(p.batch);
   if (p.kv_len > 0) {
     const dim3 grid(static_cast<unsigned>((p.kv_len + kRows - 1) / kRows), heads, batch);
-    attention_dkdv_mma_kernel<T, D><<<grid, kThreads, dkdv_smem, stream>>>(bp, stats, q_pad);
+    attention_dkdv_mma_kernel<T, D, kRelBias><<<grid, kThreads, dkdv_smem, stream>>>(bp, stats, q_pad);
     TFORMER_CUDA_CHECK_LAUNCH("attention_dkdv_mma_kernel");
   }
   if (p.q_len > 0) {
     const dim3 grid(static_cast<unsigned>((p.q_len + kRows - 1) / kRows), heads, batch);
-    attention_dq_mma_kernel<T, D><<<grid, kThreads, dq_smem, stream>>>(bp, stats, q_pad);
+    attention_dq_mma_kernel<T, D, kRelBias><<<grid, kThreads, dq_smem, stream>>>(bp, stats, q_pad);
     TFORMER_CUDA_CHECK_LAUNCH("attention_dq_mma_kernel");
   }
+}
+
+template <typename T, int D>
+void launch_mma_backward(const AttentionBackwardParams& bp, const float* stats, int64_t q_pad, cudaStream_t stream) {
+  if (bp.fwd.rel_bias != nullptr) launch_mma_backward<T, D, true>(bp, stats, q_pad, stream);
+  else launch_mma_backward<T, D, false>(bp, stats, q_pad, stream);
 }
 
 template <typename T>
@@ -482,6 +516,7 @@ bool attention_backward_mma_supported(const AttentionBackwardParams& bp) {
   const AttentionParams& p = bp.fwd;
   if (p.dtype != DType::f16 && p.dtype != DType::bf16) return false;
   if (p.head_dim % 8 != 0 || p.head_dim > 128 || p.kv_group != 1) return false;
+  if (p.rel_bias != nullptr && !(p.scale > 0.0f && p.scale < INFINITY)) return false;  // drel_bias divides by it
   const int64_t q_pad = (p.q_len + kRows - 1) / kRows * kRows;
   if (p.batch * p.heads * q_pad > int64_t(0x7fffffff) * kStatsWarps) return false;  // the stats grid
   for (const void* ptr : {p.q, p.k, p.v, bp.dout, static_cast<const void*>(bp.dq), static_cast<const void*>(bp.dk),

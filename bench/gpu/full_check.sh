@@ -67,7 +67,7 @@ lib=$(python3 -c "import pathlib, tformer; print(pathlib.Path(tformer.__file__).
 # mma.cuh's fragment layouts on the real tensor cores (the emulator assumes them: emu_mma.h).
 nvcc -std=c++17 -arch=sm_$arch -Icuda bench/gpu/check_mma.cu -o "$OUT/check_mma" && "$OUT/check_mma" > "$OUT/check_mma.log" 2>&1
 echo "check_mma exit $?: $(tail -1 "$OUT/check_mma.log")"
-for check in check_backend check_training check_attention_mma check_decode_attention; do
+for check in check_backend check_training check_t5_kernels check_attention_mma check_decode_attention; do
   g++ -O2 -std=c++17 -pthread -Icpp/include "bench/gpu/$check.cpp" -ldl -o "$OUT/$check" &&
     timeout 60 "$OUT/$check" "$lib" > "$OUT/$check.log" 2>&1
   echo "$check exit $?: $(tail -1 "$OUT/$check.log")"

@@ -31,6 +31,10 @@ struct MaskedAttention {
   bool causal = false;
   int64_t causal_offset = 0;
   double scale;
+  // T5's relative position bias (host floats, (span, heads)): score(i, j) +=
+  // rel_bias[(rel_bias_origin + j - i) * heads + h]; null: none.
+  const float* rel_bias = nullptr;
+  int64_t rel_bias_origin = 0, heads = 0;
 };
 
 // Softmax of one query row over its visible keys.
@@ -53,7 +57,8 @@ inline AttentionRow attention_row(const MaskedAttention& a, const HostRows& q, c
     const float* kj = k.at(row.kv_batch, j, h, a.head_dim);
     double dot = 0;
     for (int64_t d = 0; d < a.head_dim; ++d) dot += double(qi[d]) * kj[d];
-    s.push_back(dot * a.scale), row.keys.push_back(j);
+    const double bias = a.rel_bias ? double(a.rel_bias[(a.rel_bias_origin + j - i) * a.heads + h]) : 0.0;
+    s.push_back(dot * a.scale + bias), row.keys.push_back(j);
   }
   if (s.empty()) return row;
   const double mx = *std::max_element(s.begin(), s.end());

@@ -18,13 +18,13 @@ cmake --build "$build" -j"$(nproc)" > "$logs/build.log" 2>&1 || { tail -40 "$log
 echo "build: $(( $(date +%s) - start )) s; spills: $(grep -c '[1-9][0-9]* bytes spill' "$logs/build.log" || true) kernels"
 lib="$build/libtformer_cuda.so"
 echo "training kernels: $(grep -A4 'Compiling entry function .*\(backward\|dkdv\|dq_kernel\|delta\|cross_entropy\|dropout\|adamw\|column_\|sum_squares\|sum_partials\)' "$logs/build.log" | grep -c '[1-9][0-9]* bytes spill') spilling"
-for check in check_backend check_training check_attention_mma check_decode_attention; do
+for check in check_backend check_training check_t5_kernels check_attention_mma check_decode_attention; do
   "$build/$check" "$lib" | tee "$logs/$check.log" | grep -v '^ok ' || true
   tail -1 "$logs/$check.log"
 done
 if command -v compute-sanitizer > /dev/null && [ "${SANITIZE:-1}" = 1 ]; then
   # The checks provoke API errors on purpose (out of memory, bad device): not reported.
-  for check in check_backend check_training check_attention_mma check_decode_attention; do
+  for check in check_backend check_training check_t5_kernels check_attention_mma check_decode_attention; do
     for tool in memcheck racecheck; do
       compute-sanitizer --tool $tool --report-api-errors no --error-exitcode 9 \
         "$build/$check" "$lib" > "$logs/$check.$tool.log" 2>&1 || true

@@ -9,7 +9,8 @@ lse (rounded to float32), so this checks the backward alone.
 
 Tolerances: dq, dk, dv as test_attention_backward.py (1e-5 * the largest |gradient| of the
 three, plus 1e-5 relative); drel_bias: 1e-5 * its largest |entry| + 1e-5 relative, each
-entry a float32 sum over at most batch * q_len values of dS.
+entry a float32 sum over at most batch * q_len values of dS (and at least 1e-5 * the
+gradients' scale: with one key every dS is 0 up to rounding).
 """
 
 import numpy as np
@@ -63,7 +64,9 @@ def _check(device, B, Tq, Tk, H, D, span, origin, seed, **masks):
     big = max(np.max(np.abs(r)) for r in (rdq, rdk, rdv))
     for got, ref, what in ((dq, rdq, "dq"), (dk, rdk, "dk"), (dv, rdv, "dv")):
         assert_close(got, ref, atol=1e-5 * big, rtol=1e-5, what=what)
-    assert_close(db, rdb, atol=1e-5 * np.max(np.abs(rdb)), rtol=1e-5, what="drel_bias")
+    # One key: dS = P (dP - delta) is 0 up to rounding, so drel_bias is measured against the
+    # gradients' scale too (as dq and dk are): summation orders differ across devices.
+    assert_close(db, rdb, atol=1e-5 * max(np.max(np.abs(rdb)), big), rtol=1e-5, what="drel_bias")
     return db, rdb
 
 

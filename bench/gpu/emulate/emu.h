@@ -326,6 +326,12 @@ inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
 inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
 inline float __fdiv_rn(float a, float b) { volatile float r = a / b; return r; }
 inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+// Atomics: threads switch only at barriers, so a plain read-modify-write is atomic here.
+inline float atomicAdd(float* address, float v) {
+  const float old = *address;
+  *address = old + v;
+  return old;
+}
 inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
 

@@ -37,6 +37,7 @@ class EmulatedBackend final : public Backend {
 
   void gemm(const GemmParams& p, int i) override { Lock l(this, i); cuda::gemm(p, nullptr, nullptr); }
   void bias_act(const BiasActParams& p, int i) override { Lock l(this, i); cuda::bias_act(p, nullptr); }
+  void gated_act(const GatedActParams& p, int i) override { Lock l(this, i); cuda::gated_act(p, nullptr); }
   void layer_norm(const LayerNormParams& p, int i) override { Lock l(this, i); cuda::layer_norm(p, nullptr); }
   void embedding(const EmbeddingParams& p, int i) override { Lock l(this, i); cuda::embedding(p, nullptr); }
   void attention(const AttentionParams& p, int i) override { Lock l(this, i); cuda::attention(p, allocator_, nullptr); }
@@ -55,6 +56,10 @@ class EmulatedBackend final : public Backend {
   void bias_act_backward(const BiasActBackwardParams& p, int i) override {
     Lock l(this, i);
     cuda::bias_act_backward(p, nullptr);
+  }
+  void gated_act_backward(const GatedActBackwardParams& p, int i) override {
+    Lock l(this, i);
+    cuda::gated_act_backward(p, nullptr);
   }
   void sum_rows(const SumRowsParams& p, int i) override { Lock l(this, i); cuda::sum_rows(p, allocator_, nullptr); }
   void attention_backward(const AttentionBackwardParams& p, int i) override {

@@ -2,8 +2,9 @@
 # Runs check_emu_cp_async (the emulator's own cp.async model), builds the emulated library
 # (build_library.sh: every kernel file of cuda/ on the CPU emulator of emu.h) and runs the
 # GPU lab's checks against it: check_backend (every forward op, loaded with dlopen as the
-# core does), check_training (the training kernels), check_attention_mma (the tensor-core
-# attention forward), check_mma (the tensor-core primitives), then check_decode_attention
+# core does), check_training (the training kernels), check_t5_kernels (T5's kernels),
+# check_attention_mma (the tensor-core attention forward), check_mma (the tensor-core
+# primitives), then check_decode_attention
 # (the decode-step attention). No GPU needed, only g++ and the CUDA headers (cuda_fp16.h
 # and friends). Run from the repository root: bash bench/gpu/emulate/emulate.sh [--all-dtypes]
 # (--all-dtypes: check_training and check_decode_attention in f16 and bf16 too;
@@ -25,6 +26,9 @@ echo "== check_backend on the emulator"
 echo "== check_training on the emulator"
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_training.cpp "${objs[@]}" -ldl -o "$out/check_training_emulated"
 "$out/check_training_emulated" "$@"
+# The kernels T5 adds (RMSNorm, gated_act, relative position bias), forward and backward, every dtype.
+g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_t5_kernels.cpp "${objs[@]}" -ldl -o "$out/check_t5_kernels_emulated"
+"$out/check_t5_kernels_emulated" | awk '!/^ok/'  # the failures, the paths taken and the summary
 # The tensor-core attention forward (f16 / bf16) through the same backend.
 g++ "${flags[@]}" -DTFORMER_LAB_EMULATED bench/gpu/check_attention_mma.cpp "${objs[@]}" -ldl -o "$out/check_attention_mma_emulated"
 "$out/check_attention_mma_emulated"
