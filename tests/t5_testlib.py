@@ -44,14 +44,15 @@ def _classes(model_type):
             "mt5": (tr.MT5Config, tr.MT5ForConditionalGeneration)}[model_type]
 
 
-def build(name, seed=0):
-    """The float32 transformers model with every parameter re-drawn (tied matrices once)."""
+def build(name, seed=0, **config_changes):
+    """The float32 transformers model with every parameter re-drawn (tied matrices once);
+    config_changes: other config.json keys (a larger vocab_size, task_specific_params)."""
     spec = T5_SPECS[name]
     config_cls, model_cls = _classes(spec["model_type"])
     torch.manual_seed(seed)
     with lib.quiet():
-        model = model_cls(config_cls(**spec["config"], dropout_rate=0.0, decoder_start_token_id=START,
-                                     pad_token_id=PAD, eos_token_id=EOS))
+        model = model_cls(config_cls(**{**spec["config"], **config_changes}, dropout_rate=0.0,
+                                     decoder_start_token_id=START, pad_token_id=PAD, eos_token_id=EOS))
     untied = spec["config"]["tie_word_embeddings"] is False
     if untied:  # transformers 5 ties lm_head to shared whatever the config says: untie it
         model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())

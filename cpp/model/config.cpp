@@ -35,7 +35,8 @@ void TransformerConfig::validate() const {
   if (!(attention_scale >= 0.0f) || !std::isfinite(attention_scale))
     throw_value_error("config: attention_scale must be a finite number >= 0 (0: head_dim^-0.5), got ",
                       attention_scale);
-  if (!std::isfinite(logits_scale)) throw_value_error("config: logits_scale must be a finite number, got ", logits_scale);
+  if (!std::isfinite(logits_scale))
+    throw_value_error("config: logits_scale must be a finite number, got ", logits_scale);
   // The bucket formula needs max_exact = buckets / 4 (bidirectional) >= 1 and a logarithmic
   // range above it: log(max_distance / max_exact) > 0 with max_exact up to buckets / 2 (causal).
   if (relative_attention_buckets != 0) {

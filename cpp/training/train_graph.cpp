@@ -14,12 +14,6 @@ namespace {
 
 Tensor like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
 
-// T5's conventions that its config switches do not spell out (T5 is the family with a
-// relative position bias): its embedding has no padding row (nn.Embedding without
-// padding_idx: the pad id, which is also the decoder start, is trained like any token), and
-// each stack's output is dropped out after the final norm.
-bool t5_conventions(const TransformerConfig& c) { return c.relative_attention_buckets > 0; }
-
 // The relative position bias of one stack for one step (T5): the bucket of each relative
 // distance -(L-1) .. L-1, the (span, heads) bias they select from the stack's table (read by
 // every layer at origin + j - i), and its float32 gradient, which the layers add into.
@@ -51,7 +45,7 @@ void with_rel_bias(BatchInfo& b, RelBias& r) {
 
 // The table's gradient: dtable[bucket of each distance] += dbias (an embedding's backward).
 void rel_bias_backward(Tensor& dtable, const RelBias& r) {
-  if (dtable.defined()) ops::embedding_backward(&dtable, nullptr, r.dbias, r.ids, nullptr, 1.0f, -1);
+  ops::embedding_backward(&dtable, nullptr, r.dbias, r.ids, nullptr, 1.0f, -1);
 }
 
 struct EmbedActs {
@@ -85,8 +79,8 @@ void embed_backward(const Tensor& dx_in, const Tensor& ids, const Tensor& pos_id
     norm_backward(ds, norm_grads, dx, norm, cfg, a.norm);
     dx = ds;
   }
-  // nn.Embedding(padding_idx=pad): the pad row gets no gradient from lookups (not in T5).
-  const int32_t skip = t5_conventions(cfg) ? -1 : cfg.pad_id;
+  // nn.Embedding(padding_idx=pad): the pad row gets no gradient from lookups (config.padding_row).
+  const int32_t skip = cfg.padding_row ? cfg.pad_id : -1;
   Tensor* dpositions = cfg.position_table ? grad_of(grads.positions) : nullptr;
   ops::embedding_backward(grad_of(grads.table), dpositions, dx, ids, dpositions ? &pos_ids : nullptr,
                           cfg.embed_scale, skip);
@@ -102,7 +96,7 @@ Tensor final_norm_train(const Tensor& x, const LayerNorm& norm, const Transforme
                         FinalNormActs& a) {
   Tensor out = like(x);
   norm_train(out, x, nullptr, norm, cfg, a.norm);
-  if (t5_conventions(cfg)) {
+  if (cfg.final_norm_dropout) {
     a.drop_offset = drop.take(out.numel());
     if (drop.p > 0.0f) ops::dropout(out, out, drop.p, drop.seed, a.drop_offset);
   }
@@ -112,7 +106,7 @@ Tensor final_norm_train(const Tensor& x, const LayerNorm& norm, const Transforme
 Tensor final_norm_backward(const Tensor& dy, const LayerNorm& norm, LayerNorm& grads, const TransformerConfig& cfg,
                            const Dropout& drop, const FinalNormActs& a) {
   Tensor dx = like(dy);
-  if (t5_conventions(cfg) && drop.p > 0.0f) {
+  if (cfg.final_norm_dropout && drop.p > 0.0f) {
     Tensor dmasked = like(dy);
     ops::dropout(dmasked, dy, drop.p, drop.seed, a.drop_offset);
     norm_backward(dx, grads, dmasked, norm, cfg, a.norm);
@@ -351,8 +345,11 @@ LossSum TrainGraph::run(const TokenBatch& src, const TokenBatch& tgt_in, const T
   // T5: each stack's self-attention bias, gathered once for all its layers.
   RelBias enc_rel, dec_rel;
   if (c.relative_attention_buckets > 0) {
-    enc_rel = rel_bias_train(w.encoder.relative_attention_bias, s.len, true, c, backward);
-    dec_rel = rel_bias_train(w.decoder.relative_attention_bias, t.len, false, c, backward);
+    // (the layers compute no bias gradient for a frozen table)
+    enc_rel = rel_bias_train(w.encoder.relative_attention_bias, s.len, true, c,
+                             backward && g.encoder.relative_attention_bias.defined());
+    dec_rel = rel_bias_train(w.decoder.relative_attention_bias, t.len, false, c,
+                             backward && g.decoder.relative_attention_bias.defined());
     with_rel_bias(enc_batch, enc_rel);
     with_rel_bias(self_batch, dec_rel);
   }

@@ -82,6 +82,8 @@ void register_config(py::module_& m) {
       .def_readwrite("relative_attention_buckets", &C::relative_attention_buckets)
       .def_readwrite("relative_attention_max_distance", &C::relative_attention_max_distance)
       .def_readwrite("logits_scale", &C::logits_scale)
+      .def_readwrite("padding_row", &C::padding_row)
+      .def_readwrite("final_norm_dropout", &C::final_norm_dropout)
       .def("validate", &C::validate)
       .def("parameter_shapes", [](const C& c) {
         py::list out;

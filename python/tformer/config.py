@@ -18,7 +18,7 @@ _CORE_FIELDS = (
     "max_positions", "position_ids", "position_offset", "pad_id", "shared_embeddings",
     "tied_output", "final_logits_bias", "layer_norm_eps", "rms_norm", "linear_bias", "head_dim",
     "attention_scale", "gated_ffn", "relative_attention_buckets", "relative_attention_max_distance",
-    "logits_scale",
+    "logits_scale", "padding_row", "final_norm_dropout",
 )
 _FLOAT_FIELDS = ("embed_scale", "layer_norm_eps", "attention_scale", "logits_scale")
 
@@ -29,7 +29,8 @@ _INT_FIELDS = (
 )
 _OPTIONAL_INT_FIELDS = ("bos_id", "decoder_start_id")
 _BOOL_FIELDS = ("pre_norm", "encoder_final_norm", "decoder_final_norm", "embed_norm", "shared_embeddings",
-                "tied_output", "final_logits_bias", "rms_norm", "linear_bias", "gated_ffn")
+                "tied_output", "final_logits_bias", "rms_norm", "linear_bias", "gated_ffn",
+                "padding_row", "final_norm_dropout")
 _STR_FIELDS = ("activation", "positions", "position_ids", "model_type")
 _POSITIONS = ("sinusoidal", "sinusoidal_marian", "sinusoidal_fairseq", "learned", "none")
 # Ids a decoder feeds to its embedding or compares with its logits: inside the target vocabulary.
@@ -177,7 +178,7 @@ class TransformerConfig:
     decoder_final_norm: bool = False      # LayerNorm after the last decoder layer
     embed_norm: bool = False              # LayerNorm after embeddings + positions (BART)
     embed_scale: float | None = None      # None: sqrt(d_model), as in the paper
-    max_positions: int = 1024             # rows of each positions table
+    max_positions: int = 1024             # rows of each positions table (positions="none": longest input)
     positions: str = "sinusoidal"         # sinusoidal, sinusoidal_marian, sinusoidal_fairseq, learned
     position_ids: str = "arange"          # arange, or count_non_pad (fairseq/M2M100)
     position_offset: int = 0              # added to every position id (BART's learned table: 2)
@@ -200,6 +201,9 @@ class TransformerConfig:
     relative_attention_buckets: int = 0   # T5 relative position bias buckets per stack; 0: none
     relative_attention_max_distance: int = 128  # distances from here on share the last bucket
     logits_scale: float = 1.0             # logits = logits_scale * h @ out_proj^T (tied T5: d_model**-0.5)
+    # Training conventions (no effect on inference):
+    padding_row: bool = True              # the pad row of the embeddings gets no gradient (T5: False)
+    final_norm_dropout: bool = False      # dropout after each stack's final norm (T5: True)
 
     def __post_init__(self):
         if self.decoder_start_id is None:

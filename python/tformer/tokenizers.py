@@ -461,8 +461,9 @@ class FastTokenizer(Tokenizer):
 
 class T5SentencePieceTokenizer(Tokenizer):
     """spiece.model of a T5 / mT5 directory that has no tokenizer.json: the text's
-    sentencepiece ids followed by </s> (transformers' sentencepiece T5Tokenizer); decoding
-    skips pad, </s>, <unk> and the `extra_ids` sentinels (ids from the model's size on)."""
+    sentencepiece ids followed by </s> (transformers' T5Tokenizer), special tokens written in
+    the text (</s>, <pad>, <unk>, <extra_id_N>) split out as their ids; decoding skips pad,
+    </s>, <unk> and the `extra_ids` sentinels (ids from the model's size on)."""
 
     family = "t5"
 
@@ -482,11 +483,26 @@ class T5SentencePieceTokenizer(Tokenizer):
             raise ValueError(f"{path}/spiece.model has no end-of-sentence piece: not a T5 sentencepiece model")
         size = self.sp.get_piece_size()
         self._skip = {i for i in (self.sp.pad_id(), self.eos_id, self.sp.unk_id()) if 0 <= i < size}
+        # Special tokens written in the text are their ids, as transformers splits them out
+        # (<extra_id_N> is id size + extra_ids - 1 - N); the text between them is encoded alone.
+        specials = {self.sp.id_to_piece(i): i for i in self._skip}
+        specials.update({f"<extra_id_{n}>": size + extra - 1 - n for n in range(extra)})
+        self._specials = specials
+        self._split = re.compile("(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")")
+
+    def _encode_one(self, text):
+        ids = []
+        for i, part in enumerate(self._split.split(text)):
+            if i % 2:
+                ids.append(self._specials[part])
+            elif part.strip():
+                ids += self.sp.encode(part)
+        return ids + [self.eos_id]
 
     def encode(self, texts, source_lang=None, target_lang=None):
         self._no_source_lang(source_lang)
         self.target_prefix(target_lang)
-        return [self.sp.encode(text) + [self.eos_id] for text in texts]
+        return [self._encode_one(text) for text in texts]
 
     def decode(self, id_lists):
         size = self.sp.get_piece_size()

@@ -69,6 +69,11 @@ struct TransformerConfig {
   int64_t relative_attention_buckets = 0;
   int64_t relative_attention_max_distance = 128;
   float logits_scale = 1.0f;        // logits = logits_scale * h @ out_proj^T (tied T5: d_model^-0.5)
+  // Training conventions of a family (no effect on inference):
+  bool padding_row = true;          // the pad id's embedding row gets no gradient from lookups
+                                    // (nn.Embedding(padding_idx=pad)); T5: trained like any token,
+                                    // it is also the decoder start
+  bool final_norm_dropout = false;  // dropout on each stack's output after its final norm (T5)
 
   // Width of one head of a stack with `heads` heads, and of all of them (the attention's inner
   // width, which may differ from d_model when head_dim is set).

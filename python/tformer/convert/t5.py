@@ -92,7 +92,8 @@ def t5_config(fields, model_type: str, where: str, has_lm_head: bool | None = No
             embed_scale=1.0, positions="none", max_positions=_core.config_limits()["max_positions"],
             relative_attention_buckets=buckets, relative_attention_max_distance=max_distance,
             pad_id=pad, eos_id=eos, decoder_start_id=start, shared_embeddings=True, tied_output=tied,
-            logits_scale=_logits_scale(fields, model_type, d), model_type=model_type,
+            logits_scale=_logits_scale(fields, model_type, d), padding_row=False, final_norm_dropout=True,
+            model_type=model_type,
             extra={"hf_config": fields.hf},
         )
     except (ValueError, TypeError) as e:
