@@ -334,4 +334,6 @@ void attention(const AttentionParams& p, CachingAllocator& allocator, cudaStream
   }
 }
 
+TFORMER_CUDA_OP(attention);
+
 }  // namespace tformer::cuda

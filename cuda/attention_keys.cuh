@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "dtype_convert.cuh"
-#include "tformer/backend.h"
+#include "tformer/ops/attention.h"
 
 namespace tformer::cuda {
 

@@ -3,7 +3,7 @@
 
 #include <driver_types.h>
 
-#include "tformer/backend.h"
+#include "tformer/ops/attention.h"
 
 namespace tformer::cuda {
 

@@ -12,6 +12,7 @@
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "ops.h"
+#include "tformer/ops/bias_act.h"
 
 namespace tformer::cuda {
 
@@ -118,5 +119,8 @@ void bias_act_backward(const BiasActBackwardParams& p, cudaStream_t stream) {
     default: throw_unsupported_dtype("bias_act_backward", p.dtype);
   }
 }
+
+TFORMER_CUDA_OP(bias_act);
+TFORMER_CUDA_OP(bias_act_backward);
 
 }  // namespace tformer::cuda

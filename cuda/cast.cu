@@ -6,6 +6,7 @@
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "ops.h"
+#include "tformer/ops/cast.h"
 
 namespace tformer::cuda {
 
@@ -61,5 +62,7 @@ void cast(const CastParams& p, cudaStream_t stream) {
     default: throw_unsupported_dtype("cast (from)", p.src_dtype);
   }
 }
+
+TFORMER_CUDA_OP(cast);
 
 }  // namespace tformer::cuda

@@ -1,5 +1,5 @@
 // Deterministic column sums (no float atomics: the order of additions depends only on
-// the sizes), shared by sum_rows (train_reduce.cu) and layer_norm_backward's parameter
+// the sizes), shared by sum_rows (reduce.cu) and layer_norm_backward's parameter
 // gradients (layer_norm.cu). Two kernels: column_partials_kernel gives each fixed chunk
 // of rows its own partial vector (a block = 32 columns x 8 row lanes, combined in lane
 // order), then column_finish_kernel adds the chunks' partials in chunk order to the

@@ -1,5 +1,6 @@
 // CudaBackend: memory and copies go straight to the CUDA runtime on the device's
-// stream; kernels go to the launchers of ops.h. Every call that uses the stream holds
+// stream; ops go to the launchers registered by TFORMER_CUDA_OP (ops.h), through
+// lock_device. Every call that uses the stream holds
 // the device's lock while it enqueues (see "Threads" in device_state.h).
 #include "cuda_backend.h"
 
@@ -52,7 +53,7 @@ DeviceState& CudaBackend::device(int device_index) {
   return *devices_[device_index];
 }
 
-CudaBackend::LockedDevice CudaBackend::lock_device(int device_index) {
+CudaBackend::LockedState CudaBackend::lock_state(int device_index) {
   DeviceState& d = device(device_index);
   return {d, std::unique_lock<std::mutex>(d.mutex())};
 }
@@ -78,7 +79,7 @@ void CudaBackend::empty_cache() {
 
 void CudaBackend::copy_from_host(void* dst, const void* src, size_t bytes, int device_index) {
   if (bytes == 0) return;
-  LockedDevice d = lock_device(device_index);
+  LockedState d = lock_state(device_index);
   // From pageable memory this returns once `src` has been read into a staging buffer,
   // so the caller may free or reuse it at once.
   TFORMER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, d.state.stream()));
@@ -88,7 +89,7 @@ void CudaBackend::copy_to_host(void* dst, const void* src, size_t bytes, int dev
   if (bytes == 0) return;
   cudaStream_t stream = nullptr;
   {
-    LockedDevice d = lock_device(device_index);
+    LockedState d = lock_state(device_index);
     stream = d.state.stream();
     TFORMER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
   }
@@ -98,130 +99,36 @@ void CudaBackend::copy_to_host(void* dst, const void* src, size_t bytes, int dev
 
 void CudaBackend::copy_on_device(void* dst, const void* src, size_t bytes, int device_index) {
   if (bytes == 0 || dst == src) return;
-  LockedDevice d = lock_device(device_index);
+  LockedState d = lock_state(device_index);
   TFORMER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, d.state.stream()));
 }
 
 void CudaBackend::fill_zero(void* dst, size_t bytes, int device_index) {
   if (bytes == 0) return;
-  LockedDevice d = lock_device(device_index);
+  LockedState d = lock_state(device_index);
   TFORMER_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, d.state.stream()));
 }
 
 void CudaBackend::synchronize(int device_index) {
   cudaStream_t stream = nullptr;
   {
-    LockedDevice d = lock_device(device_index);
+    LockedState d = lock_state(device_index);
     stream = d.state.stream();
   }
   TFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-// ---------------------------------------------------------------- kernels
+// ---------------------------------------------------------------- op entries (ops.h)
 
-void CudaBackend::gemm(const GemmParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::gemm(p, d.state.cublas(), d.state.stream());
+StreamBackend::Locked CudaBackend::lock_device(int device_index) {
+  DeviceState& d = device(device_index);
+  std::unique_lock<std::mutex> lock(d.mutex());
+  cudaStream_t stream = d.stream();  // created on first use, under the lock
+  return {stream, d.allocator(), std::move(lock)};
 }
 
-void CudaBackend::bias_act(const BiasActParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::bias_act(p, d.state.stream());
-}
+cublasHandle_t CudaBackend::cublas(int device_index) { return devices_[device_index]->cublas(); }
 
-void CudaBackend::gated_act(const GatedActParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::gated_act(p, d.state.stream());
-}
-
-void CudaBackend::layer_norm(const LayerNormParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::layer_norm(p, d.state.stream());
-}
-
-void CudaBackend::embedding(const EmbeddingParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::embedding(p, d.state.stream());
-}
-
-void CudaBackend::attention(const AttentionParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::attention(p, d.state.allocator(), d.state.stream());
-}
-
-void CudaBackend::cast(const CastParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::cast(p, d.state.stream());
-}
-
-void CudaBackend::gather_rows(const GatherRowsParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::gather_rows(p, d.state.allocator(), d.state.stream());
-}
-
-void CudaBackend::copy_2d(const Copy2dParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::copy_2d(p, d.state.stream());
-}
-
-// ---------------------------------------------------------------- training kernels
-
-void CudaBackend::layer_norm_backward(const LayerNormBackwardParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::layer_norm_backward(p, d.state.allocator(), d.state.stream());
-}
-
-void CudaBackend::bias_act_backward(const BiasActBackwardParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::bias_act_backward(p, d.state.stream());
-}
-
-void CudaBackend::gated_act_backward(const GatedActBackwardParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::gated_act_backward(p, d.state.stream());
-}
-
-void CudaBackend::sum_rows(const SumRowsParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::sum_rows(p, d.state.allocator(), d.state.stream());
-}
-
-void CudaBackend::attention_backward(const AttentionBackwardParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::attention_backward(p, d.state.allocator(), d.state.stream());
-}
-
-void CudaBackend::embedding_backward(const EmbeddingBackwardParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::embedding_backward(p, d.state.allocator(), d.state.stream());
-}
-
-void CudaBackend::cross_entropy(const CrossEntropyParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::cross_entropy(p, d.state.stream());
-}
-
-void CudaBackend::dropout(const DropoutParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::dropout(p, d.state.stream());
-}
-
-void CudaBackend::adamw(const AdamWParams& p, int device_index) {
-  LockedDevice d = lock_device(device_index);
-  cuda::adamw(p, d.state.stream());
-}
-
-double CudaBackend::sum_squares(const SumSquaresParams& p, int device_index) {
-  double result = 0.0;
-  cudaStream_t stream = nullptr;
-  {
-    LockedDevice d = lock_device(device_index);
-    stream = d.state.stream();
-    cuda::sum_squares(p, d.state.allocator(), stream, &result);
-  }
-  // Wait unlocked, as copy_to_host: the result is in `result` once the stream is done.
-  TFORMER_CUDA_CHECK(cudaStreamSynchronize(stream));
-  return result;
-}
+void CudaBackend::wait(cudaStream_t stream) { TFORMER_CUDA_CHECK(cudaStreamSynchronize(stream)); }
 
 }  // namespace tformer::cuda

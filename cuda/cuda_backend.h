@@ -1,4 +1,5 @@
-// CudaBackend: tformer::Backend on NVIDIA GPUs. Created only by the factory in
+// CudaBackend: tformer::Backend on NVIDIA GPUs (its ops: the TFORMER_CUDA_OP entries of
+// the launchers' files, ops.h). Created only by the factory in
 // factory.cu, after it has checked that a driver and a device are there.
 #pragma once
 
@@ -8,11 +9,11 @@
 #include <vector>
 
 #include "device_state.h"
-#include "tformer/backend.h"
+#include "ops.h"
 
 namespace tformer::cuda {
 
-class CudaBackend final : public Backend {
+class CudaBackend final : public StreamBackend {
  public:
   explicit CudaBackend(int device_count);
   ~CudaBackend() override = default;
@@ -30,32 +31,14 @@ class CudaBackend final : public Backend {
   void fill_zero(void* dst, size_t bytes, int device_index) override;
   void synchronize(int device_index) override;
 
-  void gemm(const GemmParams& p, int device_index) override;
-  void bias_act(const BiasActParams& p, int device_index) override;
-  void gated_act(const GatedActParams& p, int device_index) override;
-  void layer_norm(const LayerNormParams& p, int device_index) override;
-  void embedding(const EmbeddingParams& p, int device_index) override;
-  void attention(const AttentionParams& p, int device_index) override;
-  void cast(const CastParams& p, int device_index) override;
-  void gather_rows(const GatherRowsParams& p, int device_index) override;
-  void copy_2d(const Copy2dParams& p, int device_index) override;
-
-  // Training (train_*.cu); layer_norm and attention fill mean/rstd and lse when asked.
-  bool saves_training_stats() const override { return true; }
-  void layer_norm_backward(const LayerNormBackwardParams& p, int device_index) override;
-  void bias_act_backward(const BiasActBackwardParams& p, int device_index) override;
-  void gated_act_backward(const GatedActBackwardParams& p, int device_index) override;
-  void sum_rows(const SumRowsParams& p, int device_index) override;
-  void attention_backward(const AttentionBackwardParams& p, int device_index) override;
-  void embedding_backward(const EmbeddingBackwardParams& p, int device_index) override;
-  void cross_entropy(const CrossEntropyParams& p, int device_index) override;
-  void dropout(const DropoutParams& p, int device_index) override;
-  void adamw(const AdamWParams& p, int device_index) override;
-  double sum_squares(const SumSquaresParams& p, int device_index) override;
+  // The op entries (ops.h) lock a device through these.
+  Locked lock_device(int device_index) override;
+  cublasHandle_t cublas(int device_index) override;
+  void wait(cudaStream_t stream) override;
 
  private:
   // A device's state, locked for the calling scope (threads: see device_state.h).
-  struct LockedDevice {
+  struct LockedState {
     DeviceState& state;
     std::unique_lock<std::mutex> lock;
   };
@@ -64,7 +47,7 @@ class CudaBackend final : public Backend {
   // per thread) and returns its state.
   DeviceState& device(int device_index);
   // The same, with the device's mutex held until the result goes out of scope.
-  LockedDevice lock_device(int device_index);
+  LockedState lock_state(int device_index);
 
   std::vector<std::unique_ptr<DeviceState>> devices_;
   std::string name_;

@@ -23,6 +23,7 @@
 #include "dtype_convert.cuh"
 #include "launch_util.h"
 #include "ops.h"
+#include "tformer/ops/embedding.h"
 
 namespace tformer::cuda {
 
@@ -166,5 +167,8 @@ void embedding_backward(const EmbeddingBackwardParams& p, CachingAllocator& allo
     default: throw_unsupported_dtype("embedding_backward", p.dtype);
   }
 }
+
+TFORMER_CUDA_OP(embedding);
+TFORMER_CUDA_OP(embedding_backward);
 
 }  // namespace tformer::cuda

@@ -13,6 +13,7 @@
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "ops.h"
+#include "tformer/ops/gated_act.h"
 
 namespace tformer::cuda {
 
@@ -114,5 +115,8 @@ void gated_act(const GatedActParams& p, cudaStream_t stream) { dispatch<Forward>
 void gated_act_backward(const GatedActBackwardParams& p, cudaStream_t stream) {
   dispatch<Backward>("gated_act_backward", p, stream);
 }
+
+TFORMER_CUDA_OP(gated_act);
+TFORMER_CUDA_OP(gated_act_backward);
 
 }  // namespace tformer::cuda

@@ -11,6 +11,7 @@
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "ops.h"
+#include "tformer/ops/gemm.h"
 
 namespace tformer::cuda {
 
@@ -99,5 +100,7 @@ void gemm(const GemmParams& p, cublasHandle_t handle, cudaStream_t stream) {
                                        p.b, type, ldb, p.a, type, lda, &p.beta,
                                        p.c, c_type, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
+
+TFORMER_CUDA_OP(gemm);
 
 }  // namespace tformer::cuda

@@ -18,6 +18,7 @@
 #include "dtype_convert.cuh"
 #include "launch_util.h"
 #include "ops.h"
+#include "tformer/ops/layer_norm.h"
 #include "reduce.cuh"
 
 namespace tformer::cuda {
@@ -199,5 +200,8 @@ void layer_norm_backward(const LayerNormBackwardParams& p, CachingAllocator& all
     default: throw_unsupported_dtype("layer_norm_backward", p.dtype);
   }
 }
+
+TFORMER_CUDA_OP(layer_norm);
+TFORMER_CUDA_OP(layer_norm_backward);
 
 }  // namespace tformer::cuda

@@ -17,6 +17,7 @@
 #include "cuda_check.h"
 #include "launch_util.h"
 #include "ops.h"
+#include "tformer/ops/rows.h"
 
 namespace tformer::cuda {
 
@@ -147,5 +148,8 @@ void copy_2d(const Copy2dParams& p, cudaStream_t stream) {
                                        static_cast<size_t>(src_pitch), static_cast<size_t>(p.bytes_per_row),
                                        static_cast<size_t>(p.rows), cudaMemcpyDeviceToDevice, stream));
 }
+
+TFORMER_CUDA_OP(gather_rows);
+TFORMER_CUDA_OP(copy_2d);
 
 }  // namespace tformer::cuda

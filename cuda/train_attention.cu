@@ -449,4 +449,6 @@ void attention_backward(const AttentionBackwardParams& bp, CachingAllocator& all
   }
 }
 
+TFORMER_CUDA_OP(attention_backward);
+
 }  // namespace tformer::cuda

@@ -2,6 +2,7 @@
 names a test that exists, and TFORMER_TEST_EMULATED_CUDA=1 refuses to run when "cuda" is not
 the emulator's library, instead of skipping every cuda case."""
 
+import glob
 import os
 import re
 import subprocess
@@ -21,9 +22,13 @@ def run_pytest(args, env):
 def test_every_pattern_matches_a_collected_test():
     patterns = emulated_cuda_patterns()
     assert patterns, EMULATED_LIST
-    files = sorted({p.split("::", 1)[0] for p in patterns})
-    for f in files:
-        assert os.path.isfile(os.path.join(ROOT, f)), f"{EMULATED_LIST}: {f} does not exist"
+    files = set()
+    for f in sorted({p.split("::", 1)[0] for p in patterns}):   # a file, or a glob (tests/ops/*)
+        found = [os.path.relpath(g, ROOT) for g in glob.glob(os.path.join(ROOT, f))
+                 if os.path.basename(g).startswith("test_") and g.endswith(".py")]
+        assert found, f"{EMULATED_LIST}: {f} does not exist"
+        files.update(found)
+    files = sorted(files)
     env = {k: v for k, v in os.environ.items() if k not in ("TFORMER_TEST_EMULATED_CUDA",)}
     proc = run_pytest(["--collect-only", *files], env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -38,6 +43,11 @@ def test_pattern_syntax():
     rx = _pattern_regex("tests/ops/test_gemm.py::*[cuda*")
     assert rx.match("tests/ops/test_gemm.py::test_gemm_shapes[cuda-float32]")
     assert not rx.match("tests/ops/test_gemm.py::test_gemm_shapes[cpu-float32]")
+    rx = _pattern_regex("tests/ops/*::*cuda*")   # a directory: every file's cuda cases
+    assert rx.match("tests/ops/test_gemm.py::test_gemm_shapes[cuda-float32]")
+    assert rx.match("tests/ops/test_dropout_rng.py::test_cuda_dropout_equals_cpu[float16]")
+    assert not rx.match("tests/ops/test_gemm.py::test_gemm_shapes[cpu-float32]")
+    assert not rx.match("tests/test_api.py::test_x[cuda]")
     assert not re.search(r"\[", rx.pattern.replace(r"\[", ""))   # brackets are literal, not a class
 
 

@@ -98,7 +98,7 @@ void check(tformer::Backend* be, DType t, const Case& c) {
   expect(mma == c.mma(), std::string(name) + " takes the " + (c.mma() ? "mma" : "CUDA-core") + " kernel",
          mma ? "mma" : "CUDA-core");
 #endif
-  be->attention(p, 0);
+  be->run(p, 0);
 
   std::vector<double> ref, ref_lse;
   std::vector<size_t> where, where_lse;

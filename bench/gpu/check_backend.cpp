@@ -37,7 +37,7 @@ void check_gemm(tformer::Backend* be, DType t, bool ta, bool tb, int64_t m, int6
   tformer::GemmParams p;
   p.dtype = t, p.trans_a = ta, p.trans_b = tb, p.m = m, p.n = n, p.k = k, p.alpha = 0.75f, p.beta = beta;
   p.a = a.data(), p.lda = lda, p.b = b.data(), p.ldb = ldb, p.c = c.data(), p.ldc = ldc;
-  be->gemm(p, 0);
+  be->run(p, 0);
   std::vector<double> ref;
   std::vector<size_t> where;
   for (int64_t i = 0; i < m; ++i)
@@ -74,7 +74,7 @@ void check_bias_act(tformer::Backend* be, DType t, Activation act, bool in_place
   tformer::BiasActParams p;
   p.dtype = t, p.rows = rows, p.cols = cols, p.act = act;
   p.out = in_place ? x.data() : out.data(), p.x = x.data(), p.bias = bias.data(), p.residual = res.data();
-  be->bias_act(p, 0);
+  be->run(p, 0);
   std::vector<double> ref(rows * cols);
   for (int64_t i = 0; i < rows * cols; ++i) ref[i] = activate(act, double(hx[i]) + hb[i % cols]) + hr[i];
   report("bias_act act=" + std::to_string(int(act)) + (in_place ? " in place" : ""), t,
@@ -94,7 +94,7 @@ void check_layer_norm(tformer::Backend* be, DType t, int64_t cols, bool fused, b
   p.dtype = t, p.rows = rows, p.cols = cols, p.eps = 1e-5f;
   p.out = in_place ? x.data() : out.data(), p.x = x.data(), p.gamma = g.data(), p.beta = bt.data();
   if (fused) p.bias = bias.data(), p.residual = res.data(), p.sum_out = sum.data();
-  be->layer_norm(p, 0);
+  be->run(p, 0);
   std::vector<double> ref(rows * cols), ref_sum(rows * cols);
   for (int64_t r = 0; r < rows; ++r) {
     double mean = 0, var = 0;
@@ -125,7 +125,7 @@ void check_embedding(tformer::Backend* be, DType t, bool with_positions) {
   p.dtype = t, p.rows = rows, p.dim = dim, p.scale = 3.0f, p.out = out.data();
   p.ids = static_cast<const int32_t*>(ids.data()), p.table = table.data();
   if (with_positions) p.position_ids = static_cast<const int32_t*>(pos_ids.data()), p.positions = pos.data();
-  be->embedding(p, 0);
+  be->run(p, 0);
   std::vector<double> ref(rows * dim);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < dim; ++c)
@@ -141,7 +141,7 @@ void check_cast(tformer::Backend* be, DType from, DType to) {
   src.upload(hs), dst.upload(nans(n));
   tformer::CastParams p;
   p.src_dtype = from, p.dst_dtype = to, p.n = n, p.src = src.data(), p.dst = dst.data();
-  be->cast(p, 0);
+  be->run(p, 0);
   std::vector<double> ref(n);
   for (int64_t i = 0; i < n; ++i) ref[i] = lab::round_to(to, hs[i]);
   report(std::string("cast from ") + tformer::dtype_name(from), to, dst.download(), ref, all_indices(n));
@@ -192,7 +192,7 @@ void check_attention(tformer::Backend* be, DType t, const AttentionCase& c) {
   p.kv_lengths = c.lengths ? static_cast<const int32_t*>(kvl.data()) : nullptr;
   p.causal = c.causal, p.causal_offset = c.offset, p.scale = float(1 / std::sqrt(double(c.head_dim)));
   if (c.weights) p.weights_out = static_cast<float*>(weights.data());
-  be->attention(p, 0);
+  be->run(p, 0);
 
   std::vector<double> ref, ref_w(c.batch * c.q_len * c.kv_len, 0.0);
   std::vector<size_t> where;
@@ -258,7 +258,7 @@ void check_gather_rows(tformer::Backend* be, const std::string& what, const std:
   tformer::GatherRowsParams p;
   p.data = static_cast<char*>(buf.data()) + offset, p.num_rows = n, p.row_stride_bytes = stride;
   p.bytes_per_row = bytes_per_row, p.src_rows = src.data();
-  be->gather_rows(p, 0);
+  be->run(p, 0);
   auto want = before;
   for (int64_t r = 0; r < n; ++r)
     std::copy_n(&before[offset + src[r] * stride], bytes_per_row, &want[offset + r * stride]);
@@ -290,7 +290,7 @@ void check_copy_2d(tformer::Backend* be, int64_t rows, int64_t dst_stride, int64
   p.dst = static_cast<char*>(dst.data()) + 1, p.dst_stride_bytes = dst_stride;  // odd addresses
   p.src = static_cast<char*>(src.data()) + 1, p.src_stride_bytes = src_stride;
   p.rows = rows, p.bytes_per_row = bytes;
-  be->copy_2d(p, 0);
+  be->run(p, 0);
   auto want = hd;
   for (int64_t r = 0; r < rows; ++r) std::copy_n(&hs[1 + r * src_stride], bytes, &want[1 + r * dst_stride]);
   report_exact("copy_2d rows " + std::to_string(rows) + " bytes " + std::to_string(bytes) + " strides " +
@@ -327,7 +327,7 @@ void check_threads(tformer::Backend* be) {
         tformer::Copy2dParams cp;
         cp.dst = copy.data(), cp.dst_stride_bytes = 300, cp.src = rows.data(), cp.src_stride_bytes = 300;
         cp.rows = 6, cp.bytes_per_row = 300;
-        for (int it = 0; it < kIters; ++it) be->gemm(g, 0), be->gather_rows(gr, 0), be->copy_2d(cp, 0);
+        for (int it = 0; it < kIters; ++it) be->run(g, 0), be->run(gr, 0), be->run(cp, 0);
         const auto hc = c.download();
         double num = 0, den = 0;
         for (int64_t i = 0; i < m; ++i)
@@ -357,19 +357,19 @@ void check_errors(tformer::Backend* be) {
   expect_throw("out of memory", [&] { be->allocate(size_t(1) << 50, 0); }, "CUDA out of memory");
   tformer::LayerNormParams ln;
   ln.dtype = DType::i32, ln.rows = 1, ln.cols = 1;
-  expect_throw("layer_norm int32", [&] { be->layer_norm(ln, 0); }, "int32");
+  expect_throw("layer_norm int32", [&] { be->run(ln, 0); }, "int32");
   tformer::AttentionParams at;
   at.batch = at.heads = at.q_len = at.kv_len = 1, at.head_dim = 300;
-  expect_throw("attention head_dim 300", [&] { be->attention(at, 0); }, "head_dim 300");
+  expect_throw("attention head_dim 300", [&] { be->run(at, 0); }, "head_dim 300");
   at.head_dim = 64, at.kv_group = 0;
-  expect_throw("attention kv_group 0", [&] { be->attention(at, 0); }, "kv_group 0");
+  expect_throw("attention kv_group 0", [&] { be->run(at, 0); }, "kv_group 0");
   tformer::Copy2dParams cp;
   cp.rows = 2, cp.bytes_per_row = 8, cp.dst_stride_bytes = 4, cp.src_stride_bytes = 8;
-  expect_throw("copy_2d overlapping rows", [&] { be->copy_2d(cp, 0); }, "overlap");
+  expect_throw("copy_2d overlapping rows", [&] { be->run(cp, 0); }, "overlap");
   const int32_t bad_rows[2] = {1, 2};
   tformer::GatherRowsParams gr;
   gr.data = &gr, gr.num_rows = 2, gr.row_stride_bytes = gr.bytes_per_row = 4, gr.src_rows = bad_rows;
-  expect_throw("gather_rows index out of range", [&] { be->gather_rows(gr, 0); }, "out of range");
+  expect_throw("gather_rows index out of range", [&] { be->run(gr, 0); }, "out of range");
   void* first = be->allocate(1000, 0);
   be->deallocate(first, 1000, 0);
   void* again = be->allocate(1000, 0);

@@ -85,7 +85,7 @@ void check_decode(tformer::Backend* be, DType t, const DecodeCase& c) {
   if (c.sms > 0) setenv("EMU_SM_COUNT", std::to_string(c.sms).c_str(), 1);
   else unsetenv("EMU_SM_COUNT");
 #endif
-  be->attention(p, 0);
+  be->run(p, 0);
 
   std::vector<double> ref_out, ref_lse, ref_w(c.batch * c.kv_len, 0.0);
   std::vector<size_t> where_out, no_key_rows;

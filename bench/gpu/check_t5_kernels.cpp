@@ -63,7 +63,7 @@ void check_rms_norm(tformer::Backend* be, DType t, int64_t rows, int64_t cols, b
   f.dtype = t, f.rows = rows, f.cols = cols, f.eps = 1e-6f, f.rms = true;
   f.out = out.data(), f.sum_out = sum.data(), f.x = x.data(), f.residual = res.data(), f.gamma = g.data();
   f.mean_out = static_cast<float*>(mean.data()), f.rstd_out = static_cast<float*>(rstd.data());
-  be->layer_norm(f, 0);
+  be->run(f, 0);
   const auto hsum = sum.download(), hrstd = download_f32(be, rstd.data(), rows);
 
   std::vector<double> ref_out(n), ref_sum(n), ref_rstd(rows), ref_ds(n), ref_dg(cols);
@@ -88,7 +88,7 @@ void check_rms_norm(tformer::Backend* be, DType t, int64_t rows, int64_t cols, b
   p.dtype = t, p.rows = rows, p.cols = cols, p.accumulate = accumulate, p.rms = true, p.grad_f32 = grad_f32;
   p.ds = ds.data(), p.dout = dout.data(), p.s = sum.data(), p.gamma = g.data(), p.dgamma = dg.data();
   p.rstd = static_cast<const float*>(rstd.data());  // mean: null (RMSNorm reads none)
-  be->layer_norm_backward(p, 0);
+  be->run(p, 0);
   // From the saved s and rstd, as the kernel sees them.
   for (int64_t c = 0; c < cols; ++c) ref_dg[c] = hdg0[c];
   for (int64_t r = 0; r < rows; ++r) {
@@ -138,10 +138,10 @@ void check_gated_act(tformer::Backend* be, DType t, Activation act, int64_t rows
   x.upload(hx), dy.upload(hdy), out.upload(nans(n)), dx.upload(nans(2 * n));
   tformer::GatedActParams f;
   f.dtype = t, f.rows = rows, f.cols = cols, f.act = act, f.out = out.data(), f.x = x.data();
-  be->gated_act(f, 0);
+  be->run(f, 0);
   tformer::GatedActBackwardParams b;
   b.dtype = t, b.rows = rows, b.cols = cols, b.act = act, b.dx = dx.data(), b.dy = dy.data(), b.x = x.data();
-  be->gated_act_backward(b, 0);
+  be->run(b, 0);
   std::vector<double> ref(n), ref_dx(2 * n);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
@@ -208,7 +208,7 @@ void check_rel_bias(tformer::Backend* be, DType t, const RelBiasCase& c, bool ba
   std::printf("     %s %s: %s path\n", name, tformer::dtype_name(t),
               c.q_len == 1 ? "decode" : mma ? "tensor-core" : "CUDA-core");
 #endif
-  be->attention(f, 0);
+  be->run(f, 0);
 
   lab::MaskedAttention mask{D, c.kv_len, 1, hl.data(), c.causal, c.offset, f.scale};
   mask.rel_bias = hbias.data(), mask.rel_bias_origin = origin, mask.heads = c.heads;
@@ -261,7 +261,7 @@ void check_rel_bias(tformer::Backend* be, DType t, const RelBiasCase& c, bool ba
   std::printf("     %s %s backward: %s path\n", name, tformer::dtype_name(t),
               tformer::cuda::attention_backward_mma_supported(p) ? "tensor-core" : "CUDA-core");
 #endif
-  be->attention_backward(p, 0);
+  be->run(p, 0);
   const std::string bname = std::string(name) + " backward";
   report(bname + " dq", t, dq.download(), ref_dq, all_indices(dq.size()), sum_tolerance(t));
   report(bname + " dk", t, dk.download(), ref_dk, all_indices(dk.size()), sum_tolerance(t));
@@ -294,13 +294,13 @@ void check_errors(tformer::Backend* be) {
   tformer::LayerNormParams f;
   alignas(16) static float mem[16];
   f.rows = f.cols = 1, f.rms = true, f.out = mem, f.x = f.gamma = f.beta = mem;
-  expect_throw("layer_norm rms with beta", [&] { be->layer_norm(f, 0); }, "beta");
+  expect_throw("layer_norm rms with beta", [&] { be->run(f, 0); }, "beta");
   tformer::LayerNormBackwardParams b;
   b.rows = b.cols = 1, b.rms = true, b.ds = b.dbeta = mem, b.dout = b.s = b.gamma = mem, b.rstd = mem;
-  expect_throw("layer_norm_backward rms with dbeta", [&] { be->layer_norm_backward(b, 0); }, "dbeta");
+  expect_throw("layer_norm_backward rms with dbeta", [&] { be->run(b, 0); }, "dbeta");
   tformer::GatedActParams g;
   g.dtype = DType::i32, g.rows = g.cols = 1;
-  expect_throw("gated_act int32", [&] { be->gated_act(g, 0); }, "int32");
+  expect_throw("gated_act int32", [&] { be->run(g, 0); }, "int32");
 #ifdef TFORMER_LAB_EMULATED
   tformer::AttentionBackwardParams a;
   a.fwd.dtype = DType::bf16, a.fwd.batch = a.fwd.heads = a.fwd.q_len = a.fwd.kv_len = 1, a.fwd.head_dim = 64;

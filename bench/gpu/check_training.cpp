@@ -70,7 +70,7 @@ void check_layer_norm_backward(tformer::Backend* be, DType t, int64_t rows, int6
   f.dtype = t, f.rows = rows, f.cols = cols, f.eps = 1e-5f, f.out = out.data(), f.x = s.data();
   f.gamma = g.data(), f.beta = bt.data();
   f.mean_out = static_cast<float*>(mean.data()), f.rstd_out = static_cast<float*>(rstd.data());
-  be->layer_norm(f, 0);
+  be->run(f, 0);
   const auto hmean = download_f32(be, mean.data(), rows), hrstd = download_f32(be, rstd.data(), rows);
 
   std::vector<double> ref_mean(rows), ref_rstd(rows);
@@ -94,7 +94,7 @@ void check_layer_norm_backward(tformer::Backend* be, DType t, int64_t rows, int6
   p.ds = alias ? dout.data() : ds.data(), p.dout = dout.data(), p.s = s.data(), p.gamma = g.data();
   p.mean = static_cast<const float*>(mean.data()), p.rstd = static_cast<const float*>(rstd.data());
   if (params) p.dgamma = dg.data(), p.dbeta = db.data();
-  be->layer_norm_backward(p, 0);
+  be->run(p, 0);
 
   // References from the saved (float) statistics, as the kernel sees them.
   std::vector<double> ref_ds(n), ref_dg(cols), ref_db(cols);
@@ -151,7 +151,7 @@ void check_bias_act_backward(tformer::Backend* be, DType t, Activation act, bool
   dy.upload(hdy), z.upload(hz), dz.upload(nans(n));
   tformer::BiasActBackwardParams p;
   p.dtype = t, p.n = n, p.act = act, p.dz = in_place ? dy.data() : dz.data(), p.dy = dy.data(), p.z = z.data();
-  be->bias_act_backward(p, 0);
+  be->run(p, 0);
   std::vector<double> ref(n);
   for (int64_t i = 0; i < n; ++i) ref[i] = hdy[i] * activation_grad(act, hz[i]);
   report("bias_act_backward act=" + std::to_string(int(act)) + (in_place ? " dz=dy" : ""), t,
@@ -165,7 +165,7 @@ void check_dropout(tformer::Backend* be, DType t, int64_t n, float prob, uint64_
   tformer::DropoutParams p;
   p.dtype = t, p.n = n, p.p = prob, p.seed = seed, p.offset = offset;
   p.out = in_place ? x.data() : out.data(), p.x = x.data();
-  be->dropout(p, 0);
+  be->run(p, 0);
   const auto got = (in_place ? x : out).download();
   // The CPU kernel's definition: keep when dropout_draw(key, offset + i) >= p, then
   // x * float(1 / (1 - p)) rounded to the dtype.
@@ -226,7 +226,7 @@ void check_adamw(tformer::Backend* be, double lr, double beta1, double wd, int64
   p.grad_scale = grad_scale;
   p.param = static_cast<float*>(param.data()), p.grad = static_cast<const float*>(grad.data());
   p.m = static_cast<float*>(m.data()), p.v = static_cast<float*>(v.data());
-  be->adamw(p, 0);
+  be->run(p, 0);
   const auto gp = param.download(), gm = m.download(), gv = v.download();
   const HostAdamW host(p);
   int64_t wrong = 0;
@@ -256,7 +256,7 @@ void check_sum_rows(tformer::Backend* be, DType t, int64_t rows, int64_t cols) {
   x.upload(hx), out.upload(h0);
   tformer::SumRowsParams p;
   p.dtype = t, p.rows = rows, p.cols = cols, p.out = out.data(), p.x = x.data();
-  be->sum_rows(p, 0);
+  be->run(p, 0);
   const auto first = out.download();
   std::vector<double> ref(cols);
   for (int64_t c = 0; c < cols; ++c) {
@@ -266,7 +266,7 @@ void check_sum_rows(tformer::Backend* be, DType t, int64_t rows, int64_t cols) {
   report("sum_rows " + std::to_string(rows) + "x" + std::to_string(cols) + " (+=)", t, first, ref, all_indices(cols),
          t == DType::f32 ? 1e-5 : 0);
   out.upload(h0);
-  be->sum_rows(p, 0);
+  be->run(p, 0);
   expect(out.download_bytes() == [&] { lab::Buffer b(be, t, cols); b.upload(first); return b.download_bytes(); }(),
          "sum_rows " + std::to_string(rows) + "x" + std::to_string(cols) + " deterministic " + tformer::dtype_name(t));
 }
@@ -277,7 +277,7 @@ void check_sum_squares(tformer::Backend* be, DType t, int64_t n) {
   x.upload(hx);
   tformer::SumSquaresParams p;
   p.dtype = t, p.n = n, p.x = x.data();
-  const double a = be->sum_squares(p, 0), b = be->sum_squares(p, 0);
+  const double a = be->run(p, 0), b = be->run(p, 0);
   double ref = 0;
   for (float v : hx) ref += double(v) * v;
   const double err = std::fabs(a - ref) / std::max(ref, 1e-300);
@@ -301,7 +301,7 @@ void check_cross_entropy(tformer::Backend* be, DType t, int64_t rows, int64_t vo
   p.dtype = t, p.rows = rows, p.vocab = vocab, p.smoothing = eps, p.ignore_index = ignore, p.grad_scale = 0.37f;
   p.loss = static_cast<float*>(loss.data()), p.logits = logits.data(), p.labels = static_cast<const int32_t*>(labels.data());
   if (grad) p.dlogits = alias ? logits.data() : dl.data();
-  be->cross_entropy(p, 0);
+  be->run(p, 0);
   std::vector<double> ref_loss(rows), ref_grad(rows * vocab);
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = &hx[r * vocab];
@@ -342,7 +342,7 @@ void check_embedding_backward(tformer::Backend* be, DType t, bool positions, boo
   p.ids = static_cast<const int32_t*>(ids.data());
   if (table) p.dtable = dt.data();
   if (positions) p.dpositions = dp.data(), p.position_ids = static_cast<const int32_t*>(pos_ids.data());
-  be->embedding_backward(p, 0);
+  be->run(p, 0);
   std::vector<double> ref_t(ht0.begin(), ht0.end()), ref_p(hp0.begin(), hp0.end());
   for (int64_t r = 0; r < rows; ++r) {
     if (hi[r] == skip) continue;
@@ -358,7 +358,7 @@ void check_embedding_backward(tformer::Backend* be, DType t, bool positions, boo
   if (positions) report(name + " dpositions", t, got_p, ref_p, all_indices(ref_p.size()));
   // Deterministic (sorted runs, no atomics): the same bits again.
   dt.upload(ht0), dp.upload(hp0);
-  be->embedding_backward(p, 0);
+  be->run(p, 0);
   expect(dt.download() == got_t && dp.download() == got_p, name + " deterministic " + tformer::dtype_name(t));
 }
 
@@ -373,7 +373,7 @@ void check_sum_rows_f32_grad(tformer::Backend* be, DType t, int64_t rows, int64_
   x.upload(hx), out.upload(h0);
   tformer::SumRowsParams p;
   p.dtype = t, p.grad_f32 = true, p.rows = rows, p.cols = cols, p.out = out.data(), p.x = x.data();
-  be->sum_rows(p, 0);
+  be->run(p, 0);
   std::vector<double> ref(h0.begin(), h0.end());
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) ref[c] += hx[r * cols + c];
@@ -395,7 +395,7 @@ void check_layer_norm_f32_grads(tformer::Backend* be, DType t, int64_t rows, int
   p.dtype = t, p.grad_f32 = true, p.rows = rows, p.cols = cols, p.ds = ds.data(), p.dout = dout.data();
   p.s = s.data(), p.gamma = g.data(), p.dgamma = dg.data(), p.dbeta = db.data();
   p.mean = static_cast<const float*>(mean.data()), p.rstd = static_cast<const float*>(rstd.data());
-  be->layer_norm_backward(p, 0);
+  be->run(p, 0);
   std::vector<double> ref_dg(hdg0.begin(), hdg0.end()), ref_db(hdb0.begin(), hdb0.end());
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
@@ -420,7 +420,7 @@ void check_embedding_backward_f32(tformer::Backend* be, DType t) {
   p.dtype = t, p.grad_f32 = true, p.rows = rows, p.dim = dim, p.scale = 1.5f, p.skip_id = 3, p.dout = dout.data();
   p.ids = static_cast<const int32_t*>(ids.data()), p.dtable = dt.data(), p.dpositions = dp.data();
   p.position_ids = static_cast<const int32_t*>(pos_ids.data());
-  be->embedding_backward(p, 0);
+  be->run(p, 0);
   std::vector<double> ref_t(ht0.begin(), ht0.end()), ref_p(hp0.begin(), hp0.end());
   for (int64_t r = 0; r < rows; ++r) {
     if (hi[r] == 3) continue;
@@ -445,7 +445,7 @@ void check_adamw_half(tformer::Backend* be, DType half) {
   p.param = static_cast<float*>(param.data()), p.grad = static_cast<const float*>(grad.data());
   p.m = static_cast<float*>(m.data()), p.v = static_cast<float*>(v.data());
   p.param_half = out.data(), p.half_dtype = half;
-  be->adamw(p, 0);
+  be->run(p, 0);
   const auto gp = param.download(), gm = m.download(), gv = v.download();
   const HostAdamW host(p);
   int64_t wrong = 0;
@@ -470,7 +470,7 @@ void check_gemm_f32_out(tformer::Backend* be, DType t, int64_t m, int64_t n, int
   tformer::GemmParams p;
   p.dtype = t, p.c_f32 = true, p.trans_a = true, p.m = m, p.n = n, p.k = k, p.alpha = 1.0f, p.beta = 1.0f;
   p.a = a.data(), p.lda = m, p.b = b.data(), p.ldb = n, p.c = c.data(), p.ldc = n;
-  be->gemm(p, 0);
+  be->run(p, 0);
   std::vector<double> ref(hc.begin(), hc.end());
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j)
@@ -529,7 +529,7 @@ void check_attention_backward(tformer::Backend* be, DType t, const BackwardCase&
   f.kv_lengths = c.lengths ? static_cast<const int32_t*>(kvl.data()) : nullptr;
   f.causal = c.causal, f.causal_offset = c.offset, f.scale = float(1 / std::sqrt(double(D)));
   f.lse_out = static_cast<float*>(lse.data());
-  be->attention(f, 0);
+  be->run(f, 0);
 
   tformer::AttentionBackwardParams p;
   p.fwd = f, p.fwd.lse_out = nullptr;
@@ -546,7 +546,7 @@ void check_attention_backward(tformer::Backend* be, DType t, const BackwardCase&
          std::string("attention_backward takes the ") + (tensor_cores ? "tensor-core" : "CUDA-core") + " path " +
              tformer::dtype_name(t));
 #endif
-  be->attention_backward(p, 0);
+  be->run(p, 0);
 
   std::vector<double> ref_lse, ref_dq, ref_dk(c.batch * c.kv_len * hw, 0.0), ref_dv(c.batch * c.kv_len * hw, 0.0);
   std::vector<size_t> w_lse, w_dq, w_dk, w_dv;
@@ -642,9 +642,9 @@ void check_attention_backward_cases(tformer::Backend* be, DType t, bool aligned_
 void check_errors(tformer::Backend* be) {
   tformer::AttentionBackwardParams p;
   p.fwd.batch = p.fwd.heads = p.fwd.q_len = p.fwd.kv_len = 1, p.fwd.head_dim = 160;
-  expect_throw("attention_backward head_dim 160", [&] { be->attention_backward(p, 0); }, "head_dim 160");
+  expect_throw("attention_backward head_dim 160", [&] { be->run(p, 0); }, "head_dim 160");
   p.fwd.head_dim = 64, p.fwd.kv_group = 2;
-  expect_throw("attention_backward kv_group 2", [&] { be->attention_backward(p, 0); }, "kv_group");
+  expect_throw("attention_backward kv_group 2", [&] { be->run(p, 0); }, "kv_group");
 #ifdef TFORMER_LAB_EMULATED
   {  // Which calls the tensor-core kernels take: each requirement broken once (no kernel runs).
     alignas(16) static char mem[64];
@@ -672,10 +672,10 @@ void check_errors(tformer::Backend* be) {
 #endif
   tformer::CrossEntropyParams ce;
   ce.dtype = DType::i32, ce.rows = ce.vocab = 1;
-  expect_throw("cross_entropy int32", [&] { be->cross_entropy(ce, 0); }, "int32");
+  expect_throw("cross_entropy int32", [&] { be->run(ce, 0); }, "int32");
   tformer::DropoutParams dp;
   dp.n = 1, dp.p = 1.5f;
-  expect_throw("dropout p 1.5", [&] { be->dropout(dp, 0); }, "p must be in [0, 1]");
+  expect_throw("dropout p 1.5", [&] { be->run(dp, 0); }, "p must be in [0, 1]");
   expect(be->saves_training_stats(), "saves_training_stats() is true");
 }
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "tformer/backend.h"
+#include "tformer/train_ops.h"  // the op families' params (an umbrella over tformer/ops/*.h)
 
 namespace lab {
 

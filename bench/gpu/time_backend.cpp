@@ -50,7 +50,7 @@ void time_attention(tformer::Backend* be, DType t, int64_t batch, int64_t heads,
   p.v = v.data(), p.v_batch_stride = lk * width, p.v_row_stride = width;
   p.out = out.data(), p.out_batch_stride = lq * width, p.out_row_stride = width;
   p.causal = causal, p.causal_offset = lk - lq, p.scale = 0.125f;
-  const double s = median_seconds(be, [&] { be->attention(p, 0); });
+  const double s = median_seconds(be, [&] { be->run(p, 0); });
   const double flops = 4.0 * batch * heads * lq * lk * hd * (causal && lq > 1 ? 0.5 : 1.0);
   const double bytes = double(q.size() + k.size() + v.size() + out.size()) * tformer::dtype_size(t);
   std::printf("attention B%-3ld H%-3ld D%-4ld q%-5ld kv%-5ld %-7s %-9s %9.3f ms %8.2f TFLOP/s %8.1f GB/s\n",
@@ -72,7 +72,7 @@ void time_cross_attention(tformer::Backend* be, DType t, bool weights) {
   p.k_batch_stride = p.v_batch_stride = lk * 2 * width, p.k_row_stride = p.v_row_stride = 2 * width;
   p.out = out.data(), p.out_batch_stride = p.out_row_stride = width, p.scale = 0.125f;
   if (weights) p.weights_out = static_cast<float*>(w.data());
-  const double s = median_seconds(be, [&] { be->attention(p, 0); });
+  const double s = median_seconds(be, [&] { be->run(p, 0); });
   std::printf("attention B%-3ld H%-3ld D%-4ld q1     kv%-5ld kv_group %ld%s %-9s %9.3f ms\n", long(batch),
               long(heads), long(hd), long(lk), long(group), weights ? " +weights" : "         ",
               tformer::dtype_name(t), s * 1e3);
@@ -95,7 +95,7 @@ void time_decode_attention(tformer::Backend* be, DType t, int64_t batch, int64_t
   p.k_row_stride = p.v_row_stride = width;
   p.out = out.data(), p.out_batch_stride = p.out_row_stride = width;
   p.causal = true, p.causal_offset = kv - 1, p.scale = float(1 / std::sqrt(double(hd)));
-  const double s = median_seconds(be, [&] { be->attention(p, 0); }, 15, 20);
+  const double s = median_seconds(be, [&] { be->run(p, 0); }, 15, 20);
   const double bytes = 2.0 * kv_batch * kv * width * tformer::dtype_size(t);
   std::printf("decode attention B%-4ld H%-3ld D%-4ld kv%-6ld kv_group %ld %-9s %9.4f ms %8.1f GB/s\n", long(batch),
               long(heads), long(hd), long(kv), long(group), tformer::dtype_name(t), s * 1e3, bytes / s * 1e-9);
@@ -111,7 +111,7 @@ void time_gather_rows(tformer::Backend* be) {
   for (int64_t r = 0; r < rows; ++r) moved += src[r] != r;
   tformer::GatherRowsParams p;
   p.data = data.data(), p.num_rows = rows, p.row_stride_bytes = p.bytes_per_row = bytes, p.src_rows = src.data();
-  const double s = median_seconds(be, [&] { be->gather_rows(p, 0); });
+  const double s = median_seconds(be, [&] { be->run(p, 0); });
   std::printf("gather_rows %ld x %ld bytes (%ld moved)               %9.3f ms %8.1f GB/s\n", long(rows), long(bytes),
               long(moved), s * 1e3, 4.0 * moved * bytes / s * 1e-9);  // each moved row: read, write, twice
 }
@@ -122,7 +122,7 @@ void time_gemm(tformer::Backend* be, DType t, int64_t m, int64_t n, int64_t k) {
   tformer::GemmParams p;
   p.dtype = t, p.trans_b = true, p.m = m, p.n = n, p.k = k;  // x @ W^T, as a linear layer
   p.a = a.data(), p.lda = k, p.b = b.data(), p.ldb = k, p.c = c.data(), p.ldc = n;
-  const double s = median_seconds(be, [&] { be->gemm(p, 0); });
+  const double s = median_seconds(be, [&] { be->run(p, 0); });
   std::printf("gemm NT m%-6ld n%-6ld k%-6ld %-9s %9.3f ms %8.2f TFLOP/s\n", long(m), long(n), long(k),
               tformer::dtype_name(t), s * 1e3, 2.0 * m * n * k / s * 1e-12);
 }
@@ -135,7 +135,7 @@ void time_layer_norm(tformer::Backend* be, DType t, int64_t rows, int64_t cols) 
   tformer::LayerNormParams p;
   p.dtype = t, p.rows = rows, p.cols = cols, p.out = out.data(), p.sum_out = sum.data();
   p.x = x.data(), p.residual = r.data(), p.gamma = g.data(), p.beta = b.data();
-  const double s = median_seconds(be, [&] { be->layer_norm(p, 0); });
+  const double s = median_seconds(be, [&] { be->run(p, 0); });
   const double bytes = 4.0 * rows * cols * tformer::dtype_size(t);  // x, residual in; out, sum out
   std::printf("layer_norm rows%-7ld cols%-6ld +residual %-9s %9.3f ms %8.1f GB/s\n", long(rows), long(cols),
               tformer::dtype_name(t), s * 1e3, bytes / s * 1e-9);
@@ -165,13 +165,13 @@ void time_attention_backward(tformer::Backend* be, DType t, int64_t batch, int64
   f.q_batch_stride = f.k_batch_stride = f.v_batch_stride = f.out_batch_stride = len * width;
   f.q_row_stride = f.k_row_stride = f.v_row_stride = f.out_row_stride = width;
   f.causal = causal, f.scale = float(1 / std::sqrt(double(hd))), f.lse_out = static_cast<float*>(lse.data());
-  be->attention(f, 0);
+  be->run(f, 0);
   tformer::AttentionBackwardParams p;
   p.fwd = f, p.fwd.lse_out = nullptr, p.lse = static_cast<const float*>(lse.data());
   p.dout = dout.data(), p.dq = dq.data(), p.dk = dk.data(), p.dv = dv.data();
   p.dout_batch_stride = p.dq_batch_stride = p.dk_batch_stride = p.dv_batch_stride = len * width;
   p.dout_row_stride = p.dq_row_stride = p.dk_row_stride = p.dv_row_stride = width;
-  const double s = median_seconds(be, [&] { be->attention_backward(p, 0); }, 7, 3);
+  const double s = median_seconds(be, [&] { be->run(p, 0); }, 7, 3);
   // 7 products of (len x len x hd) per (batch, head): S and dP twice (dK/dV and dQ
   // kernels), dV, dK, dQ; the usual "useful" count is 5 (FA2's 2.5x forward).
   const double flops = 2.0 * 5 * batch * heads * len * len * hd * (causal ? 0.5 : 1.0);
@@ -193,33 +193,33 @@ void time_training_elementwise(tformer::Backend* be, DType t, int64_t rows, int6
   tformer::LayerNormParams ln;
   ln.dtype = t, ln.rows = rows, ln.cols = cols, ln.out = c.data(), ln.x = a.data(), ln.gamma = g.data();
   ln.beta = vec.data(), ln.mean_out = static_cast<float*>(mean.data()), ln.rstd_out = static_cast<float*>(rstd.data());
-  be->layer_norm(ln, 0);
+  be->run(ln, 0);
   tformer::LayerNormBackwardParams lb;
   lb.dtype = t, lb.rows = rows, lb.cols = cols, lb.ds = c.data(), lb.dout = b.data(), lb.s = a.data();
   lb.mean = static_cast<const float*>(mean.data()), lb.rstd = static_cast<const float*>(rstd.data());
   lb.gamma = g.data(), lb.dgamma = vec.data(), lb.dbeta = vec.data();
   std::snprintf(what, sizeof what, "layer_norm_backward %ldx%ld +dgamma,dbeta", long(rows), long(cols));
-  print_rate(what, t, median_seconds(be, [&] { be->layer_norm_backward(lb, 0); }), 5.0 * n * es);
+  print_rate(what, t, median_seconds(be, [&] { be->run(lb, 0); }), 5.0 * n * es);
 
   tformer::BiasActBackwardParams ab;
   ab.dtype = t, ab.n = n, ab.act = tformer::Activation::gelu, ab.dz = c.data(), ab.dy = b.data(), ab.z = a.data();
   std::snprintf(what, sizeof what, "bias_act_backward gelu n%ld", long(n));
-  print_rate(what, t, median_seconds(be, [&] { be->bias_act_backward(ab, 0); }), 3.0 * n * es);
+  print_rate(what, t, median_seconds(be, [&] { be->run(ab, 0); }), 3.0 * n * es);
 
   tformer::SumRowsParams sr;
   sr.dtype = t, sr.rows = rows, sr.cols = cols, sr.out = vec.data(), sr.x = b.data();
   std::snprintf(what, sizeof what, "sum_rows %ldx%ld", long(rows), long(cols));
-  print_rate(what, t, median_seconds(be, [&] { be->sum_rows(sr, 0); }), double(n) * es);
+  print_rate(what, t, median_seconds(be, [&] { be->run(sr, 0); }), double(n) * es);
 
   tformer::DropoutParams dp;
   dp.dtype = t, dp.n = n, dp.p = 0.1f, dp.seed = 1, dp.out = c.data(), dp.x = a.data();
   std::snprintf(what, sizeof what, "dropout p0.1 n%ld", long(n));
-  print_rate(what, t, median_seconds(be, [&] { be->dropout(dp, 0); }), 2.0 * n * es);
+  print_rate(what, t, median_seconds(be, [&] { be->run(dp, 0); }), 2.0 * n * es);
 
   tformer::SumSquaresParams sq;
   sq.dtype = t, sq.n = n, sq.x = a.data();
   std::snprintf(what, sizeof what, "sum_squares n%ld (with its sync)", long(n));
-  print_rate(what, t, median_seconds(be, [&] { be->sum_squares(sq, 0); }), double(n) * es);
+  print_rate(what, t, median_seconds(be, [&] { be->run(sq, 0); }), double(n) * es);
 }
 
 void time_cross_entropy(tformer::Backend* be, DType t, int64_t rows, int64_t vocab) {
@@ -234,7 +234,7 @@ void time_cross_entropy(tformer::Backend* be, DType t, int64_t rows, int64_t voc
   char what[96];
   std::snprintf(what, sizeof what, "cross_entropy %ldx%ld in place", long(rows), long(vocab));
   // Each call overwrites the logits with gradients: the timing is the same work.
-  print_rate(what, t, median_seconds(be, [&] { be->cross_entropy(p, 0); }), 4.0 * rows * vocab * tformer::dtype_size(t));
+  print_rate(what, t, median_seconds(be, [&] { be->run(p, 0); }), 4.0 * rows * vocab * tformer::dtype_size(t));
 }
 
 void time_embedding_backward(tformer::Backend* be, DType t, int64_t rows, int64_t dim, int64_t vocab) {
@@ -248,7 +248,7 @@ void time_embedding_backward(tformer::Backend* be, DType t, int64_t rows, int64_
   p.ids = static_cast<const int32_t*>(ids.data());
   char what[96];
   std::snprintf(what, sizeof what, "embedding_backward %ldx%ld vocab %ld", long(rows), long(dim), long(vocab));
-  print_rate(what, t, median_seconds(be, [&] { be->embedding_backward(p, 0); }), 3.0 * rows * dim * tformer::dtype_size(t));
+  print_rate(what, t, median_seconds(be, [&] { be->run(p, 0); }), 3.0 * rows * dim * tformer::dtype_size(t));
 }
 
 void time_adamw(tformer::Backend* be, int64_t n) {
@@ -260,7 +260,7 @@ void time_adamw(tformer::Backend* be, int64_t n) {
   p.grad = static_cast<const float*>(grad.data()), p.m = static_cast<float*>(m.data()), p.v = static_cast<float*>(v.data());
   char what[96];
   std::snprintf(what, sizeof what, "adamw n%ld", long(n));
-  print_rate(what, DType::f32, median_seconds(be, [&] { be->adamw(p, 0); }), 7.0 * n * 4);
+  print_rate(what, DType::f32, median_seconds(be, [&] { be->run(p, 0); }), 7.0 * n * 4);
 }
 
 }  // namespace

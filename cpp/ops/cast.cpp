@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "cpu_kernels.h"
+#include "tformer/ops/cast.h"
 #include "tformer/errors.h"
 
 namespace tformer::cpu {
@@ -14,5 +15,7 @@ void cast(const CastParams& p) {
   throw_type_error("cpu tensors are float32 only: cannot convert ", dtype_name(p.src_dtype), " to ",
                    dtype_name(p.dst_dtype));
 }
+
+TFORMER_CPU_OP(cast);
 
 }  // namespace tformer::cpu

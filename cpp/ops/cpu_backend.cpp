@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 
 #include "../tensor/cpu_allocator.h"
@@ -38,6 +39,18 @@ int& thread_setting() {
 
 std::once_flag threads_once;
 
+// What TFORMER_CPU_OP lines record while the library loads.
+struct Registration {
+  const char* isa;  // null: every build
+  const char* name;
+  OpFn entry;
+};
+constexpr int kMaxRegistrations = 4 * OpTable::kCapacity;  // per build, and those of every build
+Registration registrations[kMaxRegistrations];  // zero-initialised before any constructor runs
+int registration_count = 0;
+
+}  // namespace
+
 // OpenMP's thread count is per calling thread: apply the setting on every thread
 // that runs kernels, so a model served from many Python threads obeys it too.
 void init_threads() {
@@ -47,7 +60,24 @@ void init_threads() {
   if (omp_get_max_threads() != thread_setting()) omp_set_num_threads(thread_setting());
 }
 
-}  // namespace
+bool register_op(const char* isa, const char* name, OpFn entry) {
+  if (registration_count == kMaxRegistrations) throw std::logic_error("too many CPU op registrations");
+  registrations[registration_count++] = {isa, name, entry};
+  return true;
+}
+
+const OpTable& op_table() {
+  static const OpTable table = [] {
+    OpTable t;
+    const char* isa = kernels().isa;
+    for (int i = 0; i < registration_count; ++i) {
+      const Registration& r = registrations[i];
+      if (r.isa == nullptr || std::strcmp(r.isa, isa) == 0) t.add(r.name, r.entry);
+    }
+    return t;
+  }();
+  return table;
+}
 
 void set_num_threads(int n) {
   if (n < 1) throw_value_error("num_threads must be >= 1, got ", n);
@@ -82,45 +112,8 @@ class CpuBackend final : public Backend {
   void fill_zero(void* dst, size_t bytes, int) override { std::memset(dst, 0, bytes); }
   void synchronize(int) override {}
 
-  void gemm(const GemmParams& p, int) override { init_threads(); cpu::gemm(p); }
-  void bias_act(const BiasActParams& p, int) override { init_threads(); kernels().bias_act(p); }
-  void layer_norm(const LayerNormParams& p, int) override { init_threads(); kernels().layer_norm(p); }
-  void embedding(const EmbeddingParams& p, int) override { init_threads(); kernels().embedding(p); }
-  void attention(const AttentionParams& p, int) override { init_threads(); kernels().attention(p); }
-  void gated_act(const GatedActParams& p, int) override { init_threads(); kernels().gated_act(p); }
-  void cast(const CastParams& p, int) override { cpu::cast(p); }
-  void gather_rows(const GatherRowsParams& p, int) override { cpu::gather_rows(p); }
-  void copy_2d(const Copy2dParams& p, int) override { init_threads(); cpu::copy_2d(p); }
-
+  const OpTable& op_table() const override { return cpu::op_table(); }
   bool saves_training_stats() const override { return true; }
-  void layer_norm_backward(const LayerNormBackwardParams& p, int) override {
-    init_threads();
-    kernels().layer_norm_backward(p);
-  }
-  void bias_act_backward(const BiasActBackwardParams& p, int) override {
-    init_threads();
-    kernels().bias_act_backward(p);
-  }
-  void gated_act_backward(const GatedActBackwardParams& p, int) override {
-    init_threads();
-    kernels().gated_act_backward(p);
-  }
-  void sum_rows(const SumRowsParams& p, int) override { init_threads(); kernels().sum_rows(p); }
-  void attention_backward(const AttentionBackwardParams& p, int) override {
-    init_threads();
-    kernels().attention_backward(p);
-  }
-  void embedding_backward(const EmbeddingBackwardParams& p, int) override {
-    init_threads();
-    kernels().embedding_backward(p);
-  }
-  void cross_entropy(const CrossEntropyParams& p, int) override { init_threads(); kernels().cross_entropy(p); }
-  void dropout(const DropoutParams& p, int) override { init_threads(); kernels().dropout(p); }
-  void adamw(const AdamWParams& p, int) override { init_threads(); kernels().adamw(p); }
-  double sum_squares(const SumSquaresParams& p, int) override {
-    init_threads();
-    return kernels().sum_squares(p);
-  }
 };
 
 }  // namespace cpu

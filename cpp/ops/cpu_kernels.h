@@ -1,41 +1,33 @@
-// CPU implementations of the backend kernels (fp32). See backend.h for the contracts.
+// The CPU's op entries and its per-instruction-set kernel builds.
 //
 // The element-wise and attention kernels (kernels/*.cpp) are compiled once per
 // instruction set (baseline x86-64, AVX2+FMA, AVX-512), each copy in its own
-// namespace; `kernels()` picks the best copy this CPU runs, once, by CPUID. One
-// binary thus runs everywhere and uses the wide vectors where they exist.
+// namespace. Each op's kernel file registers its entry with one line,
+// TFORMER_CPU_OP(layer_norm), in every build; the CPU backend's op table takes the
+// entries of the best build this CPU runs, chosen once by CPUID (kernel_select.cpp,
+// TFORMER_CPU_ISA). Files compiled once (gemm.cpp, rows.cpp, cast.cpp) register the
+// same way, for every build. One binary thus runs everywhere and uses the wide vectors
+// where they exist.
+//
+// KernelTable holds the helpers that are not ops (softmax pieces the decoders use, the
+// small-GEMM kernels gemm.cpp picks from), per build.
 #pragma once
 
 #include <string>
 
 #include "tformer/backend.h"
+#include "tformer/ops/gemm.h"
 
 namespace tformer::cpu {
 
 struct KernelTable {
   const char* isa;
-  void (*bias_act)(const BiasActParams&);
-  void (*layer_norm)(const LayerNormParams&);
-  void (*embedding)(const EmbeddingParams&);
-  void (*attention)(const AttentionParams&);
-  void (*gated_act)(const GatedActParams&);
   float (*row_max)(const float* x, int64_t n);
   float (*logsumexp)(const float* x, int64_t n);                 // -inf when every x is -inf
   float (*exp_shifted)(float* x, int64_t n, float shift);        // x = exp(x - shift); returns the sum
   void (*gemm_short_a)(const GemmParams&);  // !trans_a, trans_b, few rows of A (decode steps)
   void (*gemm_medium_a)(const GemmParams&);  // !trans_a, trans_b, 5..~128 rows; nullptr: none here
   int64_t gemm_medium_max_rows;               // where OpenBLAS wins again (measured, bench_gemm.py)
-  // Training (see the training section of backend.h).
-  void (*layer_norm_backward)(const LayerNormBackwardParams&);
-  void (*bias_act_backward)(const BiasActBackwardParams&);
-  void (*gated_act_backward)(const GatedActBackwardParams&);
-  void (*sum_rows)(const SumRowsParams&);
-  void (*attention_backward)(const AttentionBackwardParams&);
-  void (*embedding_backward)(const EmbeddingBackwardParams&);
-  void (*cross_entropy)(const CrossEntropyParams&);
-  void (*dropout)(const DropoutParams&);
-  void (*adamw)(const AdamWParams&);
-  double (*sum_squares)(const SumSquaresParams&);
 };
 
 const KernelTable& kernels();
@@ -43,26 +35,11 @@ constexpr int64_t kMediumGemmMaxRows = 256;  // gemm_medium_a takes at most this
 
 #define TFORMER_DECLARE_CPU_KERNELS(isa_ns)            \
   namespace isa_ns {                                  \
-  void bias_act(const BiasActParams& p);              \
-  void layer_norm(const LayerNormParams& p);          \
-  void embedding(const EmbeddingParams& p);           \
-  void attention(const AttentionParams& p);           \
-  void gated_act(const GatedActParams& p);            \
   float row_max(const float* x, int64_t n);           \
   float logsumexp(const float* x, int64_t n);         \
   float exp_shifted(float* x, int64_t n, float shift); \
   void gemm_short_a(const GemmParams& p);             \
   void gemm_medium_a(const GemmParams& p);            \
-  void layer_norm_backward(const LayerNormBackwardParams& p); \
-  void bias_act_backward(const BiasActBackwardParams& p); \
-  void gated_act_backward(const GatedActBackwardParams& p); \
-  void sum_rows(const SumRowsParams& p);              \
-  void attention_backward(const AttentionBackwardParams& p); \
-  void embedding_backward(const EmbeddingBackwardParams& p); \
-  void cross_entropy(const CrossEntropyParams& p);    \
-  void dropout(const DropoutParams& p);               \
-  void adamw(const AdamWParams& p);                   \
-  double sum_squares(const SumSquaresParams& p);      \
   extern const KernelTable table;                     \
   }
 
@@ -72,10 +49,42 @@ TFORMER_DECLARE_CPU_KERNELS(avx2)
 TFORMER_DECLARE_CPU_KERNELS(avx512)
 #endif
 
-void gemm(const GemmParams& p);  // OpenBLAS picks its own kernels at run time
-void cast(const CastParams& p);
-void gather_rows(const GatherRowsParams& p);
-void copy_2d(const Copy2dParams& p);
+// ---------------------------------------------------------------- op registration
+// Both defined in cpu_backend.cpp, compiled for the baseline ISA: a registration line in
+// an AVX-512 build calls only these (no inline code of a header is instantiated there
+// that the linker could merge into the baseline build).
+
+// Sizes the OpenMP pool for the calling thread (every CPU entry calls it first).
+void init_threads();
+// Records `entry` (an OpEntry of op `name`) for the kernel build `isa` ("base", "avx2",
+// "avx512"; null: every build). Returns true (for the static initialiser).
+bool register_op(const char* isa, const char* name, OpFn entry);
+// The CPU backend's op table: the entries of the build kernels() chose.
+const OpTable& op_table();
+
+// The CPU entry of kernel F, a `Result F(const P&)`: the thread pool set up, then F.
+template <auto F>
+typename OpResult<typename OpParamsOf<decltype(F)>::type>::type entry(
+    Backend&, const typename OpParamsOf<decltype(F)>::type& p, int) {
+  init_threads();
+  return F(p);
+}
+
+#define TFORMER_CPU_STR2(x) #x
+#define TFORMER_CPU_STR(x) TFORMER_CPU_STR2(x)
+#ifdef TFORMER_CPU_ISA
+#define TFORMER_CPU_OP_BUILD TFORMER_CPU_STR(TFORMER_CPU_ISA)
+#else
+#define TFORMER_CPU_OP_BUILD nullptr
+#endif
+
+// One line per op, after its kernel, in the kernel's namespace: TFORMER_CPU_OP(layer_norm)
+// registers this build's `void layer_norm(const LayerNormParams&)` as the CPU entry of
+// LayerNormParams::op_name.
+#define TFORMER_CPU_OP(fn)                                                                 \
+  [[maybe_unused]] static const bool tformer_cpu_op_registered_##fn = ::tformer::cpu::register_op( \
+      TFORMER_CPU_OP_BUILD, ::tformer::OpParamsOf<decltype(&fn)>::type::op_name,            \
+      reinterpret_cast<::tformer::OpFn>(&::tformer::cpu::entry<&fn>))
 
 void set_num_threads(int n);
 int get_num_threads();

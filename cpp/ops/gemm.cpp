@@ -12,6 +12,7 @@
 #include <cstdlib>
 
 #include "cpu_kernels.h"
+#include "tformer/ops/gemm.h"
 #include "tformer/errors.h"
 
 namespace tformer::cpu {
@@ -80,6 +81,8 @@ void gemm(const GemmParams& p) {
     }
   }
 }
+
+TFORMER_CPU_OP(gemm);
 
 }  // namespace tformer::cpu
 

@@ -49,7 +49,7 @@ void gemm(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_
   p.ldc = std::max<int64_t>(n, 1);
   {
     profile::Scope scope("gemm");
-    backend_for(a.device()).gemm(p, a.device().index);
+    backend_for(a.device()).run(p, a.device().index);
   }
 }
 
@@ -83,7 +83,7 @@ void bias_act(Tensor& out, const Tensor& x, const Tensor* bias, const Tensor* re
   p.residual = residual ? residual->raw() : nullptr;
   {
     profile::Scope scope("bias_act");
-    backend_for(x.device()).bias_act(p, x.device().index);
+    backend_for(x.device()).run(p, x.device().index);
   }
 }
 
@@ -112,7 +112,7 @@ void layer_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bia
   p.beta = beta.raw();
   {
     profile::Scope scope("layer_norm");
-    backend_for(x.device()).layer_norm(p, x.device().index);
+    backend_for(x.device()).run(p, x.device().index);
   }
 }
 
@@ -141,7 +141,7 @@ void rms_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias,
   p.gamma = gamma.raw();
   {
     profile::Scope scope(op);
-    backend_for(x.device()).layer_norm(p, x.device().index);
+    backend_for(x.device()).run(p, x.device().index);
   }
 }
 
@@ -168,7 +168,7 @@ void gated_act(Tensor& out, const Tensor& x, Activation act) {
   if (p.rows == 0 || cols == 0) return;
   {
     profile::Scope scope(op);
-    backend_for(x.device()).gated_act(p, x.device().index);
+    backend_for(x.device()).run(p, x.device().index);
   }
 }
 
@@ -204,7 +204,7 @@ void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale,
   p.positions = positions ? positions->raw() : nullptr;
   {
     profile::Scope scope("embedding");
-    backend_for(table.device()).embedding(p, table.device().index);
+    backend_for(table.device()).run(p, table.device().index);
   }
 }
 
@@ -314,7 +314,7 @@ void attention(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const Attenti
   if (p.batch == 0 || p.q_len == 0 || out.dim(2) == 0) return;
   {
     profile::Scope scope("attention");
-    backend_for(out.device()).attention(p, out.device().index);
+    backend_for(out.device()).run(p, out.device().index);
   }
 }
 
@@ -335,7 +335,7 @@ void copy_rows(Tensor& dst, const Tensor& src, int64_t rows, int64_t cols) {
   if (rows == 0 || cols == 0) return;
   {
     profile::Scope scope("copy_strided");
-    backend_for(dst.device()).copy_2d(p, dst.device().index);
+    backend_for(dst.device()).run(p, dst.device().index);
   }
 }
 
@@ -356,7 +356,7 @@ void copy_strided(Tensor& dst, int64_t dst_offset, int64_t dst_stride, const Ten
   p.src_stride_bytes = src_stride * es;
   p.rows = rows;
   p.bytes_per_row = cols * es;
-  backend_for(dst.device()).copy_2d(p, dst.device().index);
+  backend_for(dst.device()).run(p, dst.device().index);
 }
 
 void gather_rows(Tensor& t, const std::vector<int32_t>& src_rows, int64_t cols_to_move) {
@@ -378,7 +378,7 @@ void gather_rows(Tensor& t, const std::vector<int32_t>& src_rows, int64_t cols_t
   if (n == 0 || p.bytes_per_row == 0) return;
   {
     profile::Scope scope("gather_rows");
-    backend_for(t.device()).gather_rows(p, t.device().index);
+    backend_for(t.device()).run(p, t.device().index);
   }
 }
 

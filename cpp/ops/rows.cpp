@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "tformer/ops/rows.h"
 
 namespace tformer::cpu {
 
@@ -70,5 +71,8 @@ void gather_rows(const GatherRowsParams& p) {
     --remaining;
   }
 }
+
+TFORMER_CPU_OP(copy_2d);
+TFORMER_CPU_OP(gather_rows);
 
 }  // namespace tformer::cpu

@@ -61,7 +61,7 @@ void attention_train(Tensor& out, HeadsView q, HeadsView k, HeadsView v, const A
   saves_stats(op, out);
   if (p.batch == 0 || p.q_len == 0 || out.dim(2) == 0) return;
   profile::Scope scope(op);
-  backend_for(out.device()).attention(p, out.device().index);
+  backend_for(out.device()).run(p, out.device().index);
 }
 
 void attention_backward(MutableHeadsView dq, MutableHeadsView dk, MutableHeadsView dv, HeadsView q, HeadsView k,
@@ -114,7 +114,7 @@ void attention_backward(MutableHeadsView dq, MutableHeadsView dk, MutableHeadsVi
   p.dv_batch_stride = f.kv_len * p.dv_row_stride;
   if (f.batch == 0 || width == 0) return;
   profile::Scope scope(op);
-  backend_for(out.device()).attention_backward(p, out.device().index);
+  backend_for(out.device()).run(p, out.device().index);
 }
 
 }  // namespace tformer::ops

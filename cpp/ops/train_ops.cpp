@@ -73,7 +73,7 @@ void sum_rows(Tensor& dbias, const Tensor& dy) {
   p.x = dy.raw();
   if (p.rows == 0 || p.cols == 0) return;
   profile::Scope scope(op);
-  backend_for(dy.device()).sum_rows(p, dy.device().index);
+  backend_for(dy.device()).run(p, dy.device().index);
 }
 
 void bias_act_backward(Tensor& dz, const Tensor& dy, const Tensor& z, Activation act) {
@@ -89,7 +89,7 @@ void bias_act_backward(Tensor& dz, const Tensor& dy, const Tensor& z, Activation
   p.z = z.raw();
   if (p.n == 0) return;
   profile::Scope scope(op);
-  backend_for(z.device()).bias_act_backward(p, z.device().index);
+  backend_for(z.device()).run(p, z.device().index);
 }
 
 void layer_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
@@ -123,7 +123,7 @@ void layer_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tenso
   p.rstd_out = rstd.data<float>();
   if (rows == 0 || cols == 0) return;
   profile::Scope scope(op);
-  backend_for(x.device()).layer_norm(p, x.device().index);
+  backend_for(x.device()).run(p, x.device().index);
 }
 
 void layer_norm_backward(Tensor& ds, Tensor* dgamma, Tensor* dbeta, const Tensor& dout, const Tensor& s,
@@ -156,7 +156,7 @@ void layer_norm_backward(Tensor& ds, Tensor* dgamma, Tensor* dbeta, const Tensor
   p.gamma = gamma.raw();
   if (rows == 0 || cols == 0) return;
   profile::Scope scope(op);
-  backend_for(s.device()).layer_norm_backward(p, s.device().index);
+  backend_for(s.device()).run(p, s.device().index);
 }
 
 void rms_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
@@ -187,7 +187,7 @@ void rms_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tensor*
   p.rstd_out = rstd.data<float>();
   if (rows == 0 || cols == 0) return;
   profile::Scope scope(op);
-  backend_for(x.device()).layer_norm(p, x.device().index);
+  backend_for(x.device()).run(p, x.device().index);
 }
 
 void rms_norm_backward(Tensor& ds, Tensor* dgamma, const Tensor& dout, const Tensor& s, const Tensor& rstd,
@@ -215,7 +215,7 @@ void rms_norm_backward(Tensor& ds, Tensor* dgamma, const Tensor& dout, const Ten
   p.gamma = gamma.raw();
   if (rows == 0 || cols == 0) return;
   profile::Scope scope(op);
-  backend_for(s.device()).layer_norm_backward(p, s.device().index);
+  backend_for(s.device()).run(p, s.device().index);
 }
 
 void gated_act_backward(Tensor& dx, const Tensor& dy, const Tensor& x, Activation act) {
@@ -238,7 +238,7 @@ void gated_act_backward(Tensor& dx, const Tensor& dy, const Tensor& x, Activatio
   p.x = x.raw();
   if (p.rows == 0 || p.cols == 0) return;
   profile::Scope scope(op);
-  backend_for(x.device()).gated_act_backward(p, x.device().index);
+  backend_for(x.device()).run(p, x.device().index);
 }
 
 void embedding_backward(Tensor* dtable, Tensor* dpositions, const Tensor& dout, const Tensor& ids,
@@ -297,7 +297,7 @@ void embedding_backward(Tensor* dtable, Tensor* dpositions, const Tensor& dout, 
   p.position_ids = dpositions ? position_ids->data<int32_t>() : nullptr;
   if (p.rows == 0 || dim == 0 || (!dtable && !dpositions)) return;
   profile::Scope scope(op);
-  backend_for(dout.device()).embedding_backward(p, dout.device().index);
+  backend_for(dout.device()).run(p, dout.device().index);
 }
 
 void cross_entropy(Tensor& loss, Tensor* dlogits, const Tensor& logits, const Tensor& labels, float smoothing,
@@ -344,7 +344,7 @@ void cross_entropy(Tensor& loss, Tensor* dlogits, const Tensor& logits, const Te
     return;
   }
   profile::Scope scope(op);
-  backend_for(logits.device()).cross_entropy(p, logits.device().index);
+  backend_for(logits.device()).run(p, logits.device().index);
 }
 
 void dropout(Tensor& out, const Tensor& x, float p, uint64_t seed, uint64_t offset) {
@@ -361,7 +361,7 @@ void dropout(Tensor& out, const Tensor& x, float p, uint64_t seed, uint64_t offs
   dp.x = x.raw();
   if (dp.n == 0) return;
   profile::Scope scope(op);
-  backend_for(x.device()).dropout(dp, x.device().index);
+  backend_for(x.device()).run(dp, x.device().index);
 }
 
 void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWOptions& opt, Tensor* param_half) {
@@ -406,7 +406,7 @@ void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWO
   }
   if (p.n == 0) return;
   profile::Scope scope(op);
-  backend_for(param.device()).adamw(p, param.device().index);
+  backend_for(param.device()).run(p, param.device().index);
 }
 
 double sum_squares(const Tensor& t) {
@@ -416,7 +416,7 @@ double sum_squares(const Tensor& t) {
   p.x = t.raw();
   if (p.n == 0) return 0.0;
   profile::Scope scope("sum_squares");
-  return backend_for(t.device()).sum_squares(p, t.device().index);
+  return backend_for(t.device()).run(p, t.device().index);
 }
 
 }  // namespace tformer::ops

@@ -5,6 +5,7 @@
 
 #include "tformer/backends.h"
 #include "tformer/errors.h"
+#include "tformer/ops/cast.h"
 
 namespace tformer {
 
@@ -144,7 +145,7 @@ void Tensor::cast_from(const Tensor& src) {
   p.n = numel();
   p.src = src.raw();
   p.dst = raw();
-  backend_for(device()).cast(p, device().index);
+  backend_for(device()).run(p, device().index);
 }
 
 void Tensor::copy_from(const Tensor& src) {

@@ -1,6 +1,5 @@
-// The op bindings' arguments (ops_bindings.cpp, train_ops_bindings.cpp,
-// train_attention_bindings.cpp, bench_bindings.cpp): numpy arrays in, device tensors,
-// numpy arrays out.
+// The op bindings' arguments (ops/*.cpp, bench_bindings.cpp): numpy arrays in, device
+// tensors, numpy arrays out.
 #pragma once
 
 #include <pybind11/pybind11.h>

@@ -23,6 +23,5 @@ PYBIND11_MODULE(_core, m) {
   tformer::bindings::register_train(m);
   tformer::bindings::register_model(m);
   tformer::bindings::register_ops(m);
-  tformer::bindings::register_train_ops(m);
   tformer::bindings::register_bench(m);
 }

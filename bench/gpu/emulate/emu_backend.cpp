@@ -10,12 +10,12 @@
 #include <mutex>
 
 #include "emu_runtime.h"
-#include "ops.h"  // cuda/ops.h: the launchers, as the real backend sees them
+#include "ops.h"  // cuda/ops.h: the op entries, as the real backend sees them
 
 namespace tformer::cuda {
 namespace {
 
-class EmulatedBackend final : public Backend {
+class EmulatedBackend final : public StreamBackend {
  public:
   DeviceType type() const override { return DeviceType::cuda; }
   std::string name() const override {
@@ -35,50 +35,15 @@ class EmulatedBackend final : public Backend {
   void fill_zero(void* d, size_t n, int i) override { Lock l(this, i); std::memset(d, 0, n); }
   void synchronize(int i) override { Lock l(this, i); }
 
-  void gemm(const GemmParams& p, int i) override { Lock l(this, i); cuda::gemm(p, nullptr, nullptr); }
-  void bias_act(const BiasActParams& p, int i) override { Lock l(this, i); cuda::bias_act(p, nullptr); }
-  void gated_act(const GatedActParams& p, int i) override { Lock l(this, i); cuda::gated_act(p, nullptr); }
-  void layer_norm(const LayerNormParams& p, int i) override { Lock l(this, i); cuda::layer_norm(p, nullptr); }
-  void embedding(const EmbeddingParams& p, int i) override { Lock l(this, i); cuda::embedding(p, nullptr); }
-  void attention(const AttentionParams& p, int i) override { Lock l(this, i); cuda::attention(p, allocator_, nullptr); }
-  void cast(const CastParams& p, int i) override { Lock l(this, i); cuda::cast(p, nullptr); }
-  void gather_rows(const GatherRowsParams& p, int i) override {
-    Lock l(this, i);
-    cuda::gather_rows(p, allocator_, nullptr);
+  // The op entries (cuda/ops.h: every TFORMER_CUDA_OP of the emulated .cu files) lock
+  // through these; the emulator has no stream (nullptr) and no cuBLAS handle (gemm.cu's
+  // launcher calls emu_gemm.cpp's host stand-in, which ignores it).
+  Locked lock_device(int i) override {
+    check(i);
+    return {nullptr, allocator_, std::unique_lock<std::mutex>(mutex_)};
   }
-  void copy_2d(const Copy2dParams& p, int i) override { Lock l(this, i); cuda::copy_2d(p, nullptr); }
-
-  bool saves_training_stats() const override { return true; }
-  void layer_norm_backward(const LayerNormBackwardParams& p, int i) override {
-    Lock l(this, i);
-    cuda::layer_norm_backward(p, allocator_, nullptr);
-  }
-  void bias_act_backward(const BiasActBackwardParams& p, int i) override {
-    Lock l(this, i);
-    cuda::bias_act_backward(p, nullptr);
-  }
-  void gated_act_backward(const GatedActBackwardParams& p, int i) override {
-    Lock l(this, i);
-    cuda::gated_act_backward(p, nullptr);
-  }
-  void sum_rows(const SumRowsParams& p, int i) override { Lock l(this, i); cuda::sum_rows(p, allocator_, nullptr); }
-  void attention_backward(const AttentionBackwardParams& p, int i) override {
-    Lock l(this, i);
-    cuda::attention_backward(p, allocator_, nullptr);
-  }
-  void embedding_backward(const EmbeddingBackwardParams& p, int i) override {
-    Lock l(this, i);
-    cuda::embedding_backward(p, allocator_, nullptr);  // CUB's sort: emu_runtime.h's host stand-in
-  }
-  void cross_entropy(const CrossEntropyParams& p, int i) override { Lock l(this, i); cuda::cross_entropy(p, nullptr); }
-  void dropout(const DropoutParams& p, int i) override { Lock l(this, i); cuda::dropout(p, nullptr); }
-  void adamw(const AdamWParams& p, int i) override { Lock l(this, i); cuda::adamw(p, nullptr); }
-  double sum_squares(const SumSquaresParams& p, int i) override {
-    Lock l(this, i);
-    double r = 0.0;
-    cuda::sum_squares(p, allocator_, nullptr, &r);
-    return r;
-  }
+  cublasHandle_t cublas(int) override { return nullptr; }
+  void wait(cudaStream_t) override {}
 
  private:
   // The emulator's state (emu::block(), the grid globals, __shared__ statics) is one

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "tformer/backend.h"
+#include "tformer/ops/adamw.h"
 
 namespace tformer {
 

@@ -4,7 +4,7 @@
 //   - uniform01: sampling in decoding, keyed by (seed, source, step, k).
 //   - dropout_draw: training dropout's mask (backend.h, DropoutParams), keyed by (seed,
 //     element index); the CPU kernel (cpp/ops/kernels/dropout.cpp) and the CUDA kernel
-//     (cuda/train_elementwise.cu) draw the same numbers, so a mask is the same on both.
+//     (cuda/dropout.cu) draw the same numbers, so a mask is the same on both.
 // Host and device code: nvcc compiles these functions for both sides. A host compiler
 // gives them internal linkage: the CPU kernels include this header in one translation unit
 // per ISA (built with different -m flags), and a shared out-of-line copy of an inline

@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "../cpu_kernels.h"
+#include "tformer/ops/adamw.h"
 #include "tformer/adamw_factors.h"
 #include "tformer/errors.h"
 
@@ -90,5 +91,7 @@ void adamw(const AdamWParams& p) {
     adamw_range(p, f, i0, i0 + kChunk < p.n ? i0 + kChunk : p.n);
   }
 }
+
+TFORMER_CPU_OP(adamw);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../cpu_kernels.h"
+#include "tformer/ops/attention.h"
 #include "tformer/errors.h"
 #include "vec_math.h"
 
@@ -321,5 +322,7 @@ void attention(const AttentionParams& p) {
   }
   if (p.weights_out) attention_weights(p);
 }
+
+TFORMER_CPU_OP(attention);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

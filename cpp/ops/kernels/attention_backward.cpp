@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../cpu_kernels.h"
+#include "tformer/ops/attention.h"
 #include "tformer/errors.h"
 #include "vec_math.h"
 
@@ -342,5 +343,7 @@ void attention_backward(const AttentionBackwardParams& p) {
     }
   }
 }
+
+TFORMER_CPU_OP(attention_backward);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

@@ -1,5 +1,6 @@
 // out = act(x + bias) + residual, row by row; and the backward dz = dy * act'(z).
 #include "../cpu_kernels.h"
+#include "tformer/ops/bias_act.h"
 #include "tformer/errors.h"
 #include "activations.h"
 
@@ -88,5 +89,8 @@ void bias_act_backward(const BiasActBackwardParams& p) {
     case Activation::silu: run<Activation::silu>(dz, dy, z, p.n); break;
   }
 }
+
+TFORMER_CPU_OP(bias_act);
+TFORMER_CPU_OP(bias_act_backward);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "../cpu_kernels.h"
+#include "tformer/ops/cross_entropy.h"
 #include "tformer/errors.h"
 #include "vec_math.h"
 
@@ -55,5 +56,7 @@ void cross_entropy(const CrossEntropyParams& p) {
 #pragma omp parallel for schedule(static) if (p.rows > 1 && p.rows * p.vocab > 16384)
   for (int64_t r = 0; r < p.rows; ++r) cross_entropy_row(p, r);
 }
+
+TFORMER_CPU_OP(cross_entropy);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "../cpu_kernels.h"
+#include "tformer/ops/dropout.h"
 #include "tformer/errors.h"
 #include "tformer/random.h"
 
@@ -37,5 +38,7 @@ void dropout(const DropoutParams& p) {
     }
   }
 }
+
+TFORMER_CPU_OP(dropout);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "../cpu_kernels.h"
+#include "tformer/ops/embedding.h"
 #include "tformer/errors.h"
 
 namespace tformer::cpu::TFORMER_CPU_ISA {
@@ -60,5 +61,8 @@ void embedding_backward(const EmbeddingBackwardParams& p) {
     }
   }
 }
+
+TFORMER_CPU_OP(embedding);
+TFORMER_CPU_OP(embedding_backward);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

@@ -1,6 +1,7 @@
 // Gated activation (the gated FFN of T5 v1.1 / flan-T5): x (rows, 2 * cols) holds the two
 // halves of one fused projection; out[r, c] = act(x[r, c]) * x[r, cols + c].
 #include "../cpu_kernels.h"
+#include "tformer/ops/gated_act.h"
 #include "activations.h"
 #include "tformer/errors.h"
 
@@ -44,5 +45,7 @@ void gated_act(const GatedActParams& p) {
     case Activation::silu: run<Activation::silu>(p); break;
   }
 }
+
+TFORMER_CPU_OP(gated_act);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

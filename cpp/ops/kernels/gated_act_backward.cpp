@@ -1,6 +1,7 @@
 // Backward of gated_act (out = act(a) * b with x = [a | b] per row, T5 v1.1's gated FFN):
 //   da = dy * b * act'(a),  db = dy * act(a),  dx = [da | db]  (written).
 #include "../cpu_kernels.h"
+#include "tformer/ops/gated_act.h"
 #include "activations.h"
 #include "tformer/errors.h"
 
@@ -50,5 +51,7 @@ void gated_act_backward(const GatedActBackwardParams& p) {
     case Activation::silu: run<Activation::silu>(p); break;
   }
 }
+
+TFORMER_CPU_OP(gated_act_backward);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

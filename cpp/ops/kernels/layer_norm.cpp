@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../cpu_kernels.h"
+#include "tformer/ops/layer_norm.h"
 #include "tformer/errors.h"
 
 namespace tformer::cpu::TFORMER_CPU_ISA {
@@ -201,5 +202,8 @@ void layer_norm_backward(const LayerNormBackwardParams& p) {
     }
   }
 }
+
+TFORMER_CPU_OP(layer_norm);
+TFORMER_CPU_OP(layer_norm_backward);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../cpu_kernels.h"
+#include "tformer/ops/reduce.h"
 #include "tformer/errors.h"
 
 namespace tformer::cpu::TFORMER_CPU_ISA {
@@ -55,5 +56,8 @@ double sum_squares(const SumSquaresParams& p) {
   for (int64_t ch = 0; ch < chunks; ++ch) total += part[ch];
   return total;
 }
+
+TFORMER_CPU_OP(sum_rows);
+TFORMER_CPU_OP(sum_squares);
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

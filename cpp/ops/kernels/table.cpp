@@ -1,8 +1,6 @@
-// The kernel table of this instruction-set build (see cpu_kernels.h).
+// The helper table of this instruction-set build (see cpu_kernels.h); the ops register
+// themselves in their own files.
 #include "../cpu_kernels.h"
-
-#define TFORMER_STR2(x) #x
-#define TFORMER_STR(x) TFORMER_STR2(x)
 
 namespace tformer::cpu::TFORMER_CPU_ISA {
 
@@ -17,10 +15,7 @@ namespace tformer::cpu::TFORMER_CPU_ISA {
 #define TFORMER_GEMM_MEDIUM_A nullptr, 0  // OpenBLAS does these (gemm.cpp)
 #endif
 
-const KernelTable table = {TFORMER_STR(TFORMER_CPU_ISA), &bias_act, &layer_norm, &embedding, &attention,
-                           &gated_act, &row_max, &logsumexp, &exp_shifted, &gemm_short_a, TFORMER_GEMM_MEDIUM_A,
-                           &layer_norm_backward, &bias_act_backward, &gated_act_backward, &sum_rows,
-                           &attention_backward,
-                           &embedding_backward, &cross_entropy, &dropout, &adamw, &sum_squares};
+const KernelTable table = {TFORMER_CPU_STR(TFORMER_CPU_ISA), &row_max, &logsumexp, &exp_shifted, &gemm_short_a,
+                           TFORMER_GEMM_MEDIUM_A};
 
 }  // namespace tformer::cpu::TFORMER_CPU_ISA

@@ -11,6 +11,7 @@
 #include "dtype_convert.cuh"
 #include "launch_util.h"
 #include "ops.h"
+#include "tformer/ops/reduce.h"
 #include "reduce.cuh"
 
 namespace tformer::cuda {
@@ -133,5 +134,8 @@ void sum_squares(const SumSquaresParams& p, CachingAllocator& allocator, cudaStr
     default: throw_unsupported_dtype("sum_squares", p.dtype);
   }
 }
+
+TFORMER_CUDA_OP(sum_rows);
+TFORMER_CUDA_OP(sum_squares);
 
 }  // namespace tformer::cuda

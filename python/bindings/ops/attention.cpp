@@ -1,12 +1,16 @@
-// attention_train / attention_backward on numpy arrays, in tformer._core.ops (tests):
-// separate arrays or one fused (batch, len, 3 * width) qkv buffer (column views).
+// Python bindings of the attention op family (tformer/ops/attention.h), in tformer._core.ops:
+// numpy arrays in, the op on the device, new numpy arrays out (ops_bindings.cpp).
 #include <pybind11/stl.h>
 
-#include "tformer/train_ops.h"
-#include "device_args.h"
-#include "register.h"
+#include <optional>
 
-namespace tformer::bindings::train {
+#include "../device_args.h"
+#include "op_bindings.h"
+#include "tformer/ops/attention.h"
+#include "tformer/tensor.h"
+
+namespace tformer::bindings {
+
 namespace {
 
 ops::AttentionOptions attention_options(int64_t num_heads, const std::optional<Tensor>& kv_lengths, bool causal,
@@ -33,7 +37,49 @@ int64_t fused_width(const Tensor& qkv) {
 
 }  // namespace
 
-void register_attention(py::module_& o) {
+TFORMER_OP_BINDINGS(attention) {
+  o.def("attention", [](const py::array& q, const py::array& k, const py::array& v, int64_t num_heads,
+                        const OptArray& kv_lengths, bool causal, int64_t causal_offset, std::optional<float> scale,
+                        const OptArray& rel_bias, int64_t rel_bias_origin, int64_t kv_group, bool return_weights,
+                        const std::string& device, const std::string& dtype,
+                        const std::optional<std::string>& rel_bias_dtype) -> py::object {
+    DeviceArgs d = args(device, dtype);
+    Tensor tq = d.put(q, "q"), tk = d.put(k, "k"), tv = d.put(v, "v");
+    if (tq.ndim() != 3) throw_value_error("attention: q must be 3-D (batch, len, heads*head_dim), got ", shape_str(tq.shape()));
+    std::optional<Tensor> tl;
+    if (kv_lengths) tl = d.put_ids(*kv_lengths, "kv_lengths");
+    // rel_bias_dtype (default: dtype) lets a test give a bias of the wrong dtype.
+    std::optional<Tensor> tbias;
+    if (rel_bias && rel_bias_dtype && *rel_bias_dtype == "int32") tbias = d.put_ids(*rel_bias, "rel_bias");
+    else tbias = (rel_bias_dtype ? args(device, *rel_bias_dtype) : d).put_opt(rel_bias, "rel_bias");
+    Tensor out = Tensor::empty(tq.shape(), d.dtype, d.device);
+    Tensor weights = return_weights ? Tensor::empty({tq.dim(0), tq.dim(1), tk.ndim() == 3 ? tk.dim(1) : 0}, DType::f32, d.device)
+                                    : Tensor();
+    ops::AttentionOptions opt;
+    opt.heads = num_heads;
+    opt.kv_lengths = ptr(tl);
+    opt.causal = causal;
+    opt.causal_offset = causal_offset;
+    opt.scale = scale ? *scale : 0.0f;
+    opt.rel_bias = ptr(tbias);
+    opt.rel_bias_origin = rel_bias_origin;
+    opt.kv_group = kv_group;
+    opt.weights_out = return_weights ? &weights : nullptr;
+    if (scale && *scale == 0.0f) throw_value_error("attention: scale must be non-zero");
+    ops::attention(out, {&tq, 0}, {&tk, 0}, {&tv, 0}, opt);
+    if (return_weights) return py::make_tuple(d.get(out), d.get(weights));
+    return d.get(out);
+  }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("num_heads"), py::arg("kv_lengths") = py::none(),
+     py::arg("causal") = false, py::arg("causal_offset") = 0, py::arg("scale") = py::none(),
+     py::arg("rel_bias") = py::none(), py::arg("rel_bias_origin") = 0, py::arg("kv_group") = 1,
+     py::arg("return_weights") = false, py::arg("device") = "cpu", py::arg("dtype") = "float32",
+     py::arg("rel_bias_dtype") = py::none(),
+     "attention(q, k, v, num_heads, kv_lengths=None, causal=False, causal_offset=0, scale=None,\n"
+     "rel_bias=None, rel_bias_origin=0, kv_group=1, return_weights=False, rel_bias_dtype=None)\n"
+     "rel_bias (span, num_heads): T5's relative position bias, score(i, j) += rel_bias[origin\n"
+     "+ j - i, h]; kv_group: query batch b reads k/v batch b // kv_group; return_weights:\n"
+     "(out, weights) with the float32 (batch, q_len, kv_len) probabilities averaged over heads");
+
   o.def("attention_train", [](const py::array& q, const OptArray& k, const OptArray& v, int64_t num_heads,
                               const OptArray& kv_lengths, bool causal, int64_t causal_offset,
                               std::optional<float> scale, const OptArray& rel_bias, int64_t rel_bias_origin,
@@ -126,4 +172,4 @@ void register_attention(py::module_& o) {
      "Example: dq, dk, dv = ops.attention_backward(g, q, k, v, out, lse, 4)");
 }
 
-}  // namespace tformer::bindings::train
+}  // namespace tformer::bindings

@@ -12,6 +12,7 @@
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
 #include "ops.h"
+#include "tformer/ops/cross_entropy.h"
 #include "reduce.cuh"
 
 namespace tformer::cuda {
@@ -83,5 +84,7 @@ void cross_entropy(const CrossEntropyParams& p, cudaStream_t stream) {
     default: throw_unsupported_dtype("cross_entropy", p.dtype);
   }
 }
+
+TFORMER_CUDA_OP(cross_entropy);
 
 }  // namespace tformer::cuda
