@@ -1,9 +1,10 @@
-"""Encoder forward and full forward of an opus-mt-fr-en-sized Marian model:
+"""Encoder forward and full forward of an opus-mt-fr-en-sized Marian model (or, with
+--family t5, a flan-t5-small-sized T5):
 tformer against transformers/PyTorch, same weights, same inputs, same thread count,
 interleaved in one run. Prints medians, ratios (tformer / torch: < 1 is faster) and
 the fraction of this machine's measured GEMM rate that tformer's forward reaches.
 
-    python bench/bench_forward.py [--threads 2] [--repeat 7] [--batch 16] [--len 64]
+    python bench/bench_forward.py [--threads 2] [--repeat 7] [--batch 16] [--len 64] [--family t5]
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--len", type=int, default=64)
-    ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "tformer-bench-opus-mt-fr-en"))
+    ap.add_argument("--family", choices=("marian", "t5"), default="marian")
+    ap.add_argument("--model-dir", help="default: a random model of the family's size in the temp folder")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (both engines run there)")
     ap.add_argument("--dtype", default="float32", help="float32, or float16/bfloat16 on cuda")
     ap.add_argument("--json", help="also write the results to this file")
@@ -32,13 +34,16 @@ def main():
     common.set_threads(args.threads)
     import numpy as np
     import torch
-    from transformers import MarianMTModel
+    from transformers import MarianMTModel, T5ForConditionalGeneration
 
     import tformer
 
-    path = common.make_marian_dir(args.model_dir)
+    name = "opus-mt-fr-en" if args.family == "marian" else "flan-t5-small"
+    path = args.model_dir or os.path.join(tempfile.gettempdir(), f"tformer-bench-{name}")
+    path = (common.make_marian_dir if args.family == "marian" else common.make_t5_dir)(path)
+    hf_class = MarianMTModel if args.family == "marian" else T5ForConditionalGeneration
     torch_dtype = getattr(torch, args.dtype)
-    hf = MarianMTModel.from_pretrained(path).eval().to(device=args.device, dtype=torch_dtype)
+    hf = hf_class.from_pretrained(path).eval().to(device=args.device, dtype=torch_dtype)
     ours = tformer.from_huggingface(path, device=args.device, dtype=args.dtype)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     cfg = ours.config
@@ -71,10 +76,11 @@ def main():
     enc = common.interleaved({"tformer": lambda: ours.encode(src), "torch": hf_encoder}, args.repeat)
     fwd = common.interleaved({"tformer": lambda: ours.forward(src, tgt), "torch": hf_forward}, args.repeat)
     rate = common.gemm_rate(args.threads) if args.device == "cpu" else float("nan")
+    attn = cfg.encoder_heads * (cfg.head_dim or cfg.d_model // cfg.encoder_heads)
     flops = common.forward_flops(B, L, L, cfg.d_model, cfg.encoder_ffn_dim, cfg.encoder_layers, cfg.decoder_layers,
-                                 cfg.tgt_vocab_size)
+                                 cfg.tgt_vocab_size, attn=attn, ffn_mats=3 if cfg.gated_ffn else 2)
     res = {
-        "device": args.device, "dtype": args.dtype, "threads": args.threads, "batch": B, "len": L, "torch": torch.__version__, "tformer": tformer.__version__,
+        "family": args.family, "device": args.device, "dtype": args.dtype, "threads": args.threads, "batch": B, "len": L, "torch": torch.__version__, "tformer": tformer.__version__,
         "max_rel_err_vs_hf": rel,
         "encoder_s": enc, "forward_s": fwd,
         "encoder_ratio": enc["tformer"] / enc["torch"], "forward_ratio": fwd["tformer"] / fwd["torch"],
@@ -84,7 +90,7 @@ def main():
     }
     res["forward_fraction_of_gemm_rate"] = res["tformer_forward_gflops"] / rate
     res["encoder_fraction_of_gemm_rate"] = res["tformer_encoder_gflops"] / rate
-    print(f"opus-mt-fr-en size, batch {B} x {L} tokens, {args.device} {args.dtype}, {args.threads} threads, "
+    print(f"{name} size, batch {B} x {L} tokens, {args.device} {args.dtype}, {args.threads} threads, "
           f"torch {torch.__version__}")
     print(f"  parity: max rel err vs transformers {rel:.1e}")
     print(f"  encoder  tformer {enc['tformer']*1e3:8.1f} ms   torch {enc['torch']*1e3:8.1f} ms   "

@@ -12,6 +12,13 @@ OPUS_MT_FR_EN = dict(
     pad_token_id=59513, eos_token_id=0, decoder_start_token_id=59513, forced_eos_token_id=0,
 )
 
+# flan-t5-small's shape (T5 v1.1: gated-GELU FFN, untied head, 6 heads x 64 != d_model).
+FLAN_T5_SMALL = dict(
+    vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6,
+    relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+)
+
 
 def set_threads(n: int):
     """Same thread count for every engine: env for pools not yet started, then the APIs."""
@@ -34,6 +41,18 @@ def make_marian_dir(path: str, seed: int = 0, **overrides) -> str:
     torch.manual_seed(seed)
     cfg = MarianConfig(**{**OPUS_MT_FR_EN, **overrides})
     MarianMTModel(cfg).save_pretrained(path)
+    return path
+
+
+def make_t5_dir(path: str, seed: int = 0, **overrides) -> str:
+    """A random-weight T5 checkpoint (flan-t5-small's shape) saved as safetensors."""
+    if os.path.exists(os.path.join(path, "model.safetensors")):
+        return path
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    T5ForConditionalGeneration(T5Config(**{**FLAN_T5_SMALL, **overrides})).save_pretrained(path)
     return path
 
 
@@ -74,12 +93,14 @@ def gemm_rate(n_threads: int, m=1024, k=1024, n=1024, repeat=20) -> float:
     return 2.0 * m * n * k / t / 1e9
 
 
-def forward_flops(batch, src_len, tgt_len, d, ffn, layers_e, layers_d, vocab) -> dict:
-    """Multiply-adds x 2 of one forward (projections, attention scores and sums, logits)."""
+def forward_flops(batch, src_len, tgt_len, d, ffn, layers_e, layers_d, vocab, attn=None, ffn_mats=2) -> dict:
+    """Multiply-adds x 2 of one forward (projections, attention scores and sums, logits).
+    attn: the attention's inner width (heads x head_dim; default d); ffn_mats: 3 for a gated FFN."""
+    a = attn or d
     ns, nt = batch * src_len, batch * tgt_len
-    enc = layers_e * (2 * ns * d * (4 * d + 2 * ffn) + 4 * batch * src_len * src_len * d)
-    dec_self = 2 * nt * d * 4 * d + 4 * batch * tgt_len * tgt_len * d
-    dec_cross = 2 * nt * d * 2 * d + 2 * ns * d * 2 * d + 4 * batch * tgt_len * src_len * d
-    dec = layers_d * (dec_self + dec_cross + 2 * nt * d * 2 * ffn)
+    enc = layers_e * (2 * ns * d * (4 * a + ffn_mats * ffn) + 4 * batch * src_len * src_len * a)
+    dec_self = 2 * nt * d * 4 * a + 4 * batch * tgt_len * tgt_len * a
+    dec_cross = 2 * nt * d * 2 * a + 2 * ns * d * 2 * a + 4 * batch * tgt_len * src_len * a
+    dec = layers_d * (dec_self + dec_cross + 2 * nt * d * ffn_mats * ffn)
     logits = 2 * nt * d * vocab
     return {"encoder": enc, "decoder": dec, "logits": logits, "total": enc + dec + logits}
