@@ -55,17 +55,10 @@ TFORMER_OP_BINDINGS(attention) {
     Tensor out = Tensor::empty(tq.shape(), d.dtype, d.device);
     Tensor weights = return_weights ? Tensor::empty({tq.dim(0), tq.dim(1), tk.ndim() == 3 ? tk.dim(1) : 0}, DType::f32, d.device)
                                     : Tensor();
-    ops::AttentionOptions opt;
-    opt.heads = num_heads;
-    opt.kv_lengths = ptr(tl);
-    opt.causal = causal;
-    opt.causal_offset = causal_offset;
-    opt.scale = scale ? *scale : 0.0f;
-    opt.rel_bias = ptr(tbias);
-    opt.rel_bias_origin = rel_bias_origin;
+    ops::AttentionOptions opt =
+        attention_options(num_heads, tl, causal, causal_offset, scale, tbias, rel_bias_origin);
     opt.kv_group = kv_group;
     opt.weights_out = return_weights ? &weights : nullptr;
-    if (scale && *scale == 0.0f) throw_value_error("attention: scale must be non-zero");
     ops::attention(out, {&tq, 0}, {&tk, 0}, {&tv, 0}, opt);
     if (return_weights) return py::make_tuple(d.get(out), d.get(weights));
     return d.get(out);
