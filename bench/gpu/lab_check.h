@@ -78,4 +78,12 @@ inline void expect_throw(const std::string& name, const std::function<void()>& f
   }
 }
 
+// The end of a lab's main: the summary line, the backend released, the exit status
+// (1 when a check failed).
+inline int finish(tformer::Backend* be) {
+  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  delete be;
+  return failures ? 1 : 0;
+}
+
 }  // namespace lab
