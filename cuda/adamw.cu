@@ -6,6 +6,7 @@
 #include "tformer/adamw_factors.h"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
+#include "grid_stride.h"
 #include "ops.h"
 #include "tformer/ops/adamw.h"
 
@@ -14,10 +15,6 @@ namespace tformer::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-unsigned grid_for(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 4));
-}
 
 }  // namespace
 
@@ -51,11 +48,11 @@ void adamw(const AdamWParams& p, cudaStream_t stream) {
   if (p.n <= 0) return;
   const AdamWFactors f = adamw_factors(p);
   if (p.param_half == nullptr) {
-    adamw_kernel<void><<<grid_for(p.n), kThreads, 0, stream>>>(p, f);
+    adamw_kernel<void><<<grid_stride_blocks(p.n, kThreads), kThreads, 0, stream>>>(p, f);
   } else if (p.half_dtype == DType::bf16) {
-    adamw_kernel<__nv_bfloat16><<<grid_for(p.n), kThreads, 0, stream>>>(p, f);
+    adamw_kernel<__nv_bfloat16><<<grid_stride_blocks(p.n, kThreads), kThreads, 0, stream>>>(p, f);
   } else if (p.half_dtype == DType::f16) {
-    adamw_kernel<__half><<<grid_for(p.n), kThreads, 0, stream>>>(p, f);
+    adamw_kernel<__half><<<grid_stride_blocks(p.n, kThreads), kThreads, 0, stream>>>(p, f);
   } else {
     throw_unsupported_dtype("adamw (param_half)", p.half_dtype);
   }

@@ -11,6 +11,7 @@
 #include "activation.cuh"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
+#include "grid_stride.h"
 #include "ops.h"
 #include "tformer/ops/bias_act.h"
 
@@ -77,13 +78,9 @@ void launch_bias_act(const BiasActParams& p, cudaStream_t stream) {
                               std::to_string(static_cast<int>(p.act)));
 }
 
-unsigned backward_grid(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>((n + kBackwardThreads - 1) / kBackwardThreads, 65535 * 4));
-}
-
 template <typename T, Activation A>
 void launch_bias_act_backward(const BiasActBackwardParams& p, cudaStream_t stream) {
-  bias_act_backward_kernel<T, A><<<backward_grid(p.n), kBackwardThreads, 0, stream>>>(p);
+  bias_act_backward_kernel<T, A><<<grid_stride_blocks(p.n, kBackwardThreads), kBackwardThreads, 0, stream>>>(p);
   TFORMER_CUDA_CHECK_LAUNCH("bias_act_backward_kernel");
 }
 

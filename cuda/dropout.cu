@@ -10,6 +10,7 @@
 #include "tformer/random.h"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
+#include "grid_stride.h"
 #include "ops.h"
 #include "tformer/ops/dropout.h"
 
@@ -18,10 +19,6 @@ namespace tformer::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-unsigned grid_for(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 4));
-}
 
 }  // namespace
 
@@ -47,7 +44,7 @@ namespace {
 template <typename T>
 void launch_dropout(const DropoutParams& p, cudaStream_t stream) {
   const float scale = p.p < 1.0f ? 1.0f / (1.0f - p.p) : 0.0f;  // as the CPU kernel
-  dropout_kernel<T><<<grid_for(p.n), kThreads, 0, stream>>>(p, rng::dropout_key(p.seed), scale);
+  dropout_kernel<T><<<grid_stride_blocks(p.n, kThreads), kThreads, 0, stream>>>(p, rng::dropout_key(p.seed), scale);
   TFORMER_CUDA_CHECK_LAUNCH("dropout_kernel");
 }
 

@@ -12,6 +12,7 @@
 #include "activation.cuh"
 #include "cuda_check.h"
 #include "dtype_convert.cuh"
+#include "grid_stride.h"
 #include "ops.h"
 #include "tformer/ops/gated_act.h"
 
@@ -20,10 +21,6 @@ namespace tformer::cuda {
 namespace {
 
 constexpr int kGatedThreads = 256;
-
-unsigned gated_grid(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>((n + kGatedThreads - 1) / kGatedThreads, 65535 * 4));
-}
 
 }  // namespace
 
@@ -64,13 +61,13 @@ namespace {
 
 template <typename T, Activation A>
 void launch_gated_act(const GatedActParams& p, cudaStream_t stream) {
-  gated_act_kernel<T, A><<<gated_grid(p.rows * p.cols), kGatedThreads, 0, stream>>>(p);
+  gated_act_kernel<T, A><<<grid_stride_blocks(p.rows * p.cols, kGatedThreads), kGatedThreads, 0, stream>>>(p);
   TFORMER_CUDA_CHECK_LAUNCH("gated_act_kernel");
 }
 
 template <typename T, Activation A>
 void launch_gated_act_backward(const GatedActBackwardParams& p, cudaStream_t stream) {
-  gated_act_backward_kernel<T, A><<<gated_grid(p.rows * p.cols), kGatedThreads, 0, stream>>>(p);
+  gated_act_backward_kernel<T, A><<<grid_stride_blocks(p.rows * p.cols, kGatedThreads), kGatedThreads, 0, stream>>>(p);
   TFORMER_CUDA_CHECK_LAUNCH("gated_act_backward_kernel");
 }
 

@@ -71,23 +71,25 @@ def test_t5_config_disagreeing_with_the_weights(t5_zoo, tmp_path, key, value, te
         tformer.from_huggingface(str(directory))
 
 
-def test_t5_missing_tensor_is_named(t5_zoo, tmp_path):
+def _copy_without(t5_zoo, tmp_path, name):
+    """A copy of the T5 checkpoint without the tensor `name`: (directory, the tensors kept)."""
     directory = _copy(t5_zoo, tmp_path)
     path = directory / "model.safetensors"
     tensors = safetensors.numpy.load_file(str(path))
-    del tensors["decoder.block.0.layer.2.DenseReluDense.wi_1.weight"]
+    del tensors[name]
     safetensors.numpy.save_file(tensors, str(path), metadata={"format": "pt"})
+    return directory, tensors
+
+
+def test_t5_missing_tensor_is_named(t5_zoo, tmp_path):
+    directory, _ = _copy_without(t5_zoo, tmp_path, "decoder.block.0.layer.2.DenseReluDense.wi_1.weight")
     with pytest.raises(ValueError, match=r"decoder\.block\.0\.layer\.2\.DenseReluDense\.wi_1\.weight.*missing"):
         tformer.from_huggingface(str(directory))
 
 
 def test_t5_head_follows_the_checkpoint(t5_zoo, tmp_path):
     """A checkpoint without lm_head.weight is tied to shared, as transformers ties it."""
-    directory = _copy(t5_zoo, tmp_path)
-    path = directory / "model.safetensors"
-    tensors = safetensors.numpy.load_file(str(path))
-    del tensors["lm_head.weight"]
-    safetensors.numpy.save_file(tensors, str(path), metadata={"format": "pt"})
+    directory, tensors = _copy_without(t5_zoo, tmp_path, "lm_head.weight")
     model = tformer.from_huggingface(str(directory))
     assert model.config.tied_output and "out_proj" not in model.config.to_core().parameter_shapes()
     np.testing.assert_array_equal(model.parameters()["src_embed"], tensors["shared.weight"])

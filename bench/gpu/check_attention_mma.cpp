@@ -166,9 +166,7 @@ int main(int argc, char** argv) {
         check(be, t, c);
       }
     }
-    std::printf("%s: %d failure(s)\n", lab::failures ? "FAILED" : "PASSED", lab::failures);
-    delete be;
-    return lab::failures ? 1 : 0;
+    return lab::finish(be);
   } catch (const std::exception& e) {
     std::printf("FAILED: %s\n", e.what());
     return 2;

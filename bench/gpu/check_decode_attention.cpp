@@ -184,9 +184,7 @@ int main(int argc, char** argv) {
       // the one-pass path is covered above).
       if (!kEmulated) check_decode(be, t, {64, 8, 64, 2000, Layout::cache, 1, true});
     }
-    std::printf("%s: %d failure(s)\n", lab::failures ? "FAILED" : "PASSED", lab::failures);
-    delete be;
-    return lab::failures ? 1 : 0;
+    return lab::finish(be);
   } catch (const std::exception& e) {
     std::printf("FAILED: %s\n", e.what());
     return 2;

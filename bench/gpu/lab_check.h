@@ -23,6 +23,14 @@ inline double tolerance(tformer::DType t) {
   return t == tformer::DType::f32 ? 1e-5 : t == tformer::DType::f16 ? 2e-3 : 1.6e-2;
 }
 
+// Tolerances of results that sum many products (attention gradients, column sums): the
+// rounding of the half-precision inputs and outputs adds up, and the tensor-core kernels
+// round P and dS to the input type (seen on the emulator: <= 4e-4 f16, <= 3.3e-3 bf16;
+// issue 6 asks for 3e-3 and 1e-2).
+inline double sum_tolerance(tformer::DType t) {
+  return t == tformer::DType::f32 ? 2e-5 : t == tformer::DType::f16 ? 2e-3 : 1e-2;
+}
+
 // ||got - ref|| / max(||ref||, floor) over the listed indices; NaN (an unwritten output)
 // fails. tol > 0 replaces the dtype's tolerance; floor is the scale of a result that is
 // zero up to cancellation (then ||ref|| is rounding noise of the float64 reference).
@@ -68,6 +76,14 @@ inline void expect_throw(const std::string& name, const std::function<void()>& f
     failures += !ok;
     std::printf("%-4s %s: %s\n", ok ? "ok" : "FAIL", name.c_str(), e.what());
   }
+}
+
+// The end of a lab's main: the summary line, the backend released, the exit status
+// (1 when a check failed).
+inline int finish(tformer::Backend* be) {
+  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  delete be;
+  return failures ? 1 : 0;
 }
 
 }  // namespace lab

@@ -134,6 +134,13 @@ class Buffer {
 
 // Normal random values, already rounded to `dtype` so host references see what the
 // device sees.
+// n float32 values from device memory.
+inline std::vector<float> download_f32(tformer::Backend* be, void* ptr, size_t n) {
+  std::vector<float> v(n);
+  be->copy_to_host(v.data(), ptr, n * sizeof(float), 0);
+  return v;
+}
+
 inline std::vector<float> random_values(std::mt19937& rng, size_t n, tformer::DType dtype,
                                         float mean = 0.0f, float std = 1.0f) {
   std::normal_distribution<float> dist(mean, std);

@@ -87,42 +87,16 @@ void bias_act(Tensor& out, const Tensor& x, const Tensor* bias, const Tensor* re
   }
 }
 
-void layer_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
-                const Tensor& gamma, const Tensor& beta, float eps) {
-  if (x.ndim() < 1) throw_value_error("layer_norm: x must have at least 1 dimension");
-  const int64_t cols = x.dim(-1);
-  like("layer_norm", "out", out, x, "x");
-  vector_of("layer_norm", "gamma", gamma, cols, x);
-  vector_of("layer_norm", "beta", beta, cols, x);
-  if (bias) vector_of("layer_norm", "bias", *bias, cols, x);
-  if (residual) like("layer_norm", "residual", *residual, x, "x");
-  if (sum_out) like("layer_norm", "sum_out", *sum_out, x, "x");
-  if (!(eps >= 0.0f)) throw_value_error("layer_norm: eps must be >= 0, got ", eps);
-  LayerNormParams p;
-  p.dtype = x.dtype();
-  p.rows = rows_of(x);
-  p.cols = cols;
-  p.eps = eps;
-  p.out = out.raw();
-  p.sum_out = sum_out ? sum_out->raw() : nullptr;
-  p.x = x.raw();
-  p.bias = bias ? bias->raw() : nullptr;
-  p.residual = residual ? residual->raw() : nullptr;
-  p.gamma = gamma.raw();
-  p.beta = beta.raw();
-  {
-    profile::Scope scope("layer_norm");
-    backend_for(x.device()).run(p, x.device().index);
-  }
-}
+namespace {
 
-void rms_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
-              const Tensor& gamma, float eps) {
-  const char* op = "rms_norm";
+// layer_norm and rms_norm: one set of checks and one params; beta is null for RMSNorm.
+void norm(const char* op, bool rms, Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias,
+          const Tensor* residual, const Tensor& gamma, const Tensor* beta, float eps) {
   if (x.ndim() < 1) throw_value_error(op, ": x must have at least 1 dimension");
   const int64_t cols = x.dim(-1);
   like(op, "out", out, x, "x");
   vector_of(op, "gamma", gamma, cols, x);
+  if (beta) vector_of(op, "beta", *beta, cols, x);
   if (bias) vector_of(op, "bias", *bias, cols, x);
   if (residual) like(op, "residual", *residual, x, "x");
   if (sum_out) like(op, "sum_out", *sum_out, x, "x");
@@ -132,17 +106,30 @@ void rms_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias,
   p.rows = rows_of(x);
   p.cols = cols;
   p.eps = eps;
-  p.rms = true;
+  p.rms = rms;
   p.out = out.raw();
   p.sum_out = sum_out ? sum_out->raw() : nullptr;
   p.x = x.raw();
   p.bias = bias ? bias->raw() : nullptr;
   p.residual = residual ? residual->raw() : nullptr;
   p.gamma = gamma.raw();
+  p.beta = beta ? beta->raw() : nullptr;
   {
     profile::Scope scope(op);
     backend_for(x.device()).run(p, x.device().index);
   }
+}
+
+}  // namespace
+
+void layer_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
+                const Tensor& gamma, const Tensor& beta, float eps) {
+  norm("layer_norm", false, out, sum_out, x, bias, residual, gamma, &beta, eps);
+}
+
+void rms_norm(Tensor& out, Tensor* sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
+              const Tensor& gamma, float eps) {
+  norm("rms_norm", true, out, sum_out, x, bias, residual, gamma, nullptr, eps);
 }
 
 void gated_act(Tensor& out, const Tensor& x, Activation act) {

@@ -92,18 +92,22 @@ void bias_act_backward(Tensor& dz, const Tensor& dy, const Tensor& z, Activation
   backend_for(z.device()).run(p, z.device().index);
 }
 
-void layer_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
-                      const Tensor& gamma, const Tensor& beta, float eps, Tensor& mean, Tensor& rstd) {
-  const char* op = "layer_norm_train";
+namespace {
+
+// layer_norm_train and rms_norm_train: one set of checks and one params; beta and mean are
+// null for RMSNorm.
+void norm_train(const char* op, bool rms, Tensor& out, Tensor& sum_out, const Tensor& x, const Tensor* bias,
+                const Tensor* residual, const Tensor& gamma, const Tensor* beta, float eps, Tensor* mean,
+                Tensor& rstd) {
   if (x.ndim() < 1) throw_value_error(op, ": x must have at least 1 dimension");
   const int64_t cols = x.dim(-1), rows = rows_of(x);
   like(op, "out", out, x, "x");
   like(op, "sum_out", sum_out, x, "x");
   if (residual) like(op, "residual", *residual, x, "x");
   vector_of(op, "gamma", gamma, cols, x);
-  vector_of(op, "beta", beta, cols, x);
+  if (beta) vector_of(op, "beta", *beta, cols, x);
   if (bias) vector_of(op, "bias", *bias, cols, x);
-  row_stat(op, "mean", mean, rows, x);
+  if (mean) row_stat(op, "mean", *mean, rows, x);
   row_stat(op, "rstd", rstd, rows, x);
   if (!(eps >= 0.0f)) throw_value_error(op, ": eps must be >= 0, got ", eps);
   saves_stats(op, x);
@@ -112,23 +116,24 @@ void layer_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tenso
   p.rows = rows;
   p.cols = cols;
   p.eps = eps;
+  p.rms = rms;
   p.out = out.raw();
   p.sum_out = sum_out.raw();
   p.x = x.raw();
   p.bias = bias ? bias->raw() : nullptr;
   p.residual = residual ? residual->raw() : nullptr;
   p.gamma = gamma.raw();
-  p.beta = beta.raw();
-  p.mean_out = mean.data<float>();
+  p.beta = beta ? beta->raw() : nullptr;
+  p.mean_out = mean ? mean->data<float>() : nullptr;
   p.rstd_out = rstd.data<float>();
   if (rows == 0 || cols == 0) return;
   profile::Scope scope(op);
   backend_for(x.device()).run(p, x.device().index);
 }
 
-void layer_norm_backward(Tensor& ds, Tensor* dgamma, Tensor* dbeta, const Tensor& dout, const Tensor& s,
-                         const Tensor& mean, const Tensor& rstd, const Tensor& gamma, bool accumulate) {
-  const char* op = "layer_norm_backward";
+// layer_norm_backward and rms_norm_backward: dbeta and mean are null for RMSNorm.
+void norm_backward(const char* op, bool rms, Tensor& ds, Tensor* dgamma, Tensor* dbeta, const Tensor& dout,
+                   const Tensor& s, const Tensor* mean, const Tensor& rstd, const Tensor& gamma, bool accumulate) {
   if (s.ndim() < 1) throw_value_error(op, ": s must have at least 1 dimension");
   const int64_t cols = s.dim(-1), rows = rows_of(s);
   like(op, "dout", dout, s, "s");
@@ -138,7 +143,7 @@ void layer_norm_backward(Tensor& ds, Tensor* dgamma, Tensor* dbeta, const Tensor
   const bool dbeta_f32 = dbeta && grad_vector(op, "dbeta", *dbeta, cols, s);
   if (dgamma && dbeta && dgamma_f32 != dbeta_f32)
     throw_type_error(op, ": dgamma and dbeta must have one dtype, got ", dgamma->describe(), " and ", dbeta->describe());
-  row_stat(op, "mean", mean, rows, s);
+  if (mean) row_stat(op, "mean", *mean, rows, s);
   row_stat(op, "rstd", rstd, rows, s);
   LayerNormBackwardParams p;
   p.grad_f32 = dgamma_f32 || dbeta_f32;
@@ -146,76 +151,40 @@ void layer_norm_backward(Tensor& ds, Tensor* dgamma, Tensor* dbeta, const Tensor
   p.rows = rows;
   p.cols = cols;
   p.accumulate = accumulate;
+  p.rms = rms;
   p.ds = ds.raw();
   p.dgamma = dgamma ? dgamma->raw() : nullptr;
   p.dbeta = dbeta ? dbeta->raw() : nullptr;
   p.dout = dout.raw();
   p.s = s.raw();
-  p.mean = mean.data<float>();
+  p.mean = mean ? mean->data<float>() : nullptr;
   p.rstd = rstd.data<float>();
   p.gamma = gamma.raw();
   if (rows == 0 || cols == 0) return;
   profile::Scope scope(op);
   backend_for(s.device()).run(p, s.device().index);
+}
+
+}  // namespace
+
+void layer_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
+                      const Tensor& gamma, const Tensor& beta, float eps, Tensor& mean, Tensor& rstd) {
+  norm_train("layer_norm_train", false, out, sum_out, x, bias, residual, gamma, &beta, eps, &mean, rstd);
+}
+
+void layer_norm_backward(Tensor& ds, Tensor* dgamma, Tensor* dbeta, const Tensor& dout, const Tensor& s,
+                         const Tensor& mean, const Tensor& rstd, const Tensor& gamma, bool accumulate) {
+  norm_backward("layer_norm_backward", false, ds, dgamma, dbeta, dout, s, &mean, rstd, gamma, accumulate);
 }
 
 void rms_norm_train(Tensor& out, Tensor& sum_out, const Tensor& x, const Tensor* bias, const Tensor* residual,
                     const Tensor& gamma, float eps, Tensor& rstd) {
-  const char* op = "rms_norm_train";
-  if (x.ndim() < 1) throw_value_error(op, ": x must have at least 1 dimension");
-  const int64_t cols = x.dim(-1), rows = rows_of(x);
-  like(op, "out", out, x, "x");
-  like(op, "sum_out", sum_out, x, "x");
-  if (residual) like(op, "residual", *residual, x, "x");
-  vector_of(op, "gamma", gamma, cols, x);
-  if (bias) vector_of(op, "bias", *bias, cols, x);
-  row_stat(op, "rstd", rstd, rows, x);
-  if (!(eps >= 0.0f)) throw_value_error(op, ": eps must be >= 0, got ", eps);
-  saves_stats(op, x);
-  LayerNormParams p;
-  p.dtype = x.dtype();
-  p.rows = rows;
-  p.cols = cols;
-  p.eps = eps;
-  p.rms = true;
-  p.out = out.raw();
-  p.sum_out = sum_out.raw();
-  p.x = x.raw();
-  p.bias = bias ? bias->raw() : nullptr;
-  p.residual = residual ? residual->raw() : nullptr;
-  p.gamma = gamma.raw();
-  p.rstd_out = rstd.data<float>();
-  if (rows == 0 || cols == 0) return;
-  profile::Scope scope(op);
-  backend_for(x.device()).run(p, x.device().index);
+  norm_train("rms_norm_train", true, out, sum_out, x, bias, residual, gamma, nullptr, eps, nullptr, rstd);
 }
 
 void rms_norm_backward(Tensor& ds, Tensor* dgamma, const Tensor& dout, const Tensor& s, const Tensor& rstd,
                        const Tensor& gamma, bool accumulate) {
-  const char* op = "rms_norm_backward";
-  if (s.ndim() < 1) throw_value_error(op, ": s must have at least 1 dimension");
-  const int64_t cols = s.dim(-1), rows = rows_of(s);
-  like(op, "dout", dout, s, "s");
-  like(op, "ds", ds, s, "s");
-  vector_of(op, "gamma", gamma, cols, s);
-  const bool dgamma_f32 = dgamma && grad_vector(op, "dgamma", *dgamma, cols, s);
-  row_stat(op, "rstd", rstd, rows, s);
-  LayerNormBackwardParams p;
-  p.grad_f32 = dgamma_f32;
-  p.dtype = s.dtype();
-  p.rows = rows;
-  p.cols = cols;
-  p.accumulate = accumulate;
-  p.rms = true;
-  p.ds = ds.raw();
-  p.dgamma = dgamma ? dgamma->raw() : nullptr;
-  p.dout = dout.raw();
-  p.s = s.raw();
-  p.rstd = rstd.data<float>();
-  p.gamma = gamma.raw();
-  if (rows == 0 || cols == 0) return;
-  profile::Scope scope(op);
-  backend_for(s.device()).run(p, s.device().index);
+  norm_backward("rms_norm_backward", true, ds, dgamma, nullptr, dout, s, nullptr, rstd, gamma, accumulate);
 }
 
 void gated_act_backward(Tensor& dx, const Tensor& dy, const Tensor& x, Activation act) {

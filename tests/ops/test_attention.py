@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from tformer import ops
 
+from attention_testlib import check_attention, key_mask
+
 
 def attention_ref(q, k, v, num_heads, kv_lengths=None, causal=False, causal_offset=0,
                   scale=None):
@@ -27,13 +29,7 @@ def attention_ref(q, k, v, num_heads, kv_lengths=None, causal=False, causal_offs
 
     qh, kh, vh = heads(q, Tq), heads(k, Tk), heads(v, Tk)
     scores = np.einsum("bhid,bhjd->bhij", qh, kh) * scale
-    masked = np.zeros((B, Tq, Tk), dtype=bool)
-    j = np.arange(Tk)
-    if kv_lengths is not None:
-        masked |= j[None, None, :] >= np.asarray(kv_lengths)[:, None, None]
-    if causal:
-        i = np.arange(Tq)
-        masked |= j[None, None, :] > (i[:, None] + causal_offset)[None]
+    masked = key_mask(B, Tq, Tk, kv_lengths, causal, causal_offset)
     assert not masked.all(axis=-1).any(), "test case masks a whole row"
     scores = np.where(masked[:, None], -np.inf, scores)
     scores -= scores.max(axis=-1, keepdims=True)
@@ -51,15 +47,6 @@ def _inputs(seed, B, Tq, Tk, H, D):
     return q, k, v
 
 
-def _check(out, ref, v, what):
-    assert isinstance(out, np.ndarray) and out.dtype == np.float32, (type(out), out.dtype)
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    bound = 1e-5 * (np.max(np.abs(v)) + np.abs(ref))
-    err = np.abs(out.astype(np.float64) - ref)
-    worst = np.unravel_index(np.argmax(err - bound), err.shape)
-    assert np.all(err <= bound), f"{what}: err {err[worst]:.3e} > {bound[worst]:.3e} at {worst}"
-
-
 def _run(device, B, Tq, Tk, H, D, seed=0, **mask):
     q, k, v = _inputs(seed, B, Tq, Tk, H, D)
     kwargs = dict(mask)
@@ -67,7 +54,7 @@ def _run(device, B, Tq, Tk, H, D, seed=0, **mask):
         kwargs["kv_lengths"] = np.asarray(kwargs["kv_lengths"], dtype=np.int32)
     out = ops.attention(q, k, v, H, device=device, **kwargs)
     ref = attention_ref(q, k, v, H, **mask)
-    _check(out, ref, v, f"B={B} Tq={Tq} Tk={Tk} H={H} D={D} {mask}")
+    check_attention(out, ref, v, f"B={B} Tq={Tq} Tk={Tk} H={H} D={D} {mask}")
 
 
 # head_dim 1..128, including values that are not multiples of 8; lengths crossing
@@ -144,7 +131,7 @@ def test_attention_large_scores_stay_finite(device):
     k *= 12.0
     out = ops.attention(q, k, v, 2, device=device)
     assert np.all(np.isfinite(out))
-    _check(out, attention_ref(q, k, v, 2), v, "large scores")
+    check_attention(out, attention_ref(q, k, v, 2), v, "large scores")
 
 
 def test_attention_width_not_divisible_by_heads(device):

@@ -28,6 +28,7 @@ import tformer
 import torch
 from tformer import ops
 
+from attention_testlib import torch_key_mask
 from train_testlib import assert_close, f64, run
 
 
@@ -43,12 +44,7 @@ def torch_reference(q, k, v, dout, H, kv_lengths=None, causal=False, causal_offs
         return x.reshape(B, T, H, D).transpose(1, 2)
 
     s = heads(tq, Tq) @ heads(tk, Tk).transpose(-1, -2) * scale
-    j = torch.arange(Tk)
-    masked = torch.zeros(B, Tq, Tk, dtype=torch.bool)
-    if kv_lengths is not None:
-        masked |= j[None, None, :] >= torch.tensor(np.asarray(kv_lengths))[:, None, None]
-    if causal:
-        masked |= j[None, None, :] > (torch.arange(Tq)[:, None] + causal_offset)[None]
+    masked = torch_key_mask(B, Tq, Tk, kv_lengths=kv_lengths, causal=causal, causal_offset=causal_offset)
     masked = masked[:, None].expand(B, H, Tq, Tk)
     s = s.masked_fill(masked, -torch.inf)
     lse = torch.logsumexp(s, -1)

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from tformer import ops
 
+from attention_testlib import check_attention, key_mask
+
 
 def attention_ref(q, k, v, H, rel_bias=None, origin=0, kv_lengths=None, causal=False,
                   causal_offset=0, scale=None, kv_group=1, with_lse=False):
@@ -31,12 +33,8 @@ def attention_ref(q, k, v, H, rel_bias=None, origin=0, kv_lengths=None, causal=F
     scores = np.einsum("bhid,bhjd->bhij", heads(q, Tq), heads(k, Tk)) * scale
     i = np.arange(Tq)[:, None]
     j = np.arange(Tk)[None, :]
-    masked = np.zeros((B, Tq, Tk), dtype=bool)
-    if kv_lengths is not None:
-        lengths = np.repeat(np.asarray(kv_lengths), kv_group)
-        masked |= j[None] >= lengths[:, None, None]
-    if causal:
-        masked |= (j > i + causal_offset)[None]
+    lengths = None if kv_lengths is None else np.repeat(np.asarray(kv_lengths), kv_group)
+    masked = key_mask(B, Tq, Tk, lengths, causal, causal_offset)
     assert not masked.all(axis=-1).any(), "test case masks a whole row"
     if rel_bias is not None:
         idx = origin + j - i  # (Tq, Tk); masked entries may fall outside the table
@@ -65,15 +63,6 @@ def _inputs(seed, B, Tq, Tk, H, D, span, kv_group=1):
     return q, k, v, bias
 
 
-def _check(out, ref, v, what):
-    assert isinstance(out, np.ndarray) and out.dtype == np.float32, (type(out), out.dtype)
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    bound = 1e-5 * (np.max(np.abs(v)) + np.abs(ref))
-    err = np.abs(out.astype(np.float64) - ref)
-    worst = np.unravel_index(np.argmax(err - bound), err.shape)
-    assert np.all(err <= bound), f"{what}: err {err[worst]:.3e} > {bound[worst]:.3e} at {worst}"
-
-
 def _run(device, B, Tq, Tk, H, D, span, origin, seed=0, kv_group=1, weights=False, bias_matters=True,
          **mask):
     q, k, v, bias = _inputs(seed, B, Tq, Tk, H, D, span, kv_group)
@@ -90,7 +79,7 @@ def _run(device, B, Tq, Tk, H, D, span, origin, seed=0, kv_group=1, weights=Fals
         assert np.max(np.abs(w - ref_w)) <= 1e-5, what + " weights"
     else:
         out = got
-    _check(out, ref, v, what)
+    check_attention(out, ref, v, what)
     # The bias must matter: without it the answer differs (so a kernel ignoring it fails);
     # not where each row sees a single key (its weight is 1 whatever the bias).
     if not bias_matters:
@@ -167,7 +156,7 @@ def test_attention_train_lse_includes_the_bias(device, Tq):
     out, lse = ops.attention_train(q, k, v, H, kv_lengths=lengths, rel_bias=bias,
                                    rel_bias_origin=Tq - 1, device=device)
     ref, ref_lse = attention_ref(q, k, v, H, bias, Tq - 1, kv_lengths=lengths, with_lse=True)
-    _check(out, ref, v, "attention_train")
+    check_attention(out, ref, v, "attention_train")
     assert lse.dtype == np.float32 and lse.shape == ref_lse.shape, (lse.dtype, lse.shape)
     np.testing.assert_allclose(lse, ref_lse, rtol=1e-5, atol=1e-5)
     plain_lse = attention_ref(q, k, v, H, kv_lengths=lengths, with_lse=True)[1]
@@ -208,7 +197,7 @@ def test_causal_bound_uses_the_offset(device):
     q, k, v, _ = _args(Tq=3, Tk=3)
     bias = np.ones((3, 2), np.float32)
     out = ops.attention(q, k, v, 2, causal=True, rel_bias=bias, rel_bias_origin=2, device=device)
-    _check(out, attention_ref(q, k, v, 2, bias, 2, causal=True)[0], v, "causal span 3")
+    check_attention(out, attention_ref(q, k, v, 2, bias, 2, causal=True)[0], v, "causal span 3")
     with pytest.raises(ValueError, match=r"rel_bias rows \[0, 4\] \(rel_bias_origin 2 "):
         ops.attention(q, k, v, 2, rel_bias=bias, rel_bias_origin=2, device=device)
     with pytest.raises(ValueError, match=r"causal offset 1"):

@@ -18,6 +18,7 @@ import pytest
 import torch
 from tformer import ops
 
+from attention_testlib import torch_key_mask
 from train_testlib import assert_close, f64, run
 
 
@@ -34,12 +35,7 @@ def torch_reference(q, k, v, table, origin, dout, H, kv_lengths=None, causal=Fal
     rel = origin + torch.arange(Tk)[None, :] - torch.arange(Tq)[:, None]  # (Tq, Tk)
     bias = tb[rel.clamp(0, table.shape[0] - 1)].permute(2, 0, 1)  # (H, Tq, Tk); out-of-range ones are masked
     s = heads(tq, Tq) @ heads(tk, Tk).transpose(-1, -2) * scale + bias[None]
-    j = torch.arange(Tk)
-    masked = torch.zeros(B, Tq, Tk, dtype=torch.bool)
-    if kv_lengths is not None:
-        masked |= j[None, None, :] >= torch.tensor(np.asarray(kv_lengths))[:, None, None]
-    if causal:
-        masked |= j[None, None, :] > (torch.arange(Tq)[:, None] + causal_offset)[None]
+    masked = torch_key_mask(B, Tq, Tk, kv_lengths=kv_lengths, causal=causal, causal_offset=causal_offset)
     s = s.masked_fill(masked[:, None], -torch.inf)
     lse = torch.logsumexp(s, -1)
     out = (torch.softmax(s, -1) @ heads(tv, Tk)).transpose(1, 2).reshape(B, Tq, W)

@@ -13,16 +13,7 @@ import pytest
 import torch
 from tformer import ops
 
-from train_testlib import assert_close, f64, run
-
-TORCH_ACTS = {
-    "relu": torch.relu,
-    "gelu": lambda t: torch.nn.functional.gelu(t),
-    "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
-    "silu": torch.nn.functional.silu,
-    "none": lambda t: t,
-}
-
+from train_testlib import TORCH_ACTS, assert_close, f64, run
 
 def torch_gated_grad(act, x, dy):
     tx = torch.tensor(f64(x), requires_grad=True)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from tformer import ops
 
+from norm_testlib import check_norm
+
 SHAPES = [(1, 1), (1, 7), (4, 16), (3, 64), (17, 100), (2, 1023), (5, 1024)]
 EXTRAS = [(False, False), (True, False), (False, True), (True, True)]
 
@@ -18,14 +20,6 @@ def ln_ref(z, gamma, beta, eps):
     mean = z.mean(axis=-1, keepdims=True)
     var = ((z - mean) ** 2).mean(axis=-1, keepdims=True)
     return (z - mean) / np.sqrt(var + eps) * gamma.astype(np.float64) + beta.astype(np.float64)
-
-
-def _check(out, ref, what=""):
-    assert isinstance(out, np.ndarray) and out.dtype == np.float32, (type(out), out.dtype)
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    scale = float(np.max(np.abs(ref))) if ref.size else 1.0
-    np.testing.assert_allclose(out.astype(np.float64), ref, rtol=1e-5, atol=1e-5 * scale,
-                               err_msg=what)
 
 
 def _params(rng, cols):
@@ -48,7 +42,7 @@ def test_layer_norm(device, shape, with_bias, with_residual):
         z = z + bias
     if with_residual:
         z = z + residual
-    _check(out, ln_ref(z, gamma, beta, 1e-5), f"{shape} bias={with_bias} res={with_residual}")
+    check_norm(out, ln_ref(z, gamma, beta, 1e-5), f"{shape} bias={with_bias} res={with_residual}")
 
 
 @pytest.mark.parametrize("with_bias,with_residual", EXTRAS)
@@ -72,7 +66,7 @@ def test_layer_norm_return_sum(device, with_bias, with_residual):
     assert total.dtype == np.float32 and total.shape == shape
     np.testing.assert_allclose(total.astype(np.float64), z, rtol=0,
                                atol=float(np.max(np.abs(z))) * 2.5e-7)
-    _check(out, ln_ref(z, gamma, beta, 1e-5))
+    check_norm(out, ln_ref(z, gamma, beta, 1e-5))
 
 
 @pytest.mark.parametrize("eps", [1e-12, 1e-5, 0.5])
@@ -82,14 +76,14 @@ def test_layer_norm_eps(device, eps):
     x = (0.7 * rng.standard_normal((5, 33))).astype(np.float32)
     gamma, beta = _params(rng, 33)
     out = ops.layer_norm(x, gamma, beta, eps=eps, device=device)
-    _check(out, ln_ref(x, gamma, beta, eps), f"eps={eps}")
+    check_norm(out, ln_ref(x, gamma, beta, eps), f"eps={eps}")
 
 
 def test_layer_norm_default_eps_is_1e_5(device):
     rng = np.random.default_rng(23)
     x = (0.01 * rng.standard_normal((3, 24))).astype(np.float32)  # var 1e-4 ~ eps
     gamma, beta = _params(rng, 24)
-    _check(ops.layer_norm(x, gamma, beta, device=device), ln_ref(x, gamma, beta, 1e-5))
+    check_norm(ops.layer_norm(x, gamma, beta, device=device), ln_ref(x, gamma, beta, 1e-5))
 
 
 def test_layer_norm_large_mean(device):
@@ -99,7 +93,7 @@ def test_layer_norm_large_mean(device):
     rng = np.random.default_rng(24)
     x = (20.0 + rng.standard_normal((4, 1024))).astype(np.float32)
     gamma, beta = _params(rng, 1024)
-    _check(ops.layer_norm(x, gamma, beta, device=device), ln_ref(x, gamma, beta, 1e-5))
+    check_norm(ops.layer_norm(x, gamma, beta, device=device), ln_ref(x, gamma, beta, 1e-5))
 
 
 def test_layer_norm_constant_row(device):

@@ -20,20 +20,16 @@ import tformer
 import torch
 from tformer import ops
 
+from norm_testlib import ds_tol, torch_sum_input
 from train_testlib import assert_close, f64, run
 
 SHAPES = [(1, 1), (3, 7), (4, 16), (17, 100), (130, 64), (2, 1023), (600, 40)]
 
 
 def torch_ln(x, gamma, beta, eps, bias=None, residual=None):
-    tx = torch.tensor(f64(x), requires_grad=True)
     tg = torch.tensor(f64(gamma), requires_grad=True)
     tb = torch.tensor(f64(beta), requires_grad=True)
-    s = tx
-    if bias is not None:
-        s = s + torch.tensor(f64(bias))
-    if residual is not None:
-        s = s + torch.tensor(f64(residual))
+    tx, s = torch_sum_input(x, bias, residual)
     y = torch.nn.functional.layer_norm(s, (x.shape[-1],), tg, tb, eps)
     return tx, tg, tb, s, y
 
@@ -51,10 +47,6 @@ def _grad_refs(x, gamma, beta, dout, eps=1e-5, **extra):
     tx, tg, tb, s, y = torch_ln(x, gamma, beta, eps, **extra)
     y.backward(torch.tensor(f64(dout)))
     return tx.grad.numpy(), tg.grad.numpy(), tb.grad.numpy(), s.detach().numpy()
-
-
-def _ds_tol(rstd, dout, gamma):
-    return 1e-5 * float(np.max(np.abs(f64(rstd)[..., None] * f64(dout) * f64(gamma))))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -81,7 +73,7 @@ def test_layer_norm_backward(device, shape):
     ds, dgamma, dbeta = run(device, ops.layer_norm_backward, dout, s, mean, rstd, gamma)
     rdx, rdg, rdb, _ = _grad_refs(x, gamma, beta, dout)
     assert ds.dtype == np.float32 and dgamma.shape == gamma.shape
-    assert_close(ds, rdx, atol=_ds_tol(rstd, dout, gamma), what="ds")
+    assert_close(ds, rdx, atol=ds_tol(rstd, dout, gamma), what="ds")
     xhat = (f64(s) - f64(mean)[:, None]) * f64(rstd)[:, None]
     dout_sum = np.max(np.sum(np.abs(f64(dout)), 0))
     # + 1e-7 * dout_sum: xhat itself carries ulps of O(1) (case (1, 1): xhat = 0 here, 1e-14 in torch).
@@ -98,7 +90,7 @@ def test_layer_norm_backward_through_bias_and_residual(device):
     _, s, mean, rstd = run(device, ops.layer_norm_train, x, gamma, beta, bias=bias, residual=residual)
     ds, dgamma, dbeta = run(device, ops.layer_norm_backward, dout, s, mean, rstd, gamma)
     rdx, rdg, rdb, _ = _grad_refs(x, gamma, beta, dout, bias=bias, residual=residual)
-    assert_close(ds, rdx, atol=_ds_tol(rstd, dout, gamma), what="ds")
+    assert_close(ds, rdx, atol=ds_tol(rstd, dout, gamma), what="ds")
     assert_close(dgamma, rdg, atol=1e-5 * 9 * 4, what="dgamma")
     assert_close(dbeta, rdb, atol=1e-5 * 9 * 4, what="dbeta")
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from tformer import ops
 
+from norm_testlib import check_norm
+
 # Widths below, at and past multiples of the 8- and 16-lane vectors, and wide rows.
 SHAPES = [(1, 1), (1, 7), (4, 16), (3, 17), (3, 64), (17, 100), (2, 1023), (5, 1024)]
 EXTRAS = [(False, False), (True, False), (False, True), (True, True)]  # bias, residual
@@ -18,14 +20,6 @@ def rms_ref(z, gamma, eps):
     z = z.astype(np.float64)
     ms = (z * z).mean(axis=-1, keepdims=True)
     return z / np.sqrt(ms + eps) * gamma.astype(np.float64)
-
-
-def _check(out, ref, what=""):
-    assert isinstance(out, np.ndarray) and out.dtype == np.float32, (type(out), out.dtype)
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    scale = float(np.max(np.abs(ref))) if ref.size else 1.0
-    np.testing.assert_allclose(out.astype(np.float64), ref, rtol=1e-5, atol=1e-5 * scale,
-                               err_msg=what)
 
 
 def _inputs(seed, shape, with_bias=False, with_residual=False):
@@ -48,7 +42,7 @@ def _inputs(seed, shape, with_bias=False, with_residual=False):
 def test_rms_norm(device, shape, with_bias, with_residual):
     x, gamma, bias, residual, z = _inputs(shape[0] * 7 + shape[1], shape, with_bias, with_residual)
     out = ops.rms_norm(x, gamma, eps=1e-6, bias=bias, residual=residual, device=device)
-    _check(out, rms_ref(z, gamma, 1e-6), f"{shape} bias={with_bias} res={with_residual}")
+    check_norm(out, rms_ref(z, gamma, 1e-6), f"{shape} bias={with_bias} res={with_residual}")
 
 
 def test_rms_norm_is_not_layer_norm(device):
@@ -56,7 +50,7 @@ def test_rms_norm_is_not_layer_norm(device):
     x, gamma, _, _, z = _inputs(3, (4, 32))
     x = x + 5.0
     out = ops.rms_norm(x, gamma, device=device)
-    _check(out, rms_ref(x, gamma, 1e-6))
+    check_norm(out, rms_ref(x, gamma, 1e-6))
     ln = ops.layer_norm(x, gamma, np.zeros(32, np.float32), eps=1e-6, device=device)
     assert np.max(np.abs(out - ln)) > 0.5
 
@@ -65,7 +59,7 @@ def test_rms_norm_3d(device):
     """(batch, len, d_model) inputs: rows are the leading dimensions flattened."""
     x, gamma, _, residual, z = _inputs(4, (2, 5, 24), with_residual=True)
     out = ops.rms_norm(x, gamma, residual=residual, device=device)
-    _check(out, rms_ref(z, gamma, 1e-6))
+    check_norm(out, rms_ref(z, gamma, 1e-6))
 
 
 @pytest.mark.parametrize("with_bias,with_residual", EXTRAS)
@@ -79,7 +73,7 @@ def test_rms_norm_return_sum(device, with_bias, with_residual):
     # An fp32 add of two or three fp32 terms: two ulps of the largest.
     np.testing.assert_allclose(total.astype(np.float64), z, rtol=0,
                                atol=float(np.max(np.abs(z))) * 2.5e-7)
-    _check(out, rms_ref(z, gamma, 1e-6))
+    check_norm(out, rms_ref(z, gamma, 1e-6))
 
 
 @pytest.mark.parametrize("eps", [1e-12, 1e-6, 0.5])
@@ -88,7 +82,7 @@ def test_rms_norm_eps(device, eps):
     rng = np.random.default_rng(22)
     x = (0.7 * rng.standard_normal((5, 33))).astype(np.float32)
     gamma = (1.0 + 0.3 * rng.standard_normal(33)).astype(np.float32)
-    _check(ops.rms_norm(x, gamma, eps=eps, device=device), rms_ref(x, gamma, eps), f"eps={eps}")
+    check_norm(ops.rms_norm(x, gamma, eps=eps, device=device), rms_ref(x, gamma, eps), f"eps={eps}")
 
 
 def test_rms_norm_default_eps_is_1e_6(device):
@@ -97,7 +91,7 @@ def test_rms_norm_default_eps_is_1e_6(device):
     x = (1e-3 * rng.standard_normal((3, 24))).astype(np.float32)
     gamma = np.ones(24, np.float32)
     out = ops.rms_norm(x, gamma, device=device)
-    _check(out, rms_ref(x, gamma, 1e-6))
+    check_norm(out, rms_ref(x, gamma, 1e-6))
     assert np.max(np.abs(out - rms_ref(x, gamma, 1e-5))) > 1e-2
 
 

@@ -17,19 +17,15 @@ import pytest
 import torch
 from tformer import ops
 
+from norm_testlib import ds_tol, torch_sum_input
 from train_testlib import assert_close, f64, run
 
 SHAPES = [(1, 1), (3, 7), (4, 16), (17, 100), (130, 64), (2, 1023), (600, 40)]
 
 
 def torch_rms(x, gamma, eps, bias=None, residual=None):
-    tx = torch.tensor(f64(x), requires_grad=True)
     tg = torch.tensor(f64(gamma), requires_grad=True)
-    s = tx
-    if bias is not None:
-        s = s + torch.tensor(f64(bias))
-    if residual is not None:
-        s = s + torch.tensor(f64(residual))
+    tx, s = torch_sum_input(x, bias, residual)
     y = s * torch.rsqrt(s.pow(2).mean(-1, keepdim=True) + eps) * tg
     return tx, tg, s, y
 
@@ -40,10 +36,6 @@ def _inputs(shape, seed):
     gamma = (1.0 + 0.3 * rng.standard_normal(shape[-1])).astype(np.float32)
     dout = rng.standard_normal(shape).astype(np.float32)
     return rng, x, gamma, dout
-
-
-def _ds_tol(rstd, dout, gamma):
-    return 1e-5 * float(np.max(np.abs(f64(rstd)[..., None] * f64(dout) * f64(gamma))))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -69,7 +61,7 @@ def test_rms_norm_backward(device, shape):
     tx, tg, _, y = torch_rms(x, gamma, 1e-6)
     y.backward(torch.tensor(f64(dout)))
     assert ds.dtype == np.float32 and dgamma.shape == gamma.shape
-    assert_close(ds, tx.grad.numpy(), atol=_ds_tol(rstd, dout, gamma), what="ds")
+    assert_close(ds, tx.grad.numpy(), atol=ds_tol(rstd, dout, gamma), what="ds")
     xhat = f64(s) * f64(rstd)[:, None]
     dout_sum = np.max(np.sum(np.abs(f64(dout)), 0))
     assert_close(dgamma, tg.grad.numpy(), atol=1e-5 * np.max(np.sum(np.abs(f64(dout) * xhat), 0)) + 1e-7 * dout_sum,
@@ -85,7 +77,7 @@ def test_rms_norm_backward_through_bias_and_residual(device):
     ds, dgamma = run(device, ops.rms_norm_backward, dout, s, rstd, gamma)
     tx, tg, _, y = torch_rms(x, gamma, 1e-6, bias=bias, residual=residual)
     y.backward(torch.tensor(f64(dout)))
-    assert_close(ds, tx.grad.numpy(), atol=_ds_tol(rstd, dout, gamma), what="ds")
+    assert_close(ds, tx.grad.numpy(), atol=ds_tol(rstd, dout, gamma), what="ds")
     assert_close(dgamma, tg.grad.numpy(), atol=1e-5 * 9 * 4, what="dgamma")
 
 

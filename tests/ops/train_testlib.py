@@ -7,6 +7,17 @@ backend implements every training kernel, so any error is a failure on any devic
 """
 
 import numpy as np
+import torch
+
+# The activations of tformer's Activation enum as torch functions (gelu = erf form,
+# gelu_tanh = torch's approximate="tanh"), for the autograd references.
+TORCH_ACTS = {
+    "relu": torch.relu,
+    "gelu": lambda t: torch.nn.functional.gelu(t),
+    "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+    "silu": torch.nn.functional.silu,
+    "none": lambda t: t,
+}
 
 
 def run(device, fn, *args, **kwargs):

@@ -55,17 +55,10 @@ TFORMER_OP_BINDINGS(attention) {
     Tensor out = Tensor::empty(tq.shape(), d.dtype, d.device);
     Tensor weights = return_weights ? Tensor::empty({tq.dim(0), tq.dim(1), tk.ndim() == 3 ? tk.dim(1) : 0}, DType::f32, d.device)
                                     : Tensor();
-    ops::AttentionOptions opt;
-    opt.heads = num_heads;
-    opt.kv_lengths = ptr(tl);
-    opt.causal = causal;
-    opt.causal_offset = causal_offset;
-    opt.scale = scale ? *scale : 0.0f;
-    opt.rel_bias = ptr(tbias);
-    opt.rel_bias_origin = rel_bias_origin;
+    ops::AttentionOptions opt =
+        attention_options(num_heads, tl, causal, causal_offset, scale, tbias, rel_bias_origin);
     opt.kv_group = kv_group;
     opt.weights_out = return_weights ? &weights : nullptr;
-    if (scale && *scale == 0.0f) throw_value_error("attention: scale must be non-zero");
     ops::attention(out, {&tq, 0}, {&tk, 0}, {&tv, 0}, opt);
     if (return_weights) return py::make_tuple(d.get(out), d.get(weights));
     return d.get(out);
@@ -88,11 +81,7 @@ TFORMER_OP_BINDINGS(attention) {
     if (k.has_value() != v.has_value()) throw_value_error("attention_train: give both k and v, or neither (fused q)");
     auto trb = d.put_opt(rel_bias, "rel_bias");
     Tensor tq = d.put(q, "q");
-    std::optional<Tensor> tk, tv, tl;
-    if (k) {
-      tk = d.put(*k, "k");
-      tv = d.put(*v, "v");
-    }
+    std::optional<Tensor> tk = d.put_opt(k, "k"), tv = d.put_opt(v, "v"), tl;  // none: fused q
     if (kv_lengths) tl = d.put_ids(*kv_lengths, "kv_lengths");
     if (tq.ndim() != 3) throw_value_error("attention_train: q must be 3-D, got ", shape_str(tq.shape()));
     const int64_t width = k ? tq.dim(2) : fused_width(tq);
@@ -135,11 +124,7 @@ TFORMER_OP_BINDINGS(attention) {
     };
     Tensor tq = d.put(q, "q"), tout = d.put(out, "out"), tdout = d.put(dout, "dout");
     Tensor tlse = d.put_f32(lse, "lse");
-    std::optional<Tensor> tk, tv, tl;
-    if (k) {
-      tk = d.put(*k, "k");
-      tv = d.put(*v, "v");
-    }
+    std::optional<Tensor> tk = d.put_opt(k, "k"), tv = d.put_opt(v, "v"), tl;  // none: fused q
     if (kv_lengths) tl = d.put_ids(*kv_lengths, "kv_lengths");
     ops::AttentionOptions opt = attention_options(num_heads, tl, causal, causal_offset, scale, trb, rel_bias_origin);
     if (!k) {  // fused: one gradient buffer laid out like qkv
