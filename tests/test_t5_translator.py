@@ -122,3 +122,37 @@ def test_t5_spiece_tokenizer_errors(t5_dirs, tmp_path):
         load_tokenizer(directory)
     with pytest.raises(ValueError, match=r"target_lang='fr': this t5 tokenizer has no target-language tokens"):
         T5SentencePieceTokenizer(str(t5_dirs["spiece"])).encode(["x"], target_lang="fr")
+
+
+def test_server_takes_t5_task_prefix_and_languages(t5_dirs):
+    """tformer serve's /translate passes prefix / task / languages to the T5 Translator: each
+    request's translations equal Translator.translate_batch with the same options, and a bad
+    task or prefix is a 4xx naming it."""
+    from fastapi.testclient import TestClient
+    from tformer.serve.app import ServeLimits, create_app
+
+    translator = tformer.Translator(str(t5_dirs["fast"]))
+    opts = dict(beam_size=1, max_length=12)
+    with TestClient(create_app(translator, ServeLimits(batch_wait_ms=0, max_chars=200))) as client:
+        for extra in ({"task": "translation_en_to_de"}, {"prefix": "summarize: "},
+                      {"source_lang": "en", "target_lang": "fr"}):
+            r = client.post("/translate", json={"texts": TEXTS[:2], **opts, **extra})
+            assert r.status_code == 200, r.text
+            expected = [res.texts[0] for res in translator.translate_batch(TEXTS[:2], **opts, **extra)]
+            assert r.json()["translations"] == expected, extra
+        # The prefix really reaches the model: the tokens it reads differ with the task.
+        assert translator.encode(TEXTS[:1], task="translation_en_to_de") != translator.encode(TEXTS[:1])
+        r = client.post("/translate", json={"texts": TEXTS[:1], "task": "translation_en_to_xx"})
+        assert r.status_code == 400 and "translation_en_to_xx" in r.json()["detail"]
+        assert "translation_en_to_fr" in r.json()["detail"]  # the model's tasks are listed
+        r = client.post("/translate", json={"texts": TEXTS[:1], "task": "summarization", "prefix": "x: "})
+        assert r.status_code == 400 and "not both" in r.json()["detail"]
+        r = client.post("/translate", json={"texts": TEXTS[:1], "prefix": "p" * 201})
+        assert r.status_code == 422 and "prefix" in r.json()["detail"]
+
+
+def test_serve_command_names_a_bad_task(t5_dirs):
+    from tformer.cli import main
+
+    with pytest.raises(SystemExit, match="translation_en_to_xx"):
+        main(["serve", str(t5_dirs["fast"]), "--task", "translation_en_to_xx"])

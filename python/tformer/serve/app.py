@@ -59,6 +59,10 @@ class TranslateRequest(BaseModel):
     source_lang: Optional[str] = Field(None, description="source language (M2M100 'fr', NLLB 'fra_Latn')")
     target_lang: Optional[str] = Field(None, description="target language (M2M100 'en', NLLB 'eng_Latn', "
                                                          "multilingual opus-mt 'fra')")
+    prefix: Optional[str] = Field(None, description="text put before every source (T5: 'translate English to "
+                                                    "German: '); not with task")
+    task: Optional[str] = Field(None, description="a task of the model's config.json task_specific_params (T5: "
+                                                  "'translation_en_to_de'), whose prefix is used")
     beam_size: Optional[int] = Field(None, ge=1)
     max_length: Optional[int] = Field(None, ge=1, description="generated tokens, EOS included")
     min_length: Optional[int] = Field(None, ge=0)
@@ -82,7 +86,7 @@ class TranslateResponse(BaseModel):
     scores: Optional[list[Union[float, list[float], None]]] = None
 
 
-_TRANSLATOR_KEYS = ("source_lang", "target_lang")
+_TRANSLATOR_KEYS = ("source_lang", "target_lang", "prefix", "task")
 
 
 def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
@@ -187,6 +191,8 @@ def _check_limits(req, limits, max_length_limit, defaults):
         except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800" (JSON allows the escape)
             raise HTTPException(422, f"texts[{i}] is not valid Unicode text: {e.reason} at character {e.start} "
                                      "(a lone UTF-16 surrogate)") from None
+    if req.prefix is not None and len(req.prefix) > limits.max_chars:
+        raise HTTPException(422, f"prefix has {len(req.prefix)} characters > max_chars {limits.max_chars}")
     if req.beam_size is not None and req.beam_size > limits.max_beam_size:
         raise HTTPException(422, f"beam_size {req.beam_size} > the server's max_beam_size {limits.max_beam_size}")
     if req.max_length is not None and req.max_length > max_length_limit:

@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--max-length", type=int, default=None, help="default max_length (default: the model dir's)")
     p.add_argument("--source-lang", default=None, help="default source language (multilingual models)")
     p.add_argument("--target-lang", default=None, help="default target language (multilingual models)")
+    p.add_argument("--prefix", default=None, help="default text put before every source (T5)")
+    p.add_argument("--task", default=None, help="default task of config.json's task_specific_params whose prefix "
+                                                "is used (T5: translation_en_to_de)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -80,9 +83,13 @@ def run(args) -> int:
     if args.threads:
         tformer.set_num_threads(args.threads)
     defaults = {k: v for k, v in dict(beam_size=args.beam_size, max_length=args.max_length,
-                                      source_lang=args.source_lang, target_lang=args.target_lang).items()
+                                      source_lang=args.source_lang, target_lang=args.target_lang,
+                                      prefix=args.prefix, task=args.task).items()
                 if v is not None}
-    translator = tformer.Translator(args.model_dir, device=args.device, dtype=args.dtype, **defaults)
+    try:
+        translator = tformer.Translator(args.model_dir, device=args.device, dtype=args.dtype, **defaults)
+    except (ValueError, TypeError) as e:  # a bad --task / --prefix / language, named
+        raise SystemExit(f"tformer serve: {e}")
     limits = ServeLimits(
         max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms, max_texts=args.max_texts,
         max_chars=args.max_chars, max_body_bytes=args.max_body_bytes, max_beam_size=args.max_beam_size,
