@@ -1,6 +1,8 @@
 """Decoding speed of an opus-mt-fr-en-sized Marian model (random weights): tformer
 against CTranslate2 (fp32 and int8) and transformers, same weights, same inputs, 2 threads
-each, output length forced to 32 tokens for every system, engines interleaved in one run.
+each, output length forced to 32 tokens for every system. Each engine runs in its own worker
+process (OpenMP runtimes of two engines in one process slow each other down), timed
+round-robin: one run of each engine in turn, only one running at a time.
 
   (a) latency: batch 1, 32 source tokens -> 32 target tokens, greedy
   (b) throughput: 64 sentences of 32 tokens, beam 4, batches of 16, 32 target tokens
@@ -91,6 +93,75 @@ def engines(model_dir, ct2_dir, threads, skip_hf, only=None):
     if hf is not None:
         fns["transformers"] = run_hf
     return fns
+
+
+class Worker:
+    """One engine in its own process (`bench_decode.py --worker NAME`): the parent sends one
+    JSON line per run, the worker answers with the seconds of that run, timed inside it (and
+    the tokens when asked), so that only one engine runs at any time."""
+
+    def __init__(self, name, model_dir, ct2_dir, threads):
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--model-dir", model_dir,
+               "--ct2-dir", ct2_dir, "--threads", str(threads)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self._expect("ready")
+
+    def _expect(self, what):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.name} worker died (see its stderr above)")
+        reply = json.loads(line)
+        if what not in reply:
+            raise RuntimeError(f"the {self.name} worker answered {reply!r}")
+        return reply
+
+    def run(self, srcs, beam, batch, tokens=False):
+        self.proc.stdin.write(json.dumps({"srcs": srcs, "beam": beam, "batch": batch, "tokens": tokens}) + "\n")
+        self.proc.stdin.flush()
+        return self._expect("seconds")
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def worker_main(name, model_dir, ct2_dir, threads):
+    """The worker's loop: load `name` alone, then run what the parent sends, until EOF."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    fn = engines(model_dir, ct2_dir, threads, skip_hf=False, only=name)[name]
+    if name == "tformer":
+        import tformer
+
+        tformer.set_num_threads(threads)
+    elif name == "transformers":
+        import torch
+
+        torch.set_num_threads(threads)
+    print(json.dumps({"ready": name}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        t0 = time.perf_counter()
+        out = fn(cmd["srcs"], cmd["beam"], cmd["batch"])
+        reply = {"seconds": time.perf_counter() - t0}
+        if cmd["tokens"]:
+            reply["tokens"] = out
+        print(json.dumps(reply), flush=True)
+
+
+def round_robin(workers, srcs, beam, batch, repeat):
+    """Median seconds per engine: one warm-up each, then `repeat` rounds of one run each."""
+    import statistics
+
+    for w in workers.values():
+        w.run(srcs, beam, batch)
+    times = {k: [] for k in workers}
+    for _ in range(repeat):
+        for k, w in workers.items():
+            times[k].append(w.run(srcs, beam, batch)["seconds"])
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def read_bandwidth(threads, gib=1.0, repeat=5):
@@ -184,20 +255,26 @@ def main():
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "tformer-bench-opus-mt-fr-en"))
     ap.add_argument("--json")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one engine for the parent
+    ap.add_argument("--ct2-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return worker_main(args.worker, args.model_dir, args.ct2_dir, args.threads)
 
-    common.set_threads(args.threads)
+    # The parent only converts and orchestrates: it loads no engine.
     import ct2_marian
 
     model_dir = common.make_marian_dir(args.model_dir)
     ct2_dir = ct2_marian.convert(model_dir, model_dir + "-ct2", 59514)
-    fns = engines(model_dir, ct2_dir, args.threads, args.skip_hf)
+    names = ["tformer", "ct2-fp32", "ct2-int8"] + ([] if args.skip_hf else ["transformers"])
+    workers = {n: Worker(n, model_dir, ct2_dir, args.threads) for n in names}
 
     one = make_inputs(1, 32, 59514, 0)
     many = make_inputs(64, 32, 59514, 0, seed=1)
     # Same numbers first: tformer's greedy tokens against CTranslate2 fp32's (the last
     # token differs where transformers' forced EOS applies: tformer follows transformers).
-    a, b = fns["tformer"](one, 1, 1)[0], fns["ct2-fp32"](one, 1, 1)[0]
+    a = workers["tformer"].run(one, 1, 1, tokens=True)["tokens"][0]
+    b = workers["ct2-fp32"].run(one, 1, 1, tokens=True)["tokens"][0]
     agree = sum(x == y for x, y in zip(a[:-1], b[:-1])) / max(1, len(a) - 1)
 
     scenarios = {
@@ -207,18 +284,20 @@ def main():
     }
     results = {"threads": args.threads, "greedy_agreement_with_ct2": agree}
     for name, (srcs, beam, batch) in scenarios.items():
-        for fn in fns.values():  # every output must be exactly OUT_LEN tokens
-            lens = {len(t) for t in fn(srcs[:batch], beam, batch)}
+        for w in workers.values():  # every output must be exactly OUT_LEN tokens
+            lens = {len(t) for t in w.run(srcs[:batch], beam, batch, tokens=True)["tokens"]}
             assert lens <= {OUT_LEN, OUT_LEN - 1}, (name, lens)
-        times = common.interleaved({k: (lambda f=f: f(srcs, beam, batch)) for k, f in fns.items()}, args.repeat)
+        times = round_robin(workers, srcs, beam, batch, args.repeat)
         tokens = len(srcs) * OUT_LEN
         results[name] = {k: {"seconds": t, "tokens_per_s": tokens / t} for k, t in times.items()}
+    for w in workers.values():
+        w.close()
     # Ceilings: weight bytes per step against the read bandwidth, FLOPs per output token
     # against a large GEMM's rate (2 FLOPs per weight per decoder row; attention aside).
     weights = decoder_step_weights(model_dir)
     results["ceilings"] = {"step_weights": weights, **ceilings(args.threads)}
     if not args.skip_memory:
-        results["d_peak_rss_mib"] = {k: peak_rss(model_dir, ct2_dir, k, args.threads) for k in fns}
+        results["d_peak_rss_mib"] = {k: peak_rss(model_dir, ct2_dir, k, args.threads) for k in workers}
 
     print(f"opus-mt-fr-en size, {args.threads} threads; tformer greedy agrees with CT2 fp32 on {agree:.0%} of tokens")
     for name in scenarios:
