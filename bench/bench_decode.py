@@ -38,61 +38,49 @@ def make_inputs(n, src_len, vocab, eos, seed=0):
     return [list(map(int, rng.integers(2, vocab - 1, src_len - 1))) + [eos] for _ in range(n)]
 
 
-def engines(model_dir, ct2_dir, threads, skip_hf, only=None):
-    """name -> function(sources, beam, batch) returning the generated token-id lists
-    (`only`: load just that engine, for memory measurements)."""
+def engine(name, model_dir, ct2_dir, threads):
+    """Loads one engine (each runs in a process of its own) and returns its function
+    (sources, beam, batch) -> the generated token-id lists."""
     import ct2_marian
 
-    def want(name):
-        return only is None or only == name
-
-    ours = ct2 = hf = None
-    if want("tformer"):
+    if name == "tformer":
         import tformer
 
         ours = tformer.from_huggingface(model_dir)
-    if want("ct2-fp32") or want("ct2-int8"):
+
+        def run(srcs, beam, batch):
+            res = ours.generate(srcs, beam_size=beam, max_length=OUT_LEN, min_length=OUT_LEN, max_batch_size=batch)
+            return [r.tokens[0] for r in res]
+        return run
+    if name in ("ct2-fp32", "ct2-int8"):
         import ctranslate2
 
-        ct2 = {ct: ctranslate2.Translator(ct2_dir, device="cpu", compute_type=ct, inter_threads=1,
-                                          intra_threads=threads)
-               for ct in ("float32", "int8") if want("ct2-fp32" if ct == "float32" else "ct2-int8")}
-    if not skip_hf and want("transformers"):
+        ct2 = ctranslate2.Translator(ct2_dir, device="cpu", compute_type="float32" if name == "ct2-fp32" else "int8",
+                                     inter_threads=1, intra_threads=threads)
+
+        def run(srcs, beam, batch):
+            toks = [[ct2_marian.token_name(i) for i in s] for s in srcs]
+            res = ct2.translate_batch(toks, beam_size=beam, max_batch_size=batch, min_decoding_length=OUT_LEN,
+                                      max_decoding_length=OUT_LEN)
+            return [[ct2_marian.token_id(t) for t in r.hypotheses[0]] for r in res]
+        return run
+    if name == "transformers":
         import torch
         from transformers import MarianMTModel
 
         hf = MarianMTModel.from_pretrained(model_dir).eval()
 
-    def run_tformer(srcs, beam, batch):
-        res = ours.generate(srcs, beam_size=beam, max_length=OUT_LEN, min_length=OUT_LEN, max_batch_size=batch)
-        return [r.tokens[0] for r in res]
-
-    def run_ct2(kind):
         def run(srcs, beam, batch):
-            toks = [[ct2_marian.token_name(i) for i in s] for s in srcs]
-            res = ct2[kind].translate_batch(toks, beam_size=beam, max_batch_size=batch, min_decoding_length=OUT_LEN,
-                                            max_decoding_length=OUT_LEN)
-            return [[ct2_marian.token_id(t) for t in r.hypotheses[0]] for r in res]
+            out = []
+            with torch.inference_mode():
+                for i in range(0, len(srcs), batch):
+                    x = torch.tensor(srcs[i:i + batch])
+                    seq = hf.generate(x, num_beams=beam, min_new_tokens=OUT_LEN, max_new_tokens=OUT_LEN,
+                                      do_sample=False)
+                    out += [s[1:].tolist() for s in seq]
+            return out
         return run
-
-    def run_hf(srcs, beam, batch):
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(srcs), batch):
-                x = torch.tensor(srcs[i:i + batch])
-                seq = hf.generate(x, num_beams=beam, min_new_tokens=OUT_LEN, max_new_tokens=OUT_LEN, do_sample=False)
-                out += [s[1:].tolist() for s in seq]
-        return out
-
-    fns = {}
-    if ours is not None:
-        fns["tformer"] = run_tformer
-    for kind, name in (("float32", "ct2-fp32"), ("int8", "ct2-int8")):
-        if ct2 and kind in ct2:
-            fns[name] = run_ct2(kind)
-    if hf is not None:
-        fns["transformers"] = run_hf
-    return fns
+    raise ValueError(f"unknown engine {name!r}")
 
 
 class Worker:
@@ -131,7 +119,7 @@ def worker_main(name, model_dir, ct2_dir, threads):
     """The worker's loop: load `name` alone, then run what the parent sends, until EOF."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    fn = engines(model_dir, ct2_dir, threads, skip_hf=False, only=name)[name]
+    fn = engine(name, model_dir, ct2_dir, threads)
     if name == "tformer":
         import tformer
 
@@ -235,8 +223,7 @@ import os, resource, sys
 sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
 import bench_decode as b
 srcs = b.make_inputs(16, 32, 59514, 0)
-fns = b.engines({model_dir!r}, {ct2_dir!r}, {threads}, skip_hf=False, only={engine!r})
-fns[{engine!r}](srcs, 4, 16)
+b.engine({engine!r}, {model_dir!r}, {ct2_dir!r}, {threads})(srcs, 4, 16)
 # VmHWM, the peak of this process's own memory: ru_maxrss would also count the parent's
 # peak, which Linux carries over into a child through fork/vfork and exec.
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
