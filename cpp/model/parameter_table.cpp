@@ -25,12 +25,18 @@ struct Visiting {
   ParameterPlace at;  // where the parameters visited next sit
 
   void tensor(const std::string& name, const Shape& shape, Tensor& member) const { visit(name, shape, member, at); }
+  // A matrix an int8 model stores as int8, with its per-row scales in `scale`.
+  void matrix(const std::string& name, const Shape& shape, Tensor& member, Tensor& scale) const {
+    ParameterPlace p = at;
+    p.int8_scale = &scale;
+    visit(name, shape, member, p);
+  }
   void norm(const std::string& prefix, LayerNorm& n) const {
     tensor(prefix + ".gamma", {d}, n.gamma);
     if (!c.rms_norm) tensor(prefix + ".beta", {d}, n.beta);
   }
   void linear(const std::string& prefix, int64_t out_f, int64_t in_f, Linear& l) const {
-    tensor(prefix + ".weight", {out_f, in_f}, l.weight);
+    matrix(prefix + ".weight", {out_f, in_f}, l.weight, l.weight_scale);
     if (c.linear_bias) tensor(prefix + ".bias", {out_f}, l.bias);
   }
   void self_attention(const std::string& layer, int64_t heads, AttentionWeights& a) const {
@@ -59,13 +65,13 @@ void visit_parameters(const TransformerConfig& c, ModelWeights& w, const Paramet
   Visiting v{visit, c, c.d_model, {}};
   const int64_t D = c.d_model;
   v.at = place(false, Part::embeddings);
-  v.tensor("src_embed", {c.src_vocab_size, D}, w.encoder.embed.table);
+  v.matrix("src_embed", {c.src_vocab_size, D}, w.encoder.embed.table, w.encoder.embed.table_scale);
   if (!c.shared_embeddings) {
     v.at = place(true, Part::embeddings);
-    v.tensor("tgt_embed", {c.tgt_vocab_size, D}, w.decoder.embed.table);
+    v.matrix("tgt_embed", {c.tgt_vocab_size, D}, w.decoder.embed.table, w.decoder.embed.table_scale);
   }
   v.at = place(true, Part::output);
-  if (!c.tied_output) v.tensor("out_proj", {c.tgt_vocab_size, D}, w.lm_head.weight);
+  if (!c.tied_output) v.matrix("out_proj", {c.tgt_vocab_size, D}, w.lm_head.weight, w.lm_head.weight_scale);
   if (c.final_logits_bias) v.tensor("final_logits_bias", {c.tgt_vocab_size}, w.lm_head.bias);
   if (c.position_table) {
     v.at = place(false, Part::embeddings);
@@ -117,8 +123,15 @@ std::vector<ParameterAlias> parameter_aliases(const TransformerConfig& c) {
 }
 
 void tie_weights(const TransformerConfig& c, ModelWeights& w) {
-  if (c.shared_embeddings) w.decoder.embed.table = w.encoder.embed.table;
-  if (c.tied_output) w.lm_head.weight = w.decoder.embed.table;
+  // The scales travel with their int8 matrix (undefined in float models).
+  if (c.shared_embeddings) {
+    w.decoder.embed.table = w.encoder.embed.table;
+    w.decoder.embed.table_scale = w.encoder.embed.table_scale;
+  }
+  if (c.tied_output) {
+    w.lm_head.weight = w.decoder.embed.table;
+    w.lm_head.weight_scale = w.decoder.embed.table_scale;
+  }
 }
 
 std::vector<std::pair<std::string, Shape>> TransformerConfig::parameter_shapes() const {

@@ -160,14 +160,22 @@ void gated_act(Tensor& out, const Tensor& x, Activation act) {
 }
 
 void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale, const Tensor* position_ids,
-               const Tensor* positions) {
+               const Tensor* positions, const Tensor* table_scale) {
   dtype_is("embedding", "ids", ids, DType::i32);
   if (table.ndim() != 2) throw_value_error("embedding: table must be 2-D, got ", shape_str(table.shape()));
   const int64_t dim = table.dim(1);
   Shape expected = ids.shape();
   expected.push_back(dim);
   shape_is("embedding", "out", out, expected);
-  dtype_is("embedding", "out", out, table.dtype());
+  // An int8 table (int8 models) reads as q * table_scale[row] into float32.
+  const DType value_dtype = table_scale ? DType::f32 : table.dtype();
+  if (table_scale) {
+    dtype_is("embedding", "table", table, DType::i8);
+    vector_of("embedding", "table_scale", *table_scale, table.dim(0), out);
+    same_device("embedding", "table_scale", *table_scale, table);
+    if (!table.device().is_cpu()) throw_value_error("embedding: int8 tables are CPU only");
+  }
+  dtype_is("embedding", "out", out, value_dtype);
   same_device("embedding", "ids", ids, table);
   same_device("embedding", "out", out, table);
   if ((position_ids == nullptr) != (positions == nullptr))
@@ -176,11 +184,12 @@ void embedding(Tensor& out, const Tensor& ids, const Tensor& table, float scale,
     like("embedding", "position_ids", *position_ids, ids, "ids");
     if (positions->ndim() != 2 || positions->dim(1) != dim)
       throw_value_error("embedding: positions must be (n, ", dim, "), got ", shape_str(positions->shape()));
-    dtype_is("embedding", "positions", *positions, table.dtype());
+    dtype_is("embedding", "positions", *positions, value_dtype);
     same_device("embedding", "positions", *positions, table);
   }
   EmbeddingParams p;
-  p.dtype = table.dtype();
+  p.dtype = value_dtype;
+  p.table_scale = table_scale ? table_scale->data<float>() : nullptr;
   p.rows = ids.numel();
   p.dim = dim;
   p.scale = scale;

@@ -17,6 +17,11 @@ Tensor tensor_from_numpy(const py::array& array, DType dtype, const std::string&
     if (kind != 'i' && kind != 'u')
       throw_type_error(what, ": expected an integer array, got dtype ", std::string(py::str(array.dtype())));
     converted = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(array);
+  } else if (dtype == DType::i8) {
+    // int8 weights are taken as they are: a wider array is refused, not wrapped around.
+    if (array.dtype().kind() != 'i' || array.dtype().itemsize() != 1)
+      throw_type_error(what, ": expected an int8 array, got dtype ", std::string(py::str(array.dtype())));
+    converted = py::array_t<int8_t, py::array::c_style | py::array::forcecast>::ensure(array);
   } else {
     throw_type_error(what, ": unsupported dtype ", dtype_name(dtype));
   }

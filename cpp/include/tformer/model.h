@@ -34,12 +34,30 @@ struct TokenBatch {
 // TrainGraph's update) hold it alone and wait for the reads that are running.
 class Transformer {
  public:
-  // dtype: float32 everywhere; float16/bfloat16 on CUDA only.
+  // dtype: float32 everywhere; float16/bfloat16 on CUDA only; int8 on the CPU only (an int8
+  // model: its matrices int8 with per-row scales, tformer/ops/int8.h; activations float32).
   Transformer(TransformerConfig config, Device device, DType dtype = DType::f32);
 
   const TransformerConfig& config() const { return config_; }
   const Device& device() const { return device_; }
   DType dtype() const { return dtype_; }
+  // The dtype of activations: dtype(), except float32 for an int8 model.
+  DType compute_dtype() const { return dtype_ == DType::i8 ? DType::f32 : dtype_; }
+
+  // int8 models. A parameter "is int8" when the model is int8 and the parameter is a matrix
+  // ParameterPlace::int8_scale names (Linear weights, token tables); set_parameter(s) of a
+  // float value quantizes it (tformer/ops/int8.h's rule), copy_parameter dequantizes.
+  struct Int8Value {
+    std::string name;
+    Tensor q;      // int8 (rows, cols), the parameter's shape
+    Tensor scale;  // float32 (rows)
+  };
+  bool is_int8_parameter(const std::string& name) const;
+  // Sets int8 values and scales as they are (a saved int8 model comes back bit for bit);
+  // all checked first, then swapped in under one exclusive hold, like set_parameters.
+  void set_int8_parameters(const std::vector<Int8Value>& values);
+  // Host copies of an int8 parameter's values and scales, under the shared lock.
+  Int8Value copy_int8_parameter(const std::string& name) const;
 
   // Parameters. set_parameter checks the name and shape and copies to the device.
   void set_parameter(const std::string& name, const Tensor& value);

@@ -16,6 +16,7 @@
 #include "tformer/ops/embedding.h"
 #include "tformer/ops/gated_act.h"
 #include "tformer/ops/gemm.h"
+#include "tformer/ops/int8.h"
 #include "tformer/ops/layer_norm.h"
 #include "tformer/ops/rows.h"
 #include "tformer/tensor.h"

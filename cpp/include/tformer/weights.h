@@ -19,10 +19,14 @@
 namespace tformer {
 
 // y = x @ weight^T + bias.
+// In an int8 model (tformer/ops/int8.h) weight is int8 and weight_scale its per-row scales
+// (weight[r][c] * weight_scale[r]); otherwise weight_scale is undefined.
 struct Linear {
-  Tensor weight;  // (out_features, in_features)
-  Tensor bias;    // (out_features), or undefined: no bias
+  Tensor weight;        // (out_features, in_features)
+  Tensor bias;          // (out_features), or undefined: no bias
+  Tensor weight_scale;  // (out_features) float32 with an int8 weight, else undefined
   const Tensor* bias_or_null() const { return bias.defined() ? &bias : nullptr; }
+  bool int8() const { return weight_scale.defined(); }
 };
 
 struct LayerNorm {
@@ -31,8 +35,10 @@ struct LayerNorm {
 };
 
 struct Embedding {
-  Tensor table;      // (vocab, d_model) token embeddings
-  Tensor positions;  // (max_positions, d_model) added at each token's position id
+  Tensor table;        // (vocab, d_model) token embeddings
+  Tensor table_scale;  // (vocab) float32 with an int8 table (int8 models), else undefined
+  Tensor positions;    // (max_positions, d_model) added at each token's position id
+  const Tensor* table_scale_or_null() const { return table_scale.defined() ? &table_scale : nullptr; }
 };
 
 // One attention sublayer with its LayerNorm (before it in pre-norm models, after the
@@ -97,6 +103,10 @@ struct ParameterPlace {
   bool decoder = false;
   Part part = Part::embeddings;
   int64_t layer = -1;  // Part::layer only
+  // The member that holds this matrix's per-row scales when an int8 model stores it as int8
+  // (Linear weights and token tables: Linear::weight_scale, Embedding::table_scale); null
+  // for the parameters every model keeps in float (biases, norms, positions, T5's bias table).
+  Tensor* int8_scale = nullptr;
 };
 
 // The one declaration of the parameter names: calls visit(name, shape, member of w, place)

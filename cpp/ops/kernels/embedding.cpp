@@ -13,6 +13,20 @@ void embedding(const EmbeddingParams& p) {
   const float* table = static_cast<const float*>(p.table);
   const float* positions = static_cast<const float*>(p.positions);
   const int64_t d = p.dim;
+  if (p.table_scale) {  // int8 table: (float(q) * row scale) * scale, then + position
+    const int8_t* q8 = static_cast<const int8_t*>(p.table);
+#pragma omp parallel for schedule(static) if (p.rows * d > 16384)
+    for (int64_t r = 0; r < p.rows; ++r) {
+      float* out = static_cast<float*>(p.out) + r * d;
+      const int64_t id = p.ids[r];
+      const int8_t* e = q8 + id * d;
+      const float row_scale = p.table_scale[id];
+      const float* pe = positions && p.position_ids ? positions + static_cast<int64_t>(p.position_ids[r]) * d : nullptr;
+#pragma omp simd
+      for (int64_t c = 0; c < d; ++c) out[c] = static_cast<float>(e[c]) * row_scale * p.scale + (pe ? pe[c] : 0.0f);
+    }
+    return;
+  }
 #pragma omp parallel for schedule(static) if (p.rows * d > 16384)
   for (int64_t r = 0; r < p.rows; ++r) {
     float* out = static_cast<float*>(p.out) + r * d;
