@@ -43,25 +43,28 @@ def engine(name, model_dir, ct2_dir, threads):
     (sources, beam, batch) -> the generated token-id lists."""
     import ct2_marian
 
-    if name == "tformer":
+    if name in ("tformer", "tformer-int8"):
         import tformer
 
-        ours = tformer.from_huggingface(model_dir)
+        # int8: the model saved in tformer's int8 format (converted once, as CTranslate2's is).
+        ours = tformer.from_huggingface(model_dir) if name == "tformer" else tformer.Transformer.load(int8_dir(model_dir))
 
-        def run(srcs, beam, batch):
-            res = ours.generate(srcs, beam_size=beam, max_length=OUT_LEN, min_length=OUT_LEN, max_batch_size=batch)
+        def run(srcs, beam, batch, out_len=OUT_LEN):
+            res = ours.generate(srcs, beam_size=beam, max_length=out_len, min_length=out_len, max_batch_size=batch)
             return [r.tokens[0] for r in res]
         return run
     if name in ("ct2-fp32", "ct2-int8"):
         import ctranslate2
 
-        ct2 = ctranslate2.Translator(ct2_dir, device="cpu", compute_type="float32" if name == "ct2-fp32" else "int8",
+        # ct2-int8 loads the int8-converted model (its smallest footprint), compute_type int8.
+        ct2 = ctranslate2.Translator(ct2_dir if name == "ct2-fp32" else ct2_dir + "-int8", device="cpu",
+                                     compute_type="float32" if name == "ct2-fp32" else "int8",
                                      inter_threads=1, intra_threads=threads)
 
-        def run(srcs, beam, batch):
+        def run(srcs, beam, batch, out_len=OUT_LEN):
             toks = [[ct2_marian.token_name(i) for i in s] for s in srcs]
-            res = ct2.translate_batch(toks, beam_size=beam, max_batch_size=batch, min_decoding_length=OUT_LEN,
-                                      max_decoding_length=OUT_LEN)
+            res = ct2.translate_batch(toks, beam_size=beam, max_batch_size=batch, min_decoding_length=out_len,
+                                      max_decoding_length=out_len)
             return [[ct2_marian.token_id(t) for t in r.hypotheses[0]] for r in res]
         return run
     if name == "transformers":
@@ -70,17 +73,31 @@ def engine(name, model_dir, ct2_dir, threads):
 
         hf = MarianMTModel.from_pretrained(model_dir).eval()
 
-        def run(srcs, beam, batch):
+        def run(srcs, beam, batch, out_len=OUT_LEN):
             out = []
             with torch.inference_mode():
                 for i in range(0, len(srcs), batch):
                     x = torch.tensor(srcs[i:i + batch])
-                    seq = hf.generate(x, num_beams=beam, min_new_tokens=OUT_LEN, max_new_tokens=OUT_LEN,
+                    seq = hf.generate(x, num_beams=beam, min_new_tokens=out_len, max_new_tokens=out_len,
                                       do_sample=False)
                     out += [s[1:].tolist() for s in seq]
             return out
         return run
     raise ValueError(f"unknown engine {name!r}")
+
+
+def int8_dir(model_dir):
+    return model_dir + "-tformer-int8"
+
+
+def convert_int8(model_dir):
+    """tformer's int8 copy of the checkpoint, saved once, in a process of its own (the
+    parent loads no engine)."""
+    out = int8_dir(model_dir)
+    if not os.path.exists(os.path.join(out, "model.safetensors")):
+        code = f"import tformer; tformer.from_huggingface({model_dir!r}, dtype='int8').save({out!r})"
+        subprocess.run([sys.executable, "-c", code], check=True)
+    return out
 
 
 class Worker:
@@ -105,8 +122,9 @@ class Worker:
             raise RuntimeError(f"the {self.name} worker answered {reply!r}")
         return reply
 
-    def run(self, srcs, beam, batch, tokens=False):
-        self.proc.stdin.write(json.dumps({"srcs": srcs, "beam": beam, "batch": batch, "tokens": tokens}) + "\n")
+    def run(self, srcs, beam, batch, tokens=False, out_len=OUT_LEN):
+        cmd = {"srcs": srcs, "beam": beam, "batch": batch, "tokens": tokens, "out_len": out_len}
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         return self._expect("seconds")
 
@@ -120,7 +138,7 @@ def worker_main(name, model_dir, ct2_dir, threads):
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     fn = engine(name, model_dir, ct2_dir, threads)
-    if name == "tformer":
+    if name.startswith("tformer"):
         import tformer
 
         tformer.set_num_threads(threads)
@@ -132,23 +150,23 @@ def worker_main(name, model_dir, ct2_dir, threads):
     for line in sys.stdin:
         cmd = json.loads(line)
         t0 = time.perf_counter()
-        out = fn(cmd["srcs"], cmd["beam"], cmd["batch"])
+        out = fn(cmd["srcs"], cmd["beam"], cmd["batch"], cmd["out_len"])
         reply = {"seconds": time.perf_counter() - t0}
         if cmd["tokens"]:
             reply["tokens"] = out
         print(json.dumps(reply), flush=True)
 
 
-def round_robin(workers, srcs, beam, batch, repeat):
+def round_robin(workers, srcs, beam, batch, repeat, out_len=OUT_LEN):
     """Median seconds per engine: one warm-up each, then `repeat` rounds of one run each."""
     import statistics
 
     for w in workers.values():
-        w.run(srcs, beam, batch)
+        w.run(srcs, beam, batch, out_len=out_len)
     times = {k: [] for k in workers}
     for _ in range(repeat):
         for k, w in workers.items():
-            times[k].append(w.run(srcs, beam, batch)["seconds"])
+            times[k].append(w.run(srcs, beam, batch, out_len=out_len)["seconds"])
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -240,6 +258,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-hf", action="store_true", help="leave transformers out (it is slow)")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="avx2: cap tformer (TFORMER_CPU_ISA=avx2) and CTranslate2 (CT2_FORCE_CPU_ISA=AVX2) at AVX2")
+    ap.add_argument("--engines", default="tformer,tformer-int8,ct2-fp32,ct2-int8",
+                    help="comma-separated (transformers is added unless --skip-hf)")
     ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "tformer-bench-opus-mt-fr-en"))
     ap.add_argument("--json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one engine for the parent
@@ -251,9 +273,14 @@ def main():
     # The parent only converts and orchestrates: it loads no engine.
     import ct2_marian
 
+    if args.isa == "avx2":  # inherited by every worker and measuring process
+        os.environ.update(TFORMER_CPU_ISA="avx2", CT2_FORCE_CPU_ISA="AVX2")
     model_dir = common.make_marian_dir(args.model_dir)
     ct2_dir = ct2_marian.convert(model_dir, model_dir + "-ct2", 59514)
-    names = ["tformer", "ct2-fp32", "ct2-int8"] + ([] if args.skip_hf else ["transformers"])
+    ct2_marian.convert(model_dir, ct2_dir + "-int8", 59514, quantization="int8")
+    names = args.engines.split(",") + ([] if args.skip_hf else ["transformers"])
+    if "tformer-int8" in names:
+        convert_int8(model_dir)
     workers = {n: Worker(n, model_dir, ct2_dir, args.threads) for n in names}
 
     one = make_inputs(1, 32, 59514, 0)
@@ -265,17 +292,23 @@ def main():
     agree = sum(x == y for x, y in zip(a[:-1], b[:-1])) / max(1, len(a) - 1)
 
     scenarios = {
-        "a_latency_b1_greedy": (one, 1, 1),
-        "b_beam4_b16": (many, 4, 16),
-        "c_greedy_b32": (many, 1, 32),
+        "a_latency_b1_greedy": (one, 1, 1, OUT_LEN),
+        "b_beam4_b16": (many, 4, 16, OUT_LEN),
+        "c_greedy_b32": (many, 1, 32, OUT_LEN),
+        # The encoder: 16 x 64 source tokens, then one greedy step (CTranslate2 has no
+        # encoder-only call for a translator; the one step is ~2 % of the time).
+        "e_encoder_16x64": (make_inputs(16, 64, 59514, 0, seed=2), 1, 16, 1),
     }
-    results = {"threads": args.threads, "greedy_agreement_with_ct2": agree}
-    for name, (srcs, beam, batch) in scenarios.items():
-        for w in workers.values():  # every output must be exactly OUT_LEN tokens
-            lens = {len(t) for t in w.run(srcs[:batch], beam, batch, tokens=True)["tokens"]}
-            assert lens <= {OUT_LEN, OUT_LEN - 1}, (name, lens)
-        times = round_robin(workers, srcs, beam, batch, args.repeat)
-        tokens = len(srcs) * OUT_LEN
+    results = {"threads": args.threads, "isa": args.isa, "greedy_agreement_with_ct2": agree}
+    if "tformer-int8" in workers:  # int8 greedy tokens against float32's, same source
+        c = workers["tformer-int8"].run(one, 1, 1, tokens=True)["tokens"][0]
+        results["int8_greedy_agreement_with_fp32"] = sum(x == y for x, y in zip(a, c)) / max(1, len(a))
+    for name, (srcs, beam, batch, out_len) in scenarios.items():
+        for w in workers.values():  # every output must be exactly out_len tokens
+            lens = {len(t) for t in w.run(srcs[:batch], beam, batch, tokens=True, out_len=out_len)["tokens"]}
+            assert lens <= {out_len, out_len - 1}, (name, lens)
+        times = round_robin(workers, srcs, beam, batch, args.repeat, out_len=out_len)
+        tokens = len(srcs) * out_len
         results[name] = {k: {"seconds": t, "tokens_per_s": tokens / t} for k, t in times.items()}
     for w in workers.values():
         w.close()
@@ -286,7 +319,10 @@ def main():
     if not args.skip_memory:
         results["d_peak_rss_mib"] = {k: peak_rss(model_dir, ct2_dir, k, args.threads) for k in workers}
 
-    print(f"opus-mt-fr-en size, {args.threads} threads; tformer greedy agrees with CT2 fp32 on {agree:.0%} of tokens")
+    print(f"opus-mt-fr-en size, {args.threads} threads, isa {args.isa}; tformer greedy agrees with CT2 fp32 on "
+          f"{agree:.0%} of tokens")
+    if "int8_greedy_agreement_with_fp32" in results:
+        print(f"tformer int8 greedy agrees with tformer fp32 on {results['int8_greedy_agreement_with_fp32']:.0%} of tokens")
     for name in scenarios:
         r = results[name]
         line = "  ".join(f"{k} {v['tokens_per_s']:7.1f} tok/s" for k, v in r.items())
@@ -297,17 +333,27 @@ def main():
     bw, peak = ceil["read_bandwidth"], ceil["gemm_flops"]
     print(f"ceilings: {weights / 1e6:.1f} M weights ({4 * weights / 1e6:.0f} MB) per decode step; read bandwidth "
           f"{bw / 1e9:.1f} GB/s ({args.threads} threads); large GEMM {peak / 1e9:.0f} GFLOP/s")
-    for name, rows_per_token in (("a_latency_b1_greedy", 1), ("b_beam4_b16", 4), ("c_greedy_b32", 1)):
-        tps = results[name]["tformer"]["tokens_per_s"]
-        steps = tps / rows_per_token if name.startswith("a") else None
-        flops = tps * rows_per_token * 2 * weights
-        line = f"  {name:22s} tformer {flops / 1e9:6.1f} GFLOP/s = {flops / peak:.0%} of the GEMM rate"
-        if steps:
-            line += f"; weights read at {steps * 4 * weights / 1e9:.1f} GB/s = {steps * 4 * weights / bw:.0%} of bandwidth"
-            line += f" (ceiling {bw / (4 * weights):.0f} tok/s)"
-        print(line)
+    for eng, width in (("tformer", 4), ("tformer-int8", 1)):  # bytes per weight
+        if eng not in workers:
+            continue
+        for name, rows_per_token in (("a_latency_b1_greedy", 1), ("b_beam4_b16", 4), ("c_greedy_b32", 1)):
+            tps = results[name][eng]["tokens_per_s"]
+            steps = tps / rows_per_token if name.startswith("a") else None
+            flops = tps * rows_per_token * 2 * weights
+            line = f"  {name:22s} {eng:12s} {flops / 1e9:6.1f} GFLOP/s = {flops / peak:.0%} of the fp32 GEMM rate"
+            if steps:
+                line += (f"; weights read at {steps * width * weights / 1e9:.1f} GB/s = "
+                         f"{steps * width * weights / bw:.0%} of bandwidth (ceiling {bw / (width * weights):.0f} tok/s)")
+            print(line)
     if "d_peak_rss_mib" in results:
         print("d_peak_rss_mib        " + "  ".join(f"{k} {v:.0f}" for k, v in results["d_peak_rss_mib"].items()))
+    if "tformer-int8" in workers and "ct2-int8" in workers:  # the issue's targets: (a) <= 0.8, the rest <= 1.0
+        ratios = {n: results[n]["tformer-int8"]["seconds"] / results[n]["ct2-int8"]["seconds"] for n in scenarios}
+        if "d_peak_rss_mib" in results:
+            rss = results["d_peak_rss_mib"]
+            ratios["d_peak_rss"] = rss["tformer-int8"] / rss["ct2-int8"]
+        results["int8_vs_ct2_int8"] = ratios
+        print("tformer-int8 / ct2-int8 (time, memory): " + "  ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
