@@ -120,7 +120,7 @@ def read_saved_model(path) -> SavedModel:
     version = meta.get("format_version", 0)
     if isinstance(version, bool) or not isinstance(version, int):
         raise ValueError(f"{cfg_path}: format_version must be an integer, got {version!r}")
-    if version > FORMAT_VERSION:
+    if version > INT8_FORMAT_VERSION:
         raise ValueError(f"{cfg_path}: format version {version} is newer than this tformer reads")
     if not isinstance(meta.get("config"), dict):
         raise ValueError(f"{cfg_path}: expected a 'config' object (the TransformerConfig fields)")

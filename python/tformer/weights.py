@@ -147,6 +147,9 @@ class LazySafetensors(Mapping):
             arr = raw.view(_ST_DTYPES[dtype])
         return arr.reshape(tuple(info["shape"])).astype(np.float32, copy=False)
 
+    def __contains__(self, name):  # from the header: Mapping's default would read the tensor
+        return name in self.header
+
     def __iter__(self):
         return iter(self.header)
 
