@@ -9,6 +9,8 @@ weights, never tformer's own recorded output."""
 
 import json
 import os
+import random
+import shutil
 
 import numpy as np
 import pytest
@@ -362,3 +364,59 @@ def test_uncorrupted_copy_loads(int8_dir, tmp_path):
     path = corrupt(int8_dir, tmp_path / "same")
     assert_int8_equal(tformer.Transformer.load(path).int8_parameters(),
                       tformer.Transformer.load(int8_dir).int8_parameters(), "copy")
+
+
+def _mutate_int8_data(rng, path):
+    """A scale set to a value the loader must refuse or take (NaN, ±Inf, negative, ±0), or an
+    int8 weight set to -128 or another byte."""
+    import test_fuzz_model_files as fz
+
+    header, body = fz._read_safetensors(path)
+    body = bytearray(body)
+    names = sorted(k for k, v in header.items() if k != "__metadata__" and v["dtype"] == "I8")
+    name = rng.choice(names)
+    if rng.random() < 0.5:
+        start, end = header[name + ".scale"]["data_offsets"]
+        value = rng.choice([float("nan"), float("inf"), -float("inf"), -1.0, -1e-30, 0.0, -0.0])
+        at = start + 4 * rng.randrange((end - start) // 4)
+        body[at:at + 4] = np.float32(value).tobytes()
+        what = f"{name}.scale row {(at - start) // 4} = {value}"
+    else:
+        start, end = header[name]["data_offsets"]
+        value = rng.choice([-128, -127, 127, 0, rng.randint(-128, 127)])
+        at = start + rng.randrange(end - start)
+        body[at] = value & 0xFF
+        what = f"{name} byte {at - start} = {value}"
+    fz._write_safetensors(path, header, bytes(body))
+    return what
+
+
+def test_fuzz_int8_files(zoo, tmp_path):
+    """test_fuzz_model_files' harness (a child process per run of cases, crashes and hangs
+    caught) on an int8 directory: random header mutations (dtype swaps between I8 and F32
+    among them) and scale / weight values. Each outcome is a ValueError-like refusal naming
+    the problem, or a model whose logits are finite."""
+    import test_fuzz_model_files as fz
+
+    base = tmp_path / "base"
+    tformer.from_huggingface(str(zoo.get("marian").dir), dtype="int8").save(base)
+    rng = random.Random(15)
+    cases = []
+    for i in range(80):
+        directory = tmp_path / f"case{i:03d}"
+        shutil.copytree(base, directory)
+        weights = str(directory / "model.safetensors")
+        what = fz._mutate_header(rng, weights) if rng.random() < 0.6 else _mutate_int8_data(rng, weights)
+        cases.append({"dir": str(directory), "format": "tformer", "what": what})
+    cases_file = str(tmp_path / "cases.json")
+    with open(cases_file, "w") as f:
+        json.dump(cases, f)
+    results, start = {}, 0
+    while start is not None and start < len(cases):
+        stopped = fz._run_child(cases_file, start, results)
+        start = None if stopped is None else stopped + 1
+    failures = [f"case {i} {case['what']}: {bad}" for i, case in enumerate(cases)
+                if (bad := "no outcome" if i not in results else fz.problem(case, results[i]))]
+    assert not failures, "\n".join(failures[:30])
+    loaded = sum(r["event"] == "ok" for r in results.values())
+    assert 5 <= loaded <= len(cases) - 20, f"{loaded} of {len(cases)} mutated int8 directories loaded"
