@@ -343,7 +343,7 @@ CORRUPT_CASES = {
                             rf"{B}.*stored as I8.*keep it in float32"),
     "stray scale": (_set(B + ".scale", np.ones(48, np.float32)), None,
                     rf"unexpected tensor '{B}\.scale'.*'{B}' is stored as F32"),
-    "int8 in a float32 file": (None, lambda m: m.update(dtype="float32"), rf"is stored as I8 but config.json says"),
+    "int8 in a float32 file": (None, lambda m: m.update(dtype="float32"), r"is stored as I8 but config.json says"),
     "unknown file dtype": (None, lambda m: m.update(dtype="int4"), r"dtype 'int4'.*float32, int8"),
 }
 
