@@ -147,7 +147,8 @@ class Transformer:
         return self._core.dtype
 
     def to(self, device: str | None = None, dtype: str | None = None) -> "Transformer":
-        """This model on another device and/or dtype (a copy; self is unchanged)."""
+        """This model on another device and/or dtype (a copy; self is unchanged). dtype
+        "int8" (CPU) quantizes the matrices, int8 -> a float dtype dequantizes them."""
         device, dtype = _canonical_device_dtype(self.device if device is None else device,
                                                 self.dtype if dtype is None else dtype)
         if device == self.device and dtype == self.dtype:
@@ -175,7 +176,8 @@ class Transformer:
         """Replaces parameters by tformer name ({name: array}), all at once: a generate,
         forward or encode running in another thread finishes with the old weights (this call
         waits for it) and the next ones see every new value. Names, shapes and values
-        (NaN/Inf) are checked first; on an error nothing changes."""
+        (NaN/Inf) are checked first; on an error nothing changes. On an int8 model the
+        matrices given are quantized (docs/QUANTIZATION.md)."""
         if not isinstance(params, dict):
             raise TypeError(f"params must be a dict of parameter name -> array, got {type(params).__name__}")
         values = []
