@@ -152,6 +152,29 @@ def test_int8_file_is_about_four_times_smaller(tmp_path):
     assert 3.5 < f_size / q_size < 4.0, (f_size, q_size)
 
 
+def test_loading_as_int8_holds_one_float_tensor_at_a_time(tmp_path):
+    """A float file loaded as int8 is quantized tensor by tensor: the Python-side peak (numpy
+    buffers and file reads, which tracemalloc sees) stays near the largest tensor, far below
+    the whole float model."""
+    import tracemalloc
+
+    cfg = small_config(src_vocab_size=6000, tgt_vocab_size=6000, d_model=64, shared_embeddings=False,
+                       tied_output=False, encoder_layers=2, decoder_layers=2)
+    fp32 = tformer.Transformer(cfg, seed=0)
+    fp32.save(tmp_path)
+    sizes = [v.nbytes for v in fp32.parameters().values()]
+    del fp32
+    tracemalloc.start()
+    try:
+        model = tformer.Transformer.load(tmp_path, dtype="int8")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert model.dtype == "int8"
+    assert peak < 1.5 * max(sizes) + (256 << 10), (peak, max(sizes), sum(sizes))
+    assert peak < 0.6 * sum(sizes), (peak, sum(sizes))
+
+
 def test_loading_converts_between_float_and_int8(zoo, tmp_path):
     fp32 = tformer.from_huggingface(str(zoo.get("marian_untied").dir))
     int8 = fp32.to(dtype="int8")
