@@ -277,6 +277,9 @@ def test_beam_search_runs_on_int8():
 def test_int8_on_cuda_is_refused():
     with pytest.raises(ValueError, match="int8 runs on the CPU only.*float32, float16 or bfloat16"):
         _core.Model(config("marian").to_core(), "cuda", "int8")
+    _, _, i8 = models("marian")
+    with pytest.raises(ValueError, match="int8 runs on the CPU only"):
+        i8._core.to("cuda", "int8")
 
 
 def test_unknown_and_unsupported_dtypes_name_the_accepted_ones():
