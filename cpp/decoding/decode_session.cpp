@@ -10,7 +10,7 @@ DecodeSession::DecodeSession(const Transformer& model, const TokenBatch& src, in
                              bool want_attention)
     : model_(model), cfg_(model.config()), w_(model.weights().decoder), lm_head_(model.weights().lm_head), beam_(beam), max_steps_(max_steps), want_attention_(want_attention) {
   const Device dev = model.device();
-  const DType dt = model.dtype();
+  const DType dt = model.compute_dtype();  // float32 activations in an int8 model
   const int64_t A = cfg_.attention_width(cfg_.decoder_heads);
   src_ = model.upload(src, cfg_.src_vocab_size, "src_ids");
   src_lengths_ = src.lengths;
@@ -19,7 +19,7 @@ DecodeSession::DecodeSession(const Transformer& model, const TokenBatch& src, in
 
   for (const DecoderLayerWeights& layer : w_.layers) {
     Tensor kv = Tensor::empty({src_.batch, src_.len, 2 * A}, dt, dev);
-    ops::linear(kv, memory, layer.cross_attn.kv.weight, layer.cross_attn.kv.bias_or_null());
+    layers::linear(kv, memory, layer.cross_attn.kv);
     cross_kv_.push_back(kv);
     k_cache_.push_back(Tensor::empty({rows_, max_steps_, A}, dt, dev));
     v_cache_.push_back(Tensor::empty({rows_, max_steps_, A}, dt, dev));
@@ -40,7 +40,8 @@ DecodeSession::DecodeSession(const Transformer& model, const TokenBatch& src, in
   logits_host_ = dev.is_cpu() && dt == DType::f32 ? logits_ : Tensor::empty({rows_, cfg_.tgt_vocab_size}, DType::f32);
   // Half-precision logits are widened on the device into a buffer made here, not per step.
   if (dt != DType::f32) logits_f32_ = Tensor::empty({rows_, cfg_.tgt_vocab_size}, DType::f32, dev);
-  if (cfg_.final_logits_bias && logits_host_.raw() == logits_.raw())
+  // (An int8 head adds the bias in its GEMM's epilogue, for free.)
+  if (cfg_.final_logits_bias && logits_host_.raw() == logits_.raw() && !lm_head_.int8())
     pending_bias_ = lm_head_.bias.data<float>();
   if (want_attention_) {
     weights_dev_ = Tensor::zeros({rows_, 1, src_.len}, DType::f32, dev);
@@ -77,7 +78,7 @@ float* DecodeSession::step(const int32_t* tokens, int64_t step) {
   layers::embed(x_, ids_, positions_, w_.embed, w_.embed_norm, cfg_);
   for (int64_t i = 0; i < cfg_.decoder_layers; ++i) layer_step(i, step);
   layers::final_norm(x_, w_.final_norm, cfg_.decoder_final_norm, cfg_);
-  layers::project_logits(logits_, x_, lm_head_.weight, pending_bias_ ? nullptr : lm_head_.bias_or_null(), cfg_);
+  layers::project_logits(logits_, x_, lm_head_, pending_bias_ ? nullptr : lm_head_.bias_or_null(), cfg_);
   if (logits_host_.raw() != logits_.raw()) {
     if (logits_.dtype() == DType::f32) {
       logits_host_.copy_from(logits_);
@@ -106,7 +107,7 @@ void DecodeSession::layer_step(int64_t i, int64_t step) {
   // Masked self-attention over the cache: write this step's K/V at position `step`,
   // then attend to positions 0..step (self_lengths = step + 1).
   const Tensor& in = layers::sublayer_input(x_, self.norm, cfg_, normed);
-  ops::linear(qkv, in, self.qkv.weight, self.qkv.bias_or_null());
+  layers::linear(qkv, in, self.qkv);
   ops::copy_strided(kc, step * A, max_steps_ * A, qkv, A, 3 * A, rows_, A);
   ops::copy_strided(vc, step * A, max_steps_ * A, qkv, 2 * A, 3 * A, rows_, A);
   ops::AttentionOptions self_opt;
@@ -121,12 +122,12 @@ void DecodeSession::layer_step(int64_t i, int64_t step) {
     self_opt.causal_offset = step;
   }
   ops::attention(attn, {&qkv, 0}, {&kc, 0}, {&vc, 0}, self_opt);
-  ops::linear(proj, attn, self.out.weight);
-  layers::sublayer_output(x_, proj, self.out.bias_or_null(), self.norm, cfg_);
+  const Tensor* self_out_bias = layers::linear_deferring_bias(proj, attn, self.out);
+  layers::sublayer_output(x_, proj, self_out_bias, self.norm, cfg_);
 
   // Cross-attention: the beams of a source share its encoder K/V (kv_group = beam).
   const Tensor& in2 = layers::sublayer_input(x_, cross.norm, cfg_, normed);
-  ops::linear(q, in2, cross.q.weight, cross.q.bias_or_null());
+  layers::linear(q, in2, cross.q);
   const Tensor& kv = cross_kv_[static_cast<size_t>(i)];
   ops::AttentionOptions cross_opt;
   cross_opt.heads = cfg_.decoder_heads;
@@ -135,8 +136,8 @@ void DecodeSession::layer_step(int64_t i, int64_t step) {
   cross_opt.scale = cfg_.attention_scale;
   if (want_attention_ && i == cfg_.decoder_layers - 1) cross_opt.weights_out = &weights_dev_;
   ops::attention(attn, {&q, 0}, {&kv, 0}, {&kv, A}, cross_opt);
-  ops::linear(proj, attn, cross.out.weight);
-  layers::sublayer_output(x_, proj, cross.out.bias_or_null(), cross.norm, cfg_);
+  const Tensor* cross_out_bias = layers::linear_deferring_bias(proj, attn, cross.out);
+  layers::sublayer_output(x_, proj, cross_out_bias, cross.norm, cfg_);
 
   layers::feed_forward(x_, w.ffn, cfg_, ws_);
 }

@@ -17,12 +17,30 @@ void norm(Tensor& out, const Tensor& x, const Tensor* bias, const Tensor* residu
   else ops::layer_norm(out, nullptr, x, bias, residual, n.gamma, n.beta, cfg.layer_norm_eps);
 }
 
-void project_logits(Tensor& logits, const Tensor& x, const Tensor& weight, const Tensor* bias,
+void linear(Tensor& out, const Tensor& x, const Linear& l) {
+  if (l.int8()) ops::int8_linear(out, x, l.weight, l.weight_scale, l.bias_or_null());
+  else ops::linear(out, x, l.weight, l.bias_or_null());
+}
+
+const Tensor* linear_deferring_bias(Tensor& out, const Tensor& x, const Linear& l) {
+  if (l.int8()) {
+    ops::int8_linear(out, x, l.weight, l.weight_scale, l.bias_or_null());
+    return nullptr;
+  }
+  ops::linear(out, x, l.weight);
+  return l.bias_or_null();
+}
+
+void project_logits(Tensor& logits, const Tensor& x, const Linear& head, const Tensor* bias,
                     const TransformerConfig& cfg) {
+  if (head.int8()) {
+    ops::int8_linear(logits, x, head.weight, head.weight_scale, bias, cfg.logits_scale);
+    return;
+  }
   const int64_t rows = x.numel() / x.dim(-1);
   Tensor x2 = x.reshape({rows, x.dim(-1)});
-  Tensor o2 = logits.reshape({rows, weight.dim(0)});
-  ops::gemm(o2, x2, weight, false, true, cfg.logits_scale);
+  Tensor o2 = logits.reshape({rows, head.weight.dim(0)});
+  ops::gemm(o2, x2, head.weight, false, true, cfg.logits_scale);
   if (bias) ops::bias_act(o2, o2, bias, nullptr, Activation::none);
 }
 
@@ -40,8 +58,9 @@ void sublayer_output(Tensor& x, const Tensor& proj, const Tensor* bias, const La
 
 void embed(Tensor& x, const Tensor& ids, const Tensor& position_ids, const Embedding& w, const LayerNorm& n,
            const TransformerConfig& cfg) {
-  if (cfg.position_table) ops::embedding(x, ids, w.table, cfg.embed_scale, &position_ids, &w.positions);
-  else ops::embedding(x, ids, w.table, cfg.embed_scale);
+  if (cfg.position_table)
+    ops::embedding(x, ids, w.table, cfg.embed_scale, &position_ids, &w.positions, w.table_scale_or_null());
+  else ops::embedding(x, ids, w.table, cfg.embed_scale, nullptr, nullptr, w.table_scale_or_null());
   if (cfg.embed_norm) norm(x, x, nullptr, nullptr, n, cfg);
 }
 
@@ -59,7 +78,7 @@ void self_attention(Tensor& x, const AttentionWeights& w, int64_t heads, bool ca
   Tensor attn = view3(ws.attn, B, T, A);
   Tensor proj = view3(ws.proj, B, T, D);
   const Tensor& in = sublayer_input(x, w.norm, cfg, normed);
-  ops::linear(qkv, in, w.qkv.weight, w.qkv.bias_or_null());
+  linear(qkv, in, w.qkv);
   ops::AttentionOptions opt;
   opt.heads = heads;
   opt.kv_lengths = &lengths;
@@ -68,8 +87,8 @@ void self_attention(Tensor& x, const AttentionWeights& w, int64_t heads, bool ca
   opt.rel_bias = rel.get();
   opt.rel_bias_origin = rel.origin;
   ops::attention(attn, {&qkv, 0}, {&qkv, A}, {&qkv, 2 * A}, opt);
-  ops::linear(proj, attn, w.out.weight);
-  sublayer_output(x, proj, w.out.bias_or_null(), w.norm, cfg);
+  const Tensor* out_bias = linear_deferring_bias(proj, attn, w.out);
+  sublayer_output(x, proj, out_bias, w.norm, cfg);
 }
 
 void cross_attention(Tensor& x, const AttentionWeights& w, const TransformerConfig& cfg, const Tensor& memory,
@@ -80,15 +99,15 @@ void cross_attention(Tensor& x, const AttentionWeights& w, const TransformerConf
   Tensor attn = view3(ws.attn, B, T, A);
   Tensor proj = view3(ws.proj, B, T, D);
   const Tensor& in = sublayer_input(x, w.norm, cfg, normed);
-  ops::linear(q, in, w.q.weight, w.q.bias_or_null());
-  ops::linear(memory_kv, memory, w.kv.weight, w.kv.bias_or_null());
+  linear(q, in, w.q);
+  linear(memory_kv, memory, w.kv);
   ops::AttentionOptions opt;
   opt.heads = cfg.decoder_heads;
   opt.kv_lengths = &src_lengths;
   opt.scale = cfg.attention_scale;
   ops::attention(attn, {&q, 0}, {&memory_kv, 0}, {&memory_kv, A}, opt);
-  ops::linear(proj, attn, w.out.weight);
-  sublayer_output(x, proj, w.out.bias_or_null(), w.norm, cfg);
+  const Tensor* out_bias = linear_deferring_bias(proj, attn, w.out);
+  sublayer_output(x, proj, out_bias, w.norm, cfg);
 }
 
 }  // namespace
@@ -101,14 +120,14 @@ void feed_forward(Tensor& x, const FeedForwardWeights& w, const TransformerConfi
   const Tensor& in = sublayer_input(x, w.norm, cfg, normed);
   if (cfg.gated_ffn) {
     Tensor gate = view3(ws.gate, B, T, 2 * F);
-    ops::linear(gate, in, w.fc1.weight, w.fc1.bias_or_null());
+    linear(gate, in, w.fc1);
     ops::gated_act(hidden, gate, cfg.activation);
   } else {
-    ops::linear(hidden, in, w.fc1.weight);
-    ops::bias_act(hidden, hidden, w.fc1.bias_or_null(), nullptr, cfg.activation);
+    const Tensor* fc1_bias = linear_deferring_bias(hidden, in, w.fc1);
+    ops::bias_act(hidden, hidden, fc1_bias, nullptr, cfg.activation);
   }
-  ops::linear(proj, hidden, w.fc2.weight);
-  sublayer_output(x, proj, w.fc2.bias_or_null(), w.norm, cfg);
+  const Tensor* fc2_bias = linear_deferring_bias(proj, hidden, w.fc2);
+  sublayer_output(x, proj, fc2_bias, w.norm, cfg);
 }
 
 Workspace make_workspace(int64_t batch, int64_t len, const TransformerConfig& cfg, bool decoder, DType dtype,

@@ -31,8 +31,18 @@ struct RelativeBias {
 void norm(Tensor& out, const Tensor& x, const Tensor* bias, const Tensor* residual, const LayerNorm& n,
           const TransformerConfig& cfg);
 
-// logits = cfg.logits_scale * x @ weight^T + bias (the scale as the product's alpha).
-void project_logits(Tensor& logits, const Tensor& x, const Tensor& weight, const Tensor* bias,
+// out = x @ l.weight^T + l.bias: ops::int8_linear for an int8 weight (int8 models, its
+// bias in the GEMM's epilogue), ops::linear otherwise.
+void linear(Tensor& out, const Tensor& x, const Linear& l);
+
+// out = x @ l.weight^T, leaving l's bias to the caller's next op where that fuses it for
+// free: returns the bias still to add (float weights: l's bias, as the float path always
+// did; int8 weights: null, the bias went into int8_linear's epilogue).
+const Tensor* linear_deferring_bias(Tensor& out, const Tensor& x, const Linear& l);
+
+// logits = cfg.logits_scale * x @ head.weight^T + bias (the scale as the product's alpha;
+// an int8 head takes both into its epilogue).
+void project_logits(Tensor& logits, const Tensor& x, const Linear& head, const Tensor* bias,
                     const TransformerConfig& cfg);
 
 // The first batch*len*cols elements of a buffer, as a (batch, len, cols) tensor.

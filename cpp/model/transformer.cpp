@@ -9,22 +9,31 @@
 #include "tformer/errors.h"
 #include "tformer/model.h"
 #include "tformer/ops.h"
+#include "tformer/ops/int8.h"
 
 namespace tformer {
 
 Transformer::Transformer(TransformerConfig config, Device device, DType dtype)
     : config_(std::move(config)), device_(device), dtype_(dtype) {
   config_.validate();
-  if (!dtype_is_float(dtype_))
-    throw_value_error("model dtype must be float32, float16 or bfloat16, got ", dtype_name(dtype_));
-  if (device_.is_cpu() && dtype_ != DType::f32)
+  if (dtype_ == DType::i8) {
+    if (!device_.is_cpu())
+      throw_value_error("int8 runs on the CPU only; on ", device_name(device_),
+                        " use float32, float16 or bfloat16");
+  } else if (!dtype_is_float(dtype_)) {
+    throw_value_error("model dtype must be float32, float16 or bfloat16 (or int8 on the CPU), got ",
+                      dtype_name(dtype_));
+  }
+  if (device_.is_cpu() && dtype_ != DType::f32 && dtype_ != DType::i8)
     throw_value_error("dtype ", dtype_name(dtype_), " is not supported on cpu: the CPU backend computes in float32 ",
-                      "(this CPU has no fast half-precision arithmetic); use dtype='float32', or device='cuda'");
+                      "(this CPU has no fast half-precision arithmetic); use dtype='float32' or 'int8', or device='cuda'");
   check_device(device_);
   weights_ = std::make_unique<ModelWeights>(sized_weights(config_));
+  // An int8 model keeps the matrices visit_parameters marks (int8_scale) as int8 + scales.
+  const bool int8 = dtype_ == DType::i8;
   visit_parameters(config_, *weights_,
-                   [this](const std::string& name, const Shape& shape, Tensor& member, const ParameterPlace&) {
-                     slots_[name] = Slot{shape, &member};
+                   [this, int8](const std::string& name, const Shape& shape, Tensor& member, const ParameterPlace& at) {
+                     slots_[name] = Slot{shape, &member, int8 ? at.int8_scale : nullptr};
                    });
   aliases_ = parameter_aliases(config_);
 }
@@ -32,6 +41,14 @@ Transformer::Transformer(TransformerConfig config, Device device, DType dtype)
 Tensor& Transformer::slot(const std::string& name) const { return *slots_.at(name).member; }
 
 Tensor Transformer::checked_copy(const std::string& name, const Tensor& value) const {
+  check_value(name, value);
+  // Always a copy: the model must not alias a caller's (numpy) buffer.
+  Tensor owned = Tensor::empty(value.shape(), value.dtype(), device_);
+  owned.copy_from(value);
+  return owned;
+}
+
+void Transformer::check_value(const std::string& name, const Tensor& value) const {
   auto it = slots_.find(name);
   if (it == slots_.end()) throw_value_error("unknown parameter '", name, "' for this config");
   if (value.shape() != it->second.shape)
@@ -47,23 +64,36 @@ Tensor Transformer::checked_copy(const std::string& name, const Tensor& value) c
       if (!std::isfinite(v[i]))
         throw_value_error("parameter '", name, "' contains ", std::isnan(v[i]) ? "NaN" : "Inf", " at flat index ", i);
   }
-  // Always a copy: the model must not alias a caller's (numpy) buffer.
-  Tensor owned = Tensor::empty(value.shape(), value.dtype(), device_);
-  owned.copy_from(value);
-  return owned;
 }
 
 void Transformer::set_parameter(const std::string& name, const Tensor& value) { set_parameters({{name, value}}); }
 
 void Transformer::set_parameters(const std::vector<std::pair<std::string, Tensor>>& values) {
   // Checks and copies before the lock: readers wait only for the swap.
-  std::vector<Tensor> owned;
+  // An int8 model's matrices are quantized here (owned: q, scales: their scales).
+  std::vector<Tensor> owned, scales(values.size());
   owned.reserve(values.size());
-  for (const auto& [name, value] : values) owned.push_back(checked_copy(name, value));
+  for (size_t i = 0; i < values.size(); ++i) {
+    const auto& [name, value] = values[i];
+    if (slots_.count(name) && slots_.at(name).scale) {
+      check_value(name, value);
+      owned.push_back(quantized(value, scales[i]));
+    } else {
+      owned.push_back(checked_copy(name, value));
+    }
+  }
   WeightsLock::Exclusive writing(*weights_lock_);
   // dtype_ is read under the lock: a mixed-precision TrainGraph changes it. The typed weights
   // are rebound (aliases included) under this same hold: no reader sees half of it.
-  for (size_t i = 0; i < values.size(); ++i) slot(values[i].first) = owned[i].to_dtype(dtype_);
+  for (size_t i = 0; i < values.size(); ++i) {
+    const Slot& s = slots_.at(values[i].first);
+    if (s.scale) {
+      *s.member = owned[i];
+      *s.scale = scales[i];
+    } else {
+      *s.member = owned[i].to_dtype(compute_dtype());
+    }
+  }
   tie_weights(config_, *weights_);
 }
 
@@ -81,7 +111,8 @@ Tensor Transformer::copy_parameter(const std::string& name) const {
   WeightsLock::Shared reading(*weights_lock_);
   const Tensor& p = parameter(name);
   Tensor host = Tensor::empty(p.shape(), DType::f32);
-  if (p.dtype() == DType::f32) host.copy_from(p);
+  if (p.dtype() == DType::i8) ops::dequantize_rows(host, p, *resolved_slot(name).scale);
+  else if (p.dtype() == DType::f32) host.copy_from(p);
   else host.copy_from(p.to_dtype(DType::f32));
   return host;
 }
@@ -111,8 +142,22 @@ Transformer Transformer::to(Device device) const { return to(device, dtype_); }
 Transformer Transformer::to(Device device, DType dtype) const {
   Transformer copy(config_, device, dtype);
   WeightsLock::Shared reading(*weights_lock_);
-  for (auto& [name, s] : slots_)
-    if (s.member->defined()) copy.slot(name) = s.member->to(device).to_dtype(dtype);
+  for (auto& [name, s] : slots_) {
+    if (!s.member->defined()) continue;
+    const Slot& to = copy.slots_.at(name);
+    if (s.scale && to.scale) {  // int8 -> int8: the same values and scales
+      *to.member = *s.member;
+      *to.scale = *s.scale;
+    } else if (to.scale) {  // float -> int8: quantized on the host
+      *to.member = quantized(*s.member, *to.scale);
+    } else if (s.scale) {  // int8 -> float: dequantized on the host
+      Tensor host = Tensor::empty(s.member->shape(), DType::f32);
+      ops::dequantize_rows(host, *s.member, *s.scale);
+      *to.member = host.to(device).to_dtype(copy.compute_dtype());
+    } else {
+      *to.member = s.member->to(device).to_dtype(copy.compute_dtype());
+    }
+  }
   tie_weights(copy.config_, *copy.weights_);
   return copy;
 }
@@ -179,9 +224,9 @@ Transformer::DeviceBatch Transformer::upload(const TokenBatch& b, int64_t vocab,
 Tensor Transformer::encode_device(const DeviceBatch& src) const {
   const TransformerConfig& c = config_;
   const StackWeights<EncoderLayerWeights>& w = weights_->encoder;
-  Tensor x = Tensor::empty({src.batch, src.len, c.d_model}, dtype_, device_);
+  Tensor x = Tensor::empty({src.batch, src.len, c.d_model}, compute_dtype(), device_);
   layers::embed(x, src.ids, src.position_ids, w.embed, w.embed_norm, c);
-  layers::Workspace ws = layers::make_workspace(src.batch, src.len, c, false, dtype_, device_);
+  layers::Workspace ws = layers::make_workspace(src.batch, src.len, c, false, compute_dtype(), device_);
   // Relative positions -(S-1) .. S-1, computed once for all layers.
   layers::RelativeBias rel;
   if (c.relative_attention_buckets > 0) {
@@ -196,11 +241,11 @@ Tensor Transformer::encode_device(const DeviceBatch& src) const {
 Tensor Transformer::decode_device(const DeviceBatch& tgt, const Tensor& memory, const DeviceBatch& src) const {
   const TransformerConfig& c = config_;
   const StackWeights<DecoderLayerWeights>& w = weights_->decoder;
-  Tensor x = Tensor::empty({tgt.batch, tgt.len, c.d_model}, dtype_, device_);
+  Tensor x = Tensor::empty({tgt.batch, tgt.len, c.d_model}, compute_dtype(), device_);
   layers::embed(x, tgt.ids, tgt.position_ids, w.embed, w.embed_norm, c);
-  layers::Workspace ws = layers::make_workspace(tgt.batch, tgt.len, c, true, dtype_, device_);
+  layers::Workspace ws = layers::make_workspace(tgt.batch, tgt.len, c, true, compute_dtype(), device_);
   Tensor memory_kv =
-      Tensor::empty({src.batch, src.len, 2 * c.attention_width(c.decoder_heads)}, dtype_, device_);
+      Tensor::empty({src.batch, src.len, 2 * c.attention_width(c.decoder_heads)}, compute_dtype(), device_);
   // Relative positions -(T-1) .. T-1 (the causal mask hides the positive ones).
   layers::RelativeBias rel;
   if (c.relative_attention_buckets > 0) {
@@ -231,9 +276,9 @@ Tensor Transformer::forward(const TokenBatch& src, const TokenBatch& tgt) const 
   const Tensor hidden = decode_device(t, memory, s);
   // Logits are produced directly in host memory when the model runs on the CPU.
   const int64_t V = config_.tgt_vocab_size;
-  Tensor logits = Tensor::empty({t.batch, t.len, V}, dtype_, device_);
-  layers::project_logits(logits, hidden, weights_->lm_head.weight, weights_->lm_head.bias_or_null(), config_);
-  if (dtype_ != DType::f32) logits = logits.to_dtype(DType::f32);
+  Tensor logits = Tensor::empty({t.batch, t.len, V}, compute_dtype(), device_);
+  layers::project_logits(logits, hidden, weights_->lm_head, weights_->lm_head.bias_or_null(), config_);
+  if (compute_dtype() != DType::f32) logits = logits.to_dtype(DType::f32);
   return logits.to(Device{});
 }
 

@@ -122,6 +122,8 @@ TrainGraph::TrainGraph(Transformer& model, const std::set<std::string>& frozen, 
     : model_(model), compute_(compute), aliases_(parameter_aliases(model.config())) {
   // Points the model's weights at the flat buffer (and may convert them): a writer.
   WeightsLock::Exclusive writing(model.weights_lock());
+  if (model.dtype() == DType::i8)
+    throw_value_error("int8 models are for inference: train in float32, then convert with model.to(dtype='int8')");
   if (!model.complete()) throw_value_error("the model has parameters not set: cannot train it");
   if (bucket_bytes < 0) throw_value_error("bucket_bytes must be >= 0, got ", bucket_bytes);
   if (!dtype_is_float(compute))

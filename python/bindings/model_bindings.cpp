@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <thread>
+#include <tuple>
 
 #include "numpy_interop.h"
 #include "register.h"
@@ -103,6 +104,48 @@ void register_model(py::module_& m) {
         for (const auto& [name, value] : copies) out[py::str(name)] = tensor_to_numpy(value);
         return out;
       }, "Float32 copies of every parameter by name, all taken under one lock.")
+      .def_property_readonly("compute_dtype", [](const Transformer& t) { return std::string(dtype_name(t.compute_dtype())); },
+                             "The dtype of activations: float32 for an int8 model, else dtype.")
+      .def("is_int8_parameter", &Transformer::is_int8_parameter, py::arg("name"),
+           "Whether the model stores this parameter as int8 + per-row scales (int8 models' matrices).")
+      .def("int8_parameter_names", [](const Transformer& t) {
+        std::vector<std::string> names;
+        for (const std::string& name : t.parameter_names())
+          if (t.is_int8_parameter(name)) names.push_back(name);
+        return names;
+      }, "The parameters stored as int8 (empty unless the model is int8).")
+      .def("int8_parameters", [](const Transformer& t) {
+        std::vector<Transformer::Int8Value> copies;
+        {
+          py::gil_scoped_release release;
+          WeightsLock::Shared reading(t.weights_lock());  // one consistent set
+          for (const std::string& name : t.parameter_names())
+            if (t.is_int8_parameter(name)) copies.push_back(t.copy_int8_parameter(name));
+        }
+        py::dict out;
+        for (const auto& v : copies) out[py::str(v.name)] = py::make_tuple(tensor_to_numpy(v.q), tensor_to_numpy(v.scale));
+        return out;
+      }, "{name: (int8 values, float32 row scales)} of every int8 parameter, all taken under one lock.")
+      .def("set_int8_parameters",
+           [](Transformer& t, const std::vector<std::tuple<std::string, py::array, py::array>>& values) {
+             std::vector<Transformer::Int8Value> tensors;
+             for (const auto& [name, q, scale] : values) {
+               // Taken as they are, never converted: a wider array would wrap around, float64
+               // scales would round.
+               if (q.dtype().kind() != 'i' || q.dtype().itemsize() != 1)
+                 throw_value_error("set_int8_parameters: parameter '", name, "': expected an int8 array, got dtype ",
+                                   std::string(py::str(q.dtype())));
+               if (scale.dtype().kind() != 'f' || scale.dtype().itemsize() != 4)
+                 throw_value_error("set_int8_parameters: parameter '", name, "': expected float32 scales, got dtype ",
+                                   std::string(py::str(scale.dtype())));
+               tensors.push_back({name, tensor_from_numpy(q, DType::i8, "parameter '" + name + "'"),
+                                  tensor_from_numpy(scale, DType::f32, "scales of '" + name + "'")});
+             }
+             py::gil_scoped_release release;
+             t.set_int8_parameters(tensors);
+           },
+           py::arg("values"),
+           "Sets [(name, int8 values, float32 row scales)] as they are (an int8 model only); all or none.")
       .def("_reading", [](const Transformer& t) { return WeightsReading(t); }, py::keep_alive<0, 1>())
       .def("parameter_names", &Transformer::parameter_names)
       .def("missing_parameters", &Transformer::missing_parameters, py::call_guard<py::gil_scoped_release>())

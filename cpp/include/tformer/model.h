@@ -95,6 +95,10 @@ class Transformer {
   std::vector<GenerationResult> generate_holding_lock(const TokenBatch& src, const GenerationOptions& options) const;
   // value checked, on the device, in the model's dtype: what set_parameter(s) swap in.
   Tensor checked_copy(const std::string& name, const Tensor& value) const;
+  // Name known, shape right, a float tensor, finite (host float32 values): else ValueError.
+  void check_value(const std::string& name, const Tensor& value) const;
+  // value (a float tensor anywhere) quantized on the host: the int8 matrix; its row scales in `scale`.
+  static Tensor quantized(const Tensor& value, Tensor& scale);
   friend class DecodeSession;
   friend class training::TrainGraph;
   // A batch on the device: ids, per-row lengths and position ids.
@@ -120,7 +124,10 @@ class Transformer {
   struct Slot {
     Shape shape;
     Tensor* member = nullptr;
+    Tensor* scale = nullptr;  // int8 models: the member holding this matrix's row scales
   };
+  // The slot a name reads, aliases resolved to their owner (ValueError if unknown).
+  const Slot& resolved_slot(const std::string& name) const;
   std::map<std::string, Slot> slots_;  // every parameter name (visit_parameters), bound once
   std::vector<ParameterAlias> aliases_;  // names that read another parameter (tied matrices)
   // On the heap: the model stays movable (to() returns one by value).
