@@ -21,6 +21,8 @@ namespace {
 
 struct Avx2 : YmmBase {
   static constexpr bool kOffset = false;
+  static constexpr int kPanelMr = 4, kPanelVecs = 2;  // 8 accumulators + 2 x 2 weight vectors
+  static constexpr int64_t kPanelMinRows = 16;
   static vec prep(vec w) { return _mm256_abs_epi8(w); }
   static vec dot(vec acc, vec a, vec wp, vec w) {
     const vec pairs = _mm256_maddubs_epi16(wp, _mm256_sign_epi8(a, w));
@@ -34,7 +36,7 @@ inline float min_of(float a, float b) { return (b < a) ? b : a; }
 
 }  // namespace
 
-void gemm_avx2(const Int8GemmParams& p, const QuantizedRows& a) { run_tiles<Avx2>(p, a); }
+void gemm_avx2(const Int8GemmParams& p, const QuantizedRows& a) { run<Avx2>(p, a); }
 
 // The rule of tformer/ops/int8.h, 8 floats at a time. _mm256_max_ps(x, m) is
 // (x > m) ? x : m, the scalar std::max(m, x) (a NaN never enters the max); the clamps

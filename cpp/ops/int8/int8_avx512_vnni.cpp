@@ -4,6 +4,8 @@
 // 128 * sum(q) of the activation row back off. Compiled with -mavx512vnni (CMakeLists.txt).
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "int8_tiles.h"
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
@@ -15,13 +17,26 @@ struct Avx512Vnni {
   using vec = __m512i;
   static constexpr int kBytes = 64, kMr = 4, kNr = 4;
   static constexpr bool kOffset = true;
+  static constexpr int kPanelMr = 12, kPanelVecs = 2;  // 24 accumulators of 32 zmm registers
+  static constexpr int64_t kPanelMinRows = 16;
   static vec zero() { return _mm512_setzero_si512(); }
   static vec load(const int8_t* p) { return _mm512_loadu_si512(p); }
+  static void store(int32_t* p, vec v) { _mm512_storeu_si512(p, v); }
+  static vec broadcast4(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+  }
   static vec load_tail(const int8_t* p, int64_t len) {  // len < 64
     return _mm512_maskz_loadu_epi8(static_cast<__mmask64>((1ull << len) - 1), p);
   }
   static vec prep(vec w) { return _mm512_xor_si512(w, _mm512_set1_epi8(-128)); }
-  static vec dot(vec acc, vec a, vec wp, vec) { return _mm512_dpbusd_epi32(acc, wp, a); }
+  // acc += wp (u8) . a (s8), 4 bytes per lane. Inline asm, not _mm512_dpbusd_epi32: GCC 12
+  // copies every accumulator through a spare register and the stack around the intrinsic.
+  static vec dot(vec acc, vec a, vec wp, vec) {
+    asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(wp), "v"(a));
+    return acc;
+  }
 
   // [sum a, sum b, sum c, sum d] in each 128-bit lane, from that lane's elements.
   static vec quad(vec a, vec b, vec c, vec d) {
@@ -45,7 +60,7 @@ struct Avx512Vnni {
 
 }  // namespace
 
-void gemm_avx512_vnni(const Int8GemmParams& p, const QuantizedRows& a) { run_tiles<Avx512Vnni>(p, a); }
+void gemm_avx512_vnni(const Int8GemmParams& p, const QuantizedRows& a) { run<Avx512Vnni>(p, a); }
 
 }  // namespace tformer::cpu::int8
 

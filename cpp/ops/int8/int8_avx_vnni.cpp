@@ -13,13 +13,19 @@ namespace {
 
 struct AvxVnni : YmmBase {
   static constexpr bool kOffset = true;
+  static constexpr int kPanelMr = 6, kPanelVecs = 2;  // 12 accumulators of 16 ymm registers
+  static constexpr int64_t kPanelMinRows = 16;
   static vec prep(vec w) { return _mm256_xor_si256(w, _mm256_set1_epi8(-128)); }
-  static vec dot(vec acc, vec a, vec wp, vec) { return _mm256_dpbusd_avx_epi32(acc, wp, a); }
+  // acc += wp (u8) . a (s8); inline asm for the reason given in int8_avx512_vnni.cpp.
+  static vec dot(vec acc, vec a, vec wp, vec) {
+    asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(wp), "x"(a));
+    return acc;
+  }
 };
 
 }  // namespace
 
-void gemm_avx_vnni(const Int8GemmParams& p, const QuantizedRows& a) { run_tiles<AvxVnni>(p, a); }
+void gemm_avx_vnni(const Int8GemmParams& p, const QuantizedRows& a) { run<AvxVnni>(p, a); }
 
 }  // namespace tformer::cpu::int8
 

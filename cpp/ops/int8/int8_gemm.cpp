@@ -114,6 +114,7 @@ struct Scratch {
   std::vector<int8_t> q;
   std::vector<float> scale;
   std::vector<int32_t> sum;
+  std::vector<int8_t> panels;
 };
 
 }  // namespace
@@ -134,7 +135,14 @@ void int8_gemm(const Int8GemmParams& p) {
   }
 #if defined(__x86_64__)
   int8::quantize_rows_avx2(p, s.q.data(), stride, s.scale.data(), s.sum.data());
-  k.fn(p, {s.q.data(), stride, s.scale.data(), s.sum.data()});
+  const int64_t panel_bytes = int8::kMaxPanelCols * stride;
+  const int64_t panel_total = panel_bytes * omp_get_max_threads();
+  if (static_cast<int64_t>(s.panels.size()) < panel_total) s.panels.resize(static_cast<size_t>(panel_total));
+  static const int64_t panel_min_rows = [] {
+    const char* v = std::getenv("TFORMER_INT8_PANEL_ROWS");
+    return v && *v ? std::atoll(v) : int64_t{-1};
+  }();
+  k.fn(p, {s.q.data(), stride, s.scale.data(), s.sum.data(), s.panels.data(), panel_bytes, panel_min_rows});
 #endif
 }
 

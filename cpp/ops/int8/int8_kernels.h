@@ -23,7 +23,17 @@ struct QuantizedRows {
   int64_t stride = 0;
   const float* scale = nullptr;
   const int32_t* sum = nullptr;
+  // Per-thread room for one packed weight panel (the many-row kernel, int8_tiles.h):
+  // panel_bytes each, for omp_get_max_threads() threads.
+  int8_t* panels = nullptr;
+  int64_t panel_bytes = 0;
+  // Rows from which the packed-panel kernel runs; < 0: the kernel's measured default.
+  // TFORMER_INT8_PANEL_ROWS sets it (tests and bench/bench_int8_gemm.py run both paths).
+  int64_t panel_min_rows = -1;
 };
+
+// Widest weight panel of the many-row kernel (columns), for sizing its scratch.
+constexpr int64_t kMaxPanelCols = 32;
 
 // Padded row stride of the quantized activations.
 inline int64_t padded_k(int64_t k) { return (k + 63) / 64 * 64; }

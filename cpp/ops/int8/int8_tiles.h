@@ -17,6 +17,7 @@
 #include <omp.h>
 
 #include <cstdint>
+#include <cstring>
 #include <utility>
 
 #include "int8_kernels.h"
@@ -117,6 +118,99 @@ struct MicroTable {
   }
 };
 
+// ---------------------------------------------------------------- many rows (the encoder)
+// With many activation rows, the weights are worth reordering: a panel of PW = kPanelVecs
+// vectors' worth of weight rows is packed once per call into VNNI order (for each group of
+// 4 k: PW rows x 4 bytes, so one vector holds 4 consecutive k of kLanes weight rows), and
+// a micro-tile of kPanelMr activation rows broadcasts 4 bytes of a row against those
+// vectors: kPanelMr x kPanelVecs accumulators, no horizontal sums, each weight vector
+// loaded once per tile. Threads take panels; each packs its own into its scratch.
+
+template <class Isa>
+constexpr int64_t panel_cols() { return Isa::kPanelVecs * (Isa::kBytes / 4); }
+
+// panel[g][jj][0..3] = w[j0 + jj][4g .. 4g + 3], zero beyond n rows and k columns.
+template <class Isa>
+void pack_panel(const Int8GemmParams& p, int64_t j0, int64_t groups, int8_t* panel) {
+  constexpr int64_t pw = panel_cols<Isa>();
+  const int64_t rows = p.n - j0 < pw ? p.n - j0 : pw;
+  const int64_t full = p.k / 4;
+  for (int64_t jj = 0; jj < pw; ++jj) {
+    int8_t* dst = panel + jj * 4;
+    if (jj >= rows) {
+      for (int64_t g = 0; g < groups; ++g) std::memset(dst + g * pw * 4, 0, 4);
+      continue;
+    }
+    const int8_t* w = p.b + (j0 + jj) * p.ldb;
+    for (int64_t g = 0; g < full; ++g) std::memcpy(dst + g * pw * 4, w + 4 * g, 4);
+    for (int64_t g = full; g < groups; ++g) {
+      int8_t tail[4] = {0, 0, 0, 0};
+      for (int64_t c = 4 * g; c < p.k && c < 4 * g + 4; ++c) tail[c - 4 * g] = w[c];
+      std::memcpy(dst + g * pw * 4, tail, 4);
+    }
+  }
+}
+
+// sums[r * PW + t] for MR activation rows and the panel's PW weight rows.
+template <class Isa, int MR>
+void panel_micro(const int8_t* a, int64_t lda, const int8_t* panel, int64_t groups, int32_t* sums) {
+  using vec = typename Isa::vec;
+  constexpr int NV = Isa::kPanelVecs;
+  vec acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = Isa::zero();
+  for (int64_t g = 0; g < groups; ++g) {
+    vec w[NV], wp[NV];
+    for (int v = 0; v < NV; ++v) {
+      w[v] = Isa::load(panel + (g * NV + v) * Isa::kBytes);
+      wp[v] = Isa::prep(w[v]);
+    }
+    for (int r = 0; r < MR; ++r) {
+      const vec ab = Isa::broadcast4(a + r * lda + 4 * g);
+      for (int v = 0; v < NV; ++v) acc[r][v] = Isa::dot(acc[r][v], ab, wp[v], w[v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) Isa::store(sums + r * panel_cols<Isa>() + v * (Isa::kBytes / 4), acc[r][v]);
+}
+
+using PanelFn = void (*)(const int8_t*, int64_t, const int8_t*, int64_t, int32_t*);
+
+template <class Isa, int... MR>
+constexpr void fill_panels(PanelFn* row, std::integer_sequence<int, MR...>) {
+  ((row[MR + 1] = &panel_micro<Isa, MR + 1>), ...);
+}
+
+template <class Isa>
+struct PanelTable {
+  PanelFn fn[Isa::kPanelMr + 1] = {};
+  constexpr PanelTable() { fill_panels<Isa>(fn, std::make_integer_sequence<int, Isa::kPanelMr>{}); }
+};
+
+template <class Isa>
+void run_panels(const Int8GemmParams& p, const QuantizedRows& a) {
+  static constexpr PanelTable<Isa> table;
+  constexpr int64_t pw = panel_cols<Isa>();
+  const int64_t groups = (p.k + 3) / 4;
+  const int64_t panels = (p.n + pw - 1) / pw;
+#pragma omp parallel for schedule(static) if (panels > 1)
+  for (int64_t panel = 0; panel < panels; ++panel) {
+    int8_t* packed = a.panels + omp_get_thread_num() * a.panel_bytes;
+    const int64_t j0 = panel * pw;
+    const int64_t cols = p.n - j0 < pw ? p.n - j0 : pw;
+    pack_panel<Isa>(p, j0, groups, packed);
+    alignas(64) int32_t sums[Isa::kPanelMr * pw];
+    for (int64_t i = 0; i < p.m; i += Isa::kPanelMr) {
+      const int mr = static_cast<int>(p.m - i < Isa::kPanelMr ? p.m - i : Isa::kPanelMr);
+      table.fn[mr](a.q + i * a.stride, a.stride, packed, groups, sums);
+      int64_t t = 0;
+      for (; t + 4 <= cols; t += 4) epilogue4<pw>(p, a, i, mr, j0 + t, sums + t, Isa::kOffset);
+      if (t < cols) epilogue<pw>(p, a, i, mr, j0 + t, static_cast<int>(cols - t), sums + t, Isa::kOffset);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- the kernel
 template <class Isa>
 void run_tiles(const Int8GemmParams& p, const QuantizedRows& a) {
   static constexpr MicroTable<Isa> table;
@@ -140,6 +234,21 @@ void run_tiles(const Int8GemmParams& p, const QuantizedRows& a) {
       }
     }
   }
+}
+
+}  // namespace
+}  // namespace tformer::cpu::int8
+
+namespace tformer::cpu::int8 {
+namespace {
+
+// Few rows (decode steps): weights streamed in place; many: packed panels. The crossing is
+// measured (bench/bench_int8_gemm.py) per kernel: Isa::kPanelMinRows.
+template <class Isa>
+void run(const Int8GemmParams& p, const QuantizedRows& a) {
+  const int64_t min_rows = a.panel_min_rows < 0 ? Isa::kPanelMinRows : a.panel_min_rows;
+  if (p.m >= min_rows && a.panels) run_panels<Isa>(p, a);
+  else run_tiles<Isa>(p, a);
 }
 
 }  // namespace

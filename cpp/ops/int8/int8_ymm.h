@@ -15,6 +15,12 @@ struct YmmBase {
   static constexpr int kBytes = 32, kMr = 2, kNr = 4;  // 8 accumulators of 16 ymm registers
   static vec zero() { return _mm256_setzero_si256(); }
   static vec load(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static void store(int32_t* p, vec v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+  static vec broadcast4(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+  }
   static vec load_tail(const int8_t* p, int64_t len) {  // len < 32: never read past the row
     alignas(32) int8_t buf[32] = {};
     std::memcpy(buf, p, static_cast<size_t>(len));
