@@ -3,8 +3,9 @@ tformer/ops/int8.h (int8_testlib.py: float32 quantization, exact int64 sums, the
 epilogue in the contract's order), bit for bit, and against each other:
 
 * every kernel this CPU has (TFORMER_INT8_KERNEL=avx512_vnni / avx_vnni / avx2 / base, each in
-  a fresh process, as the choice is made once): the same inputs give the same bits, and the
-  bits of the simulation;
+  a fresh process, as the choice is made once), each SIMD kernel on both of its paths
+  (TFORMER_INT8_PANEL_ROWS: weights read in place / packed panels) and on its own choice:
+  the same inputs give the same bits, and the bits of the simulation;
 * m = 1..300, n and k off the vector widths (k = 1, 3, 17, 63, 65, 511, 2049, ...), bias and
   alpha, zero rows, huge and tiny magnitudes, the largest sums (k = 131072, |q| = 127);
 * quantize_rows / dequantize_rows against NumPy, the kernel choice (TFORMER_CPU_ISA caps it),
@@ -112,12 +113,16 @@ def kernel_outputs(tmp_path_factory):
     np.savez(tmp / "in.npz", **arrays)
     outputs = {}
     for kernel in KERNELS:
-        env = dict(os.environ, TFORMER_INT8_KERNEL=kernel)
-        subprocess.run([sys.executable, "-c", RUN_ALL, str(tmp / "in.npz"), str(tmp / f"{kernel}.npz")],
-                       env=env, check=True)
-        with np.load(tmp / f"{kernel}.npz") as f:
-            assert str(f["kernel"]) == kernel
-            outputs[kernel] = [f[f"c{i}"] for i in range(len(cases))]
+        # Each SIMD kernel three ways: its own choice of path by row count, every row count
+        # on the in-place (few rows) path, every row count on the packed-panel path.
+        for panel_rows in ([""] if kernel == "base" else ["", "100000", "1"]):
+            env = dict(os.environ, TFORMER_INT8_KERNEL=kernel, TFORMER_INT8_PANEL_ROWS=panel_rows)
+            name = f"{kernel}/{panel_rows or 'auto'}"
+            out = tmp / f"{kernel}-{panel_rows}.npz"
+            subprocess.run([sys.executable, "-c", RUN_ALL, str(tmp / "in.npz"), str(out)], env=env, check=True)
+            with np.load(out) as f:
+                assert str(f["kernel"]) == kernel
+                outputs[name] = [f[f"c{i}"] for i in range(len(cases))]
     return cases, outputs
 
 
@@ -139,7 +144,7 @@ def test_every_kernel_matches_the_simulation_bit_for_bit(kernel_outputs):
 
 def test_every_kernel_gives_the_same_bits(kernel_outputs):
     cases, outputs = kernel_outputs
-    base = outputs["base"]
+    base = outputs["base/auto"]
     for kernel, outs in outputs.items():
         for i, c in enumerate(outs):
             assert c.tobytes() == base[i].tobytes(), (kernel, i)

@@ -22,7 +22,7 @@ namespace {
 struct Avx2 : YmmBase {
   static constexpr bool kOffset = false;
   static constexpr int kPanelMr = 4, kPanelVecs = 2;  // 8 accumulators + 2 x 2 weight vectors
-  static constexpr int64_t kPanelMinRows = 16;
+  static int64_t panel_min_rows(int64_t k) { return max_rows(16, k / 32); }  // measured
   static vec prep(vec w) { return _mm256_abs_epi8(w); }
   static vec dot(vec acc, vec a, vec wp, vec w) {
     const vec pairs = _mm256_maddubs_epi16(wp, _mm256_sign_epi8(a, w));

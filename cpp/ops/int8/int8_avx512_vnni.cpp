@@ -18,7 +18,7 @@ struct Avx512Vnni {
   static constexpr int kBytes = 64, kMr = 4, kNr = 4;
   static constexpr bool kOffset = true;
   static constexpr int kPanelMr = 12, kPanelVecs = 2;  // 24 accumulators of 32 zmm registers
-  static constexpr int64_t kPanelMinRows = 16;
+  static int64_t panel_min_rows(int64_t k) { return max_rows(8, k / 48); }  // measured
   static vec zero() { return _mm512_setzero_si512(); }
   static vec load(const int8_t* p) { return _mm512_loadu_si512(p); }
   static void store(int32_t* p, vec v) { _mm512_storeu_si512(p, v); }

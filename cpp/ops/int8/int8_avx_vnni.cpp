@@ -14,7 +14,7 @@ namespace {
 struct AvxVnni : YmmBase {
   static constexpr bool kOffset = true;
   static constexpr int kPanelMr = 6, kPanelVecs = 2;  // 12 accumulators of 16 ymm registers
-  static constexpr int64_t kPanelMinRows = 16;
+  static int64_t panel_min_rows(int64_t k) { return max_rows(8, k / 96); }  // measured
   static vec prep(vec w) { return _mm256_xor_si256(w, _mm256_set1_epi8(-128)); }
   // acc += wp (u8) . a (s8); inline asm for the reason given in int8_avx512_vnni.cpp.
   static vec dot(vec acc, vec a, vec wp, vec) {

@@ -25,6 +25,8 @@
 namespace tformer::cpu::int8 {
 namespace {
 
+inline int64_t max_rows(int64_t a, int64_t b) { return a < b ? b : a; }
+
 constexpr int64_t kBlockN = 64;    // weight rows per task: 64 x k int8 stays in L1/L2
 constexpr int64_t kChunkM = 128;   // activation rows per task (the encoder's big m)
 
@@ -129,24 +131,47 @@ struct MicroTable {
 template <class Isa>
 constexpr int64_t panel_cols() { return Isa::kPanelVecs * (Isa::kBytes / 4); }
 
-// panel[g][jj][0..3] = w[j0 + jj][4g .. 4g + 3], zero beyond n rows and k columns.
+// Transposes an 8 x 8 block of 4-byte groups: 8 weight rows x 32 bytes (src, row stride
+// ld) into 8 groups x 8 rows x 4 bytes (dst, group stride dld).
+inline void transpose_8x8_groups(const int8_t* src, int64_t ld, int8_t* dst, int64_t dld) {
+  __m256i r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i * ld));
+  __m256i t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);      // r0g0 r1g0 r0g1 r1g1 | g4, g5
+    t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);  // r0g2 r1g2 r0g3 r1g3 | g6, g7
+  }
+  __m256i u[8];
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);          // g0: r0..r3 | g4
+    u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);      // g1 | g5
+    u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);  // g2 | g6
+    u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);  // g3 | g7
+  }
+  for (int g = 0; g < 4; ++g) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + g * dld), _mm256_permute2x128_si256(u[g], u[g + 4], 0x20));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (g + 4) * dld),
+                        _mm256_permute2x128_si256(u[g], u[g + 4], 0x31));
+  }
+}
+
+// panel[g][jj][0..3] = w[j0 + jj][4g .. 4g + 3], zero beyond n rows and k columns: 8 x 8
+// blocks of groups by transposes, the edges byte by byte.
 template <class Isa>
 void pack_panel(const Int8GemmParams& p, int64_t j0, int64_t groups, int8_t* panel) {
   constexpr int64_t pw = panel_cols<Isa>();
   const int64_t rows = p.n - j0 < pw ? p.n - j0 : pw;
-  const int64_t full = p.k / 4;
+  const int64_t full_groups = p.k / 32 * 8;  // groups inside k, in blocks of 8
+  const int64_t full_rows = rows / 8 * 8;
+  for (int64_t jj = 0; jj < full_rows; jj += 8)
+    for (int64_t g = 0; g < full_groups; g += 8)
+      transpose_8x8_groups(p.b + (j0 + jj) * p.ldb + 4 * g, p.ldb, panel + (g * pw + jj) * 4, pw * 4);
   for (int64_t jj = 0; jj < pw; ++jj) {
-    int8_t* dst = panel + jj * 4;
-    if (jj >= rows) {
-      for (int64_t g = 0; g < groups; ++g) std::memset(dst + g * pw * 4, 0, 4);
-      continue;
-    }
+    const int64_t g0 = jj < full_rows ? full_groups : 0;
     const int8_t* w = p.b + (j0 + jj) * p.ldb;
-    for (int64_t g = 0; g < full; ++g) std::memcpy(dst + g * pw * 4, w + 4 * g, 4);
-    for (int64_t g = full; g < groups; ++g) {
-      int8_t tail[4] = {0, 0, 0, 0};
-      for (int64_t c = 4 * g; c < p.k && c < 4 * g + 4; ++c) tail[c - 4 * g] = w[c];
-      std::memcpy(dst + g * pw * 4, tail, 4);
+    for (int64_t g = g0; g < groups; ++g) {
+      int8_t* dst = panel + (g * pw + jj) * 4;
+      for (int64_t c = 0; c < 4; ++c) dst[c] = (jj < rows && 4 * g + c < p.k) ? w[4 * g + c] : int8_t{0};
     }
   }
 }
@@ -243,10 +268,11 @@ namespace tformer::cpu::int8 {
 namespace {
 
 // Few rows (decode steps): weights streamed in place; many: packed panels. The crossing is
-// measured (bench/bench_int8_gemm.py) per kernel: Isa::kPanelMinRows.
+// measured per kernel (Isa::panel_min_rows(k), single thread, TFORMER_INT8_PANEL_ROWS=1 vs
+// 100000): packing costs ~1/m, the in-place kernel's horizontal sums ~1/k.
 template <class Isa>
 void run(const Int8GemmParams& p, const QuantizedRows& a) {
-  const int64_t min_rows = a.panel_min_rows < 0 ? Isa::kPanelMinRows : a.panel_min_rows;
+  const int64_t min_rows = a.panel_min_rows < 0 ? Isa::panel_min_rows(p.k) : a.panel_min_rows;
   if (p.m >= min_rows && a.panels) run_panels<Isa>(p, a);
   else run_tiles<Isa>(p, a);
 }
