@@ -1,7 +1,9 @@
 // The tiling every SIMD int8 kernel shares: C = epilogue(A_q @ W^T) with W the natural
-// (n, k) int8 rows of a Linear weight, read in place (no packing, no row sums).
+// (n, k) int8 rows of a Linear weight. Two paths, chosen by row count (run() at the end):
+// few rows read W in place (below), many rows pack it into panels ("many rows" further on).
+// Neither needs row sums of W.
 //
-// A micro-tile is MR activation rows x NR weight rows: each step loads MR vectors of A and
+// In place: a micro-tile is MR activation rows x NR weight rows: each step loads MR vectors of A and
 // NR vectors of W (kBytes consecutive k each) and accumulates MR*NR int32 vectors
 // (Isa::dot); the vectors are summed horizontally once at the end (Isa::hsum, a transpose
 // tree). Threads take (row chunk, weight block) tasks: a block of kBlockN weight rows stays
