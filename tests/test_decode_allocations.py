@@ -47,3 +47,19 @@ def test_t5_decode_steps_allocate_nothing(beam_size, gated, device):
     long = _allocations(model, src, beam_size=beam_size, max_length=24, min_length=24)
     assert short > 0
     assert long == short, f"{long - short} extra tensor allocations for 20 more decode steps"
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_int8_decode_steps_allocate_nothing(beam_size):
+    """int8 models (CPU only): the int8 GEMMs' activation scratch only grows, the logits with
+    their fused output bias are made before the loop."""
+    cfg = tformer.TransformerConfig(src_vocab_size=60, tgt_vocab_size=60, d_model=32, encoder_layers=2,
+                                    decoder_layers=2, encoder_heads=4, decoder_heads=4, encoder_ffn_dim=48,
+                                    decoder_ffn_dim=48, max_positions=64, pad_id=0, eos_id=1, bos_id=2,
+                                    final_logits_bias=True)
+    src = [[5, 6, 7, 1], [8, 9, 1]]
+    model = tformer.Transformer(cfg, seed=0, dtype="int8")
+    short = _allocations(model, src, beam_size=beam_size, max_length=4, min_length=4)
+    long = _allocations(model, src, beam_size=beam_size, max_length=24, min_length=24)
+    assert short > 0
+    assert long == short, f"{long - short} extra tensor allocations for 20 more decode steps"

@@ -50,7 +50,7 @@ void Transformer::set_int8_parameters(const std::vector<Int8Value>& values) {
     if (v.scale.dtype() != DType::f32)
       throw_value_error("parameter '", v.name, "': expected float32 scales, got ", dtype_name(v.scale.dtype()));
     if (v.scale.shape() != Shape{s.shape[0]})
-      throw_value_error("parameter '", v.name, "': expected scales of shape (", s.shape[0], "), got ",
+      throw_value_error("parameter '", v.name, "': expected scales of shape ", shape_str(Shape{s.shape[0]}), ", got ",
                         shape_str(v.scale.shape()));
     Int8Value copy{v.name, Tensor::empty(v.q.shape(), DType::i8), Tensor::empty(v.scale.shape(), DType::f32)};
     copy.q.copy_from(v.q);

@@ -10,6 +10,11 @@ from .config import TransformerConfig
 from .inputs import prepare_ids
 
 
+MODEL_DTYPES = ("float32", "float16", "bfloat16", "int8")
+INT8_ON_CUDA = ("dtype int8 runs on the CPU only (device='cpu'); on cuda use dtype float32, float16 or "
+                "bfloat16")
+
+
 def _canonical_device(device) -> str:
     if not isinstance(device, str):
         raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {type(device).__name__}")
@@ -20,7 +25,27 @@ def _canonical_dtype(dtype) -> str:
     if not isinstance(dtype, str):
         dtype = getattr(dtype, "__name__", None) or str(dtype)
         dtype = dtype.replace("torch.", "")
-    return _core.canonical_dtype(dtype)
+    try:
+        name = _core.canonical_dtype(dtype)
+    except ValueError:
+        name = None
+    if name not in MODEL_DTYPES:
+        raise ValueError(f"unknown model dtype {dtype!r}: expected one of {', '.join(MODEL_DTYPES)}")
+    return name
+
+
+def _canonical_device_dtype(device, dtype) -> tuple:
+    """(device, dtype) checked together: int8 is refused on cuda with a ValueError before
+    the device is looked for (a machine without CUDA says the same)."""
+    dtype = _canonical_dtype(dtype)
+    if dtype == "int8" and isinstance(device, str) and device.strip().lower().startswith("cuda"):
+        raise ValueError(INT8_ON_CUDA)
+    return _canonical_device(device), dtype
+
+
+def _int8_parameter_names(config: TransformerConfig) -> set:
+    """The parameters an int8 model stores as int8 (a model with no weights allocated)."""
+    return set(_core.Model(config.to_core(), "cpu", "int8").int8_parameter_names())
 
 
 class Transformer:
@@ -41,8 +66,7 @@ class Transformer:
     def __init__(self, config: TransformerConfig, seed: int | None = 0, device: str = "cpu", dtype: str = "float32"):
         if not isinstance(config, TransformerConfig):
             raise TypeError(f"config must be a tformer.TransformerConfig, got {type(config).__name__}")
-        device = _canonical_device(device)
-        dtype = _canonical_dtype(dtype)
+        device, dtype = _canonical_device_dtype(device, dtype)
         self._config = config
         self._core = _core.Model(config.to_core(), device, dtype)
         if seed is not None:
@@ -73,14 +97,40 @@ class Transformer:
         return model
 
     @classmethod
-    def load(cls, path, device: str = "cpu", dtype: str = "float32") -> "Transformer":
-        """Loads a model saved with `save` (config.json + model.safetensors)."""
-        config, tensors = _io.read_model_dir(path)
-        return cls._from_parameters(config, tensors, device=device, dtype=dtype)
+    def load(cls, path, device: str = "cpu", dtype: str | None = None) -> "Transformer":
+        """Loads a model saved with `save` (config.json + model.safetensors).
+
+        dtype None: the dtype the file was saved in (float32 or int8). A float file loaded
+        as int8 is quantized one tensor at a time; an int8 file loaded as a float dtype is
+        dequantized (q * scale); an int8 file loaded as int8 gets back the saved bits."""
+        saved = _io.read_saved_model(path)
+        device, dtype = _canonical_device_dtype(device, saved.dtype if dtype is None else dtype)
+        if saved.dtype == "int8":
+            saved.check_int8_names(_int8_parameter_names(saved.config))
+        model = cls(saved.config, seed=None, device=device, dtype=dtype)
+        for name in saved.names:  # one tensor in memory at a time
+            if name not in saved.int8_names:
+                model._core.set_parameter(name, saved.tensors[name])
+            elif dtype == "int8":
+                model._core.set_int8_parameters([(name, *saved.int8(name))])
+            else:
+                model._core.set_parameter(name, _core.ops.dequantize_rows(*saved.int8(name)))
+        missing = model._core.missing_parameters()
+        if missing:  # pragma: no cover - read_saved_model checked every name
+            raise ValueError(f"{len(missing)} tensor(s) missing from the weights, e.g. {missing[:3]}")
+        return model
 
     def save(self, path) -> None:
-        """Writes config.json and model.safetensors into directory `path` (created if needed)."""
-        _io.write_model_dir(path, self.config, self.parameters())
+        """Writes config.json and model.safetensors into directory `path` (created if needed).
+        An int8 model writes its int8 matrices and their float32 scales as they are (about 4x
+        smaller than float32; `load` gives back the same bits), docs/QUANTIZATION.md."""
+        if self.dtype != "int8":
+            _io.write_model_dir(path, self.config, self.parameters())
+            return
+        with self._core._reading():  # one consistent set of weights
+            int8 = self._core.int8_parameters()
+            floats = {name: self._core.parameter(name) for name in self._core.parameter_names() if name not in int8}
+        _io.write_model_dir(path, self.config, floats, int8_params=int8)
 
     # ------------------------------------------------------------------ properties
 
@@ -97,9 +147,10 @@ class Transformer:
         return self._core.dtype
 
     def to(self, device: str | None = None, dtype: str | None = None) -> "Transformer":
-        """This model on another device and/or dtype (a copy; self is unchanged)."""
-        device = self.device if device is None else _canonical_device(device)
-        dtype = self.dtype if dtype is None else _canonical_dtype(dtype)
+        """This model on another device and/or dtype (a copy; self is unchanged). dtype
+        "int8" (CPU) quantizes the matrices, int8 -> a float dtype dequantizes them."""
+        device, dtype = _canonical_device_dtype(self.device if device is None else device,
+                                                self.dtype if dtype is None else dtype)
         if device == self.device and dtype == self.dtype:
             return self
         other = object.__new__(Transformer)
@@ -109,14 +160,24 @@ class Transformer:
 
     def parameters(self) -> dict:
         """All parameters by tformer name, as float32 numpy arrays: copies, all taken at one
-        moment (a training step or set_parameters in another thread changes none of them)."""
+        moment (a training step or set_parameters in another thread changes none of them).
+        An int8 model's matrices come back dequantized (q * scale)."""
         return self._core.parameters()
+
+    def int8_parameters(self) -> dict:
+        """An int8 model's int8 matrices by tformer name: {name: (q int8 (rows, cols), scale
+        float32 (rows,))}, copies taken at one moment; w ~= q * scale[:, None]."""
+        if self.dtype != "int8":
+            raise ValueError(f"int8_parameters(): this model is {self.dtype}; convert it with "
+                             "model.to(dtype='int8')")
+        return self._core.int8_parameters()
 
     def set_parameters(self, params: dict) -> None:
         """Replaces parameters by tformer name ({name: array}), all at once: a generate,
         forward or encode running in another thread finishes with the old weights (this call
         waits for it) and the next ones see every new value. Names, shapes and values
-        (NaN/Inf) are checked first; on an error nothing changes."""
+        (NaN/Inf) are checked first; on an error nothing changes. On an int8 model the
+        matrices given are quantized (docs/QUANTIZATION.md)."""
         if not isinstance(params, dict):
             raise TypeError(f"params must be a dict of parameter name -> array, got {type(params).__name__}")
         values = []

@@ -126,6 +126,9 @@ class Trainer:
         if precision != "fp32" and not model.device.startswith("cuda"):
             raise ValueError(f"precision={precision!r} (mixed precision) needs a CUDA model, this one is on "
                              f"{model.device}: use precision='fp32' or model.to('cuda')")
+        if model.dtype == "int8":
+            raise ValueError("int8 models are for inference: train in float32, then convert with "
+                             "model.to(dtype='int8')")
         if model.dtype not in ("float32", compute):
             raise ValueError(f"precision={precision!r} cannot train a {model.dtype} model: give a float32 model"
                              + (f" (or a {compute} one)" if precision != "fp32" else ""))

@@ -37,8 +37,13 @@ def _write_json(path, obj):
     atomic_write_bytes(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def export_model(model, out) -> None:
-    """model.save into a temporary directory, then each file renamed into `out`."""
+def export_model(model, out, dtype: str = "float32") -> None:
+    """model.save into a temporary directory, then each file renamed into `out`. dtype
+    "int8": an int8 copy of the model is saved (int8 is a CPU dtype: the copy is on the CPU)."""
+    if dtype == "int8":
+        model = model.to(device="cpu", dtype="int8")
+    elif dtype != "float32":
+        raise ValueError(f"export dtype must be float32 or int8, got {dtype!r}")
     tmp = tempfile.mkdtemp(prefix=".tmp-model-", dir=out)
     try:
         model.save(tmp)  # fsyncs each file

@@ -4,7 +4,7 @@
                   --out model_dir --config small
 
 The model directory holds the latest model (config.json + model.safetensors, loadable with
-`tformer.Transformer.load`), the tokenizer files (trained here unless --tokenizer or
+`tformer.Transformer.load`; int8 with --export-dtype int8), the tokenizer files (trained here unless --tokenizer or
 --from-hf gives them; Marian layout, see spm.py), loss.png, and checkpoints/ with the full
 training state. A checkpoint is written to a temporary directory, fsynced and renamed, then
 the pointer checkpoints/latest is replaced atomically: a killed run (or a power loss) always
@@ -87,6 +87,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-beam", type=int, default=1, help="beam size for validation translations (1: greedy)")
     g.add_argument("--log-every", type=int, default=50, help="record the training loss every N steps")
     g.add_argument("--keep", type=int, default=2, help="checkpoints kept (default 2)")
+    g.add_argument("--export-dtype", choices=["float32", "int8"], default="float32",
+                   help="dtype of the model exported into --out (checkpoints stay float32): int8 writes a "
+                        "quantized CPU model about 4x smaller, docs/QUANTIZATION.md (default float32)")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (default: tformer's choice)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -309,7 +312,7 @@ def train(args) -> dict:
             group.wait_for(0, f"saved-{trainer.step_count}")
             return None
         path = checkpoints.save(model, trainer, state, keep=args.keep)
-        export_model(model, args.out)
+        export_model(model, args.out, dtype=args.export_dtype)
         if history:
             from .plots import plot_loss
 

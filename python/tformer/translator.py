@@ -5,6 +5,7 @@
     ['The cat is sleeping.']
     >>> translator.translate(["Le chat dort."], beam_size=5, num_hypotheses=2)
     [['The cat is sleeping.', 'The cat sleeps.']]
+    >>> fast = tformer.Translator("opus-mt-fr-en", dtype="int8")      # int8 weights, CPU (docs/QUANTIZATION.md)
     >>> nllb = tformer.Translator("nllb-200-distilled-600M", source_lang="fra_Latn")
     >>> nllb.translate(["Le chat dort."], target_lang="deu_Latn")
     >>> t5 = tformer.Translator("t5-small", source_lang="en", target_lang="fr")  # task prefix

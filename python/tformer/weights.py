@@ -113,23 +113,42 @@ class LazySafetensors(Mapping):
         """The stored shape, from the header (nothing is read)."""
         return tuple(self.header[name]["shape"])
 
-    def __getitem__(self, name):
-        info = self.header[name]
-        start, end = info["data_offsets"]
-        dtype = info["dtype"]
-        if dtype not in _ST_FLOATS:
-            raise ValueError(f"{self.path}: tensor {name!r} is stored as {dtype}: weights must be floating point "
-                             f"({', '.join(_ST_FLOATS)})")
+    def dtype(self, name) -> str:
+        """The stored safetensors dtype ("F32", "I8", ...), from the header."""
+        return self.header[name]["dtype"]
+
+    def _bytes(self, name):
+        start, end = self.header[name]["data_offsets"]
         with open(self.path, "rb") as f:
             f.seek(self.base + start)
             raw = np.frombuffer(f.read(end - start), dtype=np.uint8)
         if raw.size != end - start:
             raise ValueError(f"{self.path}: truncated safetensors file (tensor {name!r} is cut short)")
+        return raw
+
+    def exact(self, name, dtype: str):
+        """The tensor as stored, which must be `dtype` ("I8", "F32"): int8 weights and their
+        scales are read bit for bit, never converted."""
+        stored = self.header[name]["dtype"]
+        if stored != dtype:
+            raise ValueError(f"{self.path}: tensor {name!r} is stored as {stored}, expected {dtype}")
+        return self._bytes(name).view(_ST_DTYPES[dtype]).reshape(self.shape(name))
+
+    def __getitem__(self, name):
+        info = self.header[name]
+        dtype = info["dtype"]
+        if dtype not in _ST_FLOATS:
+            raise ValueError(f"{self.path}: tensor {name!r} is stored as {dtype}: weights must be floating point "
+                             f"({', '.join(_ST_FLOATS)})")
+        raw = self._bytes(name)
         if dtype == "BF16":  # numpy has no bfloat16: widen the 16 bits to float32's top half
             arr = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
         else:
             arr = raw.view(_ST_DTYPES[dtype])
         return arr.reshape(tuple(info["shape"])).astype(np.float32, copy=False)
+
+    def __contains__(self, name):  # from the header: Mapping's default would read the tensor
+        return name in self.header
 
     def __iter__(self):
         return iter(self.header)

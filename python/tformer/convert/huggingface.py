@@ -280,6 +280,8 @@ def _source(cfg, state, name):
 def from_huggingface(path, device: str = "cpu", dtype: str = "float32"):
     """Loads a local Hugging Face model directory (config.json + model.safetensors or
     pytorch_model.bin) of a MarianMT, BART, mBART, M2M100, NLLB, T5 or mT5 checkpoint.
+    dtype "int8" (CPU): each matrix is quantized as it is read (one float tensor in memory
+    at a time), the same bits as loading in float32 then `.to(dtype="int8")`.
 
         >>> model = tformer.from_huggingface("/models/opus-mt-fr-en")
         >>> logits = model.forward(src_ids, [[model.config.decoder_start_id] + prefix])

@@ -10,7 +10,8 @@ import sys
 def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("model_dir", help="local Hugging Face model directory (weights, config, tokenizer files)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default float32)")
+    p.add_argument("--dtype", default="float32", help="float32, int8 (CPU; docs/QUANTIZATION.md), float16 or bfloat16 (CUDA) "
+                                                 "(default float32)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
