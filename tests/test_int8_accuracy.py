@@ -309,3 +309,61 @@ def test_int8_log_probs_near_float32(opus_sized):
     se = math.sqrt(predicted * (1 - predicted) / len(top)) + 1e-3
     assert agree >= bound, f"top-1 agreement {agree:.3f} below the derived bound {bound:.3f}"
     assert agree >= predicted - 4 * se, f"top-1 agreement {agree:.3f}, noise predicts {predicted:.3f}"
+
+
+# ------------------------------------------------------------ a trained model, in int8
+
+VOCAB, EOS, BOS, PAD = 24, 1, 2, 0
+
+
+def _sequences(rng, n):
+    return [tuple(int(t) for t in rng.integers(3, VOCAB, rng.integers(3, 8))) for _ in range(n)]
+
+
+def test_trained_model_keeps_accuracy_in_int8():
+    """A small model trained from scratch (tests/test_train_convergence.py's recipe: reverse
+    a sequence of 3-7 symbols; d 64, 2 + 2 layers) keeps its held-out accuracy in int8:
+    exact match within 0.5 points and BLEU within 0.5 of float32 (issue 15's bar for the
+    demo model), scored by tformer demo's own int8 comparison (demo/run.py), greedy and
+    beam; its teacher-forced top-1 predictions agree with float32 almost everywhere
+    (a trained model's distributions are peaked: the margins dwarf the quantization noise).
+    Measured: 100% exact match in both, greedy and beam 4; the demo's own model (9356 steps,
+    500 held-out sentences): 99.8% in both, BLEU 99.68 in both (docs/QUANTIZATION.md)."""
+    from tformer.demo.run import int8_comparison
+
+    cfg = tformer.TransformerConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, d_model=64, encoder_layers=2,
+                                    decoder_layers=2, encoder_heads=4, decoder_heads=4, encoder_ffn_dim=128,
+                                    decoder_ffn_dim=128, max_positions=16, pad_id=PAD, bos_id=BOS, eos_id=EOS)
+    model = tformer.Transformer(cfg, seed=1)
+    steps = 400
+    trainer = tformer.Trainer(model, lr=3e-3, schedule="cosine", warmup_steps=30, total_steps=steps, dropout=0.0,
+                              label_smoothing=0.1, clip_norm=1.0, seed=1)
+    rng = np.random.default_rng(2000)
+    held_out = sorted(set(_sequences(rng, 300)))
+    excluded = set(held_out)
+    for _ in range(steps):
+        pairs = [x for x in _sequences(rng, 64) if x not in excluded]
+        trainer.step([list(x) + [EOS] for x in pairs], [list(reversed(x)) for x in pairs])
+
+    src = [list(x) + [EOS] for x in held_out]
+    refs = [" ".join(map(str, reversed(x))) for x in held_out]
+    int8 = model.to(dtype="int8")
+    for beam in (1, 4):
+        def translate(m):
+            return [" ".join(map(str, r.tokens[0])) for r in m.generate(src, beam_size=beam, max_length=10)]
+        fp32 = train_eval_score(translate(model), refs)
+        assert fp32["exact_match"] >= 0.9, f"the float32 model did not learn the task: {fp32}"
+        q = int8_comparison(model, translate, refs, fp32)
+        assert abs(q["delta_exact_match"]) <= 0.005 and abs(q["delta_bleu"]) <= 0.5, (beam, fp32, q)
+
+    tgt = [[BOS] + list(reversed(x)) for x in held_out]
+    lengths = [len(t) for t in tgt]
+    top32, top8 = (np.concatenate([z[b, :n].argmax(-1) for b, n in enumerate(lengths)])
+                   for z in (model.forward(src, tgt), int8.forward(src, tgt)))
+    assert np.mean(top32 == top8) >= 0.995
+
+
+def train_eval_score(hyps, refs):
+    from tformer import train_eval
+
+    return train_eval.score(hyps, refs)
