@@ -27,6 +27,13 @@ namespace {
 
 inline int64_t max_rows(int64_t a, int64_t b) { return a < b ? b : a; }
 
+// A weight row is a short stream (k bytes) that the hardware prefetchers do not pick up
+// before it ends: the kernels prefetch the same position of the rows ~kPrefetchBytes ahead
+// (the following tiles or panel: a sequential stream through the weight matrix;
+// prefetches never fault past its end). Measured on the vocabulary projection (n = 59514,
+// k = 512, m = 1): 1.8 ms without, 0.8-0.95 ms with 4-16 KB, one thread.
+constexpr int64_t kPrefetchBytes = 8192;
+constexpr int64_t kBytesPerLine = 64;
 constexpr int64_t kBlockN = 64;    // weight rows per task: 64 x k int8 stays in L1/L2
 constexpr int64_t kChunkM = 128;   // activation rows per task (the encoder's big m)
 
@@ -74,7 +81,7 @@ inline void epilogue4(const Int8GemmParams& p, const QuantizedRows& a, int64_t i
 }
 
 template <class Isa, int MR, int NR>
-void micro(const int8_t* a, int64_t lda, const int8_t* w, int64_t ldw, int64_t k, int32_t* sums) {
+void micro(const int8_t* a, int64_t lda, const int8_t* w, int64_t ldw, int64_t k, int64_t pf, int32_t* sums) {
   using vec = typename Isa::vec;
   vec acc[Isa::kMr * Isa::kNr];
   for (int v = 0; v < Isa::kMr * Isa::kNr; ++v) acc[v] = Isa::zero();
@@ -83,6 +90,8 @@ void micro(const int8_t* a, int64_t lda, const int8_t* w, int64_t ldw, int64_t k
     vec av[MR];
     for (int r = 0; r < MR; ++r) av[r] = Isa::load(a + r * lda + kk);
     for (int t = 0; t < NR; ++t) {
+      if (kBytesPerLine <= Isa::kBytes || (kk & (kBytesPerLine - 1)) == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(w + pf + t * ldw + kk), _MM_HINT_T0);
       const vec wv = Isa::load(w + t * ldw + kk);
       const vec wp = Isa::prep(wv);
       for (int r = 0; r < MR; ++r) acc[r * Isa::kNr + t] = Isa::dot(acc[r * Isa::kNr + t], av[r], wp, wv);
@@ -100,7 +109,13 @@ void micro(const int8_t* a, int64_t lda, const int8_t* w, int64_t ldw, int64_t k
   Isa::hsum(acc, sums);
 }
 
-using MicroFn = void (*)(const int8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*);
+using MicroFn = void (*)(const int8_t*, int64_t, const int8_t*, int64_t, int64_t, int64_t, int32_t*);
+
+// Bytes ahead to prefetch: whole tiles of NR rows, about kPrefetchBytes.
+inline int64_t prefetch_offset(int64_t ldw, int nr) {
+  const int64_t tiles = (kPrefetchBytes + nr * ldw - 1) / (nr * ldw);
+  return tiles * nr * ldw;
+}
 
 template <class Isa, int MR, int... NR>
 constexpr void fill_row(MicroFn* row, std::integer_sequence<int, NR...>) {
@@ -164,8 +179,12 @@ void pack_panel(const Int8GemmParams& p, int64_t j0, int64_t groups, int8_t* pan
   const int64_t full_groups = p.k / 32 * 8;  // groups inside k, in blocks of 8
   const int64_t full_rows = rows / 8 * 8;
   for (int64_t jj = 0; jj < full_rows; jj += 8)
-    for (int64_t g = 0; g < full_groups; g += 8)
-      transpose_8x8_groups(p.b + (j0 + jj) * p.ldb + 4 * g, p.ldb, panel + (g * pw + jj) * 4, pw * 4);
+    for (int64_t g = 0; g < full_groups; g += 8) {
+      const int8_t* src = p.b + (j0 + jj) * p.ldb + 4 * g;
+      if ((g & 15) == 0)  // the same lines of the next panel (this thread's next, or a neighbour's)
+        for (int r = 0; r < 8; ++r) _mm_prefetch(reinterpret_cast<const char*>(src + (pw + r) * p.ldb), _MM_HINT_T0);
+      transpose_8x8_groups(src, p.ldb, panel + (g * pw + jj) * 4, pw * 4);
+    }
   for (int64_t jj = 0; jj < pw; ++jj) {
     const int64_t g0 = jj < full_rows ? full_groups : 0;
     const int8_t* w = p.b + (j0 + jj) * p.ldb;
@@ -243,6 +262,7 @@ void run_tiles(const Int8GemmParams& p, const QuantizedRows& a) {
   const int64_t blocks = (p.n + kBlockN - 1) / kBlockN;
   const int64_t tasks = chunks * blocks;
   const bool parallel = p.m * p.n * p.k > 65536 && tasks > 1;
+  const int64_t pf = prefetch_offset(p.ldb, Isa::kNr);
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t chunk = task / blocks, block = task % blocks;
@@ -253,7 +273,7 @@ void run_tiles(const Int8GemmParams& p, const QuantizedRows& a) {
       const int mr = static_cast<int>(i_end - i < Isa::kMr ? i_end - i : Isa::kMr);
       for (int64_t j = block * kBlockN; j < j_end; j += Isa::kNr) {
         const int nr = static_cast<int>(j_end - j < Isa::kNr ? j_end - j : Isa::kNr);
-        table.fn[mr][nr](a.q + i * a.stride, a.stride, p.b + j * p.ldb, p.ldb, p.k, sums);
+        table.fn[mr][nr](a.q + i * a.stride, a.stride, p.b + j * p.ldb, p.ldb, p.k, pf, sums);
         if (nr == 4) epilogue4<Isa::kNr>(p, a, i, mr, j, sums, Isa::kOffset);
         else epilogue<Isa::kNr>(p, a, i, mr, j, nr, sums, Isa::kOffset);
       }
