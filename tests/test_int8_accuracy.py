@@ -280,7 +280,7 @@ def test_int8_log_probs_near_float32(opus_sized):
     Xavier-uniform rows, ~3.3 for Gaussian embedding rows; ka <= 6, ACTIVATION_CREST),
     ~1.4% per GEMM. Every GEMM (and each embedding lookup) adds such noise to the residual
     stream; at initialisation the layers roughly preserve relative perturbations, so the
-    logits carry relative noise rho = sqrt(sum over the 70 GEMMs/lookups of r_i^2)
+    logits carry relative noise rho = sqrt(sum over the 69 GEMMs/lookups of r_i^2)
     (~0.1: an upper estimate, independent errors adding in quadrature, no shrinkage
     through LayerNorm or softmax). A log-prob error is the logit error minus its
     softmax-weighted mean: about the same size for these flat distributions. So:
