@@ -24,10 +24,12 @@
 2. int8 vs float32 on a random opus-mt-sized Marian (test_int8_log_probs_near_float32):
    the tolerance is derived in that test's docstring.
 
-3. A trained model keeps its accuracy (test_trained_model_keeps_accuracy_in_int8).
+3. A trained model keeps its accuracy (test_trained_model_keeps_accuracy_in_int8), and
+   `tformer demo` reports its int8 copy next to float32 (test_demo_reports_int8_next_to_float32).
 """
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -393,3 +395,20 @@ def train_eval_score(hyps, refs):
     from tformer import train_eval
 
     return train_eval.score(hyps, refs)
+
+
+def test_demo_reports_int8_next_to_float32(tmp_path, capsys):
+    """`tformer demo` end to end (a few steps): metrics.json holds the int8 copy's scores and
+    their deltas to float32, and the report prints them."""
+    pytest.importorskip("num2words")
+    from tformer.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--max-steps", "3", "--train-pairs", "300", "--valid-pairs", "10",
+                 "--test-pairs", "20", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    q = metrics["int8"]
+    for key in ("exact_match", "bleu", "chrf"):
+        assert q[f"delta_{key}"] == pytest.approx(q[key] - metrics[key]), key
+    assert 0.0 <= q["exact_match"] <= 1.0 and q["eval_seconds"] > 0
+    assert "int8 copy (quantized in memory, same decoding): exact match" in capsys.readouterr().out
