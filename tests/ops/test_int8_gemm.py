@@ -172,6 +172,25 @@ def test_a_row_alone_equals_the_row_in_a_batch():
         assert ops.int8_linear(x[i:i + 1], q, s).tobytes() == full[i:i + 1].tobytes()
 
 
+def test_thread_count_does_not_change_the_bits():
+    import tformer
+
+    rng = np.random.default_rng(6)
+    q, s = ops.quantize_rows(rng.standard_normal((1000, 256)).astype(np.float32))
+    before = tformer.get_num_threads()
+    try:
+        for m in (1, 6, 40, 200):  # both paths (in place, panels) of the kernel this CPU runs
+            x = rng.standard_normal((m, 256)).astype(np.float32)
+            tformer.set_num_threads(1)
+            one = ops.int8_linear(x, q, s)
+            tformer.set_num_threads(2)
+            two = ops.int8_linear(x, q, s)
+            assert one.tobytes() == two.tobytes()
+            np.testing.assert_array_equal(one, sim.gemm(x, q, s))
+    finally:
+        tformer.set_num_threads(before)
+
+
 def test_leading_dimensions_are_kept():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 65)).astype(np.float32)

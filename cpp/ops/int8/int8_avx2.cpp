@@ -6,6 +6,8 @@
 // 2 * 127 * 127 = 32258 < 32767 because the rule never produces -128, so nothing
 // saturates and vpmaddwd (x 1) widens the pairs to exact int32 sums.
 // Compiled with -mavx2 only (CMakeLists.txt).
+#if defined(__AVX2__)  // only built with its ISA flags (x86-64); empty elsewhere
+
 #include <immintrin.h>
 
 #include <cmath>
@@ -13,8 +15,6 @@
 
 #include "int8_tiles.h"
 #include "int8_ymm.h"
-
-#if defined(__AVX2__)
 
 namespace tformer::cpu::int8 {
 namespace {

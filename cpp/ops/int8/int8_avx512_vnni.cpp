@@ -2,13 +2,13 @@
 // micro-tile (int8_tiles.h). vpdpbusd multiplies unsigned by signed bytes: the weights go
 // in as w + 128 (one xor per weight vector, shared by the 4 rows) and the epilogue takes
 // 128 * sum(q) of the activation row back off. Compiled with -mavx512vnni (CMakeLists.txt).
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)  // only built with its ISA flags (x86-64); empty elsewhere
+
 #include <immintrin.h>
 
 #include <cstring>
 
 #include "int8_tiles.h"
-
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 
 namespace tformer::cpu::int8 {
 namespace {

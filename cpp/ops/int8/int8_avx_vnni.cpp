@@ -1,12 +1,12 @@
 // The AVX-VNNI int8 kernel (AVX2 machines with VNNI: Alder Lake and later, Zen 5): VEX
 // vpdpbusd on ymm, 2 activation rows x 4 weight rows per micro-tile (int8_tiles.h), weights
 // fed as unsigned w + 128 as in int8_avx512_vnni.cpp. Compiled with -mavxvnni -mavx2 only.
+#if defined(__AVXVNNI__)  // only built with its ISA flags (x86-64); empty elsewhere
+
 #include <immintrin.h>
 
 #include "int8_tiles.h"
 #include "int8_ymm.h"
-
-#if defined(__AVXVNNI__)
 
 namespace tformer::cpu::int8 {
 namespace {

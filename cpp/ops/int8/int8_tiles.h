@@ -237,7 +237,7 @@ void run_panels(const Int8GemmParams& p, const QuantizedRows& a) {
   constexpr int64_t pw = panel_cols<Isa>();
   const int64_t groups = (p.k + 3) / 4;
   const int64_t panels = (p.n + pw - 1) / pw;
-#pragma omp parallel for schedule(static) if (panels > 1)
+#pragma omp parallel for schedule(static) if (panels > 1 && p.m * p.n * p.k > 65536)
   for (int64_t panel = 0; panel < panels; ++panel) {
     int8_t* packed = a.panels + omp_get_thread_num() * a.panel_bytes;
     const int64_t j0 = panel * pw;
