@@ -239,7 +239,7 @@ inline float row_exp_scores(const AttentionParams& p, int64_t b, int64_t h, int6
   return sum;
 }
 
-// Few queries (a decode step): one query row against its keys directly, no tiles.
+// One query (a decode step): the query row against its keys directly, no tiles.
 void attention_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, std::vector<float>& scores) {
   const int64_t D = p.head_dim;
   const float* v = static_cast<const float*>(p.v) + (b / p.kv_group) * p.v_batch_stride + h * D;
@@ -292,7 +292,11 @@ void attention_weights(const AttentionParams& p) {
 
 void attention(const AttentionParams& p) {
   if (p.dtype != DType::f32) throw_type_error("cpu attention supports float32 only, got ", dtype_name(p.dtype));
-  if (p.q_len < kRows) {  // decode steps: tiles would be mostly padding
+  // Decode steps (one query): a row against its keys, no tiles. Only q_len 1: the two paths
+  // round differently, and a sentence of 2-3 tokens takes the tiled path alone as it does
+  // padded inside a longer batch, so a row's result never depends on its batch (int8
+  // decoding is bit-identical alone and batched; a 1-token sentence has one key: exact in both).
+  if (p.q_len == 1) {
     const int64_t items = p.batch * p.heads * p.q_len;
 #pragma omp parallel if (items > 1 && items * p.kv_len * p.head_dim > 32768)
     {

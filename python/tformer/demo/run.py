@@ -1,6 +1,7 @@
 """`tformer demo`: trains a small French → English model from scratch on the CPU, on
-sentences made offline (corpus.py), then reports held-out exact match, BLEU and chrF,
-translates a few examples and draws a cross-attention heatmap.
+sentences made offline (corpus.py), then reports held-out exact match, BLEU and chrF (and
+the same for the model quantized to int8, next to float32), translates a few examples and
+draws a cross-attention heatmap.
 
     tformer demo --out demo-run        # writes demo-run/{metrics.json, attention.png, loss.png, model/, data/}
 """
@@ -97,6 +98,9 @@ def run(args) -> int:
     hyps = train_eval.translate_ids(model, tokenizer, src_ids, beam_size=args.beam_size)
     metrics = train_eval.score(hyps, [en for _, en in test])
     eval_seconds = time.time() - t0
+    refs = [en for _, en in test]
+    int8_metrics = int8_comparison(
+        model, lambda m: train_eval.translate_ids(m, tokenizer, src_ids, beam_size=args.beam_size), refs, metrics)
     train_tokens_per_s = summary["tokens"] / max(summary["seconds"], 1e-9)  # validation passes included
     # training steps only (validation passes and checkpoints left out)
     step_tokens_per_s = summary["tokens"] / max(summary["seconds"] - summary["eval_seconds"], 1e-9)
@@ -105,7 +109,8 @@ def run(args) -> int:
                    step_tokens_per_s=step_tokens_per_s,
                    train_pairs=len(train), test_pairs=len(test), beam_size=args.beam_size, config=args.config,
                    d_model=model.config.d_model, layers=model.config.encoder_layers, threads=_threads(),
-                   examples=[{"fr": fr, "reference": en, "tformer": h} for (fr, en), h in list(zip(test, hyps))[:8]])
+                   examples=[{"fr": fr, "reference": en, "tformer": h} for (fr, en), h in list(zip(test, hyps))[:8]],
+                   int8=int8_metrics)
 
     # cross-attention heatmap for one held-out pair
     from ..plots import plot_attention, plot_loss
@@ -129,10 +134,32 @@ def run(args) -> int:
         print(f"  {ex['fr']}\n  {mark} {ex['tformer']}\n")
     print(f"held-out ({len(test)} new sentences): exact match {100 * metrics['exact_match']:.1f}%, "
           f"BLEU {metrics['bleu']:.1f}, chrF {metrics['chrf']:.1f}")
+    q = metrics["int8"]
+    print(f"int8 copy (quantized in memory, same decoding): exact match {100 * q['exact_match']:.1f}% "
+          f"({100 * q['delta_exact_match']:+.1f}), BLEU {q['bleu']:.1f} ({q['delta_bleu']:+.1f}), "
+          f"chrF {q['chrf']:.1f} ({q['delta_chrf']:+.1f})")
     print(f"trained {summary['step']} steps ({summary['epoch']} epochs) in {summary['seconds']:.0f} s at "
           f"{step_tokens_per_s:.0f} tokens/s (source + target); total {metrics['seconds']:.0f} s")
     print(f"wrote {out}/metrics.json, {out}/attention.png, {out}/loss.png and the model in {model_dir}")
     return 0
+
+
+def int8_comparison(model, translate, refs, fp32_metrics) -> dict:
+    """The trained model quantized to int8 in memory (docs/QUANTIZATION.md), scored on the
+    same held-out set with the same decoding: its exact match, BLEU and chrF, the change
+    from float32 (delta_*: int8 - float32) and its translation time.
+    translate(model) -> hypotheses (strings, in the order of refs)."""
+    from .. import train_eval
+
+    int8 = model.to(dtype="int8")
+    t0 = time.time()
+    hyps = translate(int8)
+    seconds = time.time() - t0
+    scores = train_eval.score(hyps, refs)
+    result = dict(scores, eval_seconds=seconds)
+    for key, value in scores.items():
+        result[f"delta_{key}"] = value - fp32_metrics[key]
+    return result
 
 
 def _threads():
