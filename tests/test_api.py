@@ -2,6 +2,8 @@
 
 import dataclasses
 import os
+import subprocess
+import sys
 import pathlib
 import threading
 
@@ -108,10 +110,24 @@ def test_build_info():
     assert isinstance(info["version"], str) and info["version"]
     assert isinstance(info["cuda"], bool)
     assert info["blas"]
+    assert info["int8_kernel"] == tformer.ops.cpu_int8_kernel()
+    assert info["int8_kernel"] in ("avx512_vnni", "avx_vnni", "avx2", "base")
     if tformer.cuda_available():
         # The packaged library, or the one TFORMER_CUDA_LIBRARY names (which a build without CUDA may load).
         assert info["cuda"] is True or info["cuda_library"] == os.environ.get("TFORMER_CUDA_LIBRARY"), \
             "cuda_available() but build_info says no CUDA backend"
+
+
+def test_build_info_names_the_capped_int8_kernel():
+    """TFORMER_CPU_ISA=base caps the int8 kernel at the portable one; a forced kernel that
+    does not exist is reported, not raised, by build_info."""
+    code = "import tformer; print(tformer.build_info()['int8_kernel'])"
+    env = dict(os.environ, TFORMER_CPU_ISA="base")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "base"
+    env = dict(os.environ, TFORMER_INT8_KERNEL="avx9000")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().startswith("unavailable:") and "avx512_vnni" in out.stdout
 
 
 def test_cuda_available_is_bool():

@@ -26,6 +26,15 @@ def cuda_available() -> bool:
     return _core.cuda_available()
 
 
+def _int8_kernel() -> str:
+    """The int8 GEMM kernel CPUID chose ('avx512_vnni', 'avx_vnni', 'avx2', 'base'), or why
+    none could be (a TFORMER_INT8_KERNEL this CPU lacks)."""
+    try:
+        return _core.ops.cpu_int8_kernel()
+    except ValueError as e:
+        return f"unavailable: {e}"
+
+
 def build_info() -> dict:
     """What this build contains and what it finds at run time.
 
@@ -33,6 +42,7 @@ def build_info() -> dict:
     GPU architectures it has code for (sm_XY: machine code, compute_XY: PTX), or None.
     blas_threads: matrix products are split over tformer's OpenMP pool (OpenBLAS itself
     runs single-threaded inside each part), so it equals num_threads.
+    int8_kernel: the int8 GEMM kernel int8 models run on this CPU (docs/QUANTIZATION.md).
     """
     info = {
         "version": __version__,
@@ -43,6 +53,7 @@ def build_info() -> dict:
         "blas_library": _blas_library,
         "blas_threads": _core.get_num_threads(),
         "num_threads": _core.get_num_threads(),
+        "int8_kernel": _int8_kernel(),
     }
     if info["cuda_available"]:
         info["cuda_backend"] = _core.cuda_backend_name()
