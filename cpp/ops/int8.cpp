@@ -19,15 +19,20 @@ void host_matrix(const char* op, const char* what, const Tensor& t, DType dtype)
   if (!t.device().is_cpu()) throw_value_error(op, ": ", what, " must be on the host, got ", device_name(t.device()));
 }
 
+// The float matrix x, its int8 image q and q's per-row scales, as both conversions take them.
+void host_rows(const char* op, const Tensor& x, const Tensor& q, const Tensor& scale) {
+  host_matrix(op, "x", x, DType::f32);
+  host_matrix(op, "q", q, DType::i8);
+  shape_is(op, "q", q, x.shape());
+  dtype_is(op, "scale", scale, DType::f32);
+  shape_is(op, "scale", scale, {x.dim(0)});
+}
+
 }  // namespace
 
 void quantize_rows(Tensor& q, Tensor& scale, const Tensor& x) {
-  host_matrix("quantize_rows", "x", x, DType::f32);
-  host_matrix("quantize_rows", "q", q, DType::i8);
-  shape_is("quantize_rows", "q", q, x.shape());
+  host_rows("quantize_rows", x, q, scale);
   const int64_t rows = x.dim(0), cols = x.dim(1);
-  dtype_is("quantize_rows", "scale", scale, DType::f32);
-  shape_is("quantize_rows", "scale", scale, {rows});
   const float* xs = x.data<float>();
   int8_t* qs = q.data<int8_t>();
   float* ss = scale.data<float>();
@@ -55,12 +60,8 @@ void quantize_rows(Tensor& q, Tensor& scale, const Tensor& x) {
 }
 
 void dequantize_rows(Tensor& x, const Tensor& q, const Tensor& scale) {
-  host_matrix("dequantize_rows", "q", q, DType::i8);
-  host_matrix("dequantize_rows", "x", x, DType::f32);
-  shape_is("dequantize_rows", "x", x, q.shape());
+  host_rows("dequantize_rows", x, q, scale);
   const int64_t rows = q.dim(0), cols = q.dim(1);
-  dtype_is("dequantize_rows", "scale", scale, DType::f32);
-  shape_is("dequantize_rows", "scale", scale, {rows});
   const int8_t* qs = q.data<int8_t>();
   const float* ss = scale.data<float>();
   float* xs = x.data<float>();
