@@ -20,6 +20,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 PATHS = {
     # name -> environment of the worker
@@ -72,29 +73,13 @@ def main():
     shapes = SHAPES if not args.shapes else [tuple(map(int, s.split(":"))) for s in args.shapes.split(",")]
     names = args.paths.split(",")
     workers = {n: start(n, args.threads) for n in names}
-    results = []
     clock = "thread CPU time" if args.threads == 1 else "wall time"
     print(f"{args.threads} threads; min {clock} over {args.repeat} interleaved rounds; GFLOP/s from it")
-    print(f"{'m':>4} {'k':>5} {'n':>6}  " + "  ".join(f"{n:>18}" for n in names))
-    for k, n in shapes:
-        for m in map(int, args.rows.split(",")):
-            best = {name: float("inf") for name in names}
-            flops = 2.0 * m * n * k
-            reps = max(1, min(100, int(3e-3 / (flops / 2e11)) + 1))  # a window of ~3 ms: 0.1 ms resolution
-            for _ in range(args.repeat):
-                for name, w in workers.items():
-                    w.stdin.write(f"{m} {k} {n} {reps}\n")
-                    w.stdin.flush()
-                    wall, cpu = json.loads(w.stdout.readline())
-                    # One thread runs in the worker's own thread: its CPU time is the
-                    # least load-sensitive clock. With more threads, the gemm's wall time.
-                    best[name] = min(best[name], cpu if args.threads == 1 else wall)
-            cells = "  ".join(f"{best[x] * 1e3:8.3f} ms {flops / best[x] / 1e9:5.0f} GF" for x in names)
-            print(f"{m:4d} {k:5d} {n:6d}  {cells}", flush=True)
-            results.append({"m": m, "k": k, "n": n, **{x: best[x] for x in names}})
-    for w in workers.values():
-        w.stdin.close()
-        w.wait()
+    # One thread runs in the worker's own thread: its CPU time is the least load-sensitive
+    # clock. With more threads, the gemm's wall time. A window of ~3 ms: 0.1 ms resolution.
+    results = common.gemm_sweep(workers, shapes, list(map(int, args.rows.split(","))), args.repeat,
+                                lambda flops: max(1, min(100, int(3e-3 / (flops / 2e11)) + 1)),
+                                lambda reply: reply[1] if args.threads == 1 else reply[0])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -24,6 +24,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
 ENGINES = ["avx512_vnni", "avx_vnni", "avx2", "fp32", "fbgemm", "onednn"]
 SHAPES = [(512, 1536), (512, 512), (512, 1024), (512, 2048), (2048, 512), (512, 59514)]  # (k, n)
 
@@ -100,26 +103,10 @@ def main():
     shapes = SHAPES if not args.shapes else [tuple(map(int, s.split(":"))) for s in args.shapes.split(",")]
     names = args.engines.split(",")
     workers = {n: start(n, args.threads) for n in names}
-    results = []
     clock = "thread CPU time" if args.threads == 1 else "wall time"
     print(f"{args.threads} threads; min {clock} over {args.repeat} interleaved rounds of a burst's mean; GOP/s from it")
-    print(f"{'m':>5} {'k':>5} {'n':>6}  " + "  ".join(f"{n:>19}" for n in names))
-    for k, n in shapes:
-        for m in map(int, args.rows.split(",")):
-            best = {name: float("inf") for name in names}
-            flops = 2.0 * m * n * k
-            reps = max(1, min(200, int(args.burst * 1e-3 / (flops / 2e11 + 2e-6)) + 1))
-            for _ in range(args.repeat):
-                for name, w in workers.items():
-                    w.stdin.write(f"{m} {k} {n} {reps}\n")
-                    w.stdin.flush()
-                    best[name] = min(best[name], json.loads(w.stdout.readline()))
-            cells = "  ".join(f"{best[x] * 1e3:8.3f} ms {flops / best[x] / 1e9:6.0f} GF" for x in names)
-            print(f"{m:5d} {k:5d} {n:6d}  {cells}", flush=True)
-            results.append({"m": m, "k": k, "n": n, **{x: best[x] for x in names}})
-    for w in workers.values():
-        w.stdin.close()
-        w.wait()
+    results = common.gemm_sweep(workers, shapes, list(map(int, args.rows.split(","))), args.repeat,
+                                lambda flops: max(1, min(200, int(args.burst * 1e-3 / (flops / 2e11 + 2e-6)) + 1)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

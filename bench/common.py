@@ -1,6 +1,7 @@
 """Shared helpers of the benchmarks: thread pinning, timing, the opus-mt-sized model."""
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -104,3 +105,33 @@ def forward_flops(batch, src_len, tgt_len, d, ffn, layers_e, layers_d, vocab, at
     dec = layers_d * (dec_self + dec_cross + 2 * nt * d * ffn_mats * ffn)
     logits = 2 * nt * d * vocab
     return {"encoder": enc, "decoder": dec, "logits": logits, "total": enc + dec + logits}
+
+
+def gemm_sweep(workers: dict, shapes, rows, repeat: int, reps_of, time_of=lambda reply: reply) -> list:
+    """Times GEMM worker processes against each other (bench_gemm.py, bench_int8_gemm.py).
+
+    workers: name -> a Popen whose stdin takes lines "m k n reps" and whose stdout answers each
+    with one JSON value; time_of(value) is its seconds per call. For every (k, n) of `shapes` and
+    m of `rows`, `repeat` rounds run each worker once in turn (interleaved: other load on shared
+    cores hits every engine alike) and the minimum is kept. reps_of(flops) is the calls per timed
+    burst. Prints one line per shape, closes the workers, returns [{m, k, n, name: seconds}]."""
+    names = list(workers)
+    print(f"{'m':>5} {'k':>5} {'n':>6}  " + "  ".join(f"{n:>19}" for n in names))
+    results = []
+    for k, n in shapes:
+        for m in rows:
+            flops = 2.0 * m * n * k
+            reps = reps_of(flops)
+            best = {name: float("inf") for name in names}
+            for _ in range(repeat):
+                for name, w in workers.items():
+                    w.stdin.write(f"{m} {k} {n} {reps}\n")
+                    w.stdin.flush()
+                    best[name] = min(best[name], time_of(json.loads(w.stdout.readline())))
+            cells = "  ".join(f"{best[x] * 1e3:8.3f} ms {flops / best[x] / 1e9:6.0f} GF" for x in names)
+            print(f"{m:5d} {k:5d} {n:6d}  {cells}", flush=True)
+            results.append({"m": m, "k": k, "n": n, **best})
+    for w in workers.values():
+        w.stdin.close()
+        w.wait()
+    return results
