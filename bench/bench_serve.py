@@ -83,6 +83,18 @@ class Server:
         env = dict(os.environ)
         if args.omp_wait_policy:
             env["OMP_WAIT_POLICY"] = args.omp_wait_policy
+        self._start(cmd, env)
+
+    @classmethod
+    def command(cls, cmd, port, env=None):
+        """Any HTTP server with the same /health and /translate (bench_serve_load.py's
+        CTranslate2 front end), started by `cmd` on `port`."""
+        server = cls.__new__(cls)
+        server.port = port
+        server._start(cmd, dict(os.environ) if env is None else env)
+        return server
+
+    def _start(self, cmd, env):
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         deadline = time.time() + 120
         while True:
