@@ -99,12 +99,9 @@ void Transformer::set_parameters(const std::vector<std::pair<std::string, Tensor
 
 const Tensor& Transformer::parameter(const std::string& name) const {
   // Aliases of shared matrices resolve to the one stored tensor.
-  for (const ParameterAlias& alias : aliases_)
-    if (alias.name == name) return parameter(alias.owner);
-  auto it = slots_.find(name);
-  if (it == slots_.end()) throw_value_error("unknown parameter '", name, "'");
-  if (!it->second.member->defined()) throw_value_error("parameter '", name, "' has not been set");
-  return *it->second.member;
+  const Slot& s = resolved_slot(name);
+  if (!s.member->defined()) throw_value_error("parameter '", name, "' has not been set");
+  return *s.member;
 }
 
 Tensor Transformer::copy_parameter(const std::string& name) const {
