@@ -52,6 +52,22 @@ struct AttentionParams {
   const void* rel_bias = nullptr;
   int64_t rel_bias_origin = 0;
   int64_t rel_bias_span = 0;
+  // Per-query-batch origins (int32 (batch), device memory), or null: when set, query batch b
+  // uses rel_bias_origins[b] in place of rel_bias_origin (the rows of an engine step sit at
+  // different decoder positions). The caller guarantees the [0, span) rule for each row.
+  const int32_t* rel_bias_origins = nullptr;
+  // Paged K/V (the decode steps of the step scheduler, cpp/decoding/): when block_table is set
+  // (int32 (batch, blocks_per_row), device memory), key/value j of query batch b lives in block
+  //   blk = block_table[b * blocks_per_row + j / block_size],  row j % block_size:
+  //   k + blk * k_batch_stride + (j % block_size) * k_row_stride   (v alike)
+  // i.e. k/v are a pool (num_blocks, block_size, width) and the batch strides count blocks.
+  // Only with q_len == 1 and kv_group == 1; kv_len = blocks_per_row * block_size; keys at or past
+  // kv_lengths[b] are masked (their table entries are never read and may hold anything, e.g. -1).
+  // Rows of one beam or one source may share blocks (the same ids in several rows). The
+  // arithmetic of a row equals the contiguous one-query path's on the same keys, bit for bit.
+  const int32_t* block_table = nullptr;
+  int64_t blocks_per_row = 0;
+  int64_t block_size = 0;
 };
 
 // Gradients of fused attention (FlashAttention-2's backward): the probabilities are
@@ -101,6 +117,14 @@ struct AttentionOptions {
   // causal_offset = step, so the keys past the step are known to be masked.
   const Tensor* rel_bias = nullptr;
   int64_t rel_bias_origin = 0;
+  // int32 (batch) on the device: per-row origins (AttentionParams::rel_bias_origins); the
+  // caller guarantees the bounds (the op cannot read device values to check them).
+  const Tensor* rel_bias_origins = nullptr;
+  // Paged K/V (AttentionParams::block_table): int32 (batch, blocks_per_row) on the device; k
+  // and v are then pools (num_blocks, block_size, width). q_len 1, kv_group 1, kv_lengths
+  // required. Block ids are the caller's responsibility (the engine builds them host-side).
+  const Tensor* block_table = nullptr;
+  int64_t block_size = 0;
 };
 
 // out (batch, q_len, heads*head_dim) = multi-head attention of q over k, v.
