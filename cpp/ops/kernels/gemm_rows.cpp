@@ -1,0 +1,110 @@
+// C (m, n) = alpha * A (m, k) @ W^T + beta * C for up to 256 rows of A (decode steps,
+// short encoder inputs) and W (n, k) row-major (a Linear weight), read in place: OpenBLAS
+// would pack all of W on every call, moving the weights through memory twice.
+//
+// ROW-INVARIANT: row i of C has the same bits whatever m, wherever row i sits among the
+// rows, and whatever the thread count, so a decode row rounds the same alone or inside
+// any step (the in-flight engine relies on it). Every element C[i, j] is computed by one
+// instruction sequence: lane l of one vector accumulator sums a[kk] * w[kk] for
+// kk = l, l + L, l + 2L, ... in order with one fused multiply-add each (the k tail with
+// zero-filled loads), then the build's one horizontal-sum tree (RowSimd::hsum), then
+// alpha and beta. Micro-tiles of MR rows x NR weight rows only decide which elements
+// share loads; their templates all run that same sequence per element.
+//
+// Threads split the weight rows into panels of kPanel; each panel is read from memory
+// once and stays in cache while every row tile of A passes over it.
+#include <algorithm>
+#include <array>
+#include <utility>
+
+#include "../cpu_kernels.h"
+#include "gemm_rows_simd.h"
+
+namespace tformer::cpu::TFORMER_CPU_ISA {
+namespace {
+
+using S = RowSimd;
+constexpr int kMr = 4;       // rows of A per micro-tile (the last tile takes m % 4)
+constexpr int kMaxNr = 16;   // widest micro-tile (RowSimd::kNr)
+constexpr int64_t kPanel = S::kPanel;
+
+inline void store(const GemmParams& p, float* c, float s) {
+  *c = p.beta == 0.0f ? p.alpha * s : p.alpha * s + p.beta * *c;
+}
+
+// Rows [i0, i0 + MR) of A against weight rows [j0, j0 + NR).
+template <int MR, int NR>
+void tile(const GemmParams& p, int64_t i0, int64_t j0) {
+  const float* a[MR];
+  const float* w[NR];
+  for (int r = 0; r < MR; ++r) a[r] = static_cast<const float*>(p.a) + (i0 + r) * p.lda;
+  for (int j = 0; j < NR; ++j) w[j] = static_cast<const float*>(p.b) + (j0 + j) * p.ldb;
+  S::vec acc[MR][NR];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NR; ++j) acc[r][j] = S::zero();
+  const int64_t k = p.k;
+  int64_t kk = 0;
+  for (; kk + S::kLanes <= k; kk += S::kLanes) {
+    S::vec av[MR];
+    for (int r = 0; r < MR; ++r) av[r] = S::load(a[r] + kk);
+    for (int j = 0; j < NR; ++j) {
+      const S::vec wv = S::load(w[j] + kk);
+      for (int r = 0; r < MR; ++r) acc[r][j] = S::fma(av[r], wv, acc[r][j]);
+    }
+  }
+  if (kk < k) {  // the same step once more, lanes past k read as zeros
+    const int64_t tail = k - kk;
+    S::vec av[MR];
+    for (int r = 0; r < MR; ++r) av[r] = S::load_tail(a[r] + kk, tail);
+    for (int j = 0; j < NR; ++j) {
+      const S::vec wv = S::load_tail(w[j] + kk, tail);
+      for (int r = 0; r < MR; ++r) acc[r][j] = S::fma(av[r], wv, acc[r][j]);
+    }
+  }
+  float* C = static_cast<float*>(p.c);
+  if constexpr (MR * NR == S::kBatch) {
+    float sums[MR * NR];
+    S::hsum_batch(&acc[0][0], sums);
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < NR; ++j) store(p, C + (i0 + r) * p.ldc + j0 + j, sums[r * NR + j]);
+  } else {
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < NR; ++j) store(p, C + (i0 + r) * p.ldc + j0 + j, S::hsum(acc[r][j]));
+  }
+}
+
+using TileFn = void (*)(const GemmParams&, int64_t, int64_t);
+using TileRow = std::array<TileFn, kMaxNr + 1>;
+
+template <int MR, int... Nr>
+constexpr TileRow tile_row(std::integer_sequence<int, Nr...>) {
+  return {nullptr, &tile<MR, Nr + 1>...};
+}
+
+// kTiles[MR][NR]: every width up to the widest, for the last micro-tile of a panel.
+constexpr std::array<TileRow, kMr + 1> kTiles = {
+    TileRow{}, tile_row<1>(std::make_integer_sequence<int, kMaxNr>{}),
+    tile_row<2>(std::make_integer_sequence<int, kMaxNr>{}), tile_row<3>(std::make_integer_sequence<int, kMaxNr>{}),
+    tile_row<4>(std::make_integer_sequence<int, kMaxNr>{})};
+
+// Every row tile of A against weight rows [j_begin, j_end).
+void panel(const GemmParams& p, int64_t j_begin, int64_t j_end) {
+  for (int64_t i0 = 0; i0 < p.m; i0 += kMr) {
+    const int mr = static_cast<int>(std::min<int64_t>(kMr, p.m - i0));
+    const int nr_max = S::kNr[mr];
+    for (int64_t j = j_begin; j < j_end; j += nr_max) {
+      const int nr = static_cast<int>(std::min<int64_t>(nr_max, j_end - j));
+      kTiles[mr][nr](p, i0, j);
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_rows(const GemmParams& p) {
+  const int64_t panels = (p.n + kPanel - 1) / kPanel;
+#pragma omp parallel for schedule(static) if (p.m * p.n * p.k > 65536)
+  for (int64_t b = 0; b < panels; ++b) panel(p, b * kPanel, std::min(p.n, (b + 1) * kPanel));
+}
+
+}  // namespace tformer::cpu::TFORMER_CPU_ISA
