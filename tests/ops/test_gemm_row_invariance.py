@@ -53,9 +53,9 @@ print(json.dumps({"isa": _core.blas_info().rsplit(" ", 1)[-1], "failures": failu
 """
 
 # (k, n, alpha, beta): k below, at and past the vector widths (8, 16) with tails; n past
-# every micro-tile width and panel (24); the model sizes; alpha / beta.
+# every micro-tile width and panel; the model sizes; k past a slice (512); alpha / beta.
 CASES = [(1, 5, 1.0, 0.0), (7, 3, 1.0, 0.0), (16, 29, 1.0, 0.0), (37, 50, -0.5, 0.75), (130, 97, 1.0, 0.0),
-         (512, 61, 1.0, 0.0), (515, 26, 2.0, 1.0)]
+         (512, 61, 1.0, 0.0), (515, 26, 2.0, 1.0), (1100, 37, 1.0, 0.0), (2048, 9, 1.0, 0.0)]
 
 
 def _cpu_has(isa):

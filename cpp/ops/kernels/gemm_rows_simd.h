@@ -26,6 +26,7 @@ struct RowSimd {
   static constexpr int kBatch = 16;
   static vec zero() { return _mm512_setzero_ps(); }
   static vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, vec v) { _mm512_storeu_ps(p, v); }
   static vec load_tail(const float* p, int64_t n) {  // n < kLanes floats, the rest 0
     return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
   }
@@ -70,6 +71,7 @@ struct RowSimd {
   static void hsum_batch(const vec*, float*) {}
   static vec zero() { return _mm256_setzero_ps(); }
   static vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, vec v) { _mm256_storeu_ps(p, v); }
   static vec load_tail(const float* p, int64_t n) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), lane));
@@ -97,6 +99,9 @@ struct RowSimd {
     vec v;
     for (int l = 0; l < kLanes; ++l) v.x[l] = p[l];
     return v;
+  }
+  static void store(float* p, vec v) {
+    for (int l = 0; l < kLanes; ++l) p[l] = v.x[l];
   }
   static vec load_tail(const float* p, int64_t n) {
     vec v{};
