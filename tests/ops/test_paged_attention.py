@@ -84,6 +84,27 @@ def test_paged_rel_bias_per_row_origins(device, block_size):
     assert np.array_equal(both, got)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("H,D", [(4, 64), (3, 13)])  # 16-byte loads, element loads
+def test_paged_half_precision_cuda(dtype, H, D):
+    """f16 / bf16 storage (CUDA only; the CPU attention is float32): the decode kernel reads
+    paged rows exactly as contiguous ones, bit for bit, with and without a rel bias."""
+    import tformer
+    if not tformer.cuda_available():
+        pytest.skip("tformer.cuda_available() is False")
+    lengths = [37, 20, 1]
+    q, kp, vp, table, kc, vc = paged_case(D, lengths, 16, H, D, share_prefix=True)
+    got = paged("cuda", q, kp, vp, table, lengths, H, dtype=dtype)
+    assert np.array_equal(got, contiguous("cuda", q, kc, vc, lengths, H, dtype=dtype))
+    bias = np.linspace(-2, 2, 80 * H, dtype=np.float32).reshape(80, H)
+    origins = np.array([80 - n for n in lengths], dtype=np.int32)
+    got = paged("cuda", q, kp, vp, table, lengths, H, dtype=dtype, rel_bias=bias, rel_bias_origins=origins)
+    assert np.array_equal(got, contiguous("cuda", q, kc, vc, lengths, H, dtype=dtype, rel_bias=bias,
+                                          rel_bias_origins=origins))
+    ref, _ = reference(q, kc, vc, H, lengths, bias, origins)
+    assert np.max(np.abs(got - ref)) < (3e-2 if dtype == "bfloat16" else 5e-3)
+
+
 def test_paged_row_without_keys(device):
     """A row of length 0 (all its entries -1) gets zeros, the others are unaffected."""
     lengths = [0, 5]
