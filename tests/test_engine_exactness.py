@@ -205,7 +205,7 @@ def test_submit_refuses_requests_that_never_fit(gen_zoo):
     small.close()
 
 
-@pytest.mark.parametrize("kw, match", [(dict(max_rows=0), "max_rows"), (dict(max_batch_tokens=0), "max_batch_tokens"),
+@pytest.mark.parametrize("kw, match", [(dict(max_rows=0), "max_rows"), (dict(max_rows=257), "between 1 and 256"), (dict(max_batch_tokens=0), "max_batch_tokens"),
                                        (dict(block_size=0), "block_size"), (dict(kv_cache_bytes=-1), "kv_cache_bytes"),
                                        (dict(kv_cache_bytes=10), "holds no K/V block")])
 def test_engine_knobs_checked(gen_zoo, kw, match):

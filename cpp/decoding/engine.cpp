@@ -11,12 +11,15 @@
 #include <optional>
 #include <thread>
 
+#include "../ops/cpu_kernels.h"
 #include "search.h"
 #include "step_runner.h"
 #include "tformer/errors.h"
 
 namespace tformer {
 namespace {
+
+static_assert(kEngineMaxRows <= cpu::kRowsGemmMaxRows, "engine steps must stay within the row-invariant GEMM");
 
 // Steps a request that does not fit may be passed by later ones before it holds the door.
 constexpr int64_t kMaxBypassedSteps = 32;
@@ -61,7 +64,9 @@ struct Engine::Impl {
 
 Engine::Engine(const Transformer& model, const EngineOptions& options) : impl_(std::make_unique<Impl>(model, options)) {
   const TransformerConfig& cfg = model.config();
-  if (options.max_rows < 1) throw_value_error("max_rows must be >= 1, got ", options.max_rows);
+  if (options.max_rows < 1 || options.max_rows > kEngineMaxRows)
+    throw_value_error("max_rows must be between 1 and ", kEngineMaxRows,
+                      " (the rows for which a step's results do not depend on the other rows), got ", options.max_rows);
   if (options.max_batch_tokens < 1) throw_value_error("max_batch_tokens must be >= 1, got ", options.max_batch_tokens);
   if (options.block_size < 1 || options.block_size > 1024)
     throw_value_error("block_size must be between 1 and 1024, got ", options.block_size);

@@ -16,8 +16,12 @@
 
 namespace tformer {
 
+// The most rows a step may have: up to here every op of a decode step is row-independent on
+// the CPU (the fp32 GEMM's gemm_rows range), which the engine's exactness rests on.
+constexpr int64_t kEngineMaxRows = 256;
+
 struct EngineOptions {
-  int64_t max_rows = 256;           // decoder rows per step (sources x beam of the running requests)
+  int64_t max_rows = 256;           // decoder rows per step (sources x beam of the running requests), <= kEngineMaxRows
   int64_t max_batch_tokens = 8192;  // source tokens (padded) encoded before one step; >= 1 request always
   int64_t kv_cache_bytes = 0;       // the K/V pool; 0: a default (kDefaultKvCacheBytes)
   int64_t block_size = 16;          // positions per K/V block
