@@ -118,6 +118,24 @@ def test_closing_a_stream_early_cancels_its_request(model, engine):
     assert time.monotonic() - start < 60
 
 
+def test_a_stream_dropped_unread_cancels_its_request(model, engine):
+    stream = engine.stream([5, 6, 7, 1], beam_size=1, max_length=LONG, min_length=LONG)
+    future = stream.future
+    del stream
+    assert future.cancelled()
+    wait_until(lambda: engine.stats()["running_requests"] == 0 and engine.stats()["queue_length"] == 0)
+
+
+def test_a_stream_past_its_deadline_raises(engine):
+    stream = engine.stream([5, 6, 7, 1], beam_size=1, max_length=LONG, min_length=LONG, deadline=0.2)
+    with pytest.raises(tformer.DeadlineExceeded):
+        for _ in stream:
+            pass
+    with engine.stream([5, 6, 7, 1], beam_size=1, max_length=4, return_scores=True) as stream:
+        tokens = list(stream)
+    assert stream.future.result()[0].tokens[0] == tokens
+
+
 def test_future_cancel_while_running(model, engine):
     future = long_request(engine)
     wait_until(lambda: engine.stats()["running_requests"] == 1)
