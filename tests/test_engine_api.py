@@ -314,3 +314,14 @@ def test_bad_engine_knobs(model, knobs, message):
 def test_bad_model_argument():
     with pytest.raises(TypeError, match="model_or_path must be a tformer.Transformer or a model directory"):
         tformer.Engine(42)
+
+
+def test_mixed_requests_on_device(model, device):
+    on_device = model.to(device)
+    requests = [(SRC[i:], dict(max_length=8, return_scores=True, **SEARCHES[s])) for i, s in enumerate(SEARCHES)]
+    with tformer.Engine(on_device, max_rows=32) as engine:
+        futures = [engine.submit(src, **opts) for src, opts in requests]
+        streamed = list(engine.stream(SRC[0], beam_size=4, max_length=8))
+        for (src, opts), future in zip(requests, futures):
+            same(future.result(timeout=60), on_device.generate(src, **opts))
+    assert streamed == on_device.generate([SRC[0]], beam_size=4, max_length=8)[0].tokens[0]

@@ -181,8 +181,8 @@ class Engine:
         options: generate's (beam_size, max_length, do_sample, seed, target_prefix, ...).
         deadline: seconds; past it the future raises tformer.DeadlineExceeded and the rows
         are freed at the next step. cancel: generate's (a tformer.CancelToken or one per
-        source: those sources stop with `.cancelled` results). `future.cancel()` cancels
-        the request, queued or running."""
+        source: those sources stop with `.cancelled` results; `future.cancel()` fires them).
+        `future.cancel()` cancels the request, queued or running."""
         return self._submit(src_ids, deadline, cancel, options, None)
 
     async def generate_async(self, src_ids, *, deadline=None, cancel=None, **options) -> list:
