@@ -117,6 +117,18 @@ def test_closing_a_stream_early_cancels_its_request(model, engine):
     wait_until(lambda: engine.stats()["running_requests"] == 0 and engine.stats()["queue_length"] == 0)
 
 
+def test_beam_stream_sends_agreed_tokens_before_the_end(model, engine):
+    # A forced prefix: every beam agrees on its tokens from the first steps, long before a
+    # LONG beam search could end.
+    start = time.monotonic()
+    with engine.stream([5, 6, 7, 1], beam_size=4, max_length=LONG, min_length=LONG, target_prefix=[[7, 8, 9]]) as stream:
+        first = [next(stream) for _ in range(3)]
+    assert first == [7, 8, 9]
+    assert time.monotonic() - start < FREED
+    assert stream.future.cancelled()
+    wait_until(lambda: engine.stats()["running_requests"] == 0 and engine.stats()["queue_length"] == 0)
+
+
 def test_a_stream_dropped_unread_cancels_its_request(model, engine):
     stream = engine.stream([5, 6, 7, 1], beam_size=1, max_length=LONG, min_length=LONG)
     future = stream.future
