@@ -231,6 +231,11 @@ def test_cancelling_the_async_task_cancels_the_request(model, engine):
             tokens.append(token)
             if len(tokens) == 2:
                 break
+        # The loop dropped the stream: its request is cancelled.
+        wait_until(lambda: engine.stats()["running_requests"] == 0 and engine.stats()["queue_length"] == 0)
+        async with engine.astream([5, 6, 7, 1], beam_size=1, max_length=LONG, min_length=LONG) as stream:
+            assert isinstance(await stream.__anext__(), int)
+        assert stream.future.cancelled()
         return await engine.generate_async(SRC, beam_size=1, max_length=6)
 
     start = time.monotonic()

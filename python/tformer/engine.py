@@ -213,7 +213,7 @@ class Engine:
 
         future = self._submit(src_id, deadline, None, options, lambda token: put(token), single=True)
         future.add_done_callback(lambda _: put(_DONE))
-        return _aiterate(future, tokens)
+        return AsyncTokenStream(future, tokens)
 
     def _submit(self, src_ids, deadline, cancel, options, on_token, single=False):
         if self._closed:
@@ -308,13 +308,44 @@ class TokenStream:
         self.close()
 
 
-async def _aiterate(future, tokens):
-    try:
-        while True:
-            item = await tokens.get()
-            if item is _DONE:
-                break
-            yield item
-    finally:
-        future.cancel()
-    future.result()
+class AsyncTokenStream:
+    """What `Engine.astream` returns: TokenStream for `async for`; aclose() (or dropping
+    it, or cancelling the consuming task) cancels the request."""
+
+    def __init__(self, future, tokens):
+        self.future = future
+        self._tokens = tokens
+        self._finished = False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            item = await self._tokens.get()
+        except BaseException:  # the consuming task was cancelled
+            self.close()
+            raise
+        if item is _DONE:
+            self._finished = True
+            self.future.result()
+            raise StopAsyncIteration
+        return item
+
+    def close(self) -> None:
+        self._finished = True
+        self.future.cancel()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
