@@ -1,6 +1,7 @@
 """Decode-step GEMMs C = A @ W^T (W a row-major (n, k) Linear weight): tformer's
-medium-row kernel against OpenBLAS (and the short-row kernel), on the shapes of an
-opus-mt-sized model, to pick the row thresholds in cpp/ops/gemm.cpp.
+row-invariant kernel (gemm_rows, every m <= 256) against OpenBLAS, on the shapes of an
+opus-mt-sized model; --before DIR adds the default path of another tformer build (a copy
+of an installed `tformer` package under DIR, put first on PYTHONPATH) to compare kernels.
 
 Each path runs in its own worker process (the paths are chosen by environment
 variables read once); the parent interleaves them shape by shape, repetition by
@@ -9,7 +10,7 @@ on shared cores. The timed call is the C++ gemm alone (TFORMER_PROFILE's "gemm"
 scope, mean over a burst of calls lasting ~3 ms, as its report has 0.1 ms resolution),
 not the numpy round trip.
 
-    python bench/bench_gemm.py [--threads 2] [--repeat 15] [--rows 16,24,32,48,64,96,128]
+    python bench/bench_gemm.py [--threads 2] [--repeat 15] [--rows 1,4,16,32,64,128,256] [--before DIR]
 """
 from __future__ import annotations
 
@@ -24,9 +25,8 @@ import common  # noqa: E402
 
 PATHS = {
     # name -> environment of the worker
-    "medium": {"TFORMER_SHORT_GEMM_ROWS": "0", "TFORMER_MEDIUM_GEMM_ROWS": "100000"},
-    "openblas": {"TFORMER_SHORT_GEMM_ROWS": "0", "TFORMER_MEDIUM_GEMM_ROWS": "0"},
-    "short": {"TFORMER_SHORT_GEMM_ROWS": "100000", "TFORMER_MEDIUM_GEMM_ROWS": "0"},
+    "rows": {},
+    "openblas": {"TFORMER_ROWS_GEMM_MAX_ROWS": "0"},
 }
 SHAPES = [(512, 512), (512, 1536), (512, 1024), (512, 2048), (2048, 512), (512, 59514)]  # (k, n)
 
@@ -38,13 +38,20 @@ from tformer import _core, ops
 tformer.set_num_threads(int(sys.argv[1]))
 rng = np.random.default_rng(0)
 assert _core.profile_report() is not None
+def aligned(rows, cols):
+    # 64-byte aligned, as tformer's tensors are (numpy's 16 would split vector loads).
+    buf = np.empty(rows * cols + 16, np.float32)
+    start = (-buf.ctypes.data // 4) % 16
+    out = buf[start:start + rows * cols].reshape(rows, cols)
+    out[...] = rng.standard_normal((rows, cols))
+    return out
 weights = {}
 for line in sys.stdin:
     m, k, n, reps = map(int, line.split())
     if (k, n) not in weights:
-        weights[(k, n)] = rng.standard_normal((n, k)).astype(np.float32)
+        weights[(k, n)] = aligned(n, k)
     w = weights[(k, n)]
-    a = rng.standard_normal((m, k)).astype(np.float32)
+    a = aligned(m, k)
     _core.profile_reset()
     t0 = time.thread_time()
     for _ in range(reps):
@@ -55,8 +62,10 @@ for line in sys.stdin:
 """
 
 
-def start(name, threads):
-    env = dict(os.environ, TFORMER_PROFILE="1", OMP_NUM_THREADS=str(threads), **PATHS[name])
+def start(name, threads, before=None):
+    env = dict(os.environ, TFORMER_PROFILE="1", OMP_NUM_THREADS=str(threads), **PATHS.get(name, {}))
+    if name == "before":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [before, env.get("PYTHONPATH")]))
     return subprocess.Popen([sys.executable, "-c", WORKER, str(threads)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env)
 
@@ -65,14 +74,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=15, help="interleaved rounds per shape")
-    ap.add_argument("--rows", default="16,24,32,48,64,96,128")
-    ap.add_argument("--paths", default="medium,openblas")
+    ap.add_argument("--rows", default="1,4,16,32,64,128,256")
+    ap.add_argument("--paths", default="rows,openblas")
+    ap.add_argument("--before", help="a directory holding another build's tformer package: adds the path 'before'")
     ap.add_argument("--shapes", default=None, help="k:n,k:n,... (default: the opus-mt decoder shapes)")
     ap.add_argument("--json")
     args = ap.parse_args()
     shapes = SHAPES if not args.shapes else [tuple(map(int, s.split(":"))) for s in args.shapes.split(",")]
-    names = args.paths.split(",")
-    workers = {n: start(n, args.threads) for n in names}
+    names = args.paths.split(",") + (["before"] if args.before else [])
+    workers = {n: start(n, args.threads, args.before) for n in names}
     clock = "thread CPU time" if args.threads == 1 else "wall time"
     print(f"{args.threads} threads; min {clock} over {args.repeat} interleaved rounds; GFLOP/s from it")
     # One thread runs in the worker's own thread: its CPU time is the least load-sensitive

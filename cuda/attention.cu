@@ -203,8 +203,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionPara
 // block reduction per head), pass 2 sums the heads' probabilities of the thread's own
 // keys and writes each weight once: no atomics, no other writer.
 // The visible keys of a row are a prefix [0, kv_end): lengths and causality both cut
-// from the end.
-template <typename T, bool kRelBias>
+// from the end. kPaged: keys through the row's block table (AttentionParams::block_table).
+template <typename T, bool kRelBias, bool kPaged>
 __global__ void __launch_bounds__(kWeightsThreads) attention_weights_kernel(const AttentionParams p) {
   extern __shared__ float4 smem[];
   float* q_s = reinterpret_cast<float*>(smem);  // (heads, head_dim), times scale * log2(e)
@@ -219,7 +219,9 @@ __global__ void __launch_bounds__(kWeightsThreads) attention_weights_kernel(cons
   if (kv_end == 0) return;  // block-uniform: no barrier is skipped by only some threads
 
   const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + i * p.q_row_stride;
-  const T* k = static_cast<const T*>(p.k) + kv_b * p.k_batch_stride;
+  const T* k = static_cast<const T*>(p.k);
+  int64_t bias_origin = 0;
+  if constexpr (kRelBias) bias_origin = rel_bias_origin_of(p, b);
   const float q_scale = p.scale * kLog2e;
   for (int64_t idx = threadIdx.x; idx < p.heads * p.head_dim; idx += blockDim.x)
     q_s[idx] = to_float(q[idx]) * q_scale;  // head h at column h * head_dim
@@ -228,10 +230,10 @@ __global__ void __launch_bounds__(kWeightsThreads) attention_weights_kernel(cons
   // The log2-scaled score of key j in head h, in fp32 as in attention_kernel.
   auto score = [&](int64_t h, int64_t j) {
     const float* qh = q_s + h * p.head_dim;
-    const T* kj = k + j * p.k_row_stride + h * p.head_dim;
+    const T* kj = kv_row<kPaged>(p, k, p.k_batch_stride, p.k_row_stride, kv_b, j) + h * p.head_dim;
     float dot = 0.0f;
     for (int64_t d = 0; d < p.head_dim; ++d) dot = fmaf(qh[d], to_float(kj[d]), dot);
-    if constexpr (kRelBias) dot += rel_bias_log2<T>(p, i, j, h);  // j < kv_end: visible
+    if constexpr (kRelBias) dot += rel_bias_log2_at<T>(p, bias_origin, i, j, h);  // j < kv_end: visible
     return dot;
   };
 
@@ -281,8 +283,11 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
 template <typename T>
 void launch_attention_weights(const AttentionParams& p, size_t smem, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.q_len), static_cast<unsigned>(p.batch));
-  if (p.rel_bias != nullptr) attention_weights_kernel<T, true><<<grid, kWeightsThreads, smem, stream>>>(p);
-  else attention_weights_kernel<T, false><<<grid, kWeightsThreads, smem, stream>>>(p);
+  const bool paged = p.block_table != nullptr;
+  if (p.rel_bias != nullptr && paged) attention_weights_kernel<T, true, true><<<grid, kWeightsThreads, smem, stream>>>(p);
+  else if (p.rel_bias != nullptr) attention_weights_kernel<T, true, false><<<grid, kWeightsThreads, smem, stream>>>(p);
+  else if (paged) attention_weights_kernel<T, false, true><<<grid, kWeightsThreads, smem, stream>>>(p);
+  else attention_weights_kernel<T, false, false><<<grid, kWeightsThreads, smem, stream>>>(p);
   TFORMER_CUDA_CHECK_LAUNCH("attention_weights_kernel");
 }
 
@@ -295,12 +300,18 @@ void launch_attention(const AttentionParams& p, CachingAllocator& allocator, cud
   }
   const size_t weights_smem = size_t(p.heads) * (p.head_dim + 1) * sizeof(float);
   if (p.weights_out != nullptr) {
-    const void* kernel = p.rel_bias != nullptr ? reinterpret_cast<const void*>(attention_weights_kernel<T, true>)
-                                               : reinterpret_cast<const void*>(attention_weights_kernel<T, false>);
-    allow_shared_memory(kernel, weights_smem, "attention",
+    const bool paged = p.block_table != nullptr;
+    const void* kernels[2][2] = {
+        {reinterpret_cast<const void*>(attention_weights_kernel<T, false, false>),
+         reinterpret_cast<const void*>(attention_weights_kernel<T, false, true>)},
+        {reinterpret_cast<const void*>(attention_weights_kernel<T, true, false>),
+         reinterpret_cast<const void*>(attention_weights_kernel<T, true, true>)}};
+    allow_shared_memory(kernels[p.rel_bias != nullptr][paged], weights_smem, "attention",
                         "weights_out with " + std::to_string(p.heads) + " heads of " +
                             std::to_string(p.head_dim));
   }
+  if (p.block_table != nullptr && p.q_len != 1)
+    throw std::invalid_argument("cuda attention: paged K/V wants q_len 1, got " + std::to_string(p.q_len));
   if (p.q_len == 1) {
     attention_decode(p, allocator, stream);  // attention_decode.cu: split along the keys
   } else if (attention_mma_forward(p, stream)) {

@@ -31,6 +31,10 @@
 // rel_bias (T5's decoder self-attention): a template flag; the bias of key j is the same
 // for every row of a block (q_len 1, no batch dimension), so it is read once per key.
 // Only the one-row kernels are instantiated with it (self-attention has kv_group 1).
+// Paged K/V (AttentionParams::block_table, the engine's steps): a template flag too, one-row
+// kernels only (kv_group 1); a key's row comes through the row's block table
+// (attention_keys.cuh kv_row), everything else is the contiguous kernel's code. Per-row
+// rel-bias origins (rel_bias_origins) are read once per block.
 #include <algorithm>
 #include <cstdint>
 #include <optional>
@@ -104,7 +108,7 @@ __device__ __forceinline__ void load_chunk(Chunk<T, kVec>& c, const T* row, int 
 // ---------------------------------------------------------------- kernels
 
 // grid (splits, heads, kv batches * ceil(kv_group / R)).
-template <typename T, int D, int R, bool kVector, bool kRelBias>
+template <typename T, int D, int R, bool kVector, bool kRelBias, bool kPaged>
 __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const AttentionParams p,
                                                                          const DecodePartials part) {
   using S = DecodeShape<T, D, R>;
@@ -120,8 +124,11 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
   const int64_t kv_b = blockIdx.z / row_blocks;
   const int64_t b0 = kv_b * p.kv_group + (blockIdx.z % row_blocks) * R;  // first query batch
   const int64_t b_end = min64(p.batch, (kv_b + 1) * p.kv_group);  // past this kv batch's last
-  const T* k = static_cast<const T*>(p.k) + kv_b * p.k_batch_stride + h * p.head_dim;
-  const T* v = static_cast<const T*>(p.v) + kv_b * p.v_batch_stride + h * p.head_dim;
+  // Paged: the pools' column h * head_dim, each key's block found through the table.
+  const T* k = static_cast<const T*>(p.k) + (kPaged ? 0 : kv_b * p.k_batch_stride) + h * p.head_dim;
+  const T* v = static_cast<const T*>(p.v) + (kPaged ? 0 : kv_b * p.v_batch_stride) + h * p.head_dim;
+  int64_t bias_origin = 0;
+  if constexpr (kRelBias) bias_origin = rel_bias_origin_of(p, b0);  // R == 1: one row
 
   // The keys every row of the block sees: [0, kv_end); this split's share of them.
   int64_t kv_end = keys_of_batch(p, kv_b);
@@ -165,8 +172,15 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t key = j0 + u * kGroups + group;
       const bool valid = key < key_end;
-      const T* kr = k + (valid ? key * p.k_row_stride : 0);
-      const T* vr = v + (valid ? key * p.v_row_stride : 0);
+      const T* kr = k;
+      const T* vr = v;
+      if constexpr (kPaged) {  // the table entries of masked keys are never read
+        if (valid) kr = kv_row<true>(p, k, p.k_batch_stride, p.k_row_stride, kv_b, key);
+        if (valid) vr = kv_row<true>(p, v, p.v_batch_stride, p.v_row_stride, kv_b, key);
+      } else {
+        kr = k + (valid ? key * p.k_row_stride : 0);
+        vr = v + (valid ? key * p.v_row_stride : 0);
+      }
 #pragma unroll
       for (int t = 0; t < kCpl; ++t) {
         const int d0 = (glane + kGroup * t) * kVec;
@@ -181,7 +195,7 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
       const int64_t key = j0 + u * kGroups + group;
       float bias = 0.0f;  // added only with kRelBias: the plain kernel's scores are untouched
       if constexpr (kRelBias) {
-        if (key < key_end) bias = rel_bias_log2<T>(p, 0, key, h);
+        if (key < key_end) bias = rel_bias_log2_at<T>(p, bias_origin, 0, key, h);
       }
       float kf[kCpl][kVec];
 #pragma unroll
@@ -323,7 +337,7 @@ int multiprocessor_count() {
   return sms > 0 ? sms : 1;
 }
 
-template <typename T, int D, int R, bool kVector, bool kRelBias>
+template <typename T, int D, int R, bool kVector, bool kRelBias, bool kPaged>
 void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream) {
   using S = DecodeShape<T, D, R>;
   const int64_t row_blocks = (p.kv_group + R - 1) / R;
@@ -356,7 +370,7 @@ void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaSt
 
   const dim3 grid(static_cast<unsigned>(part.splits), static_cast<unsigned>(p.heads),
                   static_cast<unsigned>(kv_batches * row_blocks));
-  attention_decode_kernel<T, D, R, kVector, kRelBias><<<grid, kDecodeThreads, 0, stream>>>(p, part);
+  attention_decode_kernel<T, D, R, kVector, kRelBias, kPaged><<<grid, kDecodeThreads, 0, stream>>>(p, part);
   TFORMER_CUDA_CHECK_LAUNCH("attention_decode_kernel");
   if (!split) return;
   const unsigned combine_blocks = static_cast<unsigned>((rows + kCombineWarps - 1) / kCombineWarps);
@@ -372,15 +386,24 @@ void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaSt
   // Beams sharing K/V: up to 4 query rows per block (grid z <= 65535). The rare
   // misaligned rows take the one-row kernel only, which halves the instantiations.
   const int64_t kv_batches = (p.batch + p.kv_group - 1) / p.kv_group;
-  if (p.rel_bias != nullptr) {  // one row per block (see the top)
-    if (vector) launch_decode<T, D, 1, true, true>(p, allocator, stream);
-    else launch_decode<T, D, 1, false, true>(p, allocator, stream);
+  if (p.block_table != nullptr) {  // paged: kv_group 1, one row per block
+    if (p.rel_bias != nullptr) {
+      if (vector) launch_decode<T, D, 1, true, true, true>(p, allocator, stream);
+      else launch_decode<T, D, 1, false, true, true>(p, allocator, stream);
+    } else if (vector) {
+      launch_decode<T, D, 1, true, false, true>(p, allocator, stream);
+    } else {
+      launch_decode<T, D, 1, false, false, true>(p, allocator, stream);
+    }
+  } else if (p.rel_bias != nullptr) {  // one row per block (see the top)
+    if (vector) launch_decode<T, D, 1, true, true, false>(p, allocator, stream);
+    else launch_decode<T, D, 1, false, true, false>(p, allocator, stream);
   } else if (vector && p.kv_group > 1 && kv_batches * ((p.kv_group + 3) / 4) <= 65535) {
-    launch_decode<T, D, 4, true, false>(p, allocator, stream);
+    launch_decode<T, D, 4, true, false, false>(p, allocator, stream);
   } else if (vector) {
-    launch_decode<T, D, 1, true, false>(p, allocator, stream);
+    launch_decode<T, D, 1, true, false, false>(p, allocator, stream);
   } else {
-    launch_decode<T, D, 1, false, false>(p, allocator, stream);
+    launch_decode<T, D, 1, false, false, false>(p, allocator, stream);
   }
 }
 
@@ -397,6 +420,9 @@ void launch_decode(const AttentionParams& p, CachingAllocator& allocator, cudaSt
 }  // namespace
 
 void attention_decode(const AttentionParams& p, CachingAllocator& allocator, cudaStream_t stream) {
+  if (p.block_table != nullptr && (p.kv_group != 1 || p.block_size < 1))
+    throw std::invalid_argument("cuda attention_decode: paged K/V wants kv_group 1 and block_size >= 1, got " +
+                                std::to_string(p.kv_group) + " and " + std::to_string(p.block_size));
   if (p.q_len != 1 || p.head_dim > 256 || p.kv_group < 1)
     throw std::invalid_argument("cuda attention_decode: q_len " + std::to_string(p.q_len) + ", head_dim " +
                                 std::to_string(p.head_dim) + ", kv_group " + std::to_string(p.kv_group) +

@@ -28,4 +28,32 @@ __device__ __forceinline__ float rel_bias_log2(const AttentionParams& p, int64_t
          1.4426950408889634f;
 }
 
+// The rel-bias origin of query batch b: its own with per-row origins (an engine step's rows
+// sit at different positions), else the call's.
+__device__ __forceinline__ int64_t rel_bias_origin_of(const AttentionParams& p, int64_t b) {
+  return p.rel_bias_origins != nullptr ? p.rel_bias_origins[b] : p.rel_bias_origin;
+}
+
+// rel_bias_log2 with the origin given (rel_bias_origin_of, read once per row).
+template <typename T>
+__device__ __forceinline__ float rel_bias_log2_at(const AttentionParams& p, int64_t origin, int64_t i, int64_t j,
+                                                  int64_t h) {
+  return to_float(static_cast<const T*>(p.rel_bias)[(origin + j - i) * p.heads + h]) * 1.4426950408889634f;
+}
+
+// Row j (a key or value) of query batch b, column h * head_dim, in a K/V `base` of batch
+// stride `batch_stride`: contiguous (batch b's rows), or paged (kPaged: block
+// block_table[b, j / block_size] of the pool, AttentionParams::block_table).
+template <bool kPaged, typename T>
+__device__ __forceinline__ const T* kv_row(const AttentionParams& p, const T* base, int64_t batch_stride,
+                                           int64_t row_stride, int64_t b, int64_t j) {
+  if constexpr (kPaged) {  // 32-bit division (a row's keys number far below 2^31)
+    const int32_t size = static_cast<int32_t>(p.block_size), jj = static_cast<int32_t>(j);
+    const int64_t blk = p.block_table[b * p.blocks_per_row + jj / size];
+    return base + blk * batch_stride + int64_t(jj % size) * row_stride;
+  } else {
+    return base + b * batch_stride + j * row_stride;
+  }
+}
+
 }  // namespace tformer::cuda

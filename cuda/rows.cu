@@ -1,5 +1,7 @@
-// Row movement on the device: strided copies (copy_2d) and the in-place row gather that
-// reorders the KV cache between beam-search steps (gather_rows).
+// Row movement on the device: strided copies (copy_2d), the in-place row gather that
+// reorders the KV cache between beam-search steps (gather_rows), and the scatter of decode
+// rows' new K/V into their slots of the paged pool (scatter_rows: one launch, the
+// destination rows read from device memory, where the engine's step tables live).
 //
 // gather_rows: the rows that change (src_rows[r] != r) are first gathered into a
 // temporary from the caching allocator, then scattered back: two passes of one kernel
@@ -53,6 +55,22 @@ __global__ void __launch_bounds__(kThreads) move_rows_kernel(const __grid_consta
     W* dst = reinterpret_cast<W*>(m.dst + int64_t(m.dst_rows[r]) * m.dst_stride);
     for (int64_t w = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; w < m.words;
          w += int64_t(gridDim.x) * blockDim.x)
+      dst[w] = src[w];
+  }
+}
+
+// Row dst_rows[r] of dst <- row r of src, r < rows; blockIdx.y (grid-stride) picks the
+// row, blockIdx.x and the threads split it. A destination outside [0, dst_num_rows) is
+// skipped (the core cannot read device indices to check them; a write there would
+// corrupt memory).
+template <typename W>
+__global__ void __launch_bounds__(kThreads) scatter_rows_kernel(const ScatterRowsParams p, int64_t words) {
+  for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
+    const int64_t d = p.dst_rows[r];
+    if (d < 0 || d >= p.dst_num_rows) continue;
+    const W* src = reinterpret_cast<const W*>(static_cast<const char*>(p.src) + r * p.src_stride_bytes);
+    W* dst = reinterpret_cast<W*>(static_cast<char*>(p.dst) + d * p.dst_stride_bytes);
+    for (int64_t w = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; w < words; w += int64_t(gridDim.x) * blockDim.x)
       dst[w] = src[w];
   }
 }
@@ -149,7 +167,25 @@ void copy_2d(const Copy2dParams& p, cudaStream_t stream) {
                                        static_cast<size_t>(p.rows), cudaMemcpyDeviceToDevice, stream));
 }
 
+void scatter_rows(const ScatterRowsParams& p, cudaStream_t stream) {
+  if (p.rows <= 0 || p.bytes_per_row <= 0) return;
+  const uintptr_t alignment = reinterpret_cast<uintptr_t>(p.dst) | reinterpret_cast<uintptr_t>(p.src) |
+                              static_cast<uintptr_t>(p.dst_stride_bytes) |
+                              static_cast<uintptr_t>(p.src_stride_bytes) | static_cast<uintptr_t>(p.bytes_per_row);
+  const int word = alignment % 16 == 0 ? 16 : alignment % 4 == 0 ? 4 : 1;
+  const int64_t words = p.bytes_per_row / word;
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>((words + kThreads - 1) / kThreads, 1024)),
+                  static_cast<unsigned>(std::min<int64_t>(p.rows, 65535)));
+  switch (word) {
+    case 16: scatter_rows_kernel<uint4><<<grid, kThreads, 0, stream>>>(p, words); break;
+    case 4: scatter_rows_kernel<uint32_t><<<grid, kThreads, 0, stream>>>(p, words); break;
+    default: scatter_rows_kernel<uint8_t><<<grid, kThreads, 0, stream>>>(p, words); break;
+  }
+  TFORMER_CUDA_CHECK_LAUNCH("scatter_rows_kernel");
+}
+
 TFORMER_CUDA_OP(gather_rows);
+TFORMER_CUDA_OP(scatter_rows);
 TFORMER_CUDA_OP(copy_2d);
 
 }  // namespace tformer::cuda

@@ -4,7 +4,8 @@
 // included), kv_len 0 to 4097, kv_lengths (a batch of no keys: zeros and lse -inf),
 // causal offsets, beams sharing K/V (kv_group 4 and 5), rows that are slices of fused
 // buffers (16-byte loads) or of misaligned ones (element loads), lse_out (or null), weights_out
-// (still attention.cu's kernel) and NaN-poisoned outputs with nothing written past a head.
+// (still attention.cu's kernel) and NaN-poisoned outputs with nothing written past a head;
+// paged K/V through block tables against the same keys contiguous (check_paged).
 // On the emulator, EMU_SM_COUNT per case forces one pass (1 multiprocessor) or splits
 // (the default 132). Exits 1 on a failure.
 //   g++ -O2 -std=c++17 -Icpp/include bench/gpu/check_decode_attention.cpp -ldl -o /tmp/check_decode
@@ -14,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "lab_attention_reference.h"
@@ -147,6 +149,84 @@ void check_decode(tformer::Backend* be, DType t, const DecodeCase& c) {
     report(std::string(name) + " weights_out", t, weights.download(), ref_w, lab::all_indices(ref_w.size()), 1e-5);
 }
 
+// Paged K/V (AttentionParams::block_table): the same keys once contiguous (a cache of
+// (batch, blocks_per_row * block_size, 2 * hw)) and once scattered over a pool of (blocks,
+// block_size, 2 * hw) in shuffled block order, rows 0 and 1 sharing their first block, table
+// entries past each length -1: the outputs and weights_out must be equal bit for bit (same
+// kv_len, so the same key splits), with per-row rel-bias origins too. The contiguous path
+// itself is checked against float64 above; the engine's decode steps rely on this equality.
+void check_paged(tformer::Backend* be, DType t, int64_t batch, int64_t heads, int64_t head_dim, int64_t kv_len,
+                 int64_t block_size, bool rel_bias) {
+  const int64_t hw = heads * head_dim, w = 2 * hw, bpr = (kv_len + block_size - 1) / block_size;
+  const int64_t rows = bpr * block_size;  // per batch, both layouts
+  std::vector<int32_t> hl(batch);
+  for (int64_t b = 0; b < batch; ++b) hl[b] = b == 2 ? 0 : int32_t(1 + rng() % kv_len);
+  hl[0] = int32_t(kv_len);
+  const int64_t blocks = batch * bpr + 3;
+  std::vector<int32_t> ids(blocks), table(batch * bpr, -1);
+  for (int64_t i = 0; i < blocks; ++i) ids[i] = int32_t(i);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  int64_t next = 0;
+  const bool share = kv_len >= block_size;  // row 0's first block is full: row 1 shares it
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t x = 0; x * block_size < hl[b]; ++x) table[b * bpr + x] = b == 1 && x == 0 && share ? table[0] : ids[next++];
+
+  const auto hq = lab::random_values(rng, batch * hw, t, 0.0f, 2.0f);
+  std::vector<float> hkv = lab::random_values(rng, batch * rows * w, t);
+  if (share) std::copy_n(hkv.begin(), block_size * w, hkv.begin() + rows * w);  // row 1's first block = row 0's
+  std::vector<float> hpool = lab::random_values(rng, blocks * block_size * w, t);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t j = 0; j < hl[b]; ++j) {
+      const int64_t slot = table[b * bpr + j / block_size] * block_size + j % block_size;
+      std::copy_n(hkv.begin() + (b * rows + j) * w, w, hpool.begin() + slot * w);
+    }
+  const int64_t span = kv_len + 1;
+  const auto hbias = lab::random_values(rng, span * heads, t);
+  std::vector<int32_t> origins(batch);
+  for (int64_t b = 0; b < batch; ++b) origins[b] = int32_t(span - std::max<int32_t>(hl[b], 1));
+
+  lab::Buffer q(be, t, hq.size()), kv(be, t, hkv.size()), pool(be, t, hpool.size()), bias(be, t, hbias.size());
+  lab::Buffer lengths(be, DType::i32, batch), tab(be, DType::i32, table.size()), org(be, DType::i32, batch);
+  lab::Buffer out_c(be, t, batch * hw), out_p(be, t, batch * hw);
+  lab::Buffer w_c(be, DType::f32, batch * rows), w_p(be, DType::f32, batch * rows);
+  q.upload(hq), kv.upload(hkv), pool.upload(hpool), bias.upload(hbias);
+  lengths.upload_i32(hl), tab.upload_i32(table), org.upload_i32(origins);
+
+  const size_t es = tformer::dtype_size(t);
+  tformer::AttentionParams p;
+  p.dtype = t, p.batch = batch, p.heads = heads, p.head_dim = head_dim, p.q_len = 1, p.kv_len = rows;
+  p.q = q.data(), p.q_batch_stride = p.q_row_stride = hw;
+  p.kv_lengths = static_cast<const int32_t*>(lengths.data());
+  p.scale = float(1 / std::sqrt(double(head_dim)));
+  if (rel_bias) {
+    p.rel_bias = bias.data(), p.rel_bias_span = span;
+    p.rel_bias_origins = static_cast<const int32_t*>(org.data());
+  }
+  p.out_batch_stride = p.out_row_stride = hw;
+  tformer::AttentionParams c = p;
+  c.k = kv.data(), c.v = static_cast<char*>(kv.data()) + hw * es;
+  c.k_batch_stride = c.v_batch_stride = rows * w, c.k_row_stride = c.v_row_stride = w;
+  c.out = out_c.data(), c.weights_out = static_cast<float*>(w_c.data());
+  p.k = pool.data(), p.v = static_cast<char*>(pool.data()) + hw * es;
+  p.k_batch_stride = p.v_batch_stride = block_size * w, p.k_row_stride = p.v_row_stride = w;
+  p.block_table = static_cast<const int32_t*>(tab.data()), p.blocks_per_row = bpr, p.block_size = block_size;
+  p.out = out_p.data(), p.weights_out = static_cast<float*>(w_p.data());
+  be->run(c, 0);
+  be->run(p, 0);
+
+  char name[160];
+  std::snprintf(name, sizeof name, "paged B%ld H%ld D%ld kv%ld block%ld%s", long(batch), long(heads),
+                long(head_dim), long(kv_len), long(block_size), rel_bias ? " rel_bias per-row origins" : "");
+  auto differing = [](const std::vector<float>& a, const std::vector<float>& b) {
+    int64_t n = 0;
+    for (size_t i = 0; i < a.size(); ++i) n += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return std::to_string(n) + " values differ";
+  };
+  const auto oc = out_c.download(), op = out_p.download(), wc = w_c.download(), wp = w_p.download();
+  expect(oc == op, std::string(name) + " equals contiguous bit for bit", differing(oc, op));
+  expect(wc == wp, std::string(name) + " weights_out equal", differing(wc, wp));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -183,6 +263,11 @@ int main(int argc, char** argv) {
       // 512 (batch, head) rows fill any GPU: one pass there (emulated: too slow, and
       // the one-pass path is covered above).
       if (!kEmulated) check_decode(be, t, {64, 8, 64, 2000, Layout::cache, 1, true});
+      for (bool bias : {false, true}) {
+        check_paged(be, t, 5, 2, 64, 48, 16, bias);
+        check_paged(be, t, 4, 3, 13, 64, 1, bias);    // one key per block, element loads
+        check_paged(be, t, 3, 2, 64, 50, 32, bias);   // a partial last block
+      }
     }
     return lab::finish(be);
   } catch (const std::exception& e) {

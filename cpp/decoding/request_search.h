@@ -44,7 +44,8 @@ class RequestSearch {
   const GenerationOptions& options() const { return setup_.options; }
   int64_t max_src_len() const { return max_src_len_; }
 
-  // Before each step: closes sources whose cancel token fired. False: nothing left to
+  // Before each step: closes sources whose cancel token fired (beam search streams the
+  // rest of such a source's best hypothesis to on_token here). False: nothing left to
   // decode (every source finished or cancelled); call results().
   virtual bool before_step() = 0;
   // Consumes this step's logits (rows x vocab, host, float32; overwritten freely). When

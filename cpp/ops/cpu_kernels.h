@@ -10,7 +10,7 @@
 // where they exist.
 //
 // KernelTable holds the helpers that are not ops (softmax pieces the decoders use, the
-// small-GEMM kernels gemm.cpp picks from), per build.
+// decode-step GEMM gemm.cpp calls), per build.
 #pragma once
 
 #include <string>
@@ -25,21 +25,20 @@ struct KernelTable {
   float (*row_max)(const float* x, int64_t n);
   float (*logsumexp)(const float* x, int64_t n);                 // -inf when every x is -inf
   float (*exp_shifted)(float* x, int64_t n, float shift);        // x = exp(x - shift); returns the sum
-  void (*gemm_short_a)(const GemmParams&);  // !trans_a, trans_b, few rows of A (decode steps)
-  void (*gemm_medium_a)(const GemmParams&);  // !trans_a, trans_b, 5..~128 rows; nullptr: none here
-  int64_t gemm_medium_max_rows;               // where OpenBLAS wins again (measured, bench_gemm.py)
+  // !trans_a, trans_b, at most kRowsGemmMaxRows rows of A (decode steps): row-invariant,
+  // a row of C has the same bits whatever the other rows and the thread count.
+  void (*gemm_rows)(const GemmParams&);
 };
 
 const KernelTable& kernels();
-constexpr int64_t kMediumGemmMaxRows = 256;  // gemm_medium_a takes at most this many rows
+constexpr int64_t kRowsGemmMaxRows = 256;  // gemm.cpp sends these to gemm_rows (the engine's max_rows)
 
 #define TFORMER_DECLARE_CPU_KERNELS(isa_ns)            \
   namespace isa_ns {                                  \
   float row_max(const float* x, int64_t n);           \
   float logsumexp(const float* x, int64_t n);         \
   float exp_shifted(float* x, int64_t n, float shift); \
-  void gemm_short_a(const GemmParams& p);             \
-  void gemm_medium_a(const GemmParams& p);            \
+  void gemm_rows(const GemmParams& p);                \
   extern const KernelTable table;                     \
   }
 

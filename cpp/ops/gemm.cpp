@@ -24,11 +24,12 @@ void sgemm(const GemmParams& p, int64_t m, int64_t n, const float* a, const floa
                     static_cast<int>(p.lda), b, static_cast<int>(p.ldb), p.beta, c, static_cast<int>(p.ldc));
 }
 
-// Row thresholds of the decode-step kernels; the variables exist for measurements
-// (bench/bench_gemm.py) and are read once.
-int64_t env_rows(const char* name, int64_t fallback) {
-  const char* env = std::getenv(name);
-  return env ? std::atoll(env) : fallback;
+// TFORMER_ROWS_GEMM_MAX_ROWS lowers the row limit of the decode-step kernel, for measurements
+// against OpenBLAS only (bench/bench_gemm.py): below kRowsGemmMaxRows the engine relies on
+// its row invariance. Read once.
+int64_t rows_gemm_max_rows() {
+  const char* env = std::getenv("TFORMER_ROWS_GEMM_MAX_ROWS");
+  return env ? std::min<int64_t>(std::atoll(env), kRowsGemmMaxRows) : kRowsGemmMaxRows;
 }
 
 }  // namespace
@@ -41,19 +42,13 @@ void gemm(const GemmParams& p) {
   const float* a = static_cast<const float*>(p.a);
   const float* b = static_cast<const float*>(p.b);
   float* c = static_cast<float*>(p.c);
-  // Decode steps multiply a few rows by a weight matrix (trans_b): our kernels read the
-  // weights in place, where OpenBLAS would pack all of them on every call.
-  static const int64_t short_a_rows = env_rows("TFORMER_SHORT_GEMM_ROWS", 4);
-  static const int64_t medium_a_rows = env_rows("TFORMER_MEDIUM_GEMM_ROWS", kernels().gemm_medium_max_rows);
-  if (!p.trans_a && p.trans_b) {
-    if (p.m <= short_a_rows) {
-      kernels().gemm_short_a(p);
-      return;
-    }
-    if (p.m <= std::min(medium_a_rows, kMediumGemmMaxRows) && kernels().gemm_medium_a) {
-      kernels().gemm_medium_a(p);
-      return;
-    }
+  // Decode steps multiply a few rows by a weight matrix (trans_b): gemm_rows reads the
+  // weights in place, where OpenBLAS would pack all of them on every call, and rounds each
+  // row the same whatever rows share the call (kernels/gemm_rows.cpp).
+  static const int64_t rows_max = rows_gemm_max_rows();
+  if (!p.trans_a && p.trans_b && p.m <= rows_max) {
+    kernels().gemm_rows(p);
+    return;
   }
   const int threads = omp_get_max_threads();
   const double flops = 2.0 * p.m * p.n * p.k;

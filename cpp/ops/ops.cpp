@@ -257,6 +257,8 @@ int64_t check_paged_kv(const char* op, const AttentionOptions& opt, HeadsView k,
   if (k.tensor->dim(1) != opt.block_size || k.tensor->shape() != v.tensor->shape())
     throw_value_error(op, ": paged k and v must both be pools (num_blocks, block_size ", opt.block_size,
                       ", width), got k ", shape_str(k.tensor->shape()), ", v ", shape_str(v.tensor->shape()));
+  if (table.dim(1) * opt.block_size > INT32_MAX)  // the kernels index a row's keys in 32 bits
+    throw_value_error(op, ": ", table.dim(1), " blocks of ", opt.block_size, " keys per row pass 2^31 - 1 keys");
   return table.dim(1) * opt.block_size;
 }
 

@@ -1,7 +1,7 @@
 """The CPU gemm's own kernels against float64 NumPy, on every path and instruction set:
 
-* paths: the short-row kernel (<= 16 rows), the medium-row kernel (17..256 rows, AVX2 and
-  AVX-512 only), OpenBLAS; forced with TFORMER_SHORT_GEMM_ROWS / TFORMER_MEDIUM_GEMM_ROWS;
+* paths: the decode-step kernel gemm_rows (A @ W^T, <= 256 rows), and OpenBLAS for every
+  shape (forced with TFORMER_ROWS_GEMM_MAX_ROWS=0);
 * instruction sets: TFORMER_CPU_ISA=avx512 / avx2 / base (each a fresh process, as the
   choice is made once), where the CPU has them;
 * sizes not multiples of the vector width (m, n, k), alpha/beta, and leading dimensions
@@ -18,8 +18,7 @@ import sys
 import pytest
 
 PATHS = {
-    "short": {"TFORMER_SHORT_GEMM_ROWS": "100000", "TFORMER_MEDIUM_GEMM_ROWS": "0"},
-    "medium": {"TFORMER_SHORT_GEMM_ROWS": "0", "TFORMER_MEDIUM_GEMM_ROWS": "100000"},
+    "openblas": {"TFORMER_ROWS_GEMM_MAX_ROWS": "0"},
     "default": {},
 }
 

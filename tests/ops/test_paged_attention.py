@@ -13,75 +13,16 @@ References: float64 NumPy (check_attention's tolerance) and the contiguous path 
 on the same keys gathered out of the pool (bit-equal).
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from tformer import ops
 
 from attention_testlib import check_attention
-
-
-def paged_case(seed, lengths, block_size, H, D, share_prefix=False, extra_blocks=3):
-    """(q, k_pool, v_pool, table, k_contiguous, v_contiguous): every row's blocks scattered over
-    a pool in shuffled order, -1 past each row's length; with share_prefix, rows 0 and 1 share
-    the full blocks of row 0's prefix (beams of one source); the contiguous copies hold garbage
-    past each length (masked, never read)."""
-    rng = np.random.default_rng(seed)
-    B, W = len(lengths), H * D
-    per_row = [-(-n // block_size) for n in lengths]
-    blocks_per_row = max(max(per_row), 1)
-    shared = min(lengths[0], lengths[1]) // block_size if share_prefix else 0
-    num_blocks = sum(per_row) - shared + extra_blocks
-    ids = rng.permutation(num_blocks).astype(np.int32)
-    table = np.full((B, blocks_per_row), -1, dtype=np.int32)
-    next_id = 0
-    for b, n in enumerate(per_row):
-        for x in range(n):
-            if b == 1 and x < shared:
-                table[b, x] = table[0, x]
-            else:
-                table[b, x] = ids[next_id]
-                next_id += 1
-    k_pool = rng.standard_normal((num_blocks, block_size, W)).astype(np.float32)
-    v_pool = rng.standard_normal((num_blocks, block_size, W)).astype(np.float32)
-    q = rng.standard_normal((B, 1, W)).astype(np.float32)
-    kv_len = blocks_per_row * block_size
-    kc = (100 * rng.standard_normal((B, kv_len, W))).astype(np.float32)  # garbage past the length
-    vc = (100 * rng.standard_normal((B, kv_len, W))).astype(np.float32)
-    for b, n in enumerate(lengths):
-        for j in range(n):
-            blk, r = table[b, j // block_size], j % block_size
-            kc[b, j], vc[b, j] = k_pool[blk, r], v_pool[blk, r]
-    return q, k_pool, v_pool, table, kc, vc
-
-
-def reference(q, kc, vc, H, lengths, rel_bias=None, origins=None):
-    """float64 (out (B, 1, W), weights (B, 1, kv_len)) of one query per row."""
-    B, _, W = q.shape
-    D = W // H
-    kv_len = kc.shape[1]
-    out = np.zeros((B, 1, W))
-    weights = np.zeros((B, 1, kv_len))
-    for b, n in enumerate(lengths):
-        qh = q[b, 0].astype(np.float64).reshape(H, D)
-        kh = kc[b, :n].astype(np.float64).reshape(n, H, D)
-        vh = vc[b, :n].astype(np.float64).reshape(n, H, D)
-        s = np.einsum("hd,jhd->hj", qh, kh) * D ** -0.5
-        if rel_bias is not None:
-            s = s + rel_bias.astype(np.float64)[origins[b] + np.arange(n)].T
-        p = np.exp(s - s.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        out[b, 0] = np.einsum("hj,jhd->hd", p, vh).reshape(W)
-        weights[b, 0, :n] = p.mean(axis=0)
-    return out, weights
-
-
-def paged(device, q, k_pool, v_pool, table, lengths, H, **kw):
-    return ops.attention(q, k_pool, v_pool, H, kv_lengths=np.asarray(lengths, dtype=np.int32),
-                         block_table=table, block_size=k_pool.shape[1], device=device, **kw)
-
-
-def contiguous(device, q, kc, vc, lengths, H, **kw):
-    return ops.attention(q, kc, vc, H, kv_lengths=np.asarray(lengths, dtype=np.int32), device=device, **kw)
+from paged_testlib import bit_equal_cases, contiguous, paged, paged_case, reference
 
 
 @pytest.mark.parametrize("block_size", [1, 16, 32])
@@ -143,6 +84,27 @@ def test_paged_rel_bias_per_row_origins(device, block_size):
     assert np.array_equal(both, got)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("H,D", [(4, 64), (3, 13)])  # 16-byte loads, element loads
+def test_paged_half_precision_cuda(dtype, H, D):
+    """f16 / bf16 storage (CUDA only; the CPU attention is float32): the decode kernel reads
+    paged rows exactly as contiguous ones, bit for bit, with and without a rel bias."""
+    import tformer
+    if not tformer.cuda_available():
+        pytest.skip("tformer.cuda_available() is False")
+    lengths = [37, 20, 1]
+    q, kp, vp, table, kc, vc = paged_case(D, lengths, 16, H, D, share_prefix=True)
+    got = paged("cuda", q, kp, vp, table, lengths, H, dtype=dtype)
+    assert np.array_equal(got, contiguous("cuda", q, kc, vc, lengths, H, dtype=dtype))
+    bias = np.linspace(-2, 2, 80 * H, dtype=np.float32).reshape(80, H)
+    origins = np.array([80 - n for n in lengths], dtype=np.int32)
+    got = paged("cuda", q, kp, vp, table, lengths, H, dtype=dtype, rel_bias=bias, rel_bias_origins=origins)
+    assert np.array_equal(got, contiguous("cuda", q, kc, vc, lengths, H, dtype=dtype, rel_bias=bias,
+                                          rel_bias_origins=origins))
+    ref, _ = reference(q, kc, vc, H, lengths, bias, origins)
+    assert np.max(np.abs(got - ref)) < (3e-2 if dtype == "bfloat16" else 5e-3)
+
+
 def test_paged_row_without_keys(device):
     """A row of length 0 (all its entries -1) gets zeros, the others are unaffected."""
     lengths = [0, 5]
@@ -169,6 +131,37 @@ def test_paged_thread_count_invariant():
     assert np.array_equal(one, two)
     alone = paged("cpu", q[1:2], kp, vp, table[1:2], lengths[1:2], 8)
     assert np.array_equal(alone, one[1:2])
+
+
+# The bit-equality cases again in a process whose kernels are the AVX2 or the baseline build
+# (the build is chosen once per process; this one runs the best the CPU has).
+ISA_CHECK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from tformer._native import _core
+import paged_testlib
+print(paged_testlib.bit_equal_cases())
+print(_core.blas_info().rsplit(" ", 1)[-1])
+"""
+
+
+@pytest.mark.parametrize("isa", ["avx2", "base"])
+def test_paged_bit_equal_in_each_isa_build(isa):
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if isa == "avx2" and not (" avx2" in flags and " fma" in flags):
+        pytest.skip("this CPU has no avx2")  # the baseline case always runs
+    env = dict(os.environ, TFORMER_CPU_ISA=isa, OMP_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", ISA_CHECK, os.path.dirname(__file__)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    failures, chosen = out.stdout.strip().splitlines()[-2:]
+    assert chosen == isa
+    assert failures == "[]", failures
+
+
+def test_paged_bit_equal_cases_here():
+    """The same check in this process (the best build the CPU has), so the check itself runs."""
+    assert bit_equal_cases() == []
 
 
 # ---- errors: every bad argument a clear ValueError naming the problem
