@@ -1,10 +1,10 @@
-// Transformer::generate: checks the options, builds a DecodeSession and the request's
-// search, and runs the step loop of request_search.h over them.
+// Transformer::generate: checks the options, then runs the request through a StepRunner of
+// its own (the engine's step code: paged K/V, the request's RequestSearch).
 #include <algorithm>
 #include <cmath>
 
-#include "decode_session.h"
 #include "search.h"
+#include "step_runner.h"
 #include "tformer/errors.h"
 #include "tformer/model.h"
 
@@ -18,14 +18,9 @@ bool all_cancelled_before_start(const GenerationOptions& opt, int64_t batch) {
   return true;
 }
 
-// The output bias DecodeSession::step leaves out for the search to add (DecodeSession's
-// own rule: float32 logits computed in host memory, a float head with final_logits_bias),
-// or null. Goes when DecodeSession does.
-const float* session_pending_bias(const Transformer& model) {
-  const Linear& head = model.weights().lm_head;
-  const bool host_f32 = model.device().is_cpu() && model.compute_dtype() == DType::f32;
-  return model.config().final_logits_bias && host_f32 && !head.int8() ? head.bias.data<float>() : nullptr;
-}
+// Positions per K/V block of generate's own pool (the engine's default).
+constexpr int64_t kGenerateBlockSize = 16;
+
 
 }  // namespace
 
@@ -87,43 +82,29 @@ void GenerationOptions::validate(int64_t batch, int64_t tgt_vocab) const {
 
 std::vector<GenerationResult> Transformer::generate_holding_lock(const TokenBatch& src,
                                                                const GenerationOptions& options) const {
-  check_complete();
-  GenerationOptions opt = options;
-  if (opt.pad_token_id == -1) {  // the model's; validate checks it like a given one
-    if (config_.pad_id < 0 || config_.pad_id >= config_.tgt_vocab_size)
-      throw_value_error("pad_token_id: the model's pad_id ", config_.pad_id, " is outside the target vocabulary [0, ",
-                        config_.tgt_vocab_size, "): pass a pad_token_id inside it");
-    opt.pad_token_id = config_.pad_id;
-  }
+  GenerationOptions opt = checked_generation_options(src, options);
   const int64_t batch = src.ids.ndim() == 2 ? src.ids.dim(0) : 0;
-  opt.validate(batch, config_.tgt_vocab_size);
-  // The last token fed to the decoder sits at position max_length - 1.
-  const int64_t first = config_.position_ids == PositionIds::arange ? config_.position_offset
-                                                                            : int64_t{config_.pad_id} + 1;
-  if (opt.max_length > config_.max_positions - first)  // not first + max_length: that can overflow
-    throw_value_error("max_length ", opt.max_length, " is beyond the target positions table: at most ",
-                      config_.max_positions - first, " tokens");
-
   // Sources cancelled before the encoder ran (a request cancelled while queued): when all
   // are, nothing is encoded or decoded.
   if (all_cancelled_before_start(opt, batch)) return decoding::cancelled_results(src, opt, batch);
+  upload(src, config_.src_vocab_size, "src_ids");  // the ids' checks, before anything is sized by them
 
-  DecodeSession session(*this, src, opt.beam_size, opt.max_length, opt.return_attention);
-  decoding::SearchSetup setup;
-  setup.src_lengths.assign(src.lengths.begin(), src.lengths.end());
-  setup.vocab = config_.tgt_vocab_size;
-  setup.options = std::move(opt);
-  const std::unique_ptr<decoding::RequestSearch> search = decoding::RequestSearch::make(std::move(setup));
-  const float* pending_bias = session_pending_bias(*this);
-  const bool want_attention = search->options().return_attention;
-  while (search->before_step()) {
-    const int64_t step = search->step();
-    float* logits = session.step(search->feed(), step);
-    const float* attention = want_attention ? session.attention() : nullptr;
-    if (!search->advance(logits, pending_bias, attention, session.max_src_len())) break;
-    if (search->reordered()) session.reorder(search->parents(), step);
-  }
-  return search->results();
+  // One request through a StepRunner of its own, sized for it: the engine's step code, so a
+  // request gets the same result here as sharing the engine's steps with others.
+  decoding::RunnerLimits limits;
+  limits.max_rows = batch * opt.beam_size;
+  limits.block_size = kGenerateBlockSize;
+  limits.kv_blocks = decoding::StepRunner::blocks_for(src.lengths, opt, limits.block_size);
+  limits.max_positions = opt.max_length;
+  limits.max_src_len = src.ids.dim(1);
+  limits.rethrow = true;
+  decoding::StepRunner runner(*this, limits);
+  runner.admit(0, src, std::move(opt));
+  while (runner.running_requests() > 0) runner.step();
+  std::vector<decoding::StepRunner::Finished> finished = runner.take_finished();
+  if (finished.size() != 1 || !finished.front().error.empty())
+    throw_runtime_error("generate: ", finished.empty() ? std::string("no result") : finished.front().error);
+  return std::move(finished.front().results);
 }
 
 }  // namespace tformer

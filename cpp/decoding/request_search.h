@@ -50,7 +50,7 @@ class RequestSearch {
   virtual bool before_step() = 0;
   // Consumes this step's logits (rows x vocab, host, float32; overwritten freely). When
   // pending_bias is not null, each row the search reads needs it added first (the decoder
-  // left the output bias out; DecodeSession::finish_row's job). attention: the step's
+  // left the output bias out: DecoderStep::pending_bias). attention: the step's
   // cross-attention alignments of row r at attention + r * attention_stride (max_src_len()
   // valid entries), or null when return_attention is off. Calls options().on_token for
   // newly decided tokens. Returns false when the request is done (results() is ready).

@@ -280,7 +280,7 @@ Tensor Transformer::forward(const TokenBatch& src, const TokenBatch& tgt) const 
 }
 
 std::vector<GenerationResult> Transformer::generate(const TokenBatch& src, const GenerationOptions& options) const {
-  // One acquisition for the whole search: the DecodeSession keeps pointers to the weights.
+  // One acquisition for the whole search: the decoder steps read the weights throughout.
   WeightsLock::Shared reading(*weights_lock_);
   return generate_holding_lock(src, options);
 }

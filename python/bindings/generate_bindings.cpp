@@ -96,7 +96,12 @@ void register_generate(py::module_& m) {
           return;
         }
         // Keep the Python callable alive inside the std::function; call it with the GIL.
-        auto holder = std::make_shared<py::object>(fn);
+        // The last copy of the options may die on a thread without the GIL (the engine's):
+        // the callable is released under the GIL.
+        auto holder = std::shared_ptr<py::object>(new py::object(fn), [](py::object* f) {
+          py::gil_scoped_acquire gil;
+          delete f;
+        });
         o.on_token = [holder](int64_t source, int32_t token) {
           py::gil_scoped_acquire gil;
           (*holder)(source, token);

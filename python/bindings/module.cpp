@@ -24,4 +24,5 @@ PYBIND11_MODULE(_core, m) {
   tformer::bindings::register_model(m);
   tformer::bindings::register_ops(m);
   tformer::bindings::register_bench(m);
+  tformer::bindings::register_engine(m);
 }

@@ -47,8 +47,13 @@ struct GenerationOptions {
   // source is finished at the next step (its result has cancelled = true, tokens so far).
   std::vector<std::shared_ptr<const CancelToken>> cancel;
 
+  // One more token over every source, or null: the engine's own (Engine::close cancels the
+  // requests it runs through it); the searches only look when `cancel` is not empty, so the
+  // engine sets it only then (otherwise it puts its token into `cancel`).
+  std::shared_ptr<const CancelToken> cancel_all;
   // Whether source b's token (or the call's) is cancelled; null tokens never are.
   bool source_cancelled(int64_t b) const {
+    if (cancel_all && cancel_all->cancelled()) return true;
     if (cancel.empty()) return false;
     const auto& token = cancel.size() == 1 ? cancel.front() : cancel[static_cast<size_t>(b)];
     return token && token->cancelled();

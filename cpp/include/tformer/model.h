@@ -20,6 +20,10 @@ namespace tformer {
 namespace training {
 class TrainGraph;
 }
+namespace decoding {
+class StepRunner;
+class DecoderStep;
+}
 
 // A batch of token ids padded on the right. ids: int32 (batch, max_len) on the host;
 // lengths: the real length of each row (1 <= length <= max_len).
@@ -99,8 +103,16 @@ class Transformer {
   void check_value(const std::string& name, const Tensor& value) const;
   // value (a float tensor anywhere) quantized on the host: the int8 matrix; its row scales in `scale`.
   static Tensor quantized(const Tensor& value, Tensor& scale);
-  friend class DecodeSession;
   friend class training::TrainGraph;
+  friend class decoding::StepRunner;
+  friend class Engine;
+ public:
+  // generate's checks of a call (complete weights, the pad id, GenerationOptions::validate,
+  // max_length within the positions table) and its options with the pad id resolved; the
+  // engine runs them when a request is submitted (cpp/decoding/generation_checks.cpp).
+  GenerationOptions checked_generation_options(const TokenBatch& src, const GenerationOptions& options) const;
+
+ private:
   // A batch on the device: ids, per-row lengths and position ids.
   struct DeviceBatch {
     int64_t batch = 0, len = 0;

@@ -1,0 +1,252 @@
+// Engine: a queue, one scheduler thread and a StepRunner. The thread loops: admit what fits
+// (FIFO; a request that does not fit yet lets later, smaller ones pass for a bounded number of
+// steps, then holds the door until it fits), run one step over every running row, hand the
+// finished requests their results. The weights lock is held (shared) while anything runs.
+#include "tformer/engine.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "search.h"
+#include "step_runner.h"
+#include "tformer/errors.h"
+
+namespace tformer {
+namespace {
+
+// Steps a request that does not fit may be passed by later ones before it holds the door.
+constexpr int64_t kMaxBypassedSteps = 32;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+struct Engine::Impl {
+  const Transformer& model;
+  EngineOptions options;
+  std::unique_ptr<decoding::StepRunner> runner;
+  int64_t max_positions = 0, max_src_len = 0;
+
+  struct Pending {
+    uint64_t id = 0;
+    TokenBatch src;
+    GenerationOptions options;
+    Done done;
+    std::shared_ptr<CancelToken> engine_cancel;
+    int64_t rows = 0, blocks = 0, tokens = 0, bypassed = 0;
+  };
+  struct Running {
+    Done done;
+    std::shared_ptr<CancelToken> engine_cancel;
+  };
+
+  mutable std::mutex mu;
+  std::condition_variable wake;
+  std::deque<Pending> queue;                          // under mu
+  std::vector<std::pair<uint64_t, Running>> running;  // engine thread only
+  bool closing = false;                               // under mu
+  uint64_t next_id = 1;                               // under mu
+  EngineStats stats;                                  // under mu
+  std::thread thread;
+
+  Impl(const Transformer& m, const EngineOptions& o) : model(m), options(o) {}
+  void loop();
+  void admit(std::vector<Pending>& admitted);
+  void deliver(std::vector<decoding::StepRunner::Finished>& finished);
+};
+
+Engine::Engine(const Transformer& model, const EngineOptions& options) : impl_(std::make_unique<Impl>(model, options)) {
+  const TransformerConfig& cfg = model.config();
+  if (options.max_rows < 1) throw_value_error("max_rows must be >= 1, got ", options.max_rows);
+  if (options.max_batch_tokens < 1) throw_value_error("max_batch_tokens must be >= 1, got ", options.max_batch_tokens);
+  if (options.block_size < 1 || options.block_size > 1024)
+    throw_value_error("block_size must be between 1 and 1024, got ", options.block_size);
+  if (options.kv_cache_bytes < 0) throw_value_error("kv_cache_bytes must be >= 0 (0: the default), got ", options.kv_cache_bytes);
+  const int64_t bytes = options.kv_cache_bytes ? options.kv_cache_bytes : kDefaultKvCacheBytes;
+  const int64_t block_bytes = decoding::KvPool::block_bytes(cfg, model.compute_dtype(), options.block_size);
+  int64_t blocks = bytes / block_bytes;
+  if (blocks < 1)
+    throw_value_error("kv_cache_bytes ", bytes, " holds no K/V block: one block of ", options.block_size,
+                      " positions takes ", block_bytes, " bytes for this model");
+  // Decoder positions: what the positions table allows (generate's max_length limit).
+  const int64_t first = cfg.position_ids == PositionIds::arange ? cfg.position_offset : int64_t{cfg.pad_id} + 1;
+  impl_->max_positions = std::max<int64_t>(1, cfg.max_positions - first);
+  impl_->max_src_len = cfg.max_positions;
+  // The default budget never exceeds what max_rows rows at their longest can hold.
+  if (!options.kv_cache_bytes)
+    blocks = std::min(blocks, options.max_rows * (ceil_div(impl_->max_positions, options.block_size) +
+                                                  ceil_div(impl_->max_src_len, options.block_size)));
+  decoding::RunnerLimits limits;
+  limits.max_rows = options.max_rows;
+  limits.kv_blocks = std::min<int64_t>(blocks, INT32_MAX);
+  limits.block_size = options.block_size;
+  limits.max_positions = impl_->max_positions;
+  limits.max_src_len = impl_->max_src_len;
+  impl_->runner = std::make_unique<decoding::StepRunner>(model, limits);
+  impl_->stats.max_rows = options.max_rows;
+  impl_->stats.kv_block_size = options.block_size;
+  impl_->stats.kv_blocks_total = limits.kv_blocks;
+  impl_->stats.kv_bytes_total = limits.kv_blocks * block_bytes;
+  impl_->thread = std::thread([impl = impl_.get()] { impl->loop(); });
+}
+
+Engine::~Engine() { close(); }
+
+uint64_t Engine::submit(const TokenBatch& src, const GenerationOptions& options, Done done) {
+  Impl& s = *impl_;
+  Impl::Pending p;
+  p.options = s.model.checked_generation_options(src, options);
+  s.model.upload(src, s.model.config().src_vocab_size, "src_ids");  // the ids' checks, here
+  p.src = src;
+  const int64_t batch = src.ids.dim(0), beam = p.options.beam_size;
+  p.rows = batch * beam;
+  p.blocks = s.runner->blocks_needed(src.lengths, p.options);
+  p.tokens = batch * src.ids.dim(1);
+  const std::string why = s.runner->never_fits(p.rows, p.blocks, src.ids.dim(1), p.options.max_length);
+  if (!why.empty()) throw_value_error("this engine cannot take the request: ", why);
+  // The engine's own token, so that close() can stop the request (see cancel_all).
+  p.engine_cancel = std::make_shared<CancelToken>();
+  if (p.options.cancel.empty()) p.options.cancel = {p.engine_cancel};
+  else p.options.cancel_all = p.engine_cancel;
+  p.done = std::move(done);
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.closing) throw_runtime_error("engine is closed");
+  p.id = s.next_id++;
+  const uint64_t id = p.id;
+  s.queue.push_back(std::move(p));
+  ++s.stats.submitted;
+  s.wake.notify_one();
+  return id;
+}
+
+void Engine::Impl::admit(std::vector<Pending>& admitted) {
+  for (Pending& p : admitted) {
+    try {
+      runner->admit(p.id, p.src, p.options);
+      running.emplace_back(p.id, Running{std::move(p.done), std::move(p.engine_cancel)});
+    } catch (const std::exception& e) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++stats.failed;
+      }
+      try {  // without mu: the callback may take the GIL
+        p.done({}, std::string("the request failed before decoding: ") + e.what());
+      } catch (...) {
+      }
+    }
+  }
+}
+
+void Engine::Impl::deliver(std::vector<decoding::StepRunner::Finished>& finished) {
+  for (auto& f : finished) {
+    auto it = std::find_if(running.begin(), running.end(), [&](const auto& r) { return r.first == f.id; });
+    if (it == running.end()) continue;
+    Done done = std::move(it->second.done);
+    running.erase(it);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (f.error.empty()) ++stats.completed;
+      else ++stats.failed;
+    }
+    try {
+      done(std::move(f.results), f.error);
+    } catch (...) {  // a callback's failure is its own business; the engine goes on
+    }
+  }
+}
+
+void Engine::Impl::loop() {
+  std::optional<WeightsLock::Shared> reading;
+  std::vector<Pending> admitted;
+  while (true) {
+    admitted.clear();
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      wake.wait(lock, [&] { return closing || !queue.empty() || runner->running_requests() > 0; });
+      if (closing) {  // everything still here stops at its next step
+        for (Pending& p : queue) p.engine_cancel->cancel();
+        for (auto& r : running) r.second.engine_cancel->cancel();
+      }
+      if (closing && queue.empty() && runner->running_requests() == 0) break;
+      // Admission: in order while requests fit; one that does not lets later ones pass for
+      // kMaxBypassedSteps steps, then nothing passes it until it fits.
+      int64_t tokens = 0, rows = 0, blocks = 0;
+      for (auto it = queue.begin(); it != queue.end();) {
+        Pending& p = *it;
+        const bool cancelled = [&] {
+          for (int64_t b = 0; b < p.src.ids.dim(0); ++b)
+            if (!p.options.source_cancelled(b)) return false;
+          return true;
+        }();
+        const bool room = runner->fits(rows + p.rows, blocks + p.blocks) &&
+                          (admitted.empty() || tokens + p.tokens <= options.max_batch_tokens);
+        if (cancelled || room) {
+          if (!cancelled) {
+            tokens += p.tokens;
+            rows += p.rows;
+            blocks += p.blocks;
+          }
+          admitted.push_back(std::move(p));
+          it = queue.erase(it);
+          continue;
+        }
+        if (++p.bypassed > kMaxBypassedSteps) break;
+        ++it;
+      }
+      stats.queue_length = static_cast<int64_t>(queue.size());
+    }
+    if (!reading && (!admitted.empty() || runner->running_requests() > 0)) reading.emplace(model.weights_lock());
+    {
+      int64_t encoded = 0;
+      for (const Pending& p : admitted) encoded += p.tokens;
+      std::lock_guard<std::mutex> lock(mu);
+      stats.encoder_tokens += encoded;
+    }
+    admit(admitted);
+    runner->step();
+    auto finished = runner->take_finished();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const int64_t n = runner->rows_last_step();
+      if (n > 0) {
+        ++stats.steps;
+        stats.rows_last_step = n;
+        stats.rows_total += n;
+      }
+      stats.running_requests = runner->running_requests();
+      stats.running_rows = runner->running_rows();
+      stats.kv_blocks_used = runner->pool().used_blocks();
+      stats.kv_blocks_reserved = runner->reserved_blocks();
+      stats.kv_bytes_used = stats.kv_blocks_total ? stats.kv_bytes_total / stats.kv_blocks_total * stats.kv_blocks_used : 0;
+    }
+    deliver(finished);
+    if (runner->running_requests() == 0) reading.reset();  // a waiting weight update may go now
+  }
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  EngineStats s = impl_->stats;
+  s.queue_length = static_cast<int64_t>(impl_->queue.size());
+  return s;
+}
+
+void Engine::close() {
+  if (!impl_) return;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->closing = true;
+    impl_->wake.notify_one();
+  }
+  if (impl_->thread.joinable()) {
+    if (impl_->thread.get_id() == std::this_thread::get_id())
+      throw_runtime_error("Engine::close called from the engine's own thread (a callback)");
+    impl_->thread.join();
+  }
+}
+
+}  // namespace tformer
