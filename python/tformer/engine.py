@@ -28,12 +28,6 @@ from .generate import GenerationResult, build_options, cancel_tokens
 from .inputs import prepare_ids
 from .option_checks import describe, integer
 
-if hasattr(_core, "Engine"):
-    _CoreEngine, _STANDIN = _core.Engine, False
-else:  # until the C++ engine is built in (python/tformer/_engine_standin.py)
-    from ._engine_standin import Engine as _CoreEngine
-    _STANDIN = True
-
 _DONE = object()  # end of a stream's token queue
 
 
@@ -147,7 +141,7 @@ class Engine:
             raise ValueError(f"kv_cache_mb must be None (automatic) or a number of MiB > 0, got {describe(kv_cache_mb)}")
         kv_bytes = 0 if kv_cache_mb is None else max(1, int(kv_cache_mb * 2**20))
         self.model = _load(model_or_path, device, dtype)
-        self._core = _CoreEngine(self.model._core, max_rows=max_rows, max_batch_tokens=max_batch_tokens,
+        self._core = _core.Engine(self.model._core, max_rows=max_rows, max_batch_tokens=max_batch_tokens,
                                  kv_cache_bytes=kv_bytes, block_size=block_size)
         self._closed = False
         # Stops the engine thread when the Engine is dropped without close().
@@ -261,12 +255,9 @@ class Engine:
                 future._finish(None, e)
 
         stream = None if on_token is None else (lambda source, token: on_token(token))
-        if _STANDIN:
-            self._core.submit(sub, [lengths[i] for i in order], opts, on_done, on_token=stream, cancel=future._tokens)
-        else:
-            if stream is not None:
-                opts.set_on_token(stream)
-            self._core.submit(sub, [lengths[i] for i in order], opts, on_done)
+        if stream is not None:
+            opts.set_on_token(stream)
+        self._core.submit(sub, [lengths[i] for i in order], opts, on_done)
         return future
 
 
