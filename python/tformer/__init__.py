@@ -9,6 +9,7 @@ from .config import TransformerConfig
 from .convert.huggingface import from_huggingface
 from .model import Transformer
 from .translator import Translator
+from .engine import Engine, DeadlineExceeded
 from .train import Trainer
 from .loss_scale import LossScaler
 from . import ops
@@ -66,5 +67,5 @@ def build_info() -> dict:
 
 __all__ = [
     "Transformer", "TransformerConfig", "Translator", "Trainer", "LossScaler", "from_huggingface", "ops", "set_num_threads", "get_num_threads",
-    "cuda_available", "build_info", "empty_cache", "CancelToken",
+    "cuda_available", "build_info", "empty_cache", "CancelToken", "Engine", "DeadlineExceeded",
 ]

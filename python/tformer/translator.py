@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 from .generation_config import generation_defaults
 from .tokenizers import Tokenizer, load_tokenizer
@@ -57,6 +58,11 @@ def _check_prefix(prefix):
     if prefix is not None and not isinstance(prefix, str):
         raise TypeError(f"prefix must be a string, got {type(prefix).__name__}")
     return prefix
+
+
+def _without_prefix(tokens, prefix):
+    """The forced language token is part of generate's tokens, not of the text."""
+    return tokens[len(prefix):] if prefix and tokens[:len(prefix)] == list(prefix) else tokens
 
 
 def _check_texts(texts):
@@ -124,6 +130,8 @@ class Translator:
         self.max_positions = _max_positions(self.model)
         self.defaults = {"max_length": min(_DEFAULT_MAX_LENGTH, self.max_positions - 1), **dir_defaults,
                          **defaults}
+        self._engine_lock = threading.Lock()
+        self._engine = None  # started by the first submit / translate_async / stream (start_engine)
 
     def __repr__(self):
         return f"tformer.Translator({self.model!r}, tokenizer={self.tokenizer!r}, defaults={self.defaults!r})"
@@ -172,10 +180,8 @@ class Translator:
         texts, source_lang, target_lang = self._source(texts, source_lang, target_lang, prefix, task)
         return self.tokenizer.encode(texts, source_lang=source_lang, target_lang=target_lang)
 
-    def translate_batch(self, texts, source_lang=None, target_lang=None, prefix=None, task=None, **options):
-        """`model.generate` on the tokenized texts: one TranslationResult per text (tokens,
-        scores, attention as generate returns them, plus `.texts`). `cancel=`: a
-        tformer.CancelToken or one per text, as generate's."""
+    def _request(self, texts, source_lang, target_lang, prefix, task, options):
+        """(source ids, generate options, the forced target-language prefix or None)."""
         texts, source_lang, target_lang = self._source(texts, source_lang, target_lang, prefix, task)
         options = {**self.defaults, **options}
         src_ids = self.tokenizer.encode(texts, source_lang=source_lang, target_lang=target_lang)
@@ -184,22 +190,115 @@ class Translator:
             if options.get("target_prefix") is not None:
                 raise ValueError("pass target_lang or target_prefix, not both")
             options["target_prefix"] = [list(prefix) for _ in texts]
-        results = self.model.generate(src_ids, **options)
+        return src_ids, options, prefix
+
+    def _results(self, results, prefix):
         out = []
         for result in results:
-            hyps = [list(h) for h in result.tokens]
-            if prefix:  # the forced language token is part of generate's tokens, not of the text
-                hyps = [h[len(prefix):] if h[:len(prefix)] == prefix else h for h in hyps]
+            hyps = [_without_prefix(list(h), prefix) for h in result.tokens]
             out.append(TranslationResult(result.tokens, result.scores, result.attention,
                                          self.tokenizer.decode(hyps), result.cancelled))
         return out
+
+    def translate_batch(self, texts, source_lang=None, target_lang=None, prefix=None, task=None, **options):
+        """`model.generate` on the tokenized texts: one TranslationResult per text (tokens,
+        scores, attention as generate returns them, plus `.texts`). `cancel=`: a
+        tformer.CancelToken or one per text, as generate's."""
+        src_ids, options, prefix = self._request(texts, source_lang, target_lang, prefix, task, options)
+        return self._results(self.model.generate(src_ids, **options), prefix)
+
+    def _texts(self, results, options):
+        n_best = {**self.defaults, **options}.get("num_hypotheses", 1)
+        if isinstance(n_best, int) and n_best > 1:
+            return [r.texts for r in results]
+        return [r.texts[0] for r in results]
 
     def translate(self, texts, source_lang=None, target_lang=None, prefix=None, task=None, **options):
         """Translations of `texts` (a list of strings), in order: one string per text, or a
         list of `num_hypotheses` strings per text when num_hypotheses > 1."""
         results = self.translate_batch(texts, source_lang=source_lang, target_lang=target_lang, prefix=prefix,
                                        task=task, **options)
-        n_best = {**self.defaults, **options}.get("num_hypotheses", 1)
-        if isinstance(n_best, int) and n_best > 1:
-            return [r.texts for r in results]
-        return [r.texts[0] for r in results]
+        return self._texts(results, options)
+
+    # ------------------------------------------------- in-flight batching (tformer.Engine)
+
+    def start_engine(self, **knobs):
+        """Starts the tformer.Engine that submit / translate_async / stream run on, with
+        Engine's knobs (max_rows, max_batch_tokens, kv_cache_mb, block_size); without this
+        call the first of those methods starts one with the defaults. close() stops it."""
+        from .engine import Engine
+
+        with self._engine_lock:
+            if self._engine is not None:
+                raise RuntimeError("this Translator's engine is already started (close() stops it)")
+            self._engine = Engine(self.model, **knobs)
+            return self._engine
+
+    @property
+    def engine(self):
+        """The running tformer.Engine on this translator's model (started on first use)."""
+        with self._engine_lock:
+            if self._engine is None:
+                from .engine import Engine
+
+                self._engine = Engine(self.model)
+            return self._engine
+
+    def close(self) -> None:
+        """Stops the engine (its queued and running requests end cancelled), if started."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def submit(self, texts, source_lang=None, target_lang=None, prefix=None, task=None, *, deadline=None,
+               **options):
+        """translate_batch on the engine: a concurrent.futures.Future of the list of
+        TranslationResult. Options as translate_batch's, plus the engine's `deadline=`
+        (seconds); `future.cancel()` cancels the request, queued or running."""
+        src_ids, options, prefix = self._request(texts, source_lang, target_lang, prefix, task, options)
+        future = self.engine.submit(src_ids, deadline=deadline, **options)
+        return future.then(lambda results: self._results(results, prefix))
+
+    async def translate_async(self, texts, source_lang=None, target_lang=None, prefix=None, task=None, *,
+                              deadline=None, **options):
+        """translate on the engine, for asyncio (cancelling the task cancels the request)."""
+        import asyncio
+
+        future = self.submit(texts, source_lang=source_lang, target_lang=target_lang, prefix=prefix, task=task,
+                             deadline=deadline, **options)
+        return self._texts(await asyncio.wrap_future(future), options)
+
+    def stream(self, text, source_lang=None, target_lang=None, prefix=None, task=None, *, deadline=None,
+               **options):
+        """Iterator over the growing translation of one text: each item is the detokenized
+        best hypothesis so far (greedy/sampling: token by token; beam search: the prefix all
+        beams agree on, then the rest), the last one equal to translate's. Closing it early
+        cancels the request."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {type(text).__name__}")
+        src_ids, options, prefix = self._request([text], source_lang, target_lang, prefix, task, options)
+        return self._stream_texts(self.engine.stream(src_ids[0], deadline=deadline, **options), prefix)
+
+    def _stream_texts(self, tokens, prefix):
+        seen, last = [], None
+        try:
+            for token in tokens:
+                seen.append(token)
+                if len(seen) <= len(prefix or ()):
+                    continue
+                text = self.tokenizer.decode([_without_prefix(seen, prefix)])[0]
+                # A piece that ends inside a multi-byte character decodes to U+FFFD: wait for the rest.
+                if text != last and not text.endswith("\ufffd"):
+                    last = text
+                    yield text
+            text = self.tokenizer.decode([_without_prefix(seen, prefix)])[0]
+            if text != last:
+                yield text
+        finally:
+            tokens.close()
