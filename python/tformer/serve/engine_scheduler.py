@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 
+from ..translator import _without_prefix
 from .batcher import ClientDisconnected, DeadlineExceeded, Overloaded, _Job, wait_for_job
 
 log = logging.getLogger("tformer.serve")
@@ -50,7 +51,7 @@ class EngineScheduler:
 
     def __init__(self, translator, *, max_rows=256, max_batch_tokens=8192, kv_cache_mb=None, block_size=16,
                  max_pending_texts=4096):
-        if not all(hasattr(translator, name) for name in ("model", "tokenizer", "defaults")):
+        if not all(hasattr(translator, name) for name in ("model", "tokenizer", "_request", "_results")):
             raise TypeError("the engine scheduler needs a tformer.Translator (its model and tokenizer), got "
                             f"{type(translator).__name__}: use scheduler='request' for other translators")
         self._translator = translator
@@ -94,7 +95,7 @@ class EngineScheduler:
         when the client goes away -> ClientDisconnected. Either way its rows leave the engine
         at the next step."""
         self.start()
-        job, _ = self._submit(texts, options, timeout, None)
+        job = self._submit(texts, options, timeout, None)
         try:
             await wait_for_job(job, self._loop, disconnected)
             return self._outcome(job)
@@ -119,10 +120,10 @@ class EngineScheduler:
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 pass
 
-        job, prefix = self._submit(texts, options, timeout, on_token)
+        job = self._submit(texts, options, timeout, on_token)
         self.stats.count("streamed_requests")
         job.future.add_done_callback(lambda _: queue.put_nowait(None))  # after every token: same loop, FIFO
-        return self._events(job, queue, prefix)
+        return self._events(job, queue, job.key)
 
     async def _events(self, job, queue, prefix):
         tokens = [[] for _ in job.texts]
@@ -147,7 +148,7 @@ class EngineScheduler:
                     item = queue.get_nowait()
                 for source in sorted(changed):
                     text = self._partial_text(tokens[source], prefix)
-                    if text != texts[source]:
+                    if text is not None and text != texts[source]:
                         texts[source] = text
                         yield "partial", source, text
                 if item is None:
@@ -169,12 +170,14 @@ class EngineScheduler:
     # ------------------------------------------------------------------ the Translator's steps
 
     def _submit(self, texts, options, timeout, on_token):
-        """(the _Job whose future is the engine request's, the target-language prefix)."""
+        """The _Job whose future is the engine request's (its key: the target-language prefix)."""
         n = len(texts)
         if self._pending_texts + n > self.max_pending_texts:
             self.stats.count("rejected_overload")
             raise Overloaded(f"{self._pending_texts} sentences are already queued or decoding "
                              f"(limit {self.max_pending_texts})")
+        self.stats.count("requests")
+        self.stats.count("texts", n)
         try:
             return self._submit_checked(texts, options, timeout, on_token)
         except (ValueError, TypeError):
@@ -184,27 +187,16 @@ class EngineScheduler:
     def _submit_checked(self, texts, options, timeout, on_token):
         n = len(texts)
         options = dict(options)
-        languages = {k: options.pop(k, None) for k in _LANGUAGE_KEYS}
-        t = self._translator
-        inputs, source_lang, target_lang = t._source(texts, **languages)
-        options = {**t.defaults, **options}
-        src_ids = t.tokenizer.encode(inputs, source_lang=source_lang, target_lang=target_lang)
-        prefix = list(t.tokenizer.target_prefix(target_lang) or [])
-        if prefix:
-            if options.get("target_prefix") is not None:
-                raise ValueError("pass target_lang or target_prefix, not both")
-            options["target_prefix"] = [list(prefix) for _ in texts]
-        job = _Job(list(texts), options, None, None, timeout)
-        extra = {} if on_token is None else {"on_token": on_token}
-        future = self._engine.submit(src_ids, cancel=job.cancel, **extra, **options)
+        languages = [options.pop(k, None) for k in _LANGUAGE_KEYS]
+        # The Translator's own steps (as translate_batch): tokens, its defaults, the target-language prefix.
+        src_ids, options, prefix = self._translator._request(texts, *languages, options)
+        job = _Job(list(texts), options, list(prefix or []), None, timeout)
+        future = self._engine.submit(src_ids, cancel=job.cancel, on_token=on_token, **options)
         future.add_done_callback(self._count_cancelled_texts)
         job.future = asyncio.wrap_future(future, loop=self._loop)
-        job.key = prefix
         self._jobs.add(job)
         self._pending_texts += n
-        self.stats.count("requests")
-        self.stats.count("texts", n)
-        return job, prefix
+        return job
 
     def _count_cancelled_texts(self, future):
         if not future.cancelled() and future.exception() is None:
@@ -214,22 +206,18 @@ class EngineScheduler:
 
     def _outcome(self, job):
         """The job's TranslationResults; raises its error, or why it was cancelled."""
-        from ..translator import TranslationResult
-
         results = job.future.result()
         if any(r.cancelled for r in results):
             raise job.cancel_error()
-        decode = self._translator.tokenizer.decode
-        out = []
-        for r in results:
-            hyps = [_strip(list(h), job.key) for h in r.tokens]
-            out.append(TranslationResult(r.tokens, r.scores, r.attention, decode(hyps), r.cancelled))
-        return out
+        return self._translator._results(results, job.key)
 
     def _partial_text(self, tokens, prefix):
+        """The text of a growing hypothesis; None while it is only the forced target-language
+        token(s), or ends inside a multi-byte character (U+FFFD until the rest arrives)."""
         if len(tokens) <= len(prefix) and prefix[:len(tokens)] == tokens:
-            return ""  # the forced target-language token(s) only
-        return self._translator.tokenizer.decode([_strip(tokens, prefix)])[0]
+            return None
+        text = self._translator.tokenizer.decode([_without_prefix(tokens, prefix)])[0]
+        return None if text.endswith("\ufffd") else text
 
     def _count_failure(self, job, e):
         if isinstance(e, DeadlineExceeded):
@@ -249,7 +237,3 @@ class EngineScheduler:
                 job.cancel.cancel()
                 job.future.cancel()
 
-
-def _strip(tokens, prefix):
-    """A hypothesis without the forced target-language prefix (not part of the text)."""
-    return tokens[len(prefix):] if prefix and tokens[:len(prefix)] == prefix else tokens
