@@ -13,7 +13,8 @@ import pytest
 import tformer
 
 SRC = [[5, 6, 7, 8, 1], [9, 10, 1], [11, 12, 13, 14, 15, 16, 1], [14, 1]]
-LONG = 2000  # tokens forced (min_length = max_length): seconds of decoding for this model
+LONG = 20000  # tokens forced (min_length = max_length): a minute or more of decoding for this model
+FREED = 10.0  # seconds: a cancelled LONG request must be gone well before it could have finished
 SEARCHES = {
     "greedy": dict(beam_size=1),
     "beam": dict(beam_size=4, num_hypotheses=2),
@@ -50,7 +51,7 @@ def long_request(engine, **kw):
     return engine.submit([[5, 6, 7, 1]], beam_size=1, max_length=LONG, min_length=LONG, **kw)
 
 
-def wait_until(condition, timeout=30.0):
+def wait_until(condition, timeout=FREED):
     end = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < end, "timed out"
@@ -111,11 +112,29 @@ def test_closing_a_stream_early_cancels_its_request(model, engine):
     assert len(first) == 3
     stream.close()
     # Rows freed: a short request behind it finishes long before the forced 2000 tokens would.
-    start = time.monotonic()
-    same(engine.submit(SRC, beam_size=1, max_length=6).result(timeout=60),
+    same(engine.submit(SRC, beam_size=1, max_length=6).result(timeout=FREED),
          model.generate(SRC, beam_size=1, max_length=6))
     wait_until(lambda: engine.stats()["running_requests"] == 0 and engine.stats()["queue_length"] == 0)
-    assert time.monotonic() - start < 60
+
+
+def test_a_stream_dropped_unread_cancels_its_request(model, engine):
+    stream = engine.stream([5, 6, 7, 1], beam_size=1, max_length=LONG, min_length=LONG)
+    future = stream.future
+    del stream
+    assert future.cancelled()
+    wait_until(lambda: engine.stats()["running_requests"] == 0 and engine.stats()["queue_length"] == 0)
+
+
+def test_a_stream_past_its_deadline_raises(engine):
+    stream = engine.stream([5, 6, 7, 1], beam_size=1, max_length=LONG, min_length=LONG, deadline=0.2)
+    start = time.monotonic()
+    with pytest.raises(tformer.DeadlineExceeded):
+        for _ in stream:
+            pass
+    assert time.monotonic() - start < FREED
+    with engine.stream([5, 6, 7, 1], beam_size=1, max_length=4, return_scores=True) as stream:
+        tokens = list(stream)
+    assert stream.future.result()[0].tokens[0] == tokens
 
 
 def test_future_cancel_while_running(model, engine):
@@ -125,7 +144,7 @@ def test_future_cancel_while_running(model, engine):
     assert future.cancelled() and future.done()
     with pytest.raises(concurrent.futures.CancelledError):
         future.result()
-    same(engine.submit(SRC, beam_size=1, max_length=6).result(timeout=60),
+    same(engine.submit(SRC, beam_size=1, max_length=6).result(timeout=FREED),
          model.generate(SRC, beam_size=1, max_length=6))
     wait_until(lambda: engine.stats()["running_requests"] == 0)
 
@@ -134,11 +153,11 @@ def test_future_cancel_while_queued(model):
     with tformer.Engine(model, max_rows=1) as engine:  # the long request holds the only row
         running = long_request(engine)
         wait_until(lambda: engine.stats()["running_requests"] == 1)
-        queued = engine.submit(SRC, beam_size=1, max_length=6)
+        queued = engine.submit([[9, 10, 1]], beam_size=1, max_length=6)
         assert queued.cancel() and queued.cancelled()
         assert running.cancel()
         after = engine.submit([[9, 1]], beam_size=1, max_length=6)
-        same(after.result(timeout=60), model.generate([[9, 1]], beam_size=1, max_length=6))
+        same(after.result(timeout=FREED), model.generate([[9, 1]], beam_size=1, max_length=6))
         assert not queued.cancel() or queued.cancelled()  # done futures stay as they are
 
 
@@ -152,7 +171,7 @@ def test_cancel_after_the_result_is_refused(engine):
 def test_a_deadline_that_passes_raises_deadline_exceeded(engine, search):
     future = engine.submit(SRC, max_length=LONG, min_length=LONG, deadline=0.2, **SEARCHES[search])
     with pytest.raises(tformer.DeadlineExceeded, match="deadline of 0.2 s passed") as e:
-        future.result(timeout=60)
+        future.result(timeout=FREED)
     assert isinstance(e.value, TimeoutError)
     with pytest.raises(tformer.DeadlineExceeded):
         engine.submit(SRC, deadline=0).result(timeout=60)
@@ -202,7 +221,9 @@ def test_cancelling_the_async_task_cancels_the_request(model, engine):
                 break
         return await engine.generate_async(SRC, beam_size=1, max_length=6)
 
+    start = time.monotonic()
     same(asyncio.run(main()), model.generate(SRC, beam_size=1, max_length=6))
+    assert time.monotonic() - start < 2 * FREED
     wait_until(lambda: engine.stats()["running_requests"] == 0)
 
 
@@ -210,10 +231,10 @@ def test_close_cancels_queued_and_running_requests(model):
     engine = tformer.Engine(model, max_rows=1)
     running = long_request(engine)
     wait_until(lambda: engine.stats()["running_requests"] == 1)
-    queued = engine.submit(SRC, beam_size=1, max_length=6)
+    queued = engine.submit([[9, 10, 1]], beam_size=1, max_length=6)
     engine.close()
     for future in (running, queued):
-        results = future.result(timeout=60)
+        results = future.result(timeout=FREED)
         assert all(r.cancelled for r in results)
     assert len(running.result()[0].tokens[0]) < LONG
     for call in (lambda: engine.submit(SRC), lambda: engine.stream(SRC[0]),

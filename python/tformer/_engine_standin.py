@@ -1,4 +1,4 @@
-"""A Python stand-in for the C++ binding `_core.Engine` (docs/ARCHITECTURE.md, "Engine"),
+"""A Python stand-in for the C++ binding `_core.Engine`
 used only while the build has none: one worker thread runs each request alone through
 `model._core.generate`, in arrival order. Same contract (submit / stats / close, on_done
 called once on the worker thread), none of the step sharing. Deleted once the binding lands."""

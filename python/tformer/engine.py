@@ -1,4 +1,4 @@
-"""tformer.Engine: in-flight batching (docs/DECODING.md, "The engine"). Requests with any
+"""tformer.Engine: in-flight batching (docs/DECODING.md, "tformer.Engine"). Requests with any
 options are decoded together by one C++ engine thread that, before every decoder step, lets
 finished rows leave and queued requests join; each request's results equal what
 `model.generate` gives for it alone.
@@ -199,7 +199,7 @@ class Engine:
         tokens = queue.SimpleQueue()
         future = self._submit(src_id, deadline, None, options, lambda source, token: tokens.put(token), single=True)
         future.add_done_callback(lambda _: tokens.put(_DONE))
-        return _iterate(future, tokens)
+        return TokenStream(future, tokens)
 
     def astream(self, src_id, *, deadline=None, **options):
         """`stream` for asyncio: `async for token in engine.astream(ids)`; closing it early
@@ -275,16 +275,42 @@ class Engine:
         return future
 
 
-def _iterate(future, tokens):
-    try:
-        while True:
-            item = tokens.get()
-            if item is _DONE:
-                break
-            yield item
-    finally:  # also when the consumer stops early
-        future.cancel()
-    future.result()  # the request's error, if any
+class TokenStream:
+    """What `Engine.stream` returns: an iterator over one source's tokens as the engine
+    decides them. Ends when the request does, raising its error if it failed
+    (DeadlineExceeded, ...); close() (or dropping the iterator) cancels the request.
+    `.future` is the request's future (its GenerationResult list: scores, n-best)."""
+
+    def __init__(self, future, tokens):
+        self.future = future
+        self._tokens = tokens
+        self._finished = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._finished:
+            raise StopIteration
+        item = self._tokens.get()
+        if item is _DONE:
+            self._finished = True
+            self.future.result()  # the request's error, if any
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._finished = True
+        self.future.cancel()  # a no-op once the request is done
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
 
 
 async def _aiterate(future, tokens):
