@@ -173,8 +173,8 @@ def test_stream_sends_growing_partials_then_the_reply(translator, body):
 
 def test_stream_refusals_are_plain_replies_and_later_errors_are_events(slow_translator):
     with client(slow_translator) as c:
-        r = c.post("/translate", json={"texts": ["a"], "beam_size": 2, "num_hypotheses": 3, "stream": True})
-        assert r.status_code == 400 and "num_hypotheses" in r.json()["detail"], r.text
+        r = c.post("/translate", json={"texts": ["a"], "target_lang": "de", "stream": True})
+        assert r.status_code == 400 and "translates into one language" in r.json()["detail"], r.text
         r = c.post("/translate", json={"texts": [], "stream": True})
         assert r.status_code == 422 and r.json()["detail"] == "texts is empty: send at least one sentence"
         events = _events(c.post("/translate", json={**SLOW, "timeout_ms": 300, "stream": True}))
@@ -268,6 +268,14 @@ def _request(port, method, path, body=None, timeout=30):
         conn.close()
 
 
+def _send_raw(port, body: dict) -> socket.socket:
+    payload = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    s.sendall(b"POST /translate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+    return s
+
+
 def _stats(port):
     return json.loads(_request(port, "GET", "/stats")[2])
 
@@ -304,13 +312,13 @@ def test_tformer_serve_engine_command(tmp_path):
         assert stats["scheduler"] == "engine" and stats["max_rows"] == 100 and stats["kv_block_size"] == 8, stats
 
         before = _stats(port)
-        clients = []
-        for stream in (True, False):
-            payload = json.dumps({**SLOW, "stream": stream}).encode()
-            s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(b"POST /translate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
-            clients.append(s)
+        clients = [_send_raw(port, {**SLOW, "beam_size": 1, "stream": True})]
+        received = b""
+        while b"event: partial" not in received:  # the stream's first event comes while it decodes
+            received += clients[0].recv(4096)
+        assert received.startswith(b"HTTP/1.1 200 ") and b"text/event-stream" in received, received
+        assert _stats(port)["running_rows"] > 0
+        clients.append(_send_raw(port, SLOW))
         _wait_for(lambda: _stats(port)["requests"] == before["requests"] + 2, "both requests")
         time.sleep(0.5)
         t0 = time.time()

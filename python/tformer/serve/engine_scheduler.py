@@ -77,10 +77,8 @@ class EngineScheduler:
             self._engine = self._new_engine()
 
     async def stop(self):
-        for job in list(self._jobs):
+        for job in list(self._jobs):  # their rows leave at the next step; close() ends the rest
             job.cancel.cancel()
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("the server is shutting down"))
 
     def close(self):
         engine, self._engine = self._engine, None
@@ -233,7 +231,6 @@ class EngineScheduler:
         if job in self._jobs:
             self._jobs.discard(job)
             self._pending_texts -= len(job.texts)
-            if not job.future.done():  # gave up waiting: the rows leave at the next step
-                job.cancel.cancel()
-                job.future.cancel()
+            if not job.future.done():  # gave up waiting: the rows leave at the next step, and the
+                job.cancel.cancel()    # engine's cancelled results still count in cancelled_texts
 
