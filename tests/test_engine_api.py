@@ -117,6 +117,18 @@ def test_closing_a_stream_early_cancels_its_request(model, engine):
     wait_until(lambda: engine.stats()["running_requests"] == 0 and engine.stats()["queue_length"] == 0)
 
 
+def test_beam_stream_sends_agreed_tokens_before_the_end(model, engine):
+    # A forced prefix: every beam agrees on its tokens from the first steps, long before a
+    # LONG beam search could end.
+    start = time.monotonic()
+    with engine.stream([5, 6, 7, 1], beam_size=4, max_length=LONG, min_length=LONG, target_prefix=[[7, 8, 9]]) as stream:
+        first = [next(stream) for _ in range(3)]
+    assert first == [7, 8, 9]
+    assert time.monotonic() - start < FREED
+    assert stream.future.cancelled()
+    wait_until(lambda: engine.stats()["running_requests"] == 0 and engine.stats()["queue_length"] == 0)
+
+
 def test_a_stream_dropped_unread_cancels_its_request(model, engine):
     stream = engine.stream([5, 6, 7, 1], beam_size=1, max_length=LONG, min_length=LONG)
     future = stream.future
@@ -219,6 +231,11 @@ def test_cancelling_the_async_task_cancels_the_request(model, engine):
             tokens.append(token)
             if len(tokens) == 2:
                 break
+        # The loop dropped the stream: its request is cancelled.
+        wait_until(lambda: engine.stats()["running_requests"] == 0 and engine.stats()["queue_length"] == 0)
+        async with engine.astream([5, 6, 7, 1], beam_size=1, max_length=LONG, min_length=LONG) as stream:
+            assert isinstance(await stream.__anext__(), int)
+        assert stream.future.cancelled()
         return await engine.generate_async(SRC, beam_size=1, max_length=6)
 
     start = time.monotonic()
@@ -314,3 +331,14 @@ def test_bad_engine_knobs(model, knobs, message):
 def test_bad_model_argument():
     with pytest.raises(TypeError, match="model_or_path must be a tformer.Transformer or a model directory"):
         tformer.Engine(42)
+
+
+def test_mixed_requests_on_device(model, device):
+    on_device = model.to(device)
+    requests = [(SRC[i:], dict(max_length=8, return_scores=True, **SEARCHES[s])) for i, s in enumerate(SEARCHES)]
+    with tformer.Engine(on_device, max_rows=32) as engine:
+        futures = [engine.submit(src, **opts) for src, opts in requests]
+        streamed = list(engine.stream(SRC[0], beam_size=4, max_length=8))
+        for (src, opts), future in zip(requests, futures):
+            same(future.result(timeout=60), on_device.generate(src, **opts))
+    assert streamed == on_device.generate([SRC[0]], beam_size=4, max_length=8)[0].tokens[0]

@@ -1,7 +1,9 @@
-// Transformer::generate: checks the options, builds a DecodeSession, runs the search.
+// Transformer::generate: checks the options, builds a DecodeSession and the request's
+// search, and runs the step loop of request_search.h over them.
 #include <algorithm>
 #include <cmath>
 
+#include "decode_session.h"
 #include "search.h"
 #include "tformer/errors.h"
 #include "tformer/model.h"
@@ -14,6 +16,15 @@ bool all_cancelled_before_start(const GenerationOptions& opt, int64_t batch) {
   for (int64_t b = 0; b < batch; ++b)
     if (!opt.source_cancelled(b)) return false;
   return true;
+}
+
+// The output bias DecodeSession::step leaves out for the search to add (DecodeSession's
+// own rule: float32 logits computed in host memory, a float head with final_logits_bias),
+// or null. Goes when DecodeSession does.
+const float* session_pending_bias(const Transformer& model) {
+  const Linear& head = model.weights().lm_head;
+  const bool host_f32 = model.device().is_cpu() && model.compute_dtype() == DType::f32;
+  return model.config().final_logits_bias && host_f32 && !head.int8() ? head.bias.data<float>() : nullptr;
 }
 
 }  // namespace
@@ -98,10 +109,21 @@ std::vector<GenerationResult> Transformer::generate_holding_lock(const TokenBatc
   if (all_cancelled_before_start(opt, batch)) return decoding::cancelled_results(src, opt, batch);
 
   DecodeSession session(*this, src, opt.beam_size, opt.max_length, opt.return_attention);
-  const decoding::LogitsProcessors processors(opt, config_.tgt_vocab_size);
-  decoding::SearchInputs in{session, opt, processors, session.rows() / opt.beam_size, opt.decoder_start_token_id,
-                            opt.pad_token_id};
-  return opt.beam_size == 1 ? decoding::greedy_search(in) : decoding::beam_search(in);
+  decoding::SearchSetup setup;
+  setup.src_lengths.assign(src.lengths.begin(), src.lengths.end());
+  setup.vocab = config_.tgt_vocab_size;
+  setup.options = std::move(opt);
+  const std::unique_ptr<decoding::RequestSearch> search = decoding::RequestSearch::make(std::move(setup));
+  const float* pending_bias = session_pending_bias(*this);
+  const bool want_attention = search->options().return_attention;
+  while (search->before_step()) {
+    const int64_t step = search->step();
+    float* logits = session.step(search->feed(), step);
+    const float* attention = want_attention ? session.attention() : nullptr;
+    if (!search->advance(logits, pending_bias, attention, session.max_src_len())) break;
+    if (search->reordered()) session.reorder(search->parents(), step);
+  }
+  return search->results();
 }
 
 }  // namespace tformer

@@ -47,112 +47,126 @@ int32_t sample(float* x, int64_t n, double u, float* logprob) {
   return static_cast<int32_t>(chosen);
 }
 
-}  // namespace
+// One row per source: the row's history (start token first), its score and attention so
+// far; a finished row is fed the pad id.
+class GreedySearch final : public RequestSearch {
+ public:
+  explicit GreedySearch(SearchSetup setup);
+  bool before_step() override;
+  bool advance(float* logits, const float* pending_bias, const float* attention, int64_t attention_stride) override;
+  std::vector<GenerationResult> results() override;
 
-std::vector<GenerationResult> greedy_search(const SearchInputs& in) {
-  DecodeSession& session = in.session;
-  const GenerationOptions& opt = in.options;
-  const int64_t B = in.batch, V = session.vocab(), L = opt.max_length, S = session.max_src_len();
-  const cpu::KernelTable& kt = cpu::kernels();
+ private:
+  int64_t V_ = 0, L_ = 0, S_ = 0;
+  std::vector<int32_t> history_;  // (batch, max_length + 1)
+  std::vector<char> finished_, cancelled_;
+  std::vector<int64_t> length_;
+  std::vector<double> score_;
+  std::vector<float> attention_;  // (batch, max_length, S) when return_attention
+};
 
-  std::vector<int32_t> history(static_cast<size_t>(B * (L + 1)), in.pad_token);
-  std::vector<int32_t> feed(static_cast<size_t>(B), in.start_token);
-  std::vector<char> finished(static_cast<size_t>(B), 0);
-  std::vector<char> cancelled(static_cast<size_t>(B), 0);
-  std::vector<int64_t> length(static_cast<size_t>(B), 0);
-  std::vector<double> score(static_cast<size_t>(B), 0.0);
-  std::vector<float> attention(opt.return_attention ? static_cast<size_t>(B * L * S) : 0);
-  for (int64_t b = 0; b < B; ++b) history[static_cast<size_t>(b * (L + 1))] = in.start_token;
+GreedySearch::GreedySearch(SearchSetup setup) : RequestSearch(std::move(setup)) {
+  const GenerationOptions& opt = options();
+  const int64_t B = batch_;
+  V_ = setup_.vocab;
+  L_ = opt.max_length;
+  S_ = max_src_len_;
+  history_.assign(static_cast<size_t>(B * (L_ + 1)), opt.pad_token_id);
+  finished_.assign(static_cast<size_t>(B), 0);
+  cancelled_.assign(static_cast<size_t>(B), 0);
+  length_.assign(static_cast<size_t>(B), 0);
+  score_.assign(static_cast<size_t>(B), 0.0);
+  attention_.assign(opt.return_attention ? static_cast<size_t>(B * L_ * S_) : 0, 0.0f);
+  for (int64_t b = 0; b < B; ++b) history_[static_cast<size_t>(b * (L_ + 1))] = opt.decoder_start_token_id;
+}
 
-  for (int64_t step = 0; step < L; ++step) {
-    if (!opt.cancel.empty()) {  // a cancelled row is finished as it stands; stop once all are
-      bool all_done = true;
-      for (int64_t b = 0; b < B; ++b) {
-        if (!finished[b] && opt.source_cancelled(b)) finished[b] = cancelled[b] = 1;
-        all_done = all_done && finished[b];
-      }
-      if (all_done) break;
-    }
-    float* logits = session.step(feed.data(), step);
-    const float* att = opt.return_attention ? session.attention() : nullptr;
-#pragma omp parallel for schedule(dynamic, 1) if (B > 1)
-    for (int64_t b = 0; b < B; ++b) {
-      if (finished[b]) {
-        feed[b] = in.pad_token;
-        continue;
-      }
-      float* row = logits + b * V;
-      session.finish_row(row);
-      RowContext ctx;
-      ctx.history = history.data() + b * (L + 1);
-      ctx.history_len = step + 1;
-      ctx.generated = step;
-      ctx.prefix = opt.target_prefix.empty() ? nullptr : &opt.target_prefix[static_cast<size_t>(b)];
-      in.processors.process(row, ctx);
-      int32_t token;
-      float logprob = 0.0f;
-      if (opt.do_sample) in.processors.warp(row, 1);
-      in.processors.renormalize(row);
-      if (opt.do_sample) {
-        const uint64_t key = opt.sample_ids.empty() ? static_cast<uint64_t>(b) : static_cast<uint64_t>(opt.sample_ids[b]);
-        token = sample(row, V, rng::uniform01(opt.seed, key, static_cast<uint64_t>(step), 0), &logprob);
-      } else {
-        token = argmax(row, V);
-        if (opt.return_scores) logprob = row[token] - kt.logsumexp(row, V);
-      }
-      score[b] += logprob;
-      if (att) std::copy(att + b * S, att + (b + 1) * S, attention.begin() + (b * L + step) * S);
-      history[static_cast<size_t>(b * (L + 1) + step + 1)] = token;
-      length[b] = step + 1;
-      feed[b] = token;
-      if (in.processors.is_eos(token)) finished[b] = 1;
-    }
-    bool all_done = true;
-    for (int64_t b = 0; b < B; ++b) {
-      all_done = all_done && finished[b];
-      // Streaming callbacks run here, on the calling thread, in source order.
-      if (opt.on_token && length[b] == step + 1 && !in.processors.is_eos(feed[b])) opt.on_token(b, feed[b]);
-    }
-    if (all_done) break;
+bool GreedySearch::before_step() {
+  const GenerationOptions& opt = options();
+  if (step_ >= L_) return false;
+  if (opt.cancel.empty()) return true;
+  // A cancelled row is finished as it stands; stop once all are.
+  bool all_done = true;
+  for (int64_t b = 0; b < batch_; ++b) {
+    if (!finished_[b] && opt.source_cancelled(b)) finished_[b] = cancelled_[b] = 1;
+    all_done = all_done && finished_[b];
   }
+  return !all_done;
+}
 
-  std::vector<GenerationResult> results(static_cast<size_t>(B));
+bool GreedySearch::advance(float* logits, const float* pending_bias, const float* att, int64_t att_stride) {
+  const GenerationOptions& opt = options();
+  const int64_t B = batch_, V = V_, L = L_, S = S_, step = step_;
+  const cpu::KernelTable& kt = cpu::kernels();
+  const LogitsProcessors& proc = processors_;
+#pragma omp parallel for schedule(dynamic, 1) if (B > 1)
   for (int64_t b = 0; b < B; ++b) {
+    if (finished_[b]) {
+      feed_[b] = opt.pad_token_id;
+      continue;
+    }
+    float* row = logits + b * V;
+    add_pending_bias(row, pending_bias, V);
+    RowContext ctx;
+    ctx.history = history_.data() + b * (L + 1);
+    ctx.history_len = step + 1;
+    ctx.generated = step;
+    ctx.prefix = opt.target_prefix.empty() ? nullptr : &opt.target_prefix[static_cast<size_t>(b)];
+    proc.process(row, ctx);
+    int32_t token;
+    float logprob = 0.0f;
+    if (opt.do_sample) proc.warp(row, 1);
+    proc.renormalize(row);
+    if (opt.do_sample) {
+      const uint64_t key = opt.sample_ids.empty() ? static_cast<uint64_t>(b) : static_cast<uint64_t>(opt.sample_ids[b]);
+      token = sample(row, V, rng::uniform01(opt.seed, key, static_cast<uint64_t>(step), 0), &logprob);
+    } else {
+      token = argmax(row, V);
+      if (opt.return_scores) logprob = row[token] - kt.logsumexp(row, V);
+    }
+    score_[b] += logprob;
+    if (att) std::copy(att + b * att_stride, att + b * att_stride + S, attention_.begin() + (b * L + step) * S);
+    history_[static_cast<size_t>(b * (L + 1) + step + 1)] = token;
+    length_[b] = step + 1;
+    feed_[b] = token;
+    if (proc.is_eos(token)) finished_[b] = 1;
+  }
+  bool all_done = true;
+  for (int64_t b = 0; b < B; ++b) {
+    all_done = all_done && finished_[b];
+    // Streaming callbacks run here, on the calling thread, in source order.
+    if (opt.on_token && length_[b] == step + 1 && !proc.is_eos(feed_[b])) opt.on_token(b, feed_[b]);
+  }
+  ++step_;
+  return !all_done && step_ < L;
+}
+
+std::vector<GenerationResult> GreedySearch::results() {
+  const GenerationOptions& opt = options();
+  const int64_t L = L_, S = S_;
+  std::vector<GenerationResult> results(static_cast<size_t>(batch_));
+  for (int64_t b = 0; b < batch_; ++b) {
     GenerationResult& r = results[static_cast<size_t>(b)];
-    r.src_len = session.src_len(b);
-    r.cancelled = cancelled[b] != 0;
-    const int32_t* h = history.data() + b * (L + 1) + 1;
-    r.tokens.emplace_back(h, h + length[b]);
+    r.src_len = setup_.src_lengths[static_cast<size_t>(b)];
+    r.cancelled = cancelled_[b] != 0;
+    const int32_t* h = history_.data() + b * (L + 1) + 1;
+    r.tokens.emplace_back(h, h + length_[b]);
     if (opt.return_attention) {
-      std::vector<float> a(static_cast<size_t>(length[b] * r.src_len));
-      for (int64_t t = 0; t < length[b]; ++t)
-        std::copy(attention.begin() + (b * L + t) * S, attention.begin() + (b * L + t) * S + r.src_len,
+      std::vector<float> a(static_cast<size_t>(length_[b] * r.src_len));
+      for (int64_t t = 0; t < length_[b]; ++t)
+        std::copy(attention_.begin() + (b * L + t) * S, attention_.begin() + (b * L + t) * S + r.src_len,
                   a.begin() + t * r.src_len);
       r.attention.push_back(std::move(a));
     }
-    strip_final_eos(r.tokens.back(), in.processors);
-    if (opt.return_scores) r.scores.push_back(static_cast<float>(score[b]));
+    strip_final_eos(r.tokens.back(), processors_);
+    if (opt.return_scores) r.scores.push_back(static_cast<float>(score_[b]));
   }
   return results;
 }
 
-std::vector<GenerationResult> cancelled_results(const TokenBatch& src, const GenerationOptions& options,
-                                                int64_t batch) {
-  std::vector<GenerationResult> results(static_cast<size_t>(batch));
-  for (int64_t b = 0; b < batch; ++b) {
-    GenerationResult& r = results[static_cast<size_t>(b)];
-    r.cancelled = true;
-    if (static_cast<int64_t>(src.lengths.size()) == batch) r.src_len = src.lengths[static_cast<size_t>(b)];
-    r.tokens.resize(static_cast<size_t>(options.num_hypotheses));
-    if (options.return_scores)
-      r.scores.assign(static_cast<size_t>(options.num_hypotheses), -std::numeric_limits<float>::infinity());
-    if (options.return_attention) r.attention.resize(static_cast<size_t>(options.num_hypotheses));
-  }
-  return results;
-}
+}  // namespace
 
-void strip_final_eos(std::vector<int32_t>& tokens, const LogitsProcessors& processors) {
-  if (!tokens.empty() && processors.is_eos(tokens.back())) tokens.pop_back();
+std::unique_ptr<RequestSearch> make_greedy_search(SearchSetup setup) {
+  return std::make_unique<GreedySearch>(std::move(setup));
 }
 
 }  // namespace tformer::decoding

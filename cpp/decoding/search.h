@@ -1,28 +1,26 @@
-// The search loops over a DecodeSession. Both fill one GenerationResult per source.
+// The two RequestSearch implementations (built by RequestSearch::make) and the pieces of a
+// result both share.
 #pragma once
 
+#include <memory>
 #include <vector>
 
-#include "decode_session.h"
 #include "logits_processors.h"
+#include "request_search.h"
 #include "tformer/decoding.h"
+#include "tformer/model.h"
 
 namespace tformer::decoding {
 
-struct SearchInputs {
-  DecodeSession& session;
-  const GenerationOptions& options;
-  const LogitsProcessors& processors;
-  int64_t batch = 0;
-  int32_t start_token = 0;
-  int32_t pad_token = 0;
-};
-
 // Greedy (argmax) or plain sampling, one row per source (transformers' _sample).
-std::vector<GenerationResult> greedy_search(const SearchInputs& in);
+std::unique_ptr<RequestSearch> make_greedy_search(SearchSetup setup);
 
 // Beam search (and beam sampling), beam_size rows per source (transformers' _beam_search).
-std::vector<GenerationResult> beam_search(const SearchInputs& in);
+std::unique_ptr<RequestSearch> make_beam_search(SearchSetup setup);
+
+// Adds the output bias the decoder left out (advance's pending_bias) to one logits row, as
+// bias_act does: x + bias, in float. Nothing when bias is null.
+void add_pending_bias(float* row, const float* bias, int64_t vocab);
 
 // The results of sources cancelled before anything was decoded: num_hypotheses empty
 // hypotheses each (scores -inf when return_scores), cancelled = true.

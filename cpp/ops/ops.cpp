@@ -217,6 +217,7 @@ void check_rel_bias(const char* op, const Tensor& bias, const AttentionOptions& 
   dtype_is(op, "rel_bias", bias, out.dtype());
   same_device(op, "rel_bias", bias, out);
   const int64_t span = bias.dim(0);
+  if (opt.rel_bias_origins) return;  // per-row origins on the device: the caller's bounds
   // Rows before first_row see no key under the causal mask; key j of row i is visible for
   // j < kv_end(i), and kv_end(i) - i is largest at the first row that sees a key.
   const int64_t first_row = opt.causal ? std::max<int64_t>(0, -opt.causal_offset) : 0;
@@ -229,6 +230,34 @@ void check_rel_bias(const char* op, const Tensor& bias, const AttentionOptions& 
                       " + j - i for q_len ", q_len, ", kv_len ", kv_len, opt.causal ? ", causal offset " : "",
                       opt.causal ? std::to_string(opt.causal_offset) : std::string(), ") out of range for span ",
                       span);
+}
+
+// Per-row rel-bias origins: int32 (batch) on out's device, with a bias, for one-query steps.
+void check_rel_bias_origins(const char* op, const Tensor& origins, const AttentionOptions& opt, int64_t q_len,
+                            const Tensor& out) {
+  if (!opt.rel_bias) throw_value_error(op, ": rel_bias_origins given without rel_bias");
+  if (q_len != 1) throw_value_error(op, ": rel_bias_origins needs q_len 1 (decode steps), got q_len ", q_len);
+  dtype_is(op, "rel_bias_origins", origins, DType::i32);
+  shape_is(op, "rel_bias_origins", origins, {out.dim(0)});
+  same_device(op, "rel_bias_origins", origins, out);
+}
+
+// Paged K/V (AttentionOptions::block_table): returns kv_len = blocks_per_row * block_size.
+int64_t check_paged_kv(const char* op, const AttentionOptions& opt, HeadsView k, HeadsView v, const Tensor& out) {
+  const Tensor& table = *opt.block_table;
+  const int64_t batch = out.dim(0);
+  if (out.dim(1) != 1) throw_value_error(op, ": paged K/V (block_table) needs q_len 1, got q_len ", out.dim(1));
+  if (opt.kv_group != 1) throw_value_error(op, ": paged K/V (block_table) needs kv_group 1, got ", opt.kv_group);
+  if (!opt.kv_lengths) throw_value_error(op, ": paged K/V (block_table) needs kv_lengths");
+  if (opt.block_size < 1) throw_value_error(op, ": block_size must be >= 1 with a block_table, got ", opt.block_size);
+  dtype_is(op, "block_table", table, DType::i32);
+  if (table.ndim() != 2 || table.dim(0) != batch)
+    throw_value_error(op, ": block_table must be (", batch, ", blocks_per_row), got ", shape_str(table.shape()));
+  same_device(op, "block_table", table, out);
+  if (k.tensor->dim(1) != opt.block_size || k.tensor->shape() != v.tensor->shape())
+    throw_value_error(op, ": paged k and v must both be pools (num_blocks, block_size ", opt.block_size,
+                      ", width), got k ", shape_str(k.tensor->shape()), ", v ", shape_str(v.tensor->shape()));
+  return table.dim(1) * opt.block_size;
 }
 
 }  // namespace
@@ -244,15 +273,20 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
   const int64_t width = out.dim(2);
   if (width % opt.heads != 0)
     throw_value_error(op, ": output width ", width, " is not divisible by ", opt.heads, " heads");
-  const int64_t batch = out.dim(0), q_len = out.dim(1), kv_len = k.tensor->dim(1);
+  const int64_t batch = out.dim(0), q_len = out.dim(1);
   if (opt.kv_group < 1 || batch % opt.kv_group != 0)
     throw_value_error(op, ": kv_group ", opt.kv_group, " does not divide the batch ", batch);
   const int64_t kv_batch = batch / opt.kv_group;
-  if (q.tensor->dim(0) != batch || k.tensor->dim(0) != kv_batch || v.tensor->dim(0) != kv_batch)
+  if (q.tensor->dim(1) != q_len) throw_value_error(op, ": q has ", q.tensor->dim(1), " rows, out has ", q_len);
+  // Paged K/V: k and v are pools (num_blocks, block_size, width), kv_len spans the table.
+  if (!opt.block_table && opt.block_size != 0)
+    throw_value_error(op, ": block_size ", opt.block_size, " given without a block_table");
+  const int64_t kv_len = opt.block_table ? check_paged_kv(op, opt, k, v, out) : k.tensor->dim(1);
+  if (q.tensor->dim(0) != batch || (!opt.block_table && (k.tensor->dim(0) != kv_batch || v.tensor->dim(0) != kv_batch)))
     throw_value_error(op, ": batch sizes differ: q ", q.tensor->dim(0), ", k ", k.tensor->dim(0), ", v ",
                       v.tensor->dim(0), ", out ", batch, " (kv_group ", opt.kv_group, ")");
-  if (q.tensor->dim(1) != q_len) throw_value_error(op, ": q has ", q.tensor->dim(1), " rows, out has ", q_len);
-  if (v.tensor->dim(1) != kv_len) throw_value_error(op, ": k has ", kv_len, " rows, v has ", v.tensor->dim(1));
+  if (!opt.block_table && v.tensor->dim(1) != kv_len)
+    throw_value_error(op, ": k has ", kv_len, " rows, v has ", v.tensor->dim(1));
   for (HeadsView hv : {q, k, v}) {
     if (hv.col < 0 || hv.col + width > hv.tensor->dim(2))
       throw_value_error(op, ": columns [", hv.col, ", ", hv.col + width, ") out of range for width ", hv.tensor->dim(2));
@@ -263,6 +297,7 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
     same_device(op, "kv_lengths", *opt.kv_lengths, out);
   }
   if (opt.rel_bias) check_rel_bias(op, *opt.rel_bias, opt, q_len, kv_len, out);
+  if (opt.rel_bias_origins) check_rel_bias_origins(op, *opt.rel_bias_origins, opt, q_len, out);
   const int64_t head_dim = width / opt.heads;
   AttentionParams p;
   p.dtype = out.dtype();
@@ -278,10 +313,15 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
   p.q_batch_stride = q_len * p.q_row_stride;
   p.k = at(k);
   p.k_row_stride = k.tensor->dim(2);
-  p.k_batch_stride = kv_len * p.k_row_stride;
+  p.k_batch_stride = k.tensor->dim(1) * p.k_row_stride;  // a block of the pool when paged
   p.v = at(v);
   p.v_row_stride = v.tensor->dim(2);
-  p.v_batch_stride = kv_len * p.v_row_stride;
+  p.v_batch_stride = v.tensor->dim(1) * p.v_row_stride;
+  if (opt.block_table) {
+    p.block_table = opt.block_table->data<int32_t>();
+    p.blocks_per_row = opt.block_table->dim(1);
+    p.block_size = opt.block_size;
+  }
   p.kv_group = opt.kv_group;
   if (opt.weights_out) {
     if (opt.weights_out->dtype() != DType::f32 || opt.weights_out->shape() != Shape{batch, q_len, kv_len})
@@ -301,6 +341,7 @@ AttentionParams attention_params(const char* op, const Tensor& out, HeadsView q,
     p.rel_bias = opt.rel_bias->raw();
     p.rel_bias_origin = opt.rel_bias_origin;
     p.rel_bias_span = opt.rel_bias->dim(0);
+    p.rel_bias_origins = opt.rel_bias_origins ? opt.rel_bias_origins->data<int32_t>() : nullptr;
   }
   return p;
 }
@@ -375,6 +416,39 @@ void gather_rows(Tensor& t, const std::vector<int32_t>& src_rows, int64_t cols_t
   {
     profile::Scope scope("gather_rows");
     backend_for(t.device()).run(p, t.device().index);
+  }
+}
+
+void scatter_rows(Tensor& dst, int64_t dst_col, const Tensor& dst_rows, const Tensor& src, int64_t src_col,
+                  int64_t cols) {
+  const char* op = "scatter_rows";
+  if (dst.ndim() < 1) throw_value_error(op, ": dst must have at least 1 dimension");
+  if (src.ndim() != 2 && !(src.ndim() == 3 && src.dim(1) == 1))
+    throw_value_error(op, ": src must be (rows, width) or (rows, 1, width), got ", shape_str(src.shape()));
+  dtype_is(op, "src", src, dst.dtype());
+  same_device(op, "src", src, dst);
+  dtype_is(op, "dst_rows", dst_rows, DType::i32);
+  same_device(op, "dst_rows", dst_rows, dst);
+  const int64_t rows = src.dim(0);
+  shape_is(op, "dst_rows (one per src row)", dst_rows, {rows});
+  const int64_t dst_width = dst.dim(0) ? dst.numel() / dst.dim(0) : 0, src_width = src.dim(-1);
+  if (cols < 0 || dst_col < 0 || src_col < 0 || dst_col + cols > dst_width || src_col + cols > src_width)
+    throw_value_error(op, ": columns [", dst_col, ", ", dst_col + cols, ") of dst rows of ", dst_width,
+                      " and [", src_col, ", ", src_col + cols, ") of src rows of ", src_width, " out of range");
+  if (rows == 0 || cols == 0) return;
+  const int64_t es = static_cast<int64_t>(dtype_size(dst.dtype()));
+  ScatterRowsParams p;
+  p.dst = static_cast<char*>(dst.raw()) + dst_col * es;
+  p.dst_stride_bytes = dst_width * es;
+  p.dst_num_rows = dst.dim(0);
+  p.src = static_cast<const char*>(src.raw()) + src_col * es;
+  p.src_stride_bytes = src_width * es;
+  p.rows = rows;
+  p.bytes_per_row = cols * es;
+  p.dst_rows = dst_rows.data<int32_t>();
+  {
+    profile::Scope scope(op);
+    backend_for(dst.device()).run(p, dst.device().index);
   }
 }
 

@@ -1,9 +1,11 @@
 // Row movement on the host: strided copies and the in-place beam reordering of the
-// KV cache (gather_rows), with no temporary buffer beyond one row.
+// KV cache (gather_rows), with no temporary buffer beyond one row, and the scatter of decode
+// rows' new K/V into their slots of the paged pool (scatter_rows).
 #include <cstring>
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "tformer/errors.h"
 #include "tformer/ops/rows.h"
 
 namespace tformer::cpu {
@@ -72,7 +74,20 @@ void gather_rows(const GatherRowsParams& p) {
   }
 }
 
+// Checks every destination before the first write: a bad index leaves dst untouched.
+void scatter_rows(const ScatterRowsParams& p) {
+  for (int64_t r = 0; r < p.rows; ++r)
+    if (p.dst_rows[r] < 0 || p.dst_rows[r] >= p.dst_num_rows)
+      throw_value_error("scatter_rows: dst_rows[", r, "] = ", p.dst_rows[r], " out of range [0, ", p.dst_num_rows, ")");
+  char* dst = static_cast<char*>(p.dst);
+  const char* src = static_cast<const char*>(p.src);
+  for (int64_t r = 0; r < p.rows; ++r)
+    std::memcpy(dst + p.dst_rows[r] * p.dst_stride_bytes, src + r * p.src_stride_bytes,
+                static_cast<size_t>(p.bytes_per_row));
+}
+
 TFORMER_CPU_OP(copy_2d);
+TFORMER_CPU_OP(scatter_rows);
 TFORMER_CPU_OP(gather_rows);
 
 }  // namespace tformer::cpu

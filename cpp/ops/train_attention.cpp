@@ -17,6 +17,8 @@ namespace {
 AttentionParams forward_params(const char* op, const Tensor& out, HeadsView q, HeadsView k, HeadsView v,
                                const AttentionOptions& opt) {
   if (opt.kv_group != 1) throw_value_error(op, ": kv_group must be 1 for training, got ", opt.kv_group);
+  if (opt.block_table || opt.rel_bias_origins)
+    throw_value_error(op, ": paged K/V and per-row rel_bias_origins are for decode steps, not training");
   return attention_params(op, out, q, k, v, opt);
 }
 

@@ -181,10 +181,11 @@ class Engine:
         options: generate's (beam_size, max_length, do_sample, seed, target_prefix, ...).
         deadline: seconds; past it the future raises tformer.DeadlineExceeded and the rows
         are freed at the next step. cancel: generate's (a tformer.CancelToken or one per
-        source: those sources stop with `.cancelled` results). `future.cancel()` cancels
-        the request, queued or running. on_token: fn(source index, token id), called on the
-        engine thread (GIL held: keep it cheap) for each token as `stream` yields them, for
-        every source of the request (tformer serve's "stream": true of several texts)."""
+        source: those sources stop with `.cancelled` results; `future.cancel()` fires them).
+        `future.cancel()` cancels the request, queued or running. on_token: fn(source index,
+        token id), called on the engine thread (GIL held: keep it cheap) for each token as
+        `stream` yields them, for every source of the request (tformer serve's "stream": true
+        of several texts)."""
         return self._submit(src_ids, deadline, cancel, options, on_token)
 
     async def generate_async(self, src_ids, *, deadline=None, cancel=None, **options) -> list:
@@ -215,7 +216,7 @@ class Engine:
 
         future = self._submit(src_id, deadline, None, options, lambda source, token: put(token), single=True)
         future.add_done_callback(lambda _: put(_DONE))
-        return _aiterate(future, tokens)
+        return AsyncTokenStream(future, tokens)
 
     def _submit(self, src_ids, deadline, cancel, options, on_token, single=False):
         if self._closed:
@@ -313,13 +314,44 @@ class TokenStream:
         self.close()
 
 
-async def _aiterate(future, tokens):
-    try:
-        while True:
-            item = await tokens.get()
-            if item is _DONE:
-                break
-            yield item
-    finally:
-        future.cancel()
-    future.result()
+class AsyncTokenStream:
+    """What `Engine.astream` returns: TokenStream for `async for`; aclose() (or dropping
+    it, or cancelling the consuming task) cancels the request."""
+
+    def __init__(self, future, tokens):
+        self.future = future
+        self._tokens = tokens
+        self._finished = False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            item = await self._tokens.get()
+        except BaseException:  # the consuming task was cancelled
+            self.close()
+            raise
+        if item is _DONE:
+            self._finished = True
+            self.future.result()
+            raise StopAsyncIteration
+        return item
+
+    def close(self) -> None:
+        self._finished = True
+        self.future.cancel()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()

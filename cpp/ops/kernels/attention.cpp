@@ -97,10 +97,12 @@ inline void tile_accumulate(float* acc, const float* p, const float* v, int64_t 
   }
 }
 
-// s[j] += rel_bias[origin + k0 + j - i, h] for the n keys k0.. of query row i (T5's relative
-// position bias; ops.cpp checked that every index read is inside the span).
-inline void add_rel_bias(const AttentionParams& p, int64_t h, int64_t i, int64_t k0, int64_t n, float* s) {
-  const float* rb = static_cast<const float*>(p.rel_bias) + (p.rel_bias_origin + k0 - i) * p.heads + h;
+// s[j] += rel_bias[origin + k0 + j - i, h] for the n keys k0.. of query row i of batch b (T5's
+// relative position bias; ops.cpp checked that every index read is inside the span, or the
+// caller guarantees it for per-row origins).
+inline void add_rel_bias(const AttentionParams& p, int64_t b, int64_t h, int64_t i, int64_t k0, int64_t n, float* s) {
+  const int64_t origin = p.rel_bias_origins ? p.rel_bias_origins[b] : p.rel_bias_origin;
+  const float* rb = static_cast<const float*>(p.rel_bias) + (origin + k0 - i) * p.heads + h;
   const int64_t stride = p.heads;
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) s[j] += rb[j * stride];
@@ -154,7 +156,7 @@ void attention_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t q0, 
         std::fill(si, si + kKeyTile, 0.0f);
         continue;
       }
-      if (p.rel_bias) add_rel_bias(p, h, q0 + i, k0, valid, si);
+      if (p.rel_bias) add_rel_bias(p, b, h, q0 + i, k0, valid, si);
       float tile_max = si[0];
       for (int64_t j = 1; j < valid; ++j) tile_max = std::max(tile_max, si[j]);
       const float m_new = std::max(w.m[i], tile_max);
@@ -207,25 +209,71 @@ inline int64_t visible_keys(const AttentionParams& p, int64_t b, int64_t i) {
   return kv_end;
 }
 
+// The key (or value) rows of one (batch, head) as blocks of consecutive rows: one block of
+// kv_len rows (contiguous K/V), or the blocks of a paged pool through the row's block table
+// (AttentionParams::block_table). Both walk a block's rows with the same loop, so a row's
+// arithmetic is the same instruction sequence in both layouts (bit-identical results).
+template <bool kPaged>
+struct KeyBlocks {
+  const float* base;       // column h * head_dim of batch b (contiguous) or of block 0 (paged)
+  int64_t block_stride;    // between blocks (paged)
+  int64_t row_stride;
+  const int32_t* table;    // the row's block ids (paged)
+  int64_t size;            // rows per block
+
+  KeyBlocks(const AttentionParams& p, const void* data, int64_t batch_stride, int64_t stride, int64_t b, int64_t h)
+      : row_stride(stride) {
+    const float* x = static_cast<const float*>(data) + h * p.head_dim;
+    if constexpr (kPaged) {
+      base = x, block_stride = batch_stride, table = p.block_table + b * p.blocks_per_row, size = p.block_size;
+    } else {
+      base = x + (b / p.kv_group) * batch_stride, block_stride = 0, table = nullptr, size = p.kv_len;
+    }
+  }
+  // The first row of block n (paged: only for blocks holding a visible key).
+  const float* block(int64_t n) const {
+    if constexpr (kPaged) return base + static_cast<int64_t>(table[n]) * block_stride;
+    else return base;
+  }
+  // Row j's address, given its block's first row and its index r in the block, where r may
+  // run past the block into the next one (the prefetch distance); j is a visible key.
+  const float* ahead(const float* blk, int64_t r, int64_t j) const {
+    if constexpr (kPaged) {
+      if (r >= size) return block(j / size) + (j % size) * row_stride;
+    }
+    return blk + r * row_stride;
+  }
+};
+
+inline float dot_product(const float* q, const float* k, int64_t D) {
+  float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t d = 0; d < D; ++d) dot += q[d] * k[d];
+  return dot;
+}
+
 // scores[j] = exp(scale * q . k_j + bias - m) for the kv_end visible keys of row (b, h, i); returns
 // their sum and sets *max_out = m (the softmax is scores / sum).
+template <bool kPaged>
 inline float row_exp_scores(const AttentionParams& p, int64_t b, int64_t h, int64_t i, int64_t kv_end,
                             float* scores, float* max_out) {
   const int64_t D = p.head_dim;
   const float* q = static_cast<const float*>(p.q) + b * p.q_batch_stride + i * p.q_row_stride + h * D;
-  const float* k = static_cast<const float*>(p.k) + (b / p.kv_group) * p.k_batch_stride + h * D;
+  const KeyBlocks<kPaged> keys(p, p.k, p.k_batch_stride, p.k_row_stride, b, h);
   float m = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < kv_end; ++j) {
-    const float* kj = k + j * p.k_row_stride;
-    if (j + kAhead < kv_end) prefetch_row(kj + kAhead * p.k_row_stride, D);
-    float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t d = 0; d < D; ++d) dot += q[d] * kj[d];
-    scores[j] = dot * p.scale;
-    m = std::max(m, scores[j]);
+  for (int64_t j0 = 0; j0 < kv_end; j0 += keys.size) {
+    const float* blk = keys.block(j0 / keys.size);
+    const int64_t n = std::min(keys.size, kv_end - j0);
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t j = j0 + r;
+      const float* kj = blk + r * keys.row_stride;
+      if (j + kAhead < kv_end) prefetch_row(keys.ahead(blk, r + kAhead, j + kAhead), D);
+      scores[j] = dot_product(q, kj, D) * p.scale;
+      m = std::max(m, scores[j]);
+    }
   }
   if (p.rel_bias) {  // a second pass, so the loop above stays as it is without a bias
-    add_rel_bias(p, h, i, 0, kv_end, scores);
+    add_rel_bias(p, b, h, i, 0, kv_end, scores);
     m = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < kv_end; ++j) m = std::max(m, scores[j]);
   }
@@ -240,9 +288,10 @@ inline float row_exp_scores(const AttentionParams& p, int64_t b, int64_t h, int6
 }
 
 // One query (a decode step): the query row against its keys directly, no tiles.
+template <bool kPaged>
 void attention_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, std::vector<float>& scores) {
   const int64_t D = p.head_dim;
-  const float* v = static_cast<const float*>(p.v) + (b / p.kv_group) * p.v_batch_stride + h * D;
+  const KeyBlocks<kPaged> values(p, p.v, p.v_batch_stride, p.v_row_stride, b, h);
   float* o = static_cast<float*>(p.out) + b * p.out_batch_stride + i * p.out_row_stride + h * D;
   const int64_t kv_end = visible_keys(p, b, i);
   std::fill(o, o + D, 0.0f);
@@ -253,20 +302,26 @@ void attention_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, st
   }
   if (static_cast<int64_t>(scores.size()) < kv_end) scores.resize(static_cast<size_t>(kv_end));
   float m;
-  const float sum = row_exp_scores(p, b, h, i, kv_end, scores.data(), &m);
+  const float sum = row_exp_scores<kPaged>(p, b, h, i, kv_end, scores.data(), &m);
   const float inv = 1.0f / sum;
   if (lse) *lse = m + std::log(sum);
-  for (int64_t j = 0; j < kv_end; ++j) {
-    const float pj = scores[j] * inv;
-    const float* vj = v + j * p.v_row_stride;
-    if (j + kAhead < kv_end) prefetch_row(vj + kAhead * p.v_row_stride, D);
+  for (int64_t j0 = 0; j0 < kv_end; j0 += values.size) {
+    const float* blk = values.block(j0 / values.size);
+    const int64_t n = std::min(values.size, kv_end - j0);
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t j = j0 + r;
+      const float pj = scores[j] * inv;
+      const float* vj = blk + r * values.row_stride;
+      if (j + kAhead < kv_end) prefetch_row(values.ahead(blk, r + kAhead, j + kAhead), D);
 #pragma omp simd
-    for (int64_t d = 0; d < D; ++d) o[d] += pj * vj[d];
+      for (int64_t d = 0; d < D; ++d) o[d] += pj * vj[d];
+    }
   }
 }
 
 // weights_out[b, i, :] = mean over heads of softmax(scale * q_i . k_j + bias), masked keys 0.
 // A second, exact pass: it runs only when alignments are asked for (decoding, q_len 1).
+template <bool kPaged>
 void attention_weights(const AttentionParams& p) {
   const int64_t D = p.head_dim;
 #pragma omp parallel for schedule(static) if (p.batch * p.q_len * p.kv_len * p.heads * D > 65536)
@@ -280,12 +335,27 @@ void attention_weights(const AttentionParams& p) {
     if (static_cast<int64_t>(scores.size()) < kv_end) scores.resize(static_cast<size_t>(kv_end));
     for (int64_t h = 0; h < p.heads; ++h) {
       float m;
-      const float sum = row_exp_scores(p, b, h, i, kv_end, scores.data(), &m);
+      const float sum = row_exp_scores<kPaged>(p, b, h, i, kv_end, scores.data(), &m);
       const float inv = 1.0f / (sum * static_cast<float>(p.heads));
 #pragma omp simd
       for (int64_t j = 0; j < kv_end; ++j) w[j] += scores[j] * inv;
     }
   }
+}
+
+template <bool kPaged>
+void one_query_attention(const AttentionParams& p) {
+  const int64_t items = p.batch * p.heads * p.q_len;
+#pragma omp parallel if (items > 1 && items * p.kv_len * p.head_dim > 32768)
+  {
+    static thread_local std::vector<float> scores;
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t i = it % p.q_len, bh = it / p.q_len;
+      attention_row<kPaged>(p, bh / p.heads, bh % p.heads, i, scores);
+    }
+  }
+  if (p.weights_out) attention_weights<kPaged>(p);
 }
 
 }  // namespace
@@ -296,18 +366,10 @@ void attention(const AttentionParams& p) {
   // round differently, and a sentence of 2-3 tokens takes the tiled path alone as it does
   // padded inside a longer batch, so a row's result never depends on its batch (int8
   // decoding is bit-identical alone and batched; a 1-token sentence has one key: exact in both).
+  // Paged K/V (the engine's decode steps, q_len 1) take the same path through block tables.
   if (p.q_len == 1) {
-    const int64_t items = p.batch * p.heads * p.q_len;
-#pragma omp parallel if (items > 1 && items * p.kv_len * p.head_dim > 32768)
-    {
-      static thread_local std::vector<float> scores;
-#pragma omp for schedule(static)
-      for (int64_t it = 0; it < items; ++it) {
-        const int64_t i = it % p.q_len, bh = it / p.q_len;
-        attention_row(p, bh / p.heads, bh % p.heads, i, scores);
-      }
-    }
-    if (p.weights_out) attention_weights(p);
+    if (p.block_table) one_query_attention<true>(p);
+    else one_query_attention<false>(p);
     return;
   }
   const int64_t q_tiles = (p.q_len + kQueryTile - 1) / kQueryTile;
@@ -324,7 +386,7 @@ void attention(const AttentionParams& p) {
       attention_tile(p, bh / p.heads, bh % p.heads, q0, std::min(q0 + kQueryTile, p.q_len), w);
     }
   }
-  if (p.weights_out) attention_weights(p);
+  if (p.weights_out) attention_weights<false>(p);
 }
 
 TFORMER_CPU_OP(attention);

@@ -42,7 +42,8 @@ TFORMER_OP_BINDINGS(attention) {
                         const OptArray& kv_lengths, bool causal, int64_t causal_offset, std::optional<float> scale,
                         const OptArray& rel_bias, int64_t rel_bias_origin, int64_t kv_group, bool return_weights,
                         const std::string& device, const std::string& dtype,
-                        const std::optional<std::string>& rel_bias_dtype) -> py::object {
+                        const std::optional<std::string>& rel_bias_dtype, const OptArray& block_table,
+                        int64_t block_size, const OptArray& rel_bias_origins) -> py::object {
     DeviceArgs d = args(device, dtype);
     Tensor tq = d.put(q, "q"), tk = d.put(k, "k"), tv = d.put(v, "v");
     if (tq.ndim() != 3) throw_value_error("attention: q must be 3-D (batch, len, heads*head_dim), got ", shape_str(tq.shape()));
@@ -52,13 +53,20 @@ TFORMER_OP_BINDINGS(attention) {
     std::optional<Tensor> tbias;
     if (rel_bias && rel_bias_dtype && *rel_bias_dtype == "int32") tbias = d.put_ids(*rel_bias, "rel_bias");
     else tbias = (rel_bias_dtype ? args(device, *rel_bias_dtype) : d).put_opt(rel_bias, "rel_bias");
+    std::optional<Tensor> ttable, torigins;
+    if (block_table) ttable = d.put_ids(*block_table, "block_table");
+    if (rel_bias_origins) torigins = d.put_ids(*rel_bias_origins, "rel_bias_origins");
     Tensor out = Tensor::empty(tq.shape(), d.dtype, d.device);
-    Tensor weights = return_weights ? Tensor::empty({tq.dim(0), tq.dim(1), tk.ndim() == 3 ? tk.dim(1) : 0}, DType::f32, d.device)
-                                    : Tensor();
+    // kv_len: the pool's block_size times the table's blocks per row when paged.
+    const int64_t kv_len = ttable && ttable->ndim() == 2 ? ttable->dim(1) * block_size : tk.ndim() == 3 ? tk.dim(1) : 0;
+    Tensor weights = return_weights ? Tensor::empty({tq.dim(0), tq.dim(1), kv_len}, DType::f32, d.device) : Tensor();
     ops::AttentionOptions opt =
         attention_options(num_heads, tl, causal, causal_offset, scale, tbias, rel_bias_origin);
     opt.kv_group = kv_group;
     opt.weights_out = return_weights ? &weights : nullptr;
+    opt.block_table = ptr(ttable);
+    opt.block_size = block_size;
+    opt.rel_bias_origins = ptr(torigins);
     ops::attention(out, {&tq, 0}, {&tk, 0}, {&tv, 0}, opt);
     if (return_weights) return py::make_tuple(d.get(out), d.get(weights));
     return d.get(out);
@@ -66,9 +74,14 @@ TFORMER_OP_BINDINGS(attention) {
      py::arg("causal") = false, py::arg("causal_offset") = 0, py::arg("scale") = py::none(),
      py::arg("rel_bias") = py::none(), py::arg("rel_bias_origin") = 0, py::arg("kv_group") = 1,
      py::arg("return_weights") = false, py::arg("device") = "cpu", py::arg("dtype") = "float32",
-     py::arg("rel_bias_dtype") = py::none(),
+     py::arg("rel_bias_dtype") = py::none(), py::arg("block_table") = py::none(), py::arg("block_size") = 0,
+     py::arg("rel_bias_origins") = py::none(),
      "attention(q, k, v, num_heads, kv_lengths=None, causal=False, causal_offset=0, scale=None,\n"
-     "rel_bias=None, rel_bias_origin=0, kv_group=1, return_weights=False, rel_bias_dtype=None)\n"
+     "rel_bias=None, rel_bias_origin=0, kv_group=1, return_weights=False, rel_bias_dtype=None,\n"
+     "block_table=None, block_size=0, rel_bias_origins=None)\n"
+     "block_table int32 (batch, blocks_per_row): paged K/V, k and v being pools (num_blocks,\n"
+     "block_size, width); key j of row b is k[block_table[b, j // block_size], j % block_size]\n"
+     "(q_len 1, kv_group 1, kv_lengths required); rel_bias_origins int32 (batch): per-row origins\n"
      "rel_bias (span, num_heads): T5's relative position bias, score(i, j) += rel_bias[origin\n"
      "+ j - i, h]; kv_group: query batch b reads k/v batch b // kv_group; return_weights:\n"
      "(out, weights) with the float32 (batch, q_len, kv_len) probabilities averaged over heads");
