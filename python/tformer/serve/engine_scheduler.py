@@ -62,6 +62,7 @@ class EngineScheduler:
         self._loop = None
         self._jobs = set()  # submitted, not yet answered
         self._pending_texts = 0
+        self._stopping = False
         self.stats = EngineStats(lambda: self._engine.stats() if self._engine is not None else {})
 
     def _new_engine(self):
@@ -72,11 +73,14 @@ class EngineScheduler:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self):
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new lifespan
+            self._loop, self._stopping = loop, False
         if self._engine is None:  # closed by an earlier lifespan
             self._engine = self._new_engine()
 
     async def stop(self):
+        self._stopping = True
         for job in list(self._jobs):  # their rows leave at the next step; close() ends the rest
             job.cancel.cancel()
 
@@ -206,6 +210,8 @@ class EngineScheduler:
         """The job's TranslationResults; raises its error, or why it was cancelled."""
         results = job.future.result()
         if any(r.cancelled for r in results):
+            if self._stopping and not job.disconnected:
+                raise RuntimeError("the server is shutting down")
             raise job.cancel_error()
         return self._translator._results(results, job.key)
 
