@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser):
                         "whatever its options; request: the request-level batcher (requests with equal options "
                         "that arrive within --batch-wait-ms share one generate call)")
     p.add_argument("--max-rows", type=int, default=256,
-                   help="engine: decoder rows per step, a beam request counting beam_size rows per sentence (default 256)")
+                   help="engine: decoder rows per step, a beam request counting beam_size rows per sentence "
+                        "(default 256)")
     p.add_argument("--max-batch-tokens", type=int, default=8192,
                    help="engine: source tokens encoded per step for joining requests (default 8192)")
     p.add_argument("--kv-cache-mb", type=float, default=None,
