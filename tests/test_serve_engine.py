@@ -112,7 +112,9 @@ def test_requests_with_any_options_equal_translate_alone(translator):
         for body, r in zip(MIX * 2, replies):
             assert r.status_code == 200, r.text
             assert r.json() == _expected(translator, body), body
-        stats = c.get("/stats").json()
+        # (the engine's counters settle just after the last reply)
+        stats = _wait_for(lambda: (s := c.get("/stats").json())["completed"] == 2 * len(MIX) and
+                          s["running_requests"] == 0 and s, "the engine to settle")
     assert stats["scheduler"] == "engine" and stats["requests"] == 2 * len(MIX)
     assert stats["texts"] == 2 * sum(len(b["texts"]) for b in MIX) and stats["failed_requests"] == 0
     assert stats["completed"] == 2 * len(MIX) and stats["encoder_tokens"] > 0, stats
@@ -182,9 +184,9 @@ def test_stream_refusals_are_plain_replies_and_later_errors_are_events(slow_tran
         assert events[-1][1]["detail"].startswith("the deadline of 300 ms passed") and \
             events[-1][1]["detail"].endswith("(timeout_ms 300)"), events[-1]
         assert all(name == "partial" for name, _ in events[:-1])
-        stats = _wait_for(lambda: (s := c.get("/stats").json())["cancelled_texts"] == 8 and s, "rows cancelled")
+        stats = _wait_for(lambda: (s := c.get("/stats").json())["cancelled_texts"] == 8 and s["running_rows"] == 0
+                          and s, "rows cancelled and freed")
         assert stats["expired_requests"] == 1 and stats["streamed_requests"] == 1 and stats["failed_requests"] == 1
-        assert stats["running_rows"] == 0, stats
 
 
 def test_deadline_gets_504_and_frees_the_rows(slow_translator):
@@ -192,8 +194,9 @@ def test_deadline_gets_504_and_frees_the_rows(slow_translator):
         t0 = time.perf_counter()
         r = c.post("/translate", json={**SLOW, "timeout_ms": 300})
         assert r.status_code == 504 and "deadline of 300 ms passed" in r.json()["detail"], r.text
-        stats = _wait_for(lambda: (s := c.get("/stats").json())["cancelled_texts"] == 8 and s, "rows cancelled")
-        assert stats["expired_requests"] == 1 and stats["running_rows"] == 0, stats
+        stats = _wait_for(lambda: (s := c.get("/stats").json())["cancelled_texts"] == 8 and s["running_rows"] == 0
+                          and s, "rows cancelled and freed")
+        assert stats["expired_requests"] == 1, stats
         assert time.perf_counter() - t0 < 5.0  # far less than the forced 1000 tokens would take
 
 

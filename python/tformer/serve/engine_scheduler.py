@@ -196,6 +196,9 @@ class EngineScheduler:
         future = self._engine.submit(src_ids, cancel=job.cancel, on_token=on_token, **options)
         future.add_done_callback(self._count_cancelled_texts)
         job.future = asyncio.wrap_future(future, loop=self._loop)
+        # Released when the engine is done with it too: a stream whose body never started
+        # (its client gone at once) must not hold its sentences in max_pending_texts forever.
+        job.future.add_done_callback(lambda _: self._release(job))
         self._jobs.add(job)
         self._pending_texts += n
         return job
