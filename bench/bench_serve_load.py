@@ -14,12 +14,16 @@ p99 latency, and sentences/s over the run; short p99 / idle short latency is iss
 head-of-line figure (target <= 4 at 80 % load).
 
 Systems (each server in its own process, one at a time):
-  request  tformer serve as it is: the request-level batcher (--batch-wait-ms 5)
+  engine   tformer serve --scheduler engine: in-flight batching (--max-rows, --max-batch-tokens,
+           --kv-cache-mb, --block-size passed through)
+  request  tformer serve --scheduler request: the request-level batcher (--batch-wait-ms 5)
   ct2      CTranslate2 behind the same FastAPI front end (bench/ct2_serve_app.py: one
            translate_batch per request on a thread pool of --ct2-inter-threads workers)
 
-    python bench/bench_serve_load.py [--systems request,ct2] [--loads 0.5,0.8] [--seconds 60]
-        [--threads 2] [--seed 0] [--json out.json]
+    python bench/bench_serve_load.py [--systems engine,request,ct2] [--loads 0.5,0.8] [--seconds 60]
+        [--threads 2] [--seed 0] [--json out.json] [--max-rows 256] [--max-batch-tokens 8192]
+        [--kv-cache-mb MB] [--block-size 16]
+    a quick check that it runs: --systems engine --loads 0.5 --seconds 2 --burst 2 --layers 1 --width 64
 """
 from __future__ import annotations
 
@@ -131,10 +135,15 @@ def measure(port, args):
 def start(system, model_dir, args):
     port = bench_serve.free_port()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    if system == "request":
+    if system in ("engine", "request"):
         cmd = [sys.executable, "-m", "tformer.cli", "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
                "--threads", str(args.threads), "--log-level", "warning", "--max-pending-texts", "100000",
-               "--max-length", "256"]
+               "--max-length", "256", "--scheduler", system]
+        if system == "engine":
+            cmd += ["--max-rows", str(args.max_rows), "--max-batch-tokens", str(args.max_batch_tokens),
+                    "--block-size", str(args.block_size)]
+            if args.kv_cache_mb is not None:
+                cmd += ["--kv-cache-mb", str(args.kv_cache_mb)]
     elif system == "ct2":
         ct2_dir = model_dir + "-ct2"
         if not os.path.exists(os.path.join(ct2_dir, "model.bin")):
@@ -151,17 +160,24 @@ def start(system, model_dir, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--systems", default="request,ct2")
+    ap.add_argument("--systems", default="engine,request,ct2")
     ap.add_argument("--loads", default="0.5,0.8", help="fractions of the saturation throughput")
     ap.add_argument("--seconds", type=float, default=60.0, help="seconds of arrivals per load")
     ap.add_argument("--burst", type=int, default=20, help="requests of the saturation probe")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ct2-inter-threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-rows", type=int, default=256, help="engine: decoder rows per step")
+    ap.add_argument("--max-batch-tokens", type=int, default=8192, help="engine: source tokens encoded per step")
+    ap.add_argument("--kv-cache-mb", type=float, default=None, help="engine: K/V pool (default: automatic)")
+    ap.add_argument("--block-size", type=int, default=16, help="engine: positions per K/V block")
+    ap.add_argument("--width", type=int, default=512, help="model width (512: opus-mt size)")
+    ap.add_argument("--layers", type=int, default=6, help="encoder and decoder layers (6: opus-mt size)")
     ap.add_argument("--json")
     args = ap.parse_args()
     args.loads = [float(x) for x in args.loads.split(",")]
-    model_dir = bench_serve.build_model(os.path.join(tempfile.gettempdir(), "tformer-bench-serve-512x6"), 512, 6)
+    model_dir = bench_serve.build_model(
+        os.path.join(tempfile.gettempdir(), f"tformer-bench-serve-{args.width}x{args.layers}"), args.width, args.layers)
     results = {"model_dir": model_dir, "threads": args.threads, "systems": {}}
     for system in args.systems.split(","):
         print(f"{system}:", flush=True)

@@ -203,11 +203,13 @@ def _free_port():
 
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
-    """`tformer serve` under `ulimit -n 256`, with 1 s header, body and keep-alive deadlines."""
+    """`tformer serve --scheduler request` under `ulimit -n 256`, with 1 s header, body and
+    keep-alive deadlines (the request-level batcher: its queue is what the disconnect test
+    checks; test_serve_engine.py has the engine's)."""
     port = _free_port()
     log = open(tmp_path_factory.mktemp("serve_log") / "server.log", "w+b")
     command = (f"ulimit -n 256; exec {sys.executable} -m tformer.cli serve {model_dir} --port {port} "
-               "--beam-size 2 --max-length 8 --header-timeout 1 --keep-alive-timeout 1 --body-timeout 1 --log-level warning")
+               "--scheduler request --beam-size 2 --max-length 8 --header-timeout 1 --keep-alive-timeout 1 --body-timeout 1 --log-level warning")
     env = {k: v for k, v in os.environ.items() if k != "TFORMER_API_KEY"}
     proc = subprocess.Popen(["bash", "-c", command], env=env, stdout=log, stderr=subprocess.STDOUT)
 

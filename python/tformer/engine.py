@@ -169,15 +169,18 @@ class Engine:
         kv_blocks_used, kv_bytes_total, kv_bytes_used, completed, encoder_tokens."""
         return dict(self._core.stats())
 
-    def submit(self, src_ids, *, deadline=None, cancel=None, **options) -> EngineFuture:
+    def submit(self, src_ids, *, deadline=None, cancel=None, on_token=None, **options) -> EngineFuture:
         """Queues a request; its Future's result is generate's: one GenerationResult per
         source, in input order. src_ids: a list of token-id lists (or one list: one source).
         options: generate's (beam_size, max_length, do_sample, seed, target_prefix, ...).
         deadline: seconds; past it the future raises tformer.DeadlineExceeded and the rows
         are freed at the next step. cancel: generate's (a tformer.CancelToken or one per
         source: those sources stop with `.cancelled` results; `future.cancel()` fires them).
-        `future.cancel()` cancels the request, queued or running."""
-        return self._submit(src_ids, deadline, cancel, options, None)
+        `future.cancel()` cancels the request, queued or running. on_token: fn(source index,
+        token id), called on the engine thread (GIL held: keep it cheap) for each token as
+        `stream` yields them, for every source of the request (tformer serve's "stream": true
+        of several texts)."""
+        return self._submit(src_ids, deadline, cancel, options, on_token)
 
     async def generate_async(self, src_ids, *, deadline=None, cancel=None, **options) -> list:
         """`submit` for asyncio: cancelling the awaiting task cancels the request."""
@@ -189,7 +192,7 @@ class Engine:
         the end; the final EOS is not yielded). Closing the iterator early cancels the
         request. Raises as the request's future would (DeadlineExceeded, ...)."""
         tokens = queue.SimpleQueue()
-        future = self._submit(src_id, deadline, None, options, tokens.put, single=True)
+        future = self._submit(src_id, deadline, None, options, lambda source, token: tokens.put(token), single=True)
         future.add_done_callback(lambda _: tokens.put(_DONE))
         return TokenStream(future, tokens)
 
@@ -205,7 +208,7 @@ class Engine:
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 pass
 
-        future = self._submit(src_id, deadline, None, options, lambda token: put(token), single=True)
+        future = self._submit(src_id, deadline, None, options, lambda source, token: put(token), single=True)
         future.add_done_callback(lambda _: put(_DONE))
         return AsyncTokenStream(future, tokens)
 
@@ -215,6 +218,8 @@ class Engine:
         if "max_batch_size" in options:
             raise ValueError("max_batch_size is not an engine option: the engine sizes its steps itself "
                              "(max_rows, max_batch_tokens)")
+        if on_token is not None and not callable(on_token):
+            raise TypeError(f"on_token must be a function (source index, token id), got {type(on_token).__name__}")
         ids, lengths = prepare_ids(_one_source(src_ids), "src_ids")
         batch = ids.shape[0]
         if single and batch != 1:
@@ -254,7 +259,8 @@ class Engine:
             except BaseException as e:  # never into the engine thread
                 future._finish(None, e)
 
-        stream = None if on_token is None else (lambda source, token: on_token(token))
+        # The engine numbers the sources in its (sorted) order; on_token gets the caller's.
+        stream = None if on_token is None else (lambda source, token: on_token(order[source], token))
         if stream is not None:
             opts.set_on_token(stream)
         self._core.submit(sub, [lengths[i] for i in order], opts, on_done)

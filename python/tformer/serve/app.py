@@ -1,9 +1,12 @@
-"""The HTTP service: FastAPI app around a Translator and a DynamicBatcher.
+"""The HTTP service: FastAPI app around a Translator and a scheduler: the in-flight batching
+engine (EngineScheduler, `tformer serve`'s default) or the request-level DynamicBatcher.
 
     POST /translate  {"texts": [...], "target_lang"?, "beam_size"?, "max_length"?, ...}
                      -> {"translations": [...]}  (+ "scores" with return_scores)
+                     with "stream": true: server-sent events of the partial translations (sse.py)
     GET  /health     -> {"status": "ok", ...}
-    GET  /stats      -> requests, texts, batches (generate calls), batch sizes
+    GET  /stats      -> requests, texts, and the scheduler's counters (rows per step, KV-pool use /
+                        generate calls, batch sizes)
     GET  /docs, /openapi.json  (FastAPI)
 
 Bad input never takes the server down: malformed JSON or fields -> 422, a text over
@@ -24,9 +27,10 @@ from typing import Optional, Sequence, Union
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import sse
 from .batcher import ClientDisconnected, DeadlineExceeded, DynamicBatcher, Overloaded
 from .guard import GuardMiddleware
 
@@ -47,6 +51,14 @@ class ServeLimits:
     request_timeout_ms: float = 60000.0  # a request's deadline: the default and the largest timeout_ms (0: none)
     body_timeout_s: float = 30.0      # the whole body must arrive within this (0: no deadline)
     allowed_hosts: Optional[Sequence[str]] = None  # Host names served ("*.x.org" patterns); None: any
+    # "request": the request-level DynamicBatcher (max_batch_size, batch_wait_ms); "engine": in-flight
+    # batching on a tformer.Engine (the knobs below; needs a tformer.Translator). `tformer serve`
+    # defaults to "engine"; here "request" stays the default, so that existing callers keep theirs.
+    scheduler: str = "request"
+    max_rows: int = 256               # engine: decoder rows per step (beam requests: beam_size rows per text)
+    max_batch_tokens: int = 8192      # engine: source tokens encoded per step for joining requests
+    kv_cache_mb: Optional[float] = None  # engine: K/V block pool in MiB (None: the engine's default)
+    block_size: int = 16              # engine: positions per K/V block
 
 
 class TranslateRequest(BaseModel):
@@ -79,6 +91,9 @@ class TranslateRequest(BaseModel):
     return_scores: bool = False
     timeout_ms: Optional[int] = Field(None, ge=1, description="deadline in milliseconds (default and largest: "
                                                               "the server's request_timeout_ms); 504 when it passes")
+    stream: bool = Field(False, description="answer with server-sent events (text/event-stream): 'partial' events "
+                                            "{index, text} as each sentence's translation grows, then 'done' with "
+                                            "the response JSON, or 'error' {status, detail}")
 
 
 class TranslateResponse(BaseModel):
@@ -102,8 +117,18 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
         langs = {k: options.pop(k, None) for k in _TRANSLATOR_KEYS}
         return translator.translate_batch(texts, max_batch_size=limits.max_batch_size, **langs, **options)
 
-    batcher = DynamicBatcher(run_batch, max_batch_size=limits.max_batch_size, batch_wait_ms=limits.batch_wait_ms,
-                             max_pending_texts=limits.max_pending_texts, pass_cancel=_takes_cancel(translator))
+    if limits.scheduler == "engine":
+        from .engine_scheduler import EngineScheduler
+
+        batcher = EngineScheduler(translator, max_rows=limits.max_rows, max_batch_tokens=limits.max_batch_tokens,
+                                  kv_cache_mb=limits.kv_cache_mb, block_size=limits.block_size,
+                                  max_pending_texts=limits.max_pending_texts)
+    elif limits.scheduler == "request":
+        batcher = DynamicBatcher(run_batch, max_batch_size=limits.max_batch_size,
+                                 batch_wait_ms=limits.batch_wait_ms, max_pending_texts=limits.max_pending_texts,
+                                 pass_cancel=_takes_cancel(translator))
+    else:
+        raise ValueError(f"scheduler must be 'engine' or 'request', got {limits.scheduler!r}")
     biggest = _request_tokens(limits.max_texts, None, None, defaults)
     if limits.max_request_tokens and biggest > limits.max_request_tokens:
         log.warning("a request of max_texts %d texts with the default beam_size and max_length costs %d tokens, "
@@ -136,44 +161,91 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
 
     @app.get("/stats")
     async def stats():
-        return {**batcher.stats.snapshot(), "max_batch_size": limits.max_batch_size,
-                "batch_wait_ms": limits.batch_wait_ms, "max_request_tokens": limits.max_request_tokens,
-                "request_timeout_ms": limits.request_timeout_ms}
+        if limits.scheduler == "engine":
+            settings = {"max_rows": limits.max_rows, "max_batch_tokens": limits.max_batch_tokens,
+                        "kv_cache_mb": limits.kv_cache_mb, "block_size": limits.block_size}
+        else:
+            settings = {"max_batch_size": limits.max_batch_size, "batch_wait_ms": limits.batch_wait_ms}
+        return {**batcher.stats.snapshot(), "scheduler": limits.scheduler, **settings,
+                "max_request_tokens": limits.max_request_tokens, "request_timeout_ms": limits.request_timeout_ms}
 
     @app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True)
     async def translate(req: TranslateRequest, request: Request):
         _check_limits(req, limits, max_length_limit, defaults)
-        options = req.model_dump(exclude_none=True, exclude={"texts", "return_scores", "timeout_ms"})
+        options = req.model_dump(exclude_none=True, exclude={"texts", "return_scores", "timeout_ms", "stream"})
         if req.return_scores:
             options["return_scores"] = True
         timeout_ms = req.timeout_ms or limits.request_timeout_ms
+        timeout = timeout_ms / 1000.0 if timeout_ms else None
+        n_best = req.num_hypotheses or defaults.get("num_hypotheses", 1)
+        if req.stream:
+            return _stream_reply(batcher, req, options, timeout, timeout_ms, n_best)
 
         async def disconnected():  # returns once the client has closed its connection
             while (await request.receive())["type"] != "http.disconnect":
                 pass
 
         try:
-            results = await batcher.submit(req.texts, options, timeout=timeout_ms / 1000.0 if timeout_ms else None,
-                                           disconnected=disconnected)
-        except (ValueError, TypeError) as e:
-            raise HTTPException(status_code=400, detail=str(e)) from None
-        except Overloaded as e:
-            raise HTTPException(status_code=503, detail=f"server busy: {e}", headers={"Retry-After": "1"}) from None
-        except DeadlineExceeded as e:
-            raise HTTPException(status_code=504, detail=f"{e} (timeout_ms {timeout_ms:g})") from None
-        except ClientDisconnected:  # nobody reads this reply; 499 as nginx logs it
-            raise HTTPException(status_code=499, detail="client closed the request") from None
-        except Exception:  # noqa: BLE001 - logged by the batcher; the client gets a 500, the server lives on
-            raise HTTPException(status_code=500, detail="internal error while translating") from None
-        n_best = req.num_hypotheses or defaults.get("num_hypotheses", 1)
-        out = {"translations": [r.texts if n_best > 1 else r.texts[0] for r in results]}
-        if req.return_scores:
-            out["scores"] = [list(r.scores) if n_best > 1 else (r.scores[0] if len(r.scores) else None)
-                             for r in results]
-        return out
+            results = await batcher.submit(req.texts, options, timeout=timeout, disconnected=disconnected)
+        except Exception as e:  # noqa: BLE001 - logged by the scheduler; the server lives on
+            status, detail, headers = _error_reply(e, timeout_ms)
+            raise HTTPException(status_code=status, detail=detail, headers=headers) from None
+        return _response_body(results, n_best, req.return_scores)
 
     app.add_middleware(GuardMiddleware, limits=limits)
     return app
+
+
+def _error_reply(e: Exception, timeout_ms):
+    """(status, detail, headers) of the reply to a translation that failed with `e`."""
+    if isinstance(e, (ValueError, TypeError)):
+        return 400, str(e), None
+    if isinstance(e, Overloaded):
+        return 503, f"server busy: {e}", {"Retry-After": "1"}
+    if isinstance(e, DeadlineExceeded):
+        return 504, f"{e} (timeout_ms {timeout_ms:g})", None
+    if isinstance(e, ClientDisconnected):  # nobody reads this reply; 499 as nginx logs it
+        return 499, "client closed the request", None
+    return 500, "internal error while translating", None
+
+
+def _response_body(results, n_best, return_scores) -> dict:
+    out = {"translations": [r.texts if n_best > 1 else r.texts[0] for r in results]}
+    if return_scores:
+        out["scores"] = [list(r.scores) if n_best > 1 else (r.scores[0] if len(r.scores) else None)
+                         for r in results]
+    return out
+
+
+def _stream_reply(scheduler, req, options, timeout, timeout_ms, n_best):
+    """The event stream of a `"stream": true` request. With the engine, options it refuses
+    get their usual JSON 400 before the stream starts; later failures are `error` events.
+    The request scheduler has no partial results: its stream is the `done` event alone."""
+    if hasattr(scheduler, "open_stream"):
+        try:
+            events = scheduler.open_stream(req.texts, options, timeout=timeout)
+        except Exception as e:  # noqa: BLE001
+            status, detail, headers = _error_reply(e, timeout_ms)
+            raise HTTPException(status_code=status, detail=detail, headers=headers) from None
+    else:
+        async def events():
+            yield "done", await scheduler.submit(req.texts, options, timeout=timeout)
+        events = events()
+
+    async def body():
+        try:
+            async for kind, *data in events:
+                if kind == "partial":
+                    yield sse.partial(*data)
+                else:
+                    yield sse.done(_response_body(data[0], n_best, req.return_scores))
+        except Exception as e:  # noqa: BLE001 - the API's error, as an event (the status line went out already)
+            status, detail, _ = _error_reply(e, timeout_ms)
+            yield sse.error(status, detail)
+        finally:  # the client went away (this generator closed early): the scheduler cancels the rows
+            await events.aclose()
+
+    return StreamingResponse(body(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
 def _check_limits(req, limits, max_length_limit, defaults):

@@ -192,29 +192,7 @@ class DynamicBatcher:
                 job.future.cancel()
 
     async def _wait(self, job, disconnected):
-        """Until the job is done, its deadline passes (DeadlineExceeded) or the client
-        disconnects (ClientDisconnected)."""
-        watch = self._loop.create_task(disconnected()) if disconnected is not None else None
-        end = None if job.timeout is None else job.enqueued + job.timeout
-        try:
-            while not job.future.done():
-                waiters = [job.future] if watch is None else [job.future, watch]
-                left = None if end is None else max(0.0, end - time.perf_counter())
-                done, _ = await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-                if job.future.done():
-                    return
-                if watch is not None and watch in done:
-                    if watch.exception() is None:
-                        job.disconnected = True
-                        job.cancel.cancel()
-                        raise ClientDisconnected("the client disconnected")
-                    watch = None  # could not watch the connection: wait for the rest
-                elif not done:
-                    job.cancel.cancel()
-                    raise job.cancel_error()
-        finally:
-            if watch is not None:
-                watch.cancel()
+        await wait_for_job(job, self._loop, disconnected)
 
     # ------------------------------------------------------------------ the loop
 
@@ -311,3 +289,30 @@ def _options_key(options: dict):
         return v
 
     return freeze(options)
+
+
+async def wait_for_job(job, loop, disconnected):
+    """Until job.future is done, the job's deadline passes (DeadlineExceeded) or the client
+    disconnects (ClientDisconnected); either of the last two cancels job.cancel. job: a _Job
+    (the engine scheduler's jobs are _Jobs too)."""
+    watch = loop.create_task(disconnected()) if disconnected is not None else None
+    end = None if job.timeout is None else job.enqueued + job.timeout
+    try:
+        while not job.future.done():
+            waiters = [job.future] if watch is None else [job.future, watch]
+            left = None if end is None else max(0.0, end - time.perf_counter())
+            done, _ = await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if job.future.done():
+                return
+            if watch is not None and watch in done:
+                if watch.exception() is None:
+                    job.disconnected = True
+                    job.cancel.cancel()
+                    raise ClientDisconnected("the client disconnected")
+                watch = None  # could not watch the connection: wait for the rest
+            elif not done:
+                job.cancel.cancel()
+                raise job.cancel_error()
+    finally:
+        if watch is not None:
+            watch.cancel()

@@ -23,15 +23,29 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--api-key", default=None, metavar="KEY",
                    help="prefer the TFORMER_API_KEY environment variable: every request then needs "
                         "'Authorization: Bearer KEY'. This flag does the same but shows the key in `ps`")
-    p.add_argument("--max-batch-size", type=int, default=32, help="sentences per generate call (default 32)")
+    p.add_argument("--scheduler", default="engine", choices=["engine", "request"],
+                   help="engine (default): in-flight batching, every request joins the running decode steps at once, "
+                        "whatever its options; request: the request-level batcher (requests with equal options "
+                        "that arrive within --batch-wait-ms share one generate call)")
+    p.add_argument("--max-rows", type=int, default=256,
+                   help="engine: decoder rows per step, a beam request counting beam_size rows per sentence "
+                        "(default 256)")
+    p.add_argument("--max-batch-tokens", type=int, default=8192,
+                   help="engine: source tokens encoded per step for joining requests (default 8192)")
+    p.add_argument("--kv-cache-mb", type=float, default=None,
+                   help="engine: K/V cache pool in MiB; a request that does not fit waits (default: automatic)")
+    p.add_argument("--block-size", type=int, default=16, help="engine: positions per K/V cache block (default 16)")
+    p.add_argument("--max-batch-size", type=int, default=32,
+                   help="request scheduler: sentences per generate call (default 32)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0,
-                   help="how long a request waits for others to batch with (default 5; 0 turns batching off)")
+                   help="request scheduler: how long a request waits for others to batch with (default 5; 0 turns "
+                        "batching off)")
     p.add_argument("--max-texts", type=int, default=64, help="texts per request (default 64)")
     p.add_argument("--max-chars", type=int, default=2000, help="characters per text (default 2000)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body size (default 1 MiB)")
     p.add_argument("--max-beam-size", type=int, default=16, help="largest beam_size a request may ask (default 16)")
     p.add_argument("--max-pending-texts", type=int, default=4096,
-                   help="queued sentences before requests get 503 (default 4096)")
+                   help="queued sentences (engine: queued or decoding) before requests get 503 (default 4096)")
     p.add_argument("--max-request-tokens", type=int, default=1 << 17,
                    help="largest texts x beam_size x max_length of one request, else 422 (default 131072; 0: none)")
     p.add_argument("--request-timeout-ms", type=float, default=60000.0,
@@ -96,9 +110,13 @@ def run(args) -> int:
         max_chars=args.max_chars, max_body_bytes=args.max_body_bytes, max_beam_size=args.max_beam_size,
         max_pending_texts=args.max_pending_texts, api_key=_api_key(args.api_key),
         max_request_tokens=args.max_request_tokens, request_timeout_ms=args.request_timeout_ms,
-        body_timeout_s=args.body_timeout, allowed_hosts=allowed,
+        body_timeout_s=args.body_timeout, allowed_hosts=allowed, scheduler=args.scheduler, max_rows=args.max_rows,
+        max_batch_tokens=args.max_batch_tokens, kv_cache_mb=args.kv_cache_mb, block_size=args.block_size,
     )
-    app = create_app(translator, limits)
+    try:
+        app = create_app(translator, limits)
+    except ValueError as e:  # an engine knob out of range, named
+        raise SystemExit(f"tformer serve: {e}")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1,
                 http=http_protocol(args.header_timeout), timeout_keep_alive=args.keep_alive_timeout,
                 limit_concurrency=args.limit_concurrency or _default_concurrency(),
