@@ -169,9 +169,12 @@ def test_unknown_option(model, src):
 
 # ---- generate_stream ---------------------------------------------------------------------
 
-def test_stream_rejects_beam_search(model, src):
+def test_stream_beam_search_gives_the_best_hypothesis(model, src):
+    """generate_stream with beams (the agreed prefix, then the rest) ends as generate's best."""
+    streamed = list(model.generate_stream(src[0], beam_size=4, max_length=5))
+    assert streamed == model.generate([src[0]], beam_size=4, max_length=5)[0].tokens[0]
     with pytest.raises(ValueError, match="beam_size"):
-        list(model.generate_stream(src[0], beam_size=4, max_length=5))
+        list(model.generate_stream(src[0], beam_size=0, max_length=5))
 
 
 def test_stream_rejects_several_sources(model, src):

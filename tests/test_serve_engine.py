@@ -31,7 +31,6 @@ TEXTS = tt.TEXTS
 OPTS = dict(beam_size=2, max_length=8)
 SLOW = {"texts": TEXTS[:4] * 2, "beam_size": 4, "max_length": 1000, "min_length": 1000}  # seconds of decoding
 # The stand-in engine (until the C++ one is built in) runs one request at a time.
-ONE_AT_A_TIME = getattr(__import__("tformer.engine").engine, "_STANDIN", False)
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +123,16 @@ def test_requests_with_any_options_equal_translate_alone(translator):
                   "kv_bytes_total", "kv_bytes_used", "kv_block_size"):
         assert stats[field] >= 0, field
     assert 0.0 <= stats["kv_pool_use"] <= 1.0 and stats["kv_blocks_used"] == 0, stats
-    if not ONE_AT_A_TIME:  # the engine shared steps between requests
-        assert stats["steps"] > 0 and stats["rows_per_step_mean"] > 1.0, stats
+    assert stats["steps"] > 0 and stats["rows_per_step_mean"] > 1.0, stats  # the requests shared steps
 
 
 def test_knobs_reach_the_engine_and_bad_ones_are_named(translator):
-    with client(translator, max_rows=7, block_size=4, kv_cache_mb=2.0, max_batch_tokens=64) as c:
-        assert c.post("/translate", json=MIX[2]).json() == _expected(translator, MIX[2])
+    with client(translator, max_rows=9, block_size=4, kv_cache_mb=2.0, max_batch_tokens=64) as c:
+        assert c.post("/translate", json=MIX[2]).json() == _expected(translator, MIX[2])  # 3 texts x beam 3
+        too_wide = c.post("/translate", json={**MIX[2], "beam_size": 4})  # 12 rows: never fits
+        assert too_wide.status_code == 400 and "more than max_rows 9" in too_wide.json()["detail"], too_wide.text
         stats = c.get("/stats").json()
-    assert (stats["max_rows"], stats["block_size"], stats["kv_cache_mb"], stats["max_batch_tokens"]) == (7, 4, 2.0, 64)
+    assert (stats["max_rows"], stats["block_size"], stats["kv_cache_mb"], stats["max_batch_tokens"]) == (9, 4, 2.0, 64)
     assert stats["kv_block_size"] == 4, stats
     for knob, value in (("max_rows", 0), ("block_size", 0), ("max_batch_tokens", -1), ("kv_cache_mb", 0.0)):
         with pytest.raises(ValueError, match=knob):
@@ -200,7 +200,6 @@ def test_deadline_gets_504_and_frees_the_rows(slow_translator):
         assert time.perf_counter() - t0 < 5.0  # far less than the forced 1000 tokens would take
 
 
-@pytest.mark.skipif(ONE_AT_A_TIME, reason="the stand-in engine runs one request at a time")
 def test_a_short_request_does_not_wait_for_a_long_one(slow_translator):
     with client(slow_translator) as c:
         slow = {}

@@ -147,15 +147,16 @@ def generate(model, src_ids, max_batch_size: int = 0, cancel=None, **options) ->
 
 def generate_stream(model, src_ids, cancel=None, **options):
     """Yields the generated token ids of one source as they are decided (a cancelled one
-    stops early)."""
+    stops early); with beam search, the prefix every beam agrees on as it grows, then the rest
+    of the best hypothesis."""
     if isinstance(src_ids, (list, tuple)) and src_ids and isinstance(src_ids[0], numbers.Integral):
         src_ids = [list(src_ids)]
     ids, lengths = prepare_ids(src_ids, "src_ids")
     if ids.shape[0] != 1:
         raise ValueError(f"src_ids: generate_stream takes one source, got {ids.shape[0]}")
+    # Greedy and sampling stream every token as decided; beam search the tokens all live beams
+    # (and kept hypotheses) agree on, then the rest of the best hypothesis at the end.
     options["beam_size"] = integer("beam_size", options.get("beam_size", 1), 1, _core.MAX_BEAM_SIZE)
-    if options["beam_size"] != 1:
-        raise ValueError(f"generate_stream supports greedy and sampling only: beam_size must be 1, got {options['beam_size']}")
     cancel = cancel_tokens(cancel, 1)
     opts = build_options(model, 1, **options)
     own = None

@@ -257,7 +257,8 @@ class Transformer:
 
     def generate_stream(self, src_ids, **options):
         """Iterator over the generated token ids of one source, yielded as they are decided
-        (greedy or sampling; the final EOS is not yielded)."""
+        (greedy or sampling: each token; beam search: the prefix all beams agree on, then the
+        rest of the best hypothesis at the end; the final EOS is not yielded)."""
         from .generate import generate_stream
 
         return generate_stream(self, src_ids, **options)
