@@ -27,6 +27,9 @@ PATHS = {
     # name -> environment of the worker
     "rows": {},
     "openblas": {"TFORMER_ROWS_GEMM_MAX_ROWS": "0"},
+    # gemm_rows's two kernels forced (where the switch between them is measured)
+    "narrow": {"TFORMER_ROWS_GEMM_NARROW_ROWS": "8"},
+    "packed": {"TFORMER_ROWS_GEMM_NARROW_ROWS": "0"},
 }
 SHAPES = [(512, 512), (512, 1536), (512, 1024), (512, 2048), (2048, 512), (512, 59514)]  # (k, n)
 

@@ -17,7 +17,7 @@ namespace {
 // TFORMER_ROWS_GEMM_NARROW_ROWS moves the switch, for measurements. Read once.
 int64_t narrow_rows() {
   const char* env = std::getenv("TFORMER_ROWS_GEMM_NARROW_ROWS");
-  const int64_t rows = env ? std::atoll(env) : 7;
+  const int64_t rows = env ? std::atoll(env) : kNarrowMaxRows;
   return rows < 0 ? 0 : rows > kNarrowMaxRows ? kNarrowMaxRows : rows;
 }
 

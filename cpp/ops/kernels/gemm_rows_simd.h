@@ -32,7 +32,9 @@ struct RowSimd {
   static __mmask16 mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static vec load_tail(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(mask(n), p); }  // n < kLanes, rest 0
   static void store_tail(float* p, vec v, int64_t n) { _mm512_mask_storeu_ps(p, mask(n), v); }
-  // r[i] (lane l) = input r[l] (lane i): 16 x 16 in registers, 64 shuffles.
+  // r[i] (lane l) = input r[l] (lane i): 16 x 16 in registers, 64 shuffles. (Gathering
+  // 128-bit pieces of 4 rows as they load, with inserts, masked broadcasts or blends, to
+  // save shuffles measured slower on Zen 4.)
   static void transpose(vec* r) {
     vec t[16], u[16];
     for (int i = 0; i < 8; ++i) {  // pairs of rows interleaved
@@ -74,7 +76,22 @@ struct RowSimd {
   }
   static vec load_tail(const float* p, int64_t n) { return _mm256_maskload_ps(p, mask(n)); }
   static void store_tail(float* p, vec v, int64_t n) { _mm256_maskstore_ps(p, mask(n), v); }
-  // 8 x 8 in registers, 24 shuffles.
+  // t[q] lane r = w[r][q], q < 8: rows i and 4 + i in the two halves as they load, then a
+  // 4 x 4 transpose within the halves (16 shuffles where transpose() takes 24).
+  static void load_transposed(const float* const* w, vec* t) {
+    for (int c = 0; c < 2; ++c) {
+      vec x[4];
+      for (int i = 0; i < 4; ++i)
+        x[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(w[i] + 4 * c)), _mm_loadu_ps(w[4 + i] + 4 * c), 1);
+      const vec t0 = _mm256_unpacklo_ps(x[0], x[1]), t1 = _mm256_unpackhi_ps(x[0], x[1]);
+      const vec t2 = _mm256_unpacklo_ps(x[2], x[3]), t3 = _mm256_unpackhi_ps(x[2], x[3]);
+      t[4 * c + 0] = _mm256_shuffle_ps(t0, t2, 0x44);
+      t[4 * c + 1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+      t[4 * c + 2] = _mm256_shuffle_ps(t1, t3, 0x44);
+      t[4 * c + 3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+    }
+  }
+  // 8 x 8 in registers, 24 shuffles (the k tail).
   static void transpose(vec* r) {
     vec t[8], u[8];
     for (int i = 0; i < 4; ++i) {
