@@ -3,9 +3,10 @@
 // transposed in registers, and for each kk in order every row of A adds a[kk] (broadcast)
 // times that column of weights to its accumulator: acc_j = fma(a[kk], W[j, kk], acc_j), the
 // arithmetic of gemm_rows.h, with no horizontal sums. One transpose serves all the rows of
-// A, so a step streams the weights once, close to memory speed. Threads split the strips
-// of L weight rows; each strip prefetches the next one's rows as it goes (a weight row is
-// too short a stream for the hardware prefetcher to run ahead on its own).
+// A, so a step streams the weights once. Threads split the strips of L weight rows; a strip
+// prefetches its rows kPrefetch floats ahead. The shuffles of the transpose limit a one-row
+// product (docs/PERFORMANCE.md): it runs near, not at, the old dot-product kernel's speed
+// where the weights sit in cache, and at it where they stream from memory.
 //
 // AVX-512 and AVX2+FMA builds only (the baseline build runs gemm_rows_packed for every m).
 #include <algorithm>
@@ -62,7 +63,8 @@ inline void load_block(const StripRows& w, int64_t kk, int64_t tail, vec* t) {
 
 // Strips of L weight rows side by side: each row of A keeps one accumulator per strip, so a
 // step with few rows still has several independent fma chains in flight (one chain waits
-// the fma latency at every step: alone it would limit a one-row product).
+// the fma latency at every step). AVX2 needs them below 4 rows; on AVX-512 the transpose's
+// shuffles limit first, and two strips (32 rows in flight) ran slower for one row.
 template <int M>
 constexpr int kStrips = kLanes == 8 && M <= 3 ? 2 : 1;
 

@@ -31,7 +31,6 @@ struct RowSimd {
   static void store(float* p, vec v) { _mm512_storeu_ps(p, v); }
   static __mmask16 mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static vec load_tail(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(mask(n), p); }  // n < kLanes, rest 0
-  static void store_tail(float* p, vec v, int64_t n) { _mm512_mask_storeu_ps(p, mask(n), v); }
   // r[i] (lane l) = input r[l] (lane i): 16 x 16 in registers, 64 shuffles. (Gathering
   // 128-bit pieces of 4 rows as they load, with inserts, masked broadcasts or blends, to
   // save shuffles measured slower on Zen 4.)
@@ -75,7 +74,6 @@ struct RowSimd {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
   static vec load_tail(const float* p, int64_t n) { return _mm256_maskload_ps(p, mask(n)); }
-  static void store_tail(float* p, vec v, int64_t n) { _mm256_maskstore_ps(p, mask(n), v); }
   // t[q] lane r = w[r][q], q < 8: rows i and 4 + i in the two halves as they load, then a
   // 4 x 4 transpose within the halves (16 shuffles where transpose() takes 24).
   static void load_transposed(const float* const* w, vec* t) {
