@@ -1,7 +1,8 @@
 """Decode-step GEMMs C = A @ W^T (W a row-major (n, k) Linear weight): tformer's
-row-invariant kernel (gemm_rows, every m <= 256) against OpenBLAS, on the shapes of an
-opus-mt-sized model; --before DIR adds the default path of another tformer build (a copy
-of an installed `tformer` package under DIR, put first on PYTHONPATH) to compare kernels.
+row-invariant kernel (gemm_rows, every m <= 256; "narrow" / "packed" force either of its two
+kernels) against OpenBLAS, on the shapes of an opus-mt-sized model; --before [NAME=]DIR adds
+the default path of another tformer build (a copy of an installed `tformer` package under DIR,
+put first on PYTHONPATH) to compare kernels, as often as needed.
 
 Each path runs in its own worker process (the paths are chosen by environment
 variables read once); the parent interleaves them shape by shape, repetition by
