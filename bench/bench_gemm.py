@@ -1,7 +1,8 @@
 """Decode-step GEMMs C = A @ W^T (W a row-major (n, k) Linear weight): tformer's
-row-invariant kernel (gemm_rows, every m <= 256) against OpenBLAS, on the shapes of an
-opus-mt-sized model; --before DIR adds the default path of another tformer build (a copy
-of an installed `tformer` package under DIR, put first on PYTHONPATH) to compare kernels.
+row-invariant kernel (gemm_rows, every m <= 256; "narrow" / "packed" force either of its two
+kernels) against OpenBLAS, on the shapes of an opus-mt-sized model; --before [NAME=]DIR adds
+the default path of another tformer build (a copy of an installed `tformer` package under DIR,
+put first on PYTHONPATH) to compare kernels, as often as needed.
 
 Each path runs in its own worker process (the paths are chosen by environment
 variables read once); the parent interleaves them shape by shape, repetition by
@@ -10,7 +11,7 @@ on shared cores. The timed call is the C++ gemm alone (TFORMER_PROFILE's "gemm"
 scope, mean over a burst of calls lasting ~3 ms, as its report has 0.1 ms resolution),
 not the numpy round trip.
 
-    python bench/bench_gemm.py [--threads 2] [--repeat 15] [--rows 1,4,16,32,64,128,256] [--before DIR]
+    python bench/bench_gemm.py [--threads 2] [--repeat 15] [--rows 1,4,16,32,64,128,256] [--before [NAME=]DIR ...]
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ PATHS = {
     # name -> environment of the worker
     "rows": {},
     "openblas": {"TFORMER_ROWS_GEMM_MAX_ROWS": "0"},
+    # gemm_rows's two kernels forced (where the switch between them is measured)
+    "narrow": {"TFORMER_ROWS_GEMM_NARROW_ROWS": "8"},
+    "packed": {"TFORMER_ROWS_GEMM_NARROW_ROWS": "0"},
 }
 SHAPES = [(512, 512), (512, 1536), (512, 1024), (512, 2048), (2048, 512), (512, 59514)]  # (k, n)
 
@@ -62,10 +66,10 @@ for line in sys.stdin:
 """
 
 
-def start(name, threads, before=None):
+def start(name, threads, build=None):
     env = dict(os.environ, TFORMER_PROFILE="1", OMP_NUM_THREADS=str(threads), **PATHS.get(name, {}))
-    if name == "before":
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [before, env.get("PYTHONPATH")]))
+    if build:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [build, env.get("PYTHONPATH")]))
     return subprocess.Popen([sys.executable, "-c", WORKER, str(threads)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env)
 
@@ -76,13 +80,16 @@ def main():
     ap.add_argument("--repeat", type=int, default=15, help="interleaved rounds per shape")
     ap.add_argument("--rows", default="1,4,16,32,64,128,256")
     ap.add_argument("--paths", default="rows,openblas")
-    ap.add_argument("--before", help="a directory holding another build's tformer package: adds the path 'before'")
+    ap.add_argument("--before", action="append", default=[],
+                    help="[NAME=]DIR: a directory holding another build's tformer package; adds the path NAME "
+                         "(default 'before'); repeatable")
     ap.add_argument("--shapes", default=None, help="k:n,k:n,... (default: the opus-mt decoder shapes)")
     ap.add_argument("--json")
     args = ap.parse_args()
     shapes = SHAPES if not args.shapes else [tuple(map(int, s.split(":"))) for s in args.shapes.split(",")]
-    names = args.paths.split(",") + (["before"] if args.before else [])
-    workers = {n: start(n, args.threads, args.before) for n in names}
+    builds = dict(b.split("=", 1) if "=" in b else ("before", b) for b in args.before)
+    workers = {n: start(n, args.threads) for n in args.paths.split(",")}
+    workers.update({n: start(n, args.threads, d) for n, d in builds.items()})
     clock = "thread CPU time" if args.threads == 1 else "wall time"
     print(f"{args.threads} threads; min {clock} over {args.repeat} interleaved rounds; GFLOP/s from it")
     # One thread runs in the worker's own thread: its CPU time is the least load-sensitive

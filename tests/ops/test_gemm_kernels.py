@@ -1,7 +1,9 @@
 """The CPU gemm's own kernels against float64 NumPy, on every path and instruction set:
 
-* paths: the decode-step kernel gemm_rows (A @ W^T, <= 256 rows), and OpenBLAS for every
-  shape (forced with TFORMER_ROWS_GEMM_MAX_ROWS=0);
+* paths: the decode-step kernel gemm_rows (A @ W^T, <= 256 rows: its narrow kernel up to 8
+  rows, the packed one above; "packed" forces the packed one for every row count with
+  TFORMER_ROWS_GEMM_NARROW_ROWS=0), and OpenBLAS for every shape (forced with
+  TFORMER_ROWS_GEMM_MAX_ROWS=0);
 * instruction sets: TFORMER_CPU_ISA=avx512 / avx2 / base (each a fresh process, as the
   choice is made once), where the CPU has them;
 * sizes not multiples of the vector width (m, n, k), alpha/beta, and leading dimensions
@@ -19,6 +21,7 @@ import pytest
 
 PATHS = {
     "openblas": {"TFORMER_ROWS_GEMM_MAX_ROWS": "0"},
+    "packed": {"TFORMER_ROWS_GEMM_NARROW_ROWS": "0"},
     "default": {},
 }
 
@@ -70,7 +73,7 @@ print(json.dumps({"isa": _core.blas_info().rsplit(" ", 1)[-1], "failures": failu
 # (m, n, k, trans_b, alpha, beta, extra columns of padding)
 CASES = [
     (m, n, k, True, alpha, beta, extra)
-    for m in (1, 3, 16, 17, 31, 33, 48, 64, 65, 100, 129, 256)
+    for m in (1, 2, 3, 6, 8, 16, 17, 31, 33, 48, 64, 65, 100, 129, 256)
     for n, k in ((1, 1), (5, 7), (13, 33), (37, 130), (97, 512))
     for alpha, beta, extra in ((1.0, 0.0, 0), (-0.5, 0.75, 3))
 ] + [(20, 24, 17, False, 1.5, -1.0, 5), (70, 9, 40, False, 1.0, 0.0, 0)]

@@ -1,10 +1,11 @@
-// The vector operations of the row-invariant GEMM (gemm_rows.cpp), one set per build:
+// The vector operations of the row-invariant GEMM (gemm_rows*.cpp), one set per build:
 // AVX-512 (16 lanes), AVX2+FMA (8 lanes), and a portable one (8 lanes of plain floats,
-// a multiply then an add: gemm_rows.cpp is compiled with -ffp-contract=off, so the
+// a multiply then an add: the gemm_rows files are compiled with -ffp-contract=off, so the
 // compiler fuses nothing and every instance rounds alike).
 //
-// hsum is THE horizontal-sum tree of a build: lane l adds lane l + L/2, then l + L/4,
-// ..., down to lane 0. Every output element of a build goes through it.
+// Both kernels compute each element of C with the one arithmetic of gemm_rows.h: a
+// sequential chain of fma over k from 0. The packed kernel (rows of A in lanes) uses
+// broadcast; the narrow one (columns of C in lanes) uses transpose and the tail loads.
 #pragma once
 
 #include <cstdint>
@@ -19,69 +20,92 @@ namespace tformer::cpu::TFORMER_CPU_ISA {
 struct RowSimd {
   using vec = __m512;
   static constexpr int kLanes = 16;
-  // Weight rows per micro-tile for 1..4 rows of A: MR * NR accumulators + MR + 1 <= 32;
-  // MR * NR = kBatch where the sums can be taken together (hsum_batch).
-  static constexpr int kNr[5] = {0, 16, 8, 8, 4};
-  static constexpr int64_t kPanel = 48;  // weight rows per thread task: a multiple of every kNr
-  static constexpr int kBatch = 16;
+  static constexpr int kMaxV = 4;                          // packed kernel: 4 vectors of A = 64 rows per tile
+  static constexpr int kNr[kMaxV + 1] = {0, 12, 12, 8, 6};  // weight rows per panel: V * NR <= 24 accumulators
   static vec zero() { return _mm512_setzero_ps(); }
   static vec load(const float* p) { return _mm512_loadu_ps(p); }
-  static void store(float* p, vec v) { _mm512_storeu_ps(p, v); }
-  static vec load_tail(const float* p, int64_t n) {  // n < kLanes floats, the rest 0
-    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
-  }
+  static vec broadcast(const float* p) { return _mm512_set1_ps(*p); }
   static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
-  static float hsum(vec v) {
-    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_movehdup_ps(q));
-    return _mm_cvtss_f32(q);
-  }
-  // out[f] = hsum(x[f]) for 16 accumulators, bit for bit (the same pairs of lanes added at
-  // each level: l + 8, l + 4, l + 2, l + 1), a transposing tree: 15 adds and 30 shuffles
-  // where 16 hsum calls take ~100 instructions.
-  static void hsum_batch(const vec* x, float* out) {
-    // The tree leaves lane 4c + d holding input 4d + c: feed it x transposed (4 x 4).
-    vec y[16];
-    for (int c = 0; c < 4; ++c)
-      for (int d = 0; d < 4; ++d) y[4 * d + c] = x[4 * c + d];
-    vec z[8], w[4], r[2];
-    for (int i = 0; i < 8; ++i)  // [a.lo256, b.lo256] + [a.hi256, b.hi256]: lanes l, l + 8
-      z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0x44),
-                           _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0xEE));
-    for (int i = 0; i < 4; ++i)  // 128-bit chunks 0 + 1 and 2 + 3 of each: lanes l, l + 4
-      w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(z[2 * i], z[2 * i + 1], 0x88),
-                           _mm512_shuffle_f32x4(z[2 * i], z[2 * i + 1], 0xDD));
-    for (int i = 0; i < 2; ++i)  // within each chunk: lanes l, l + 2
-      r[i] = _mm512_add_ps(_mm512_shuffle_ps(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                           _mm512_shuffle_ps(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_shuffle_ps(r[0], r[1], _MM_SHUFFLE(2, 0, 2, 0)),  // l, l + 1
-                                        _mm512_shuffle_ps(r[0], r[1], _MM_SHUFFLE(3, 1, 3, 1))));
+  static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+  static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
+  static void store(float* p, vec v) { _mm512_storeu_ps(p, v); }
+  static __mmask16 mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+  static vec load_tail(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(mask(n), p); }  // n < kLanes, rest 0
+  // r[i] (lane l) = input r[l] (lane i): 16 x 16 in registers, 64 shuffles. (Gathering
+  // 128-bit pieces of 4 rows as they load, with inserts, masked broadcasts or blends, to
+  // save shuffles measured slower on Zen 4.)
+  static void transpose(vec* r) {
+    vec t[16], u[16];
+    for (int i = 0; i < 8; ++i) {  // pairs of rows interleaved
+      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; ++g) {  // u[4g + q], 128-bit chunk c: rows 4g..4g+3 of column 4c + q
+      u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+      u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+      u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+      u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    for (int q = 0; q < 4; ++q) {  // chunk c of u[4g + q] to chunk g of column 4c + q
+      const vec a02 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x88), a13 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xDD);
+      const vec b02 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x88);
+      const vec b13 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xDD);
+      r[q] = _mm512_shuffle_f32x4(a02, b02, 0x88);
+      r[8 + q] = _mm512_shuffle_f32x4(a02, b02, 0xDD);
+      r[4 + q] = _mm512_shuffle_f32x4(a13, b13, 0x88);
+      r[12 + q] = _mm512_shuffle_f32x4(a13, b13, 0xDD);
+    }
   }
 };
 #elif defined(__AVX2__) && defined(__FMA__)
 struct RowSimd {
   using vec = __m256;
   static constexpr int kLanes = 8;
-  // 16 registers: MR * NR accumulators + MR rows of A (the weights as memory operands).
-  static constexpr int kNr[5] = {0, 8, 6, 4, 3};
-  static constexpr int64_t kPanel = 24;
-  static constexpr int kBatch = 0;  // no hsum_batch: at 8 lanes the sums cost little
-  static void hsum_batch(const vec*, float*) {}
+  static constexpr int kMaxV = 3;  // 16 registers: V * NR accumulators + V + 1
+  static constexpr int kNr[kMaxV + 1] = {0, 12, 6, 4};
   static vec zero() { return _mm256_setzero_ps(); }
   static vec load(const float* p) { return _mm256_loadu_ps(p); }
-  static void store(float* p, vec v) { _mm256_storeu_ps(p, v); }
-  static vec load_tail(const float* p, int64_t n) {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), lane));
-  }
+  static vec broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static vec fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
-  static float hsum(vec v) {
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_movehdup_ps(q));
-    return _mm_cvtss_f32(q);
+  static vec mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
+  static vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
+  static void store(float* p, vec v) { _mm256_storeu_ps(p, v); }
+  static __m256i mask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static vec load_tail(const float* p, int64_t n) { return _mm256_maskload_ps(p, mask(n)); }
+  // t[q] lane r = w[r][q], q < 8: rows i and 4 + i in the two halves as they load, then a
+  // 4 x 4 transpose within the halves (16 shuffles where transpose() takes 24).
+  static void load_transposed(const float* const* w, vec* t) {
+    for (int c = 0; c < 2; ++c) {
+      vec x[4];
+      for (int i = 0; i < 4; ++i)
+        x[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(w[i] + 4 * c)), _mm_loadu_ps(w[4 + i] + 4 * c), 1);
+      const vec t0 = _mm256_unpacklo_ps(x[0], x[1]), t1 = _mm256_unpackhi_ps(x[0], x[1]);
+      const vec t2 = _mm256_unpacklo_ps(x[2], x[3]), t3 = _mm256_unpackhi_ps(x[2], x[3]);
+      t[4 * c + 0] = _mm256_shuffle_ps(t0, t2, 0x44);
+      t[4 * c + 1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+      t[4 * c + 2] = _mm256_shuffle_ps(t1, t3, 0x44);
+      t[4 * c + 3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+    }
+  }
+  // 8 x 8 in registers, 24 shuffles (the k tail).
+  static void transpose(vec* r) {
+    vec t[8], u[8];
+    for (int i = 0; i < 4; ++i) {
+      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 2; ++g) {  // u[4g + q], 128-bit half h: rows 4g..4g+3 of column 4h + q
+      u[4 * g + 0] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+      u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+      u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+      u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    for (int q = 0; q < 4; ++q) {
+      r[q] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x20);
+      r[4 + q] = _mm256_permute2f128_ps(u[q], u[4 + q], 0x31);
+    }
   }
 };
 #else
@@ -90,33 +114,25 @@ struct RowSimd {
   struct vec {
     float x[kLanes];
   };
-  static constexpr int kNr[5] = {0, 8, 4, 4, 2};
-  static constexpr int64_t kPanel = 24;
-  static constexpr int kBatch = 0;
-  static void hsum_batch(const vec*, float*) {}
+  static constexpr int kMaxV = 4;
+  static constexpr int kNr[kMaxV + 1] = {0, 8, 4, 4, 2};
   static vec zero() { return vec{}; }
   static vec load(const float* p) {
     vec v;
     for (int l = 0; l < kLanes; ++l) v.x[l] = p[l];
     return v;
   }
-  static void store(float* p, vec v) {
-    for (int l = 0; l < kLanes; ++l) p[l] = v.x[l];
-  }
-  static vec load_tail(const float* p, int64_t n) {
-    vec v{};
-    for (int64_t l = 0; l < n; ++l) v.x[l] = p[l];
+  static vec broadcast(const float* p) {
+    vec v;
+    for (int l = 0; l < kLanes; ++l) v.x[l] = *p;
     return v;
   }
-  static vec fma(vec a, vec b, vec c) {
+  static vec fma(vec a, vec b, vec c) {  // a multiply, then an add (no fma instruction in this build)
     for (int l = 0; l < kLanes; ++l) c.x[l] = c.x[l] + a.x[l] * b.x[l];
     return c;
   }
-  static float hsum(vec v) {
-    float h[4], q[2];
-    for (int l = 0; l < 4; ++l) h[l] = v.x[l] + v.x[l + 4];
-    for (int l = 0; l < 2; ++l) q[l] = h[l] + h[l + 2];
-    return q[0] + q[1];
+  static void store(float* p, vec v) {
+    for (int l = 0; l < kLanes; ++l) p[l] = v.x[l];
   }
 };
 #endif
