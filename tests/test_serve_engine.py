@@ -30,7 +30,6 @@ from tf_testlib import stop_process  # noqa: E402
 TEXTS = tt.TEXTS
 OPTS = dict(beam_size=2, max_length=8)
 SLOW = {"texts": TEXTS[:4] * 2, "beam_size": 4, "max_length": 1000, "min_length": 1000}  # seconds of decoding
-# The stand-in engine (until the C++ one is built in) runs one request at a time.
 
 
 @pytest.fixture(scope="module")

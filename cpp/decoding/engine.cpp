@@ -60,7 +60,17 @@ struct Engine::Impl {
   void loop();
   void admit(std::vector<Pending>& admitted);
   void deliver(std::vector<decoding::StepRunner::Finished>& finished);
+  void publish_running();  // the running set's figures into stats
 };
+
+void Engine::Impl::publish_running() {
+  std::lock_guard<std::mutex> lock(mu);
+  stats.running_requests = runner->running_requests();
+  stats.running_rows = runner->running_rows();
+  stats.kv_blocks_used = runner->pool().used_blocks();
+  stats.kv_blocks_reserved = runner->reserved_blocks();
+  stats.kv_bytes_used = stats.kv_blocks_total ? stats.kv_bytes_total / stats.kv_blocks_total * stats.kv_blocks_used : 0;
+}
 
 Engine::Engine(const Transformer& model, const EngineOptions& options) : impl_(std::make_unique<Impl>(model, options)) {
   const TransformerConfig& cfg = model.config();
@@ -212,6 +222,7 @@ void Engine::Impl::loop() {
       stats.encoder_tokens += encoded;
     }
     admit(admitted);
+    publish_running();  // before the step: its tokens may reach clients before it returns
     runner->step();
     auto finished = runner->take_finished();
     {
@@ -222,12 +233,8 @@ void Engine::Impl::loop() {
         stats.rows_last_step = n;
         stats.rows_total += n;
       }
-      stats.running_requests = runner->running_requests();
-      stats.running_rows = runner->running_rows();
-      stats.kv_blocks_used = runner->pool().used_blocks();
-      stats.kv_blocks_reserved = runner->reserved_blocks();
-      stats.kv_bytes_used = stats.kv_blocks_total ? stats.kv_bytes_total / stats.kv_blocks_total * stats.kv_blocks_used : 0;
     }
+    publish_running();
     deliver(finished);
     if (runner->running_requests() == 0) reading.reset();  // a waiting weight update may go now
   }
