@@ -25,7 +25,7 @@ from tformer.serve import ServeLimits, create_app  # noqa: E402
 from tformer.serve import sse  # noqa: E402
 
 import test_translator as tt  # noqa: E402
-from tf_testlib import stop_process  # noqa: E402
+from tf_testlib import run_concurrently, stop_process, wait_for  # noqa: E402
 
 TEXTS = tt.TEXTS
 OPTS = dict(beam_size=2, max_length=8)
@@ -56,30 +56,6 @@ def client(translator, **limits):
     return TestClient(create_app(translator, ServeLimits(scheduler="engine", **limits)))
 
 
-def _concurrent(fn, args):
-    out = [None] * len(args)
-    barrier = threading.Barrier(len(args))
-
-    def one(i):
-        barrier.wait()
-        out[i] = fn(args[i])
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(args))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
-
-
-def _wait_for(predicate, what, timeout=15.0):
-    end = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.time() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _expected(translator, body):
@@ -106,12 +82,12 @@ MIX = [
 
 def test_requests_with_any_options_equal_translate_alone(translator):
     with client(translator) as c:
-        replies = _concurrent(lambda b: c.post("/translate", json=b), MIX * 2)
+        replies = run_concurrently(lambda b: c.post("/translate", json=b), MIX * 2)
         for body, r in zip(MIX * 2, replies):
             assert r.status_code == 200, r.text
             assert r.json() == _expected(translator, body), body
         # (the engine's counters settle just after the last reply)
-        stats = _wait_for(lambda: (s := c.get("/stats").json())["completed"] == 2 * len(MIX) and
+        stats = wait_for(lambda: (s := c.get("/stats").json())["completed"] == 2 * len(MIX) and
                           s["running_requests"] == 0 and s, "the engine to settle")
     assert stats["scheduler"] == "engine" and stats["requests"] == 2 * len(MIX)
     assert stats["texts"] == 2 * sum(len(b["texts"]) for b in MIX) and stats["failed_requests"] == 0
@@ -183,7 +159,7 @@ def test_stream_refusals_are_plain_replies_and_later_errors_are_events(slow_tran
         assert events[-1][1]["detail"].startswith("the deadline of 300 ms passed") and \
             events[-1][1]["detail"].endswith("(timeout_ms 300)"), events[-1]
         assert all(name == "partial" for name, _ in events[:-1])
-        stats = _wait_for(lambda: (s := c.get("/stats").json())["cancelled_texts"] == 8 and s["running_rows"] == 0
+        stats = wait_for(lambda: (s := c.get("/stats").json())["cancelled_texts"] == 8 and s["running_rows"] == 0
                           and s, "rows cancelled and freed")
         assert stats["expired_requests"] == 1 and stats["streamed_requests"] == 1 and stats["failed_requests"] == 1
 
@@ -193,7 +169,7 @@ def test_deadline_gets_504_and_frees_the_rows(slow_translator):
         t0 = time.perf_counter()
         r = c.post("/translate", json={**SLOW, "timeout_ms": 300})
         assert r.status_code == 504 and "deadline of 300 ms passed" in r.json()["detail"], r.text
-        stats = _wait_for(lambda: (s := c.get("/stats").json())["cancelled_texts"] == 8 and s["running_rows"] == 0
+        stats = wait_for(lambda: (s := c.get("/stats").json())["cancelled_texts"] == 8 and s["running_rows"] == 0
                           and s, "rows cancelled and freed")
         assert stats["expired_requests"] == 1, stats
         assert time.perf_counter() - t0 < 5.0  # far less than the forced 1000 tokens would take
@@ -204,7 +180,7 @@ def test_a_short_request_does_not_wait_for_a_long_one(slow_translator):
         slow = {}
         worker = threading.Thread(target=lambda: slow.setdefault("reply", c.post("/translate", json=SLOW)))
         worker.start()
-        _wait_for(lambda: c.get("/stats").json()["running_rows"] >= 32, "the long request to run")
+        wait_for(lambda: c.get("/stats").json()["running_rows"] >= 32, "the long request to run")
         quick = c.post("/translate", json={"texts": TEXTS[:1], "beam_size": 1, "max_length": 8})
         assert quick.status_code == 200
         assert quick.json() == _expected(slow_translator, {"texts": TEXTS[:1], "beam_size": 1, "max_length": 8})
@@ -218,7 +194,7 @@ def test_a_short_request_does_not_wait_for_a_long_one(slow_translator):
 def test_overload_gets_503(slow_translator):
     body = {"texts": TEXTS[:2], "beam_size": 1, "max_length": 300, "min_length": 300}
     with client(slow_translator, max_pending_texts=3) as c:
-        codes = sorted(r.status_code for r in _concurrent(lambda b: c.post("/translate", json=b), [body] * 4))
+        codes = sorted(r.status_code for r in run_concurrently(lambda b: c.post("/translate", json=b), [body] * 4))
         assert 503 in codes and 200 in codes, codes
         stats = c.get("/stats").json()
     assert stats["rejected_overload"] == codes.count(503), stats
@@ -241,7 +217,7 @@ def test_multilingual_requests_mix_target_languages(tmp_path):
     bodies = [{"texts": TEXTS[:2], "target_lang": "en"}, {"texts": TEXTS[1:3], "target_lang": "de"},
               {"texts": TEXTS[:1], "target_lang": "es", "beam_size": 1}, {"texts": TEXTS[2:4]}]
     with client(translator) as c:
-        for body, r in zip(bodies, _concurrent(lambda b: c.post("/translate", json=b), bodies)):
+        for body, r in zip(bodies, run_concurrently(lambda b: c.post("/translate", json=b), bodies)):
             assert r.status_code == 200 and r.json() == _expected(translator, body), (body, r.text)
         events = _events(c.post("/translate", json={**bodies[1], "stream": True}))
         assert events[-1] == ("done", _expected(translator, bodies[1]))
@@ -320,12 +296,12 @@ def test_tformer_serve_engine_command(tmp_path):
         assert received.startswith(b"HTTP/1.1 200 ") and b"text/event-stream" in received, received
         assert _stats(port)["running_rows"] > 0
         clients.append(_send_raw(port, SLOW))
-        _wait_for(lambda: _stats(port)["requests"] == before["requests"] + 2, "both requests")
+        wait_for(lambda: _stats(port)["requests"] == before["requests"] + 2, "both requests")
         time.sleep(0.5)
         t0 = time.time()
         for s in clients:
             s.close()
-        stats = _wait_for(lambda: (s := _stats(port))["cancelled_requests"] == before["cancelled_requests"] + 2
+        stats = wait_for(lambda: (s := _stats(port))["cancelled_requests"] == before["cancelled_requests"] + 2
                           and s["running_rows"] == 0 and s["queue_length"] == 0 and s, "the rows to be freed")
         assert stats["cancelled_texts"] == before["cancelled_texts"] + 16, stats
         assert time.time() - t0 < 6.0  # not after the seconds the two requests would have taken

@@ -28,7 +28,7 @@ from tformer.serve.command import _api_key  # noqa: E402
 from tformer.serve.guard import default_allowed_hosts, host_allowed, host_name, parse_allowed_hosts  # noqa: E402
 
 import test_translator as tt  # noqa: E402
-from tf_testlib import stop_process  # noqa: E402
+from tf_testlib import run_concurrently, stop_process, wait_for  # noqa: E402
 
 TEXTS = tt.TEXTS
 SLOW = {"texts": TEXTS[:4] * 2, "beam_size": 4, "max_length": 1000, "min_length": 1000}  # ~9 s uncancelled
@@ -51,30 +51,6 @@ def client(translator, **limits):
     return TestClient(create_app(translator, ServeLimits(**limits)))
 
 
-def _concurrent(fn, args):
-    out = [None] * len(args)
-    barrier = threading.Barrier(len(args))
-
-    def one(i):
-        barrier.wait()
-        out[i] = fn(args[i])
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(args))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
-
-
-def _wait_for(predicate, what, timeout=15.0):
-    end = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.time() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- in-process (TestClient)
@@ -97,7 +73,7 @@ class PoisonTranslator:
 def test_a_failing_text_fails_only_its_own_request(translator):
     bodies = [{"texts": [TEXTS[i % 4]]} for i in range(8)] + [{"texts": ["Le POISON."]}]
     with client(PoisonTranslator(translator), batch_wait_ms=300) as c:
-        replies = _concurrent(lambda b: c.post("/translate", json=b), bodies)
+        replies = run_concurrently(lambda b: c.post("/translate", json=b), bodies)
         for body, r in zip(bodies[:8], replies[:8]):
             assert r.status_code == 200, r.text
             assert r.json()["translations"] == translator.translate(body["texts"])
@@ -135,12 +111,12 @@ def test_deadline_gets_504_and_stops_decoding(translator):
         r = c.post("/translate", json={"texts": ["a"], "timeout_ms": 20001})
         assert r.status_code == 422 and r.json()["detail"] == "timeout_ms 20001 > the server's request_timeout_ms 20000"
         t0 = time.perf_counter()
-        slow, quick = _concurrent(lambda b: c.post("/translate", json=b),
+        slow, quick = run_concurrently(lambda b: c.post("/translate", json=b),
                                   [{**SLOW, "timeout_ms": 300}, {"texts": TEXTS[:1], "timeout_ms": 15000}])
         assert slow.status_code == 504, slow.text
         assert "deadline of 300 ms passed" in slow.json()["detail"]
         assert quick.status_code == 200 and quick.json()["translations"] == translator.translate(TEXTS[:1])
-        stats = _wait_for(lambda: (s := c.get("/stats").json())["cancelled_texts"] == 8 and s, "rows cancelled")
+        stats = wait_for(lambda: (s := c.get("/stats").json())["cancelled_texts"] == 8 and s, "rows cancelled")
         assert stats["expired_requests"] == 1 and stats["requests"] == 2, stats
         # The 8 texts stopped part way: far less than the ~9 s of their forced 1000 tokens.
         assert stats["generate_busy_seconds"] < 0.5 * (time.perf_counter() - t0) + 4.0, stats
@@ -154,11 +130,11 @@ def test_expired_while_queued_is_dropped_before_decoding(translator):
         first = threading.Thread(target=lambda: replies.setdefault("first", c.post(
             "/translate", json={**SLOW, "timeout_ms": 1000})))
         first.start()
-        _wait_for(lambda: c.get("/stats").json()["requests"] == 1, "the first request")
+        wait_for(lambda: c.get("/stats").json()["requests"] == 1, "the first request")
         second = c.post("/translate", json={**SLOW, "timeout_ms": 300})
         first.join()
         assert (replies["first"].status_code, second.status_code) == (504, 504)
-        stats = _wait_for(lambda: (s := c.get("/stats").json())["batches"] + s["dropped_before_decode"] == 2 and s,
+        stats = wait_for(lambda: (s := c.get("/stats").json())["batches"] + s["dropped_before_decode"] == 2 and s,
                           "both requests to leave the queue")
         assert stats["dropped_before_decode"] == 1 and stats["batches"] == 1, stats
         assert stats["expired_requests"] == 2 and stats["cancelled_texts"] == 8, stats
@@ -257,7 +233,7 @@ def test_server_refuses_other_host_names(server):
 def test_server_poisoned_text_among_good_ones(server):
     good = [json.dumps({"texts": [TEXTS[i % 4]]}).encode() for i in range(8)]
     poison = b'{"texts": ["Le chat \\ud800 dort."]}'
-    replies = _concurrent(lambda body: _request(server, "POST", "/translate", body), good + [poison])
+    replies = run_concurrently(lambda body: _request(server, "POST", "/translate", body), good + [poison])
     assert [status for status, _ in replies[:8]] == [200] * 8, replies
     assert replies[8][0] == 422 and replies[8][1]["detail"].startswith("texts[0] is not valid Unicode"), replies[8]
 
@@ -287,14 +263,14 @@ def test_server_answers_a_slow_body_with_408(server):
 def test_server_drops_the_work_of_disconnected_clients(server):
     before = _stats(server)
     first = _send_raw(server, SLOW)  # decoding: its rows are stopped
-    _wait_for(lambda: _stats(server)["requests"] == before["requests"] + 1, "the first request")
+    wait_for(lambda: _stats(server)["requests"] == before["requests"] + 1, "the first request")
     time.sleep(0.5)  # in generate now (batch_wait_ms 5)
     second = _send_raw(server, SLOW)  # queued behind the first: never decoded
-    _wait_for(lambda: _stats(server)["requests"] == before["requests"] + 2, "the second request")
+    wait_for(lambda: _stats(server)["requests"] == before["requests"] + 2, "the second request")
     t0 = time.time()
     first.close()
     second.close()
-    stats = _wait_for(lambda: (s := _stats(server))["cancelled_requests"] == before["cancelled_requests"] + 2 and
+    stats = wait_for(lambda: (s := _stats(server))["cancelled_requests"] == before["cancelled_requests"] + 2 and
                       s["dropped_before_decode"] == before["dropped_before_decode"] + 1 and
                       s["cancelled_texts"] == before["cancelled_texts"] + 8 and s, "the work to be dropped")
     assert stats["batches"] == before["batches"] + 1, stats

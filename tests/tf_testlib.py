@@ -562,3 +562,47 @@ def stop_process(proc, timeout=20):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# --------------------------------------------------------------------------------------
+# small helpers shared by the serving and kernel tests
+# --------------------------------------------------------------------------------------
+
+def run_concurrently(fn, args):
+    """fn(arg) for every arg, each on its own thread, all released at once; results in order."""
+    import threading
+    out = [None] * len(args)
+    barrier = threading.Barrier(len(args))
+
+    def one(i):
+        barrier.wait()
+        out[i] = fn(args[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(args))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def wait_for(predicate, what, timeout=15.0):
+    """Polls predicate() until it is truthy (returned) or `timeout` seconds pass (assertion)."""
+    import time
+    end = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.time() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def cpu_has(isa):
+    """Whether this CPU runs the tformer kernel build `isa` (base, avx2, avx512)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return isa == "base"
+    need = {"base": [], "avx2": ["avx2", "fma"], "avx512": ["avx512f", "avx512bw", "avx512dq", "avx512vl"]}[isa]
+    return all(f" {flag}" in flags for flag in need)

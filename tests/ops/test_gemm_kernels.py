@@ -19,6 +19,8 @@ import sys
 
 import pytest
 
+from tf_testlib import cpu_has
+
 PATHS = {
     "openblas": {"TFORMER_ROWS_GEMM_MAX_ROWS": "0"},
     "packed": {"TFORMER_ROWS_GEMM_NARROW_ROWS": "0"},
@@ -79,19 +81,11 @@ CASES = [
 ] + [(20, 24, 17, False, 1.5, -1.0, 5), (70, 9, 40, False, 1.0, 0.0, 0)]
 
 
-def _cpu_has(isa):
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return isa == "base"
-    need = {"base": [], "avx2": ["avx2", "fma"], "avx512": ["avx512f", "avx512bw", "avx512dq", "avx512vl"]}[isa]
-    return all(f" {flag}" in flags for flag in need)
-
 
 @pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "base"])
 def test_gemm_kernels_against_float64(isa, path):
-    if not _cpu_has(isa):
+    if not cpu_has(isa):
         pytest.skip(f"this CPU has no {isa}")  # the baseline case always runs
     env = dict(os.environ, TFORMER_CPU_ISA=isa, OMP_NUM_THREADS="2", **PATHS[path])
     out = subprocess.run([sys.executable, "-c", CHECK, json.dumps(CASES)], capture_output=True, text=True,

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from tf_testlib import cpu_has
+
 CHECK = r"""
 import json, sys
 import numpy as np
@@ -58,18 +60,10 @@ CASES = [(1, 5, 1.0, 0.0), (7, 3, 1.0, 0.0), (16, 29, 1.0, 0.0), (37, 50, -0.5, 
          (512, 61, 1.0, 0.0), (515, 26, 2.0, 1.0), (1100, 37, 1.0, 0.0), (2048, 9, 1.0, 0.0)]
 
 
-def _cpu_has(isa):
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return isa == "base"
-    need = {"base": [], "avx2": ["avx2", "fma"], "avx512": ["avx512f", "avx512bw", "avx512dq", "avx512vl"]}[isa]
-    return all(f" {flag}" in flags for flag in need)
-
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "base"])
 def test_gemm_rows_are_bit_identical_alone_and_in_any_step(isa):
-    if not _cpu_has(isa):
+    if not cpu_has(isa):
         pytest.skip(f"this CPU has no {isa}")  # the baseline case always runs
     env = dict(os.environ, TFORMER_CPU_ISA=isa, OMP_NUM_THREADS="2")
     out = subprocess.run([sys.executable, "-c", CHECK, json.dumps(CASES)], capture_output=True, text=True,
