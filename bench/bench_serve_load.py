@@ -14,6 +14,8 @@ p99 latency, and sentences/s over the run; short p99 / idle short latency is iss
 head-of-line figure (target <= 4 at 80 % load).
 
 Systems (each server in its own process, one at a time):
+  engineN  the same with --large-request-every N (small requests first: while a one-sentence
+           request runs, larger requests join every N-th step only)
   engine   tformer serve --scheduler engine: in-flight batching (--max-rows, --max-batch-tokens,
            --kv-cache-mb, --block-size passed through)
   request  tformer serve --scheduler request: the request-level batcher (--batch-wait-ms 5)
@@ -135,13 +137,16 @@ def measure(port, args):
 def start(system, model_dir, args):
     port = bench_serve.free_port()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    if system in ("engine", "request"):
+    # engineN: the engine with --large-request-every N (small requests first).
+    every = system[len("engine"):] if system.startswith("engine") else ""
+    if system == "request" or (system.startswith("engine") and (every == "" or every.isdigit())):
+        scheduler = "request" if system == "request" else "engine"
         cmd = [sys.executable, "-m", "tformer.cli", "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
                "--threads", str(args.threads), "--log-level", "warning", "--max-pending-texts", "100000",
-               "--max-length", "256", "--scheduler", system]
-        if system == "engine":
+               "--max-length", "256", "--scheduler", scheduler]
+        if scheduler == "engine":
             cmd += ["--max-rows", str(args.max_rows), "--max-batch-tokens", str(args.max_batch_tokens),
-                    "--block-size", str(args.block_size)]
+                    "--block-size", str(args.block_size), "--large-request-every", every or "1"]
             if args.kv_cache_mb is not None:
                 cmd += ["--kv-cache-mb", str(args.kv_cache_mb)]
     elif system == "ct2":

@@ -62,9 +62,9 @@ def _alone(model, requests):
     return [_key(model._core.generate(r[0], r[1], _options(model, r))) for r in requests]
 
 
-def _engine(model, requests, order, *, max_rows=24, kv_cache_bytes=0, block_size=16, stagger=False):
+def _engine(model, requests, order, *, max_rows=24, kv_cache_bytes=0, block_size=16, stagger=False, **knobs):
     engine = _core.Engine(model._core, max_rows=max_rows, max_batch_tokens=64, kv_cache_bytes=kv_cache_bytes,
-                          block_size=block_size)
+                          block_size=block_size, **knobs)
     results, errors = {}, []
     finished = threading.Semaphore(0)
 
@@ -157,6 +157,16 @@ def test_engine_staggered_small_pool(gen_zoo):
         assert stats["kv_blocks_total"] == blocks
 
 
+def test_engine_small_requests_first_same_results(gen_zoo):
+    """large_request_every > 1 steps the small requests alone between full steps: the step
+    compositions change, the results do not."""
+    model = gen_zoo("m2m_100_gen").model("cpu")
+    for every, small in ((2, 1), (3, 4)):
+        stats = _check(model, _requests("m2m_100_gen", model, 10, seed=6), large_request_every=every,
+                       small_request_rows=small, stagger=True)
+        assert stats["steps"] > 0
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_engine_equals_generate_alone_any_threads(gen_zoo, threads):
     model = gen_zoo("bart_gen").model("cpu")
@@ -207,6 +217,8 @@ def test_submit_refuses_requests_that_never_fit(gen_zoo):
 
 @pytest.mark.parametrize("kw, match", [(dict(max_rows=0), "max_rows"), (dict(max_rows=257), "between 1 and 256"), (dict(max_batch_tokens=0), "max_batch_tokens"),
                                        (dict(block_size=0), "block_size"), (dict(kv_cache_bytes=-1), "kv_cache_bytes"),
+                                       (dict(large_request_every=0), "large_request_every"),
+                                       (dict(small_request_rows=0), "small_request_rows"),
                                        (dict(kv_cache_bytes=10), "holds no K/V block")])
 def test_engine_knobs_checked(gen_zoo, kw, match):
     model = gen_zoo("marian_gen").model("cpu")

@@ -52,6 +52,7 @@ struct Engine::Impl {
   std::deque<Pending> queue;                          // under mu
   std::vector<std::pair<uint64_t, Running>> running;  // engine thread only
   bool closing = false;                               // under mu
+  int64_t step_count = 0;                             // engine thread only
   uint64_t next_id = 1;                               // under mu
   EngineStats stats;                                  // under mu
   std::thread thread;
@@ -80,6 +81,11 @@ Engine::Engine(const Transformer& model, const EngineOptions& options) : impl_(s
   if (options.max_batch_tokens < 1) throw_value_error("max_batch_tokens must be >= 1, got ", options.max_batch_tokens);
   if (options.block_size < 1 || options.block_size > 1024)
     throw_value_error("block_size must be between 1 and 1024, got ", options.block_size);
+  if (options.large_request_every < 1)
+    throw_value_error("large_request_every must be >= 1 (1: every step carries every row), got ",
+                      options.large_request_every);
+  if (options.small_request_rows < 1)
+    throw_value_error("small_request_rows must be >= 1, got ", options.small_request_rows);
   if (options.kv_cache_bytes < 0) throw_value_error("kv_cache_bytes must be >= 0 (0: the default), got ", options.kv_cache_bytes);
   const int64_t bytes = options.kv_cache_bytes ? options.kv_cache_bytes : kDefaultKvCacheBytes;
   const int64_t block_bytes = decoding::KvPool::block_bytes(cfg, model.compute_dtype(), options.block_size);
@@ -223,7 +229,10 @@ void Engine::Impl::loop() {
     }
     admit(admitted);
     publish_running();  // before the step: its tokens may reach clients before it returns
-    runner->step();
+    // Small requests first: while one runs, the larger ones join every large_request_every-th step.
+    const bool small_only = options.large_request_every > 1 && step_count++ % options.large_request_every != 0 &&
+                            runner->runs_request_of_at_most(options.small_request_rows);
+    runner->step(small_only ? options.small_request_rows : -1);
     auto finished = runner->take_finished();
     {
       std::lock_guard<std::mutex> lock(mu);

@@ -151,11 +151,20 @@ void StepRunner::reorder(Request& r) {
   }
 }
 
-void StepRunner::step() {
+bool StepRunner::runs_request_of_at_most(int64_t rows) const {
+  for (const auto& r : running_)
+    if (r->search && r->search->rows() <= rows) return true;
+  return false;
+}
+
+void StepRunner::step(int64_t max_request_rows) {
   rows_last_step_ = 0;
+  auto included = [max_request_rows](const Request& r) {
+    return max_request_rows < 0 || r.search->rows() <= max_request_rows;
+  };
   // Requests whose sources are all finished or cancelled leave before the step.
   for (auto& r : running_)
-    if (!r->search->before_step()) finish(*r);
+    if (included(*r) && !r->search->before_step()) finish(*r);
   running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& r) { return !r->search; }),
                  running_.end());
   if (running_.empty()) return;
@@ -164,6 +173,7 @@ void StepRunner::step() {
   int64_t n = 0;
   bool attention = false;
   for (auto& r : running_) {
+    if (!included(*r)) continue;
     RequestSearch& s = *r->search;
     const int64_t step = s.step(), beam = s.beam();
     attention = attention || s.options().return_attention;
@@ -179,19 +189,23 @@ void StepRunner::step() {
     }
   }
   rows_last_step_ = n;
+  if (n == 0) return;
   float* logits = nullptr;
   try {
     logits = decoder_.run(rows_.data(), n, attention);
-  } catch (const std::exception& e) {  // nothing of this step can be trusted: every request fails
+  } catch (const std::exception& e) {  // nothing of this step can be trusted: its requests fail
     if (limits_.rethrow) throw;
-    for (auto& r : running_) finish(*r, std::string("decode step failed: ") + e.what());
-    running_.clear();
+    for (auto& r : running_)
+      if (included(*r)) finish(*r, std::string("decode step failed: ") + e.what());
+    running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& r) { return !r->search; }),
+                   running_.end());
     return;
   }
   const int64_t V = decoder_.vocab(), stride = decoder_.attention_stride();
   const float* att = attention ? decoder_.attention() : nullptr;
   int64_t offset = 0;
   for (auto& r : running_) {
+    if (!included(*r)) continue;
     RequestSearch& s = *r->search;
     const int64_t rows = s.rows();
     try {

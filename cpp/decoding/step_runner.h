@@ -53,8 +53,12 @@ class StepRunner {
   // started finish at once, without encoding.
   void admit(uint64_t id, const TokenBatch& src, GenerationOptions options);
 
-  // One decoder step over the rows of every running request (nothing to do when none).
-  void step();
+  // One decoder step over the rows of every running request (nothing to do when none), or,
+  // with max_request_rows >= 0, of the requests of at most that many rows only (the others
+  // wait for a later step, their state untouched).
+  void step(int64_t max_request_rows = -1);
+  // Whether a running request has at most `rows` rows.
+  bool runs_request_of_at_most(int64_t rows) const;
 
   struct Finished {
     uint64_t id = 0;

@@ -48,8 +48,10 @@ void register_engine(py::module_& m) {
   py::class_<Engine>(m, "Engine",
                      "The step scheduler: requests join and leave the running batch at every decode step.")
       .def(py::init([](const Transformer& model, int64_t max_rows, int64_t max_batch_tokens, int64_t kv_cache_bytes,
-                       int64_t block_size) {
+                       int64_t block_size, int64_t large_request_every, int64_t small_request_rows) {
              EngineOptions o;
+             o.large_request_every = large_request_every;
+             o.small_request_rows = small_request_rows;
              o.max_rows = max_rows;
              o.max_batch_tokens = max_batch_tokens;
              o.kv_cache_bytes = kv_cache_bytes;
@@ -58,7 +60,8 @@ void register_engine(py::module_& m) {
              return std::make_unique<Engine>(model, o);
            }),
            py::arg("model"), py::arg("max_rows") = 256, py::arg("max_batch_tokens") = 8192,
-           py::arg("kv_cache_bytes") = 0, py::arg("block_size") = 16, py::keep_alive<1, 2>())
+           py::arg("kv_cache_bytes") = 0, py::arg("block_size") = 16, py::arg("large_request_every") = 1,
+           py::arg("small_request_rows") = 4, py::keep_alive<1, 2>())
       .def(
           "submit",
           [](Engine& e, const py::array& ids, const std::vector<int32_t>& lengths, const GenerationOptions& options,

@@ -128,13 +128,20 @@ class Engine:
     kv_cache_mb: the K/V block pool's size in MiB (None: a default budget); a request that
       does not fit waits for rows to leave.
     block_size: decoder positions per K/V block.
+    large_request_every: small requests first — while a request of at most small_request_rows
+      rows runs, larger ones join only every large_request_every-th step (the steps between
+      carry small requests' rows only, and cost far less on a CPU); 1: every step carries every
+      row. Results are the same either way; only who waits changes (docs/SERVING.md).
+    small_request_rows: the rows (sources x beam) of a request that counts as small.
     """
 
     def __init__(self, model_or_path, *, max_rows=256, max_batch_tokens=8192, kv_cache_mb=None, block_size=16,
-                 device=None, dtype=None):
+                 large_request_every=1, small_request_rows=4, device=None, dtype=None):
         max_rows = integer("max_rows", max_rows, 1)
         max_batch_tokens = integer("max_batch_tokens", max_batch_tokens, 1)
         block_size = integer("block_size", block_size, 1)
+        large_request_every = integer("large_request_every", large_request_every, 1)
+        small_request_rows = integer("small_request_rows", small_request_rows, 1)
         if kv_cache_mb is not None and (isinstance(kv_cache_mb, (bool, np.bool_))
                                         or not isinstance(kv_cache_mb, numbers.Real)
                                         or not math.isfinite(kv_cache_mb) or kv_cache_mb <= 0):
@@ -142,7 +149,8 @@ class Engine:
         kv_bytes = 0 if kv_cache_mb is None else max(1, int(kv_cache_mb * 2**20))
         self.model = _load(model_or_path, device, dtype)
         self._core = _core.Engine(self.model._core, max_rows=max_rows, max_batch_tokens=max_batch_tokens,
-                                 kv_cache_bytes=kv_bytes, block_size=block_size)
+                                 kv_cache_bytes=kv_bytes, block_size=block_size,
+                                 large_request_every=large_request_every, small_request_rows=small_request_rows)
         self._closed = False
         # Stops the engine thread when the Engine is dropped without close().
         self._finalizer = weakref.finalize(self, self._core.close)

@@ -59,6 +59,8 @@ class ServeLimits:
     max_batch_tokens: int = 8192      # engine: source tokens encoded per step for joining requests
     kv_cache_mb: Optional[float] = None  # engine: K/V block pool in MiB (None: the engine's default)
     block_size: int = 16              # engine: positions per K/V block
+    large_request_every: int = 1      # engine: while a small request runs, larger ones step every N-th step
+    small_request_rows: int = 4       # engine: rows (texts x beam) of a small request
 
 
 class TranslateRequest(BaseModel):
@@ -122,6 +124,8 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
 
         batcher = EngineScheduler(translator, max_rows=limits.max_rows, max_batch_tokens=limits.max_batch_tokens,
                                   kv_cache_mb=limits.kv_cache_mb, block_size=limits.block_size,
+                                  large_request_every=limits.large_request_every,
+                                  small_request_rows=limits.small_request_rows,
                                   max_pending_texts=limits.max_pending_texts)
     elif limits.scheduler == "request":
         batcher = DynamicBatcher(run_batch, max_batch_size=limits.max_batch_size,
@@ -163,7 +167,9 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
     async def stats():
         if limits.scheduler == "engine":
             settings = {"max_rows": limits.max_rows, "max_batch_tokens": limits.max_batch_tokens,
-                        "kv_cache_mb": limits.kv_cache_mb, "block_size": limits.block_size}
+                        "kv_cache_mb": limits.kv_cache_mb, "block_size": limits.block_size,
+                        "large_request_every": limits.large_request_every,
+                        "small_request_rows": limits.small_request_rows}
         else:
             settings = {"max_batch_size": limits.max_batch_size, "batch_wait_ms": limits.batch_wait_ms}
         return {**batcher.stats.snapshot(), "scheduler": limits.scheduler, **settings,

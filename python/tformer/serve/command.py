@@ -35,6 +35,11 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--kv-cache-mb", type=float, default=None,
                    help="engine: K/V cache pool in MiB; a request that does not fit waits (default: automatic)")
     p.add_argument("--block-size", type=int, default=16, help="engine: positions per K/V cache block (default 16)")
+    p.add_argument("--large-request-every", type=int, default=1,
+                   help="engine: small requests first: while one runs, larger requests join every N-th step only "
+                        "(default 1: every step carries every row)")
+    p.add_argument("--small-request-rows", type=int, default=4,
+                   help="engine: the rows (texts x beam size) of a request that counts as small (default 4)")
     p.add_argument("--max-batch-size", type=int, default=32,
                    help="request scheduler: sentences per generate call (default 32)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0,
@@ -112,6 +117,7 @@ def run(args) -> int:
         max_request_tokens=args.max_request_tokens, request_timeout_ms=args.request_timeout_ms,
         body_timeout_s=args.body_timeout, allowed_hosts=allowed, scheduler=args.scheduler, max_rows=args.max_rows,
         max_batch_tokens=args.max_batch_tokens, kv_cache_mb=args.kv_cache_mb, block_size=args.block_size,
+        large_request_every=args.large_request_every, small_request_rows=args.small_request_rows,
     )
     try:
         app = create_app(translator, limits)
