@@ -198,11 +198,7 @@ void Engine::Impl::loop() {
       int64_t tokens = 0, rows = 0, blocks = 0;
       for (auto it = queue.begin(); it != queue.end();) {
         Pending& p = *it;
-        const bool cancelled = [&] {
-          for (int64_t b = 0; b < p.src.ids.dim(0); ++b)
-            if (!p.options.source_cancelled(b)) return false;
-          return true;
-        }();
+        const bool cancelled = decoding::all_sources_cancelled(p.options, p.src.ids.dim(0));
         const bool room = runner->fits(rows + p.rows, blocks + p.blocks) &&
                           (admitted.empty() || tokens + p.tokens <= options.max_batch_tokens);
         if (cancelled || room) {

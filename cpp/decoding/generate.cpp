@@ -11,13 +11,6 @@
 namespace tformer {
 namespace {
 
-bool all_cancelled_before_start(const GenerationOptions& opt, int64_t batch) {
-  if (opt.cancel.empty()) return false;
-  for (int64_t b = 0; b < batch; ++b)
-    if (!opt.source_cancelled(b)) return false;
-  return true;
-}
-
 // Positions per K/V block of generate's own pool (the engine's default).
 constexpr int64_t kGenerateBlockSize = 16;
 
@@ -86,7 +79,7 @@ std::vector<GenerationResult> Transformer::generate_holding_lock(const TokenBatc
   const int64_t batch = src.ids.ndim() == 2 ? src.ids.dim(0) : 0;
   // Sources cancelled before the encoder ran (a request cancelled while queued): when all
   // are, nothing is encoded or decoded.
-  if (all_cancelled_before_start(opt, batch)) return decoding::cancelled_results(src, opt, batch);
+  if (decoding::all_sources_cancelled(opt, batch)) return decoding::cancelled_results(src, opt, batch);
   upload(src, config_.src_vocab_size, "src_ids");  // the ids' checks, before anything is sized by them
 
   // One request through a StepRunner of its own, sized for it: the engine's step code, so a

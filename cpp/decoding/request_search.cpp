@@ -30,6 +30,13 @@ void add_pending_bias(float* row, const float* bias, int64_t vocab) {
   for (int64_t v = 0; v < vocab; ++v) row[v] += bias[v];
 }
 
+bool all_sources_cancelled(const GenerationOptions& options, int64_t batch) {
+  if (options.cancel.empty() && !options.cancel_all) return false;
+  for (int64_t b = 0; b < batch; ++b)
+    if (!options.source_cancelled(b)) return false;
+  return true;
+}
+
 std::vector<GenerationResult> cancelled_results(const TokenBatch& src, const GenerationOptions& options,
                                                 int64_t batch) {
   std::vector<GenerationResult> results(static_cast<size_t>(batch));

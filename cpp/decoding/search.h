@@ -22,6 +22,10 @@ std::unique_ptr<RequestSearch> make_beam_search(SearchSetup setup);
 // bias_act does: x + bias, in float. Nothing when bias is null.
 void add_pending_bias(float* row, const float* bias, int64_t vocab);
 
+// Whether every one of the batch's sources is cancelled (before the encoder runs: a request
+// cancelled while queued is then answered without decoding).
+bool all_sources_cancelled(const GenerationOptions& options, int64_t batch);
+
 // The results of sources cancelled before anything was decoded: num_hypotheses empty
 // hypotheses each (scores -inf when return_scores), cancelled = true.
 std::vector<GenerationResult> cancelled_results(const TokenBatch& src, const GenerationOptions& options,

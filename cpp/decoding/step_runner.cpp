@@ -11,13 +11,6 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-bool all_cancelled_before_start(const GenerationOptions& opt, int64_t batch) {
-  if (opt.cancel.empty()) return false;
-  for (int64_t b = 0; b < batch; ++b)
-    if (!opt.source_cancelled(b)) return false;
-  return true;
-}
-
 }  // namespace
 
 StepRunner::StepRunner(const Transformer& model, const RunnerLimits& limits)
@@ -59,7 +52,7 @@ std::string StepRunner::never_fits(int64_t rows, int64_t blocks, int64_t src_len
 
 void StepRunner::admit(uint64_t id, const TokenBatch& src, GenerationOptions options) {
   const int64_t batch = static_cast<int64_t>(src.lengths.size());
-  if (all_cancelled_before_start(options, batch)) {  // cancelled while queued: nothing to encode
+  if (decoding::all_sources_cancelled(options, batch)) {  // cancelled while queued: nothing to encode
     finished_.push_back({id, cancelled_results(src, options, batch), ""});
     return;
   }
