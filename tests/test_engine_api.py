@@ -261,6 +261,22 @@ def test_close_cancels_queued_and_running_requests(model):
     engine.close()  # twice is fine
 
 
+def test_large_requests_wait_for_a_large_step_while_a_small_one_runs(model):
+    """Small requests first: a large newcomer is not even admitted (no encoder run, no rows)
+    during the small-only steps; once the small request ends it runs, with generate's results."""
+    with tformer.Engine(model, max_rows=64, large_request_every=1_000_000, small_request_rows=1) as engine:
+        small = engine.stream([5, 6, 7, 1], beam_size=1, max_length=LONG, min_length=LONG)
+        next(small)
+        before = engine.stats()
+        large = engine.submit(SRC, beam_size=2, max_length=6, return_scores=True)
+        wait_until(lambda: engine.stats()["steps"] >= before["steps"] + 30)
+        stats = engine.stats()
+        assert stats["queue_length"] == 1 and stats["running_requests"] == 1
+        assert stats["encoder_tokens"] == before["encoder_tokens"]
+        small.close()  # the small request leaves: the large one is admitted at the next step
+        same(large.result(timeout=FREED), model.generate(SRC, beam_size=2, max_length=6, return_scores=True))
+
+
 def test_stats(engine):
     stats = engine.stats()
     for key in ("steps", "rows_last_step", "rows_per_step_mean", "queue_length", "running_requests", "running_rows",

@@ -183,6 +183,7 @@ void Engine::Impl::deliver(std::vector<decoding::StepRunner::Finished>& finished
 void Engine::Impl::loop() {
   std::optional<WeightsLock::Shared> reading;
   std::vector<Pending> admitted;
+  bool small_phase = false;
   while (true) {
     admitted.clear();
     {
@@ -193,11 +194,21 @@ void Engine::Impl::loop() {
         for (auto& r : running) r.second.engine_cancel->cancel();
       }
       if (closing && queue.empty() && runner->running_requests() == 0) break;
+      // A small-requests phase (small ones running or waiting, not a large step): large
+      // newcomers wait for the next large step, so their encoder does not delay the small ones.
+      small_phase = options.large_request_every > 1 && step_count % options.large_request_every != 0 &&
+                    (runner->runs_request_of_at_most(options.small_request_rows) ||
+                     std::any_of(queue.begin(), queue.end(),
+                                 [&](const Pending& p) { return p.rows <= options.small_request_rows; }));
       // Admission: in order while requests fit; one that does not lets later ones pass for
       // kMaxBypassedSteps steps, then nothing passes it until it fits.
       int64_t tokens = 0, rows = 0, blocks = 0;
       for (auto it = queue.begin(); it != queue.end();) {
         Pending& p = *it;
+        if (small_phase && p.rows > options.small_request_rows) {  // deferred, not bypassed
+          ++it;
+          continue;
+        }
         const bool cancelled = decoding::all_sources_cancelled(p.options, p.src.ids.dim(0));
         const bool room = runner->fits(rows + p.rows, blocks + p.blocks) &&
                           (admitted.empty() || tokens + p.tokens <= options.max_batch_tokens);
@@ -226,8 +237,8 @@ void Engine::Impl::loop() {
     admit(admitted);
     publish_running();  // before the step: its tokens may reach clients before it returns
     // Small requests first: while one runs, the larger ones join every large_request_every-th step.
-    const bool small_only = options.large_request_every > 1 && step_count++ % options.large_request_every != 0 &&
-                            runner->runs_request_of_at_most(options.small_request_rows);
+    ++step_count;
+    const bool small_only = small_phase && runner->runs_request_of_at_most(options.small_request_rows);
     runner->step(small_only ? options.small_request_rows : -1);
     auto finished = runner->take_finished();
     {

@@ -130,8 +130,8 @@ class Engine:
     block_size: decoder positions per K/V block.
     large_request_every: small requests first — while a request of at most small_request_rows
       rows runs, larger ones join only every large_request_every-th step (the steps between
-      carry small requests' rows only, and cost far less on a CPU); 1: every step carries every
-      row. Results are the same either way; only who waits changes (docs/SERVING.md).
+      carry small requests' rows only, and cost far less on a CPU; larger newcomers are admitted
+      only at those large steps too); 1: every step carries every row. Results are the same either way; only who waits changes (docs/SERVING.md).
     small_request_rows: the rows (sources x beam) of a request that counts as small.
     """
 

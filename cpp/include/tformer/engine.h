@@ -27,8 +27,9 @@ struct EngineOptions {
   int64_t block_size = 16;          // positions per K/V block
   // Priority of small requests (at most small_request_rows rows, e.g. one greedy sentence):
   // while one runs, larger requests join only every large_request_every-th step (the steps
-  // between carry only small requests' rows, and cost far less on a CPU). 1: every step
-  // carries every row. A request's result is the same either way (rows are independent).
+  // between carry only small requests' rows, and cost far less on a CPU); larger newcomers are
+  // admitted (their encoder run) only at those large steps too. 1: every step carries every
+  // row. A request's result is the same either way (rows are independent).
   int64_t large_request_every = 1;
   int64_t small_request_rows = 4;
 };
