@@ -9,6 +9,8 @@ import tformer
 from tformer.atomic_files import atomic_write, atomic_write_bytes, current_umask
 from tformer.train_checkpoints import Checkpoints, export_model
 
+from test_train_cli import data, train_argv  # noqa: F401  (data is a fixture)
+
 CFG = dict(src_vocab_size=24, tgt_vocab_size=24, d_model=16, encoder_layers=1, decoder_layers=1, encoder_heads=2,
            decoder_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16, max_positions=16)
 UMASKS = [0o022, 0o027]
@@ -77,3 +79,19 @@ def test_checkpoint_gives_the_umask_modes(tmp_path, umask):
     path = Checkpoints(tmp_path).save(model, trainer, {"step": 1})
     assert_tree_modes(tmp_path / "checkpoints", umask)  # step dir (was a mkdtemp), trainer/, latest
     assert os.path.isdir(os.path.join(path, "trainer"))
+
+
+def test_tformer_train_output_gives_the_umask_modes(data, tmp_path):  # noqa: F811 (data is a fixture)
+    """The whole run directory of `tformer train` (model, tokenizer, plots, checkpoints) is
+    readable by the group under umask 027, and by all under 022."""
+    from tformer.cli import main
+
+    for mask in UMASKS:
+        old = os.umask(mask)
+        try:
+            out = tmp_path / f"run{mask:03o}"
+            assert main(train_argv(data, out, "--max-steps", "2", "--eval-every", "2")) == 0
+        finally:
+            os.umask(old)
+        assert os.path.exists(out / "model.safetensors") and os.path.isdir(out / "checkpoints")
+        assert_tree_modes(out, mask)
