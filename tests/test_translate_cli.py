@@ -303,3 +303,18 @@ def test_format_result():
     assert format_result(["a\tb", "c"], [-0.5, -1.25], "tab", with_scores=True) == "-0.500000\ta b\t-1.250000\tc"
     assert format_result(["a\nb", "c"], [0, 0], "block") == "a b\nc"
     assert format_result(["a\tb"], [0]) == "a\tb"  # one field: a tab in the text separates nothing
+
+
+def test_output_to_a_closed_pipe_ends_quietly(marian_dir):
+    """`tformer translate ... | head -n 1`: the reader leaves; no traceback, a non-zero status."""
+    lines = "".join(line + "\n" for line in SENTENCES * 50).encode("utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "tformer.cli", "translate", str(marian_dir), *OPTS,
+                             "--chunk-lines", "8", "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdin.write(lines)
+    proc.stdin.close()
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 1
+    assert first.strip() and "Traceback" not in err and err == ""

@@ -259,6 +259,9 @@ def run(args) -> int:
     except _Fatal as e:
         print(f"{_PROG}: {e}", file=sys.stderr)
         return e.status
+    except KeyboardInterrupt:  # Ctrl-C: what was written stays, said in one line
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `tformer translate ... | head`: the reader left, nothing to report
         if args.output == "-":  # Python's recipe: no second error when the interpreter flushes stdout at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
