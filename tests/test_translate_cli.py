@@ -246,6 +246,8 @@ def test_unreadable_input_and_output(tmp_path, marian_dir, capsys):
     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
     (["--chunk-lines", "0"], "--chunk-lines must be >= 1, got 0"),
     (["--max-batch-tokens", "-1"], "--max-batch-tokens must be >= 1, got -1"),
+    (["--beam-size", "0"], "--beam-size must be >= 1, got 0"),
+    (["--threads", "-1"], "--threads must be >= 0 (0: tformer's choice), got -1"),
     (["--beam-size", "2", "--num-hypotheses", "3"], "num_hypotheses"),
     (["--target-lang", "de"], "translates into one language"),
 ])
@@ -318,3 +320,27 @@ def test_output_to_a_closed_pipe_ends_quietly(marian_dir):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 1
     assert first.strip() and "Traceback" not in err and err == ""
+
+
+def test_a_read_error_part_way_is_named_after_the_lines_written(marian_dir, monkeypatch, capsys):
+    sink = io.BytesIO()
+
+    def failing():
+        yield b"Il pleut.\n"
+        yield b"Quelle heure est-il ?\n"
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sys, "stdin", type("In", (), {"buffer": failing()})())
+    monkeypatch.setattr(sys, "stdout", type("Out", (), {"buffer": sink, "flush": lambda self: None})())
+    assert main([str(marian_dir), *OPTS, "--chunk-lines", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "reading <stdin> or writing <stdout> failed after 2 line(s): Input/output error" in err
+    assert sink.getvalue().count(b"\n") == 2
+
+
+def test_progress_without_tqdm_says_so(tmp_path, marian_dir, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm -> ImportError
+    src = write_lines(tmp_path / "in.txt", ["Il pleut."])
+    assert main([str(marian_dir), "-i", src, "-o", str(tmp_path / "out"), *OPTS, "--progress", "--quiet"]) == 0
+    assert "no progress bar: tqdm is not installed (pip install tqdm)" in capsys.readouterr().err
+    assert len(read_lines(tmp_path / "out")) == 1
