@@ -11,7 +11,6 @@ status, and that input is consumed chunk by chunk (memory bounded)."""
 
 import io
 import itertools
-import os
 import subprocess
 import sys
 
