@@ -1,4 +1,4 @@
-"""The `tformer` command line: info, serve, train, demo (each imports its heavy modules
+"""The `tformer` command line: info, serve, translate, train, demo (each imports its heavy modules
 only when it runs)."""
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ def main(argv=None) -> int:
 
     add_serve_arguments(sub.add_parser("serve", help="serve a model over HTTP (POST /translate)",
                                        description="HTTP translation service with dynamic batching"))
+    from .translate_cli import add_arguments as add_translate_arguments
+
+    add_translate_arguments(sub.add_parser("translate", help="translate a text file, one sentence per line",
+                                           description="Translate text line by line (stdin/stdout by default), "
+                                                       "output line-aligned with the input"))
     from .train_cli import add_arguments as add_train_arguments
 
     add_train_arguments(sub.add_parser("train", help="train a translation model on line-aligned text files",
@@ -33,6 +38,10 @@ def main(argv=None) -> int:
         print()
     elif args.command == "serve":
         from .serve.command import run
+
+        return run(args)
+    elif args.command == "translate":
+        from .translate_cli import run
 
         return run(args)
     elif args.command == "train":

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import warnings
 
-from .atomic_files import atomic_write_bytes, fsync_directory, replace_durably
+from .atomic_files import atomic_write_bytes, fsync_directory, make_temp_directory, replace_durably
 from .checkpoint_check import STATE_FILE, checkpoint_problem, is_inside
 
 _STEP_DIR = re.compile(r"step-\d+")
@@ -123,7 +123,7 @@ class Checkpoints:
         if os.path.exists(final) and not _is_whole(final):
             shutil.rmtree(final)  # a damaged one of an earlier run (resume skipped it): written anew
         if not os.path.exists(final):
-            tmp = tempfile.mkdtemp(prefix=".tmp-", dir=self.root)
+            tmp = make_temp_directory(".tmp-", self.root)  # renamed into place: its mode stays
             try:
                 model.save(tmp)
                 trainer.save(os.path.join(tmp, "trainer"))
