@@ -45,24 +45,25 @@ class Browser:
                 "--window-size=1100,720", "about:blank"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # Its output goes to a file, not a pipe: a pipe nobody reads would block it once full.
+        self.log_path = os.path.join(profile_dir, "chromium.log")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
         self.port = self._devtools_port(timeout)
 
     def _devtools_port(self, timeout):
         # Chromium prints "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID" on stderr.
-        end, seen = time.time() + timeout, []
-        while time.time() < end:
-            line = self.proc.stderr.readline()
-            if not line:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            seen.append(line)
-            m = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
+        end = time.time() + timeout
+        while True:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                output = f.read()
+            m = re.search(r"DevTools listening on ws://[^:/]+:(\d+)/", output)
             if m:
                 return int(m.group(1))
-        self.close()
-        raise CDPError("Chromium did not open its DevTools port; its output:\n" + "".join(seen[-30:]))
+            if self.proc.poll() is not None or time.time() > end:
+                self.close()
+                raise CDPError("Chromium did not open its DevTools port; its output:\n" + output[-3000:])
+            time.sleep(0.05)
 
     def _http(self, path, method="GET"):
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
@@ -84,8 +85,6 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
 
 
 class Page:

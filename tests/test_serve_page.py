@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -144,9 +145,10 @@ class Server:
         env = {k: v for k, v in os.environ.items() if k != "TFORMER_API_KEY"}
         if key:
             env["TFORMER_API_KEY"] = key
+        self.log = tempfile.TemporaryFile()  # not a pipe: one nobody reads blocks the server once full
         self.proc = subprocess.Popen([sys.executable, "-m", "tformer.cli", "serve", str(directory), "--port",
                                       str(self.port), "--log-level", "warning", *args], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
         end = time.time() + 90
         while True:
             try:
@@ -155,14 +157,15 @@ class Server:
             except OSError:
                 pass
             if self.proc.poll() is not None:
-                raise AssertionError("tformer serve stopped: " + self.proc.stderr.read().decode())
+                self.log.seek(0)
+                raise AssertionError("tformer serve stopped: " + self.log.read().decode(errors="replace"))
             assert time.time() < end, "tformer serve did not start in 90 s"
             time.sleep(0.2)
         self.url = f"http://127.0.0.1:{self.port}/"
 
     def stop(self):
         stop_process(self.proc)
-        self.proc.stderr.close()
+        self.log.close()
 
 
 @pytest.fixture(scope="module")
