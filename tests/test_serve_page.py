@@ -252,6 +252,21 @@ def test_page_shows_the_apis_error_messages(page_of, marian_server):
     assert _error(page) == f"422: {api['detail']}"
 
 
+def test_page_shows_an_error_that_ends_the_stream(page_of, marian_dir):
+    """A deadline that passes while decoding: the stream's `error` event, shown as the
+    message the plain request gets."""
+    server = Server(marian_dir, "--request-timeout-ms", "1")
+    try:
+        status, api = _post(server.port, {"texts": tt.TEXTS[:1]})
+        assert status == 504 and api["detail"].startswith("the deadline of 1 ms passed")
+        page = page_of(server.url)
+        page.wait_for("document.getElementById('model').textContent.startsWith('marian')", "/info to be read")
+        state, _ = _translate_in_page(page, tt.TEXTS[0])
+        assert state == "error" and _error(page) == f"504: {api['detail']}"
+    finally:
+        server.stop()
+
+
 def test_page_asks_for_the_key_and_offers_the_languages(page_of, m2m_dir):
     server = Server(m2m_dir, "--source-lang", "fr", "--beam-size", "2", "--max-length", "10", key=KEY)
     try:
