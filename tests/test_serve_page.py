@@ -31,7 +31,7 @@ from tformer.serve.page import PAGE_HEADERS, model_info  # noqa: E402
 
 import test_translator as tt  # noqa: E402
 from headless_chromium import Browser, find_chromium  # noqa: E402
-from tf_testlib import stop_process  # noqa: E402
+from tf_testlib import stop_process, wait_for  # noqa: E402
 
 KEY = "page-test-key-7f3a"
 # Long translations (at least 20 tokens): a greedy stream has many partial events to show.
@@ -263,6 +263,35 @@ def test_page_shows_an_error_that_ends_the_stream(page_of, marian_dir):
         page.wait_for("document.getElementById('model').textContent.startsWith('marian')", "/info to be read")
         state, _ = _translate_in_page(page, tt.TEXTS[0])
         assert state == "error" and _error(page) == f"504: {api['detail']}"
+    finally:
+        server.stop()
+
+
+def test_stop_cancels_the_translation(page_of, tmp_path):
+    """Stop closes the stream: the page says so, and the server frees the request's rows."""
+    tok = tt.build_marian_tokenizer(tmp_path / "tok")
+    directory = tt.build_marian_model(tmp_path / "slow", tok, seed=7, max_positions=1024, train_steps=0,
+                                      generation={"min_length": 1000, "max_length": 1000})  # seconds of decoding
+    server = Server(directory, "--beam-size", "1")
+    try:
+        page = page_of(server.url)
+        page.wait_for("document.getElementById('model').textContent.startsWith('marian')", "/info to be read")
+        page.type_into("#source", "\n".join(tt.TEXTS[:4] * 2))
+        page.click("#translate")
+        page.wait_for("document.getElementById('output').textContent.trim().length > 0", "the first tokens")
+        assert page.evaluate("document.getElementById('output').dataset.state") == "streaming"
+        page.click("#stop")
+        page.wait_for("document.getElementById('output').dataset.state === 'stopped'", "the page to stop")
+        assert _error(page) == "stopped: the server cancels the rest"
+
+        def stats():
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            try:
+                conn.request("GET", "/stats")
+                return json.loads(conn.getresponse().read())
+            finally:
+                conn.close()
+        wait_for(lambda: (s := stats())["cancelled_requests"] == 1 and s["running_rows"] == 0, "the rows to be freed")
     finally:
         server.stop()
 
