@@ -4,6 +4,7 @@ engine (EngineScheduler, `tformer serve`'s default) or the request-level Dynamic
     POST /translate  {"texts": [...], "target_lang"?, "beam_size"?, "max_length"?, ...}
                      -> {"translations": [...]}  (+ "scores" with return_scores)
                      with "stream": true: server-sent events of the partial translations (sse.py)
+    GET  /           -> the translation page (page.html), GET /info -> its model, languages, defaults
     GET  /health     -> {"status": "ok", ...}
     GET  /stats      -> requests, texts, and the scheduler's counters (rows per step, KV-pool use /
                         generate calls, batch sizes)
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import sse
 from .batcher import ClientDisconnected, DeadlineExceeded, DynamicBatcher, Overloaded
 from .guard import GuardMiddleware
+from .page import add_page_routes
 
 log = logging.getLogger("tformer.serve")
 
@@ -198,6 +200,7 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
             raise HTTPException(status_code=status, detail=detail, headers=headers) from None
         return _response_body(results, n_best, req.return_scores)
 
+    add_page_routes(app, translator, limits)  # GET / (the translation page) and GET /info
     app.add_middleware(GuardMiddleware, limits=limits)
     return app
 

@@ -12,6 +12,8 @@ import json
 # browser loaded from elsewhere (DNS rebinding) sends its own name, not one of these.
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 LOOPBACK_BINDS = ("127.0.0.1", "localhost", "::1", "[::1]")
+# The translation page (page.py): served without the API key, it holds no data.
+PAGE_PATHS = ("/", "/index.html")
 
 
 def default_allowed_hosts(bind: str):
@@ -65,7 +67,7 @@ class GuardMiddleware:
             if not host_allowed(name, self._hosts):
                 return await _reply(send, 421, f"Host {name or '(none)'!r} is not served here: this server answers "
                                                "the names of its --allowed-hosts only")
-        if self._key is not None:
+        if self._key is not None and not _is_page(scope):
             auth = headers.get(b"authorization", b"")
             scheme, _, token = auth.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
@@ -98,6 +100,11 @@ class GuardMiddleware:
             return replay.pop() if replay else await receive()
 
         return await self.app(scope, receive_replayed, send)
+
+
+def _is_page(scope) -> bool:
+    """GET / : the translation page holds no data and asks for the key itself."""
+    return scope.get("method") == "GET" and scope.get("path") in PAGE_PATHS
 
 
 async def _read_body(receive, limit):
