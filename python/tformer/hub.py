@@ -115,18 +115,22 @@ def _download(repo_id: str, revision, token, patterns: list) -> str:
     from huggingface_hub.utils import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                        RevisionNotFoundError)
 
-    what = f"Hugging Face Hub model {repo_id!r} (revision {revision or 'main'!r})"
+    what = f"{repo_id} is not a local directory, and as a Hugging Face Hub model (revision {revision or 'main'!r})"
     try:
         return snapshot_download(repo_id, revision=revision, token=token, allow_patterns=patterns)
     except GatedRepoError:
-        raise HubRepoError(f"{what} is gated: accept its conditions on huggingface.co and set HF_TOKEN "
+        raise HubRepoError(f"{what} it is gated: accept its conditions on huggingface.co and set HF_TOKEN "
                            "(or `hf auth login`)") from None
     except RevisionNotFoundError:
-        raise HubRepoError(f"{what}: no such revision (a branch, tag or commit hash of the repository)") from None
+        raise HubRepoError(f"{what}: no such revision (give a branch, tag or commit hash of the repository)") from None
     except RepositoryNotFoundError:
-        raise HubRepoError(f"{what}: no such repository on the Hub, or it is private (set HF_TOKEN); "
-                           f"and {repo_id} is not a local directory either") from None
+        raise HubRepoError(f"{what}: no such repository on the Hub, or a private one (set HF_TOKEN); "
+                           "check the id, or give the path of a model directory") from None
     except LocalEntryNotFoundError as e:
-        reason = "HF_HUB_OFFLINE is set" if _offline() else "the Hub could not be reached (no network?)"
-        raise HubOfflineError(f"{what}: {reason} and the cache at {_cache_dir()} does not hold it (complete); "
-                              f"download it once with network access, or give a local directory ({e})") from None
+        if _offline():
+            reason, fix = "HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE and download it once with network access"
+        else:
+            cause = str(e).splitlines()[0].removeprefix("Got: ") if str(e) else type(e).__name__
+            reason, fix = f"the Hub could not be reached ({cause}; no network?)", "download it once with network access"
+        raise HubOfflineError(f"{what}: {reason}, and the cache at {_cache_dir()} does not hold it (complete): "
+                              f"{fix}, or give the path of a model directory") from None
