@@ -14,7 +14,7 @@ import re
 # tokenizers.py); nothing else of a repository (tf_model.h5, flax_model.msgpack, onnx/, ...) is
 # fetched. Patterns are matched against repository paths with fnmatch, where "*" also matches
 # "/", so each names a top-level file.
-CONFIG_FILES = ["config.json", "generation_config.json"]
+CONFIG_FILES: list[str] = ["config.json", "generation_config.json"]
 TOKENIZER_FILES = [
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "source.spm", "target.spm", "vocab.json", "target_vocab.json",  # Marian
@@ -46,7 +46,7 @@ class HubRepoError(ModelNotFoundError):
     """The Hub answered: no such repository, a gated or private one, or no such revision."""
 
 
-def allow_patterns(weights: str = "safetensors") -> list:
+def allow_patterns(weights: str = "safetensors") -> list[str]:
     """The files snapshot_download fetches: config, tokenizer, and the weights in one format
     ("safetensors" or "pytorch": pytorch_model.bin, for repositories without safetensors)."""
     formats = {"safetensors": SAFETENSORS_FILES, "pytorch": PYTORCH_FILES}
@@ -61,14 +61,15 @@ def looks_like_repo_id(name: str) -> bool:
     return len(name) <= 96 and "--" not in name and ".." not in name and bool(_REPO_ID.match(name))
 
 
-def _has_weights(directory: str, patterns: list) -> bool:
+def _has_weights(directory: str, patterns: list[str]) -> bool:
     import fnmatch
 
     names = os.listdir(directory)
     return any(fnmatch.fnmatch(n, p) for p in patterns for n in names)
 
 
-def resolve_model_dir(name_or_path, revision: str | None = None, token: str | None = None) -> str:
+def resolve_model_dir(name_or_path: str | os.PathLike[str], revision: str | None = None,
+                      token: str | None = None) -> str:
     """A local directory for `name_or_path`: the directory itself when it exists (returned
     unchanged), else the snapshot of the Hugging Face Hub model of that id in the user's cache,
     downloaded when missing or stale (safetensors weights, else pytorch_model.bin).
@@ -110,17 +111,22 @@ def _offline() -> bool:
     return is_offline() if is_offline is not None else bool(constants.HF_HUB_OFFLINE)
 
 
-def _download(repo_id: str, revision, token, patterns: list) -> str:
+def _download(repo_id: str, revision: str | None, token: str | None, patterns: list[str]) -> str:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                       RevisionNotFoundError)
+
+    try:
+        from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                            RevisionNotFoundError)
+    except ImportError:  # huggingface_hub before 0.24 kept them in utils only
+        from huggingface_hub.utils import (GatedRepoError, LocalEntryNotFoundError,  # type: ignore[attr-defined]
+                                           RepositoryNotFoundError, RevisionNotFoundError)
 
     what = f"{repo_id} is not a local directory, and as a Hugging Face Hub model (revision {revision or 'main'!r})"
     try:
         return snapshot_download(repo_id, revision=revision, token=token, allow_patterns=patterns)
     except GatedRepoError:
         raise HubRepoError(f"{what} it is gated: accept its conditions on huggingface.co and set HF_TOKEN "
-                           "(or `hf auth login`)") from None
+                           "(or log in with `hf auth login`)") from None
     except RevisionNotFoundError:
         raise HubRepoError(f"{what}: no such revision (give a branch, tag or commit hash of the repository)") from None
     except RepositoryNotFoundError:
