@@ -58,8 +58,10 @@ def model_dirs(tok_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def references(model_dirs):
-    return {rev: tt.hf_translate(d, TEXTS, num_beams=OPTS["beam_size"], max_new_tokens=OPTS["max_length"])
+    refs = {rev: tt.hf_translate(d, TEXTS, num_beams=OPTS["beam_size"], max_new_tokens=OPTS["max_length"])
             for rev, d in model_dirs.items()}
+    assert refs["main"] != refs["v2"]  # so that a wrong revision shows
+    return refs
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import re
 # The files the loaders read (convert/huggingface.py, weights.py, generation_config.py,
 # tokenizers.py); nothing else of a repository (tf_model.h5, flax_model.msgpack, onnx/, ...) is
 # fetched. Patterns are matched against repository paths with fnmatch, where "*" also matches
-# "/", so each names a top-level file.
-CONFIG_FILES: list[str] = ["config.json", "generation_config.json"]
+# "/": none starts with a wildcard, so that a file in a subfolder (onnx/config.json) never matches.
+CONFIG_FILES = ["config.json", "generation_config.json"]
 TOKENIZER_FILES = [
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "source.spm", "target.spm", "vocab.json", "target_vocab.json",  # Marian
