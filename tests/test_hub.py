@@ -275,3 +275,42 @@ def test_environment_variables_in_a_fresh_process(cache, references, tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "HubOfflineError" in out.stderr and "the Hub could not be reached (ConnectError" in out.stderr, out.stderr
+
+
+def _fetched_copy(source, destination, weights="safetensors"):
+    """The files of `source` that snapshot_download would fetch with tformer's patterns."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    destination.mkdir(parents=True)
+    kept = list(filter_repo_objects(sorted(os.listdir(source)), allow_patterns=hub.allow_patterns(weights)))
+    for name in kept:
+        (destination / name).write_bytes((source / name).read_bytes())
+    return destination
+
+
+def test_the_fetched_files_are_enough_to_translate(model_dirs, references, tmp_path):
+    """A checkpoint directory cut down to the fetched files translates as transformers does
+    on the whole directory."""
+    fetched = _fetched_copy(model_dirs["main"], tmp_path / "fetched")
+    assert "model.safetensors" in os.listdir(fetched) and "source.spm" in os.listdir(fetched)
+    assert tformer.Translator(str(fetched), **OPTS).translate(TEXTS) == references["main"]
+
+
+@pytest.mark.parametrize("family,languages", [("marian_separate", [None]), ("bart", [None]),
+                                              ("nllb", [None, "deu_Latn"]), ("m2m100", [None, "de"])])
+def test_the_fetched_files_are_enough_for_each_tokenizer(family, languages, tmp_path):
+    """Each tokenizer family's files, cut down to the fetched ones, encode and decode as
+    transformers' tokenizer of the whole directory: no file a loader needs is left out of
+    the patterns (Marian's target_vocab.json, M2M100's sentencepiece.bpe.model, ...)."""
+    from tformer.tokenizers import load_tokenizer
+
+    builders = {"marian_separate": lambda d: tt.build_marian_tokenizer(d, separate_vocabs=True),
+                "bart": tt.build_bart_tokenizer, "nllb": tt.build_nllb_tokenizer, "m2m100": tt.build_m2m100_tokenizer}
+    full = builders[family](tmp_path / family)
+    fetched = _fetched_copy(full, tmp_path / "fetched")
+    for lang in languages:
+        ours = load_tokenizer(fetched, source_lang=lang)
+        ref = tt.hf_tokenizer(full, **({"src_lang": lang} if lang else {}))
+        ref_ids = [ref(t)["input_ids"] for t in tt.TRICKY]
+        assert ours.encode(tt.TRICKY) == ref_ids
+        assert ours.decode(ref_ids) == [ref.decode(ids, skip_special_tokens=True) for ids in ref_ids]
