@@ -1,6 +1,7 @@
 """tformer.Translator: text in, text out, on top of `Transformer.generate` (docs/DECODING.md).
 
     >>> translator = tformer.Translator("opus-mt-fr-en")                # a local HF directory
+    >>> translator = tformer.Translator("Helsinki-NLP/opus-mt-fr-en")   # or a Hub id (tformer[hub])
     >>> translator.translate(["Le chat dort."])
     ['The cat is sleeping.']
     >>> translator.translate(["Le chat dort."], beam_size=5, num_hypotheses=2)
@@ -85,7 +86,9 @@ class Translator:
 
     model_or_path: a local Hugging Face directory (MarianMT, BART, mBART, M2M100, NLLB),
       loaded with `tformer.from_huggingface` on `device` / `dtype`, tokenizer and generation
-      defaults (generation_config.json) from the same directory; or a `tformer.Transformer`
+      defaults (generation_config.json) from the same directory; or, where no such directory
+      exists, a Hugging Face Hub model id ("Helsinki-NLP/opus-mt-fr-en", at `revision=`: a
+      branch, tag or commit) fetched into the Hugging Face cache (tformer[hub]); or a `tformer.Transformer`
       (moved to `device` / `dtype` when given), with `tokenizer=` a directory or a
       `tformer.tokenizers.Tokenizer`.
     defaults: generate options used by every call (they win over the directory's), plus
@@ -96,17 +99,20 @@ class Translator:
       translation_<source>_to_<target>. translate/translate_batch take the same three per call.
     """
 
-    def __init__(self, model_or_path, device=None, dtype=None, *, tokenizer=None, **defaults):
+    def __init__(self, model_or_path, device=None, dtype=None, *, tokenizer=None, revision=None, **defaults):
         from .convert.huggingface import from_huggingface
+        from .hub import resolve_model_dir
         from .model import Transformer
 
         dir_defaults = {}
         if isinstance(model_or_path, (str, os.PathLike)):
-            path = os.fspath(model_or_path)
+            path = resolve_model_dir(model_or_path, revision=revision)  # a Hub id -> its cached snapshot
             self.model = from_huggingface(path, device=device or "cpu", dtype=dtype or "float32")
             dir_defaults = generation_defaults(path, _max_positions(self.model))
             tokenizer = path if tokenizer is None else tokenizer
         elif isinstance(model_or_path, Transformer):
+            if revision is not None:
+                raise ValueError("revision= is for Hugging Face Hub ids; Translator(model) got a loaded Transformer")
             if tokenizer is None:
                 raise ValueError("Translator(model) needs tokenizer=: the Hugging Face directory holding the "
                                  "tokenizer files (or a tformer.tokenizers.Tokenizer)")

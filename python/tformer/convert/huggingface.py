@@ -277,18 +277,23 @@ def _source(cfg, state, name):
     raise AssertionError(f"no Hugging Face source for tformer parameter {name!r}")  # pragma: no cover
 
 
-def from_huggingface(path, device: str = "cpu", dtype: str = "float32"):
+def from_huggingface(path, device: str = "cpu", dtype: str = "float32", *, revision: str | None = None):
     """Loads a local Hugging Face model directory (config.json + model.safetensors or
     pytorch_model.bin) of a MarianMT, BART, mBART, M2M100, NLLB, T5 or mT5 checkpoint.
+    Where no such directory exists, `path` may be a Hugging Face Hub model id, fetched into
+    the Hugging Face cache with huggingface_hub (tformer[hub]; `revision`: a branch, tag or
+    commit; tformer.hub.resolve_model_dir).
     dtype "int8" (CPU): each matrix is quantized as it is read (one float tensor in memory
     at a time), the same bits as loading in float32 then `.to(dtype="int8")`.
 
         >>> model = tformer.from_huggingface("/models/opus-mt-fr-en")
+        >>> model = tformer.from_huggingface("Helsinki-NLP/opus-mt-fr-en")   # from the Hub
         >>> logits = model.forward(src_ids, [[model.config.decoder_start_id] + prefix])
     """
+    from ..hub import resolve_model_dir
     from ..model import Transformer
 
-    path = os.fspath(path)
+    path = resolve_model_dir(path, revision=revision)
     hf = read_hf_config(path)
     cfg = config_from_hf(hf, os.path.join(path, "config.json"))
     cfg.extra["generation"] = read_generation_settings(path, hf, cfg.tgt_vocab_size)

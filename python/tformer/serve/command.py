@@ -8,7 +8,9 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser):
-    p.add_argument("model_dir", help="local Hugging Face model directory (weights, config, tokenizer files)")
+    p.add_argument("model_dir", help="local Hugging Face model directory (weights, config, tokenizer files), or a "
+                                     "Hugging Face Hub model id such as Helsinki-NLP/opus-mt-fr-en (tformer[hub])")
+    p.add_argument("--revision", default=None, help="Hub model ids: branch, tag or commit hash (default main)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", default="float32", help="float32, int8 (CPU; docs/QUANTIZATION.md), float16 or bfloat16 (CUDA) "
                                                  "(default float32)")
@@ -106,9 +108,12 @@ def run(args) -> int:
                                       source_lang=args.source_lang, target_lang=args.target_lang,
                                       prefix=args.prefix, task=args.task).items()
                 if v is not None}
+    from ..hub import ModelNotFoundError
+
     try:
-        translator = tformer.Translator(args.model_dir, device=args.device, dtype=args.dtype, **defaults)
-    except (ValueError, TypeError) as e:  # a bad --task / --prefix / language, named
+        translator = tformer.Translator(args.model_dir, device=args.device, dtype=args.dtype,
+                                        revision=args.revision, **defaults)
+    except (ValueError, TypeError, ModelNotFoundError) as e:  # a bad --task / --prefix / language / model, named
         raise SystemExit(f"tformer serve: {e}")
     limits = ServeLimits(
         max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms, max_texts=args.max_texts,
