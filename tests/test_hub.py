@@ -314,3 +314,22 @@ def test_the_fetched_files_are_enough_for_each_tokenizer(family, languages, tmp_
         ref_ids = [ref(t)["input_ids"] for t in tt.TRICKY]
         assert ours.encode(tt.TRICKY) == ref_ids
         assert ours.decode(ref_ids) == [ref.decode(ids, skip_special_tokens=True) for ids in ref_ids]
+
+
+def test_translate_command_takes_a_hub_id_and_revision(offline, references, tmp_path):
+    from tformer.translate_cli import main
+
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    assert main([REPO, "--revision", "v2", "-i", str(src), "-o", str(out), "--quiet", "--beam-size",
+                 str(OPTS["beam_size"]), "--max-length", str(OPTS["max_length"])]) == 0
+    assert out.read_text(encoding="utf-8").splitlines() == references["v2"]
+
+
+def test_translate_command_names_a_missing_model(offline, tmp_path, capsys):
+    from tformer.translate_cli import main
+
+    (tmp_path / "in.txt").write_text("a\n", encoding="utf-8")
+    assert main(["tiny-org/absent", "-i", str(tmp_path / "in.txt"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "tiny-org/absent" in err and "Traceback" not in err

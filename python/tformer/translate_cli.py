@@ -33,8 +33,9 @@ class _Fatal(Exception):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `tformer translate` on parser `p`."""
-    p.add_argument("model", help="the model: a local Hugging Face directory (weights, config, tokenizer files), "
-                                 "as tformer.Translator takes it")
+    p.add_argument("model", help="the model: a local Hugging Face directory (weights, config, tokenizer files) "
+                                 "or a Hugging Face Hub id (tformer[hub]), as tformer.Translator takes it")
+    p.add_argument("--revision", default=None, help="with a Hub id: the branch, tag or commit (default main)")
     p.add_argument("-i", "--input", default="-", metavar="FILE", help="text to translate, one sentence per line, "
                                                                       "UTF-8 (default '-': standard input)")
     p.add_argument("-o", "--output", default="-", metavar="FILE",
@@ -119,6 +120,8 @@ def _load_translator(args):
                                       source_lang=args.source_lang, target_lang=args.target_lang).items()
                 if v is not None}
     try:
+        if args.revision is not None:
+            defaults["revision"] = args.revision
         translator = tformer.Translator(args.model, device=args.device, dtype=args.dtype, **defaults)
         translator.tokenizer.target_prefix(args.target_lang)  # an unknown language is named now, not later
     except Exception as e:  # noqa: BLE001 - the loader's own message, without a traceback
