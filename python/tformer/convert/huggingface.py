@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,10 @@ from ..json_files import read_json_object
 from ..positions import make_table
 from ..weights import load_checkpoint_dir, tensor_shape
 from .t5 import T5_TYPES, check_t5_sizes, convert_t5_state, t5_config
+
+if TYPE_CHECKING:
+    from ..model import Transformer
+    from ..types import PathLike
 
 SUPPORTED = ("marian", "bart", "mbart", "m2m_100", "t5", "mt5")
 _ALIASES = {"nllb": "m2m_100", "m2m100": "m2m_100"}
@@ -277,7 +282,7 @@ def _source(cfg, state, name):
     raise AssertionError(f"no Hugging Face source for tformer parameter {name!r}")  # pragma: no cover
 
 
-def from_huggingface(path, device: str = "cpu", dtype: str = "float32"):
+def from_huggingface(path: PathLike, device: str = "cpu", dtype: str = "float32") -> Transformer:
     """Loads a local Hugging Face model directory (config.json + model.safetensors or
     pytorch_model.bin) of a MarianMT, BART, mBART, M2M100, NLLB, T5 or mT5 checkpoint.
     dtype "int8" (CPU): each matrix is quantized as it is read (one float tensor in memory
