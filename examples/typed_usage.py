@@ -2,7 +2,7 @@
 
 A small model with random weights (no download), a toy character tokenizer, and then:
 forward, generate (beam search, sampling, streaming), save/load, int8, the in-flight
-Engine (submit, stream), a Translator, and a few training steps.
+Engine (submit, stream), a Translator, a few training steps and one op on numpy arrays.
 
     python examples/typed_usage.py
 """
@@ -98,6 +98,12 @@ def train(model: tformer.Transformer, src: list[list[int]]) -> None:
     print("validation loss", trainer.evaluate(src, targets))
 
 
+def single_op() -> None:
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    product: np.ndarray = tformer.ops.gemm(a, a, trans_b=True)   # a @ a.T, float32
+    print("gemm", product.tolist())
+
+
 def main() -> int:
     tformer.set_num_threads(2)
     info: dict[str, object] = tformer.build_info()
@@ -109,6 +115,7 @@ def main() -> int:
     serve(model, src)
     translate(model)
     train(model, src)
+    single_op()
     return 0
 
 

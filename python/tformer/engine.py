@@ -53,6 +53,7 @@ class EngineFuture(concurrent.futures.Future[_T]):
         self._tokens = tokens  # the request's CancelTokens (distinct ones)
 
     def cancel(self) -> bool:
+        """Cancels the request, queued or running; False if it had already finished."""
         # Never marked running, so the base class cancels any future not yet done.
         if not super().cancel():
             return False
@@ -314,6 +315,7 @@ class TokenStream:
         return item
 
     def close(self) -> None:
+        """Stops the iteration and cancels the request (a no-op once it is done)."""
         self._finished = True
         self.future.cancel()  # a no-op once the request is done
 
@@ -354,10 +356,12 @@ class AsyncTokenStream:
         return item
 
     def close(self) -> None:
+        """Stops the iteration and cancels the request (a no-op once it is done)."""
         self._finished = True
         self.future.cancel()
 
     async def aclose(self) -> None:
+        """close(), for `async with` and async generators' protocol."""
         self.close()
 
     async def __aenter__(self) -> AsyncTokenStream:

@@ -121,6 +121,8 @@ def cancel_tokens(cancel, batch: int):
 
 
 def generate(model, src_ids, max_batch_size: int = 0, cancel=None, **options) -> list:
+    """Transformer.generate's work (see its docstring): sources sorted by length, decoded in
+    chunks of max_batch_size, results in input order."""
     ids, lengths = prepare_ids(src_ids, "src_ids")
     max_batch_size = integer("max_batch_size", max_batch_size, 0)
     batch = ids.shape[0]

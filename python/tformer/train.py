@@ -181,15 +181,18 @@ class Trainer:
 
     @property
     def rank(self) -> int:
+        """This process's rank in data-parallel training (0 without it)."""
         return self.group.rank if self.group else 0
 
     @property
     def world_size(self) -> int:
+        """The number of data-parallel processes (1 without distributed training)."""
         return self.group.world_size if self.group else 1
 
     # ------------------------------------------------------------------ schedule
 
     def learning_rate(self, step: int) -> float:
+        """The learning rate of 1-based `step` under this trainer's schedule."""
         return _core.learning_rate(self.schedule, int(step), self.lr_peak or 0.0, self.warmup_steps,
                                    self.total_steps, self.model.config.d_model)
 
