@@ -21,11 +21,11 @@ def _run(args, timeout=300):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def test_mypy_strict_on_examples():
+def test_mypy_strict_on_examples_and_core_stubs():
     # A cache outside the tree keeps reruns at ~2 s (a cold run ~10-30 s); pyproject's
     # [tool.mypy] points it at python/ and the stubs there.
     cache = os.path.join(tempfile.gettempdir(), "tformer-mypy-cache")
-    run = _run(["-m", "mypy", "--strict", "--cache-dir", cache, "examples"])
+    run = _run(["-m", "mypy", "--strict", "--cache-dir", cache, "examples", os.path.join("python", "tformer", "_core")])
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Success" in run.stdout
 

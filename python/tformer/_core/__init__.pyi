@@ -182,8 +182,10 @@ class GenerationOptions:
     return_scores: bool
     def __init__(self) -> None:
         ...
-    def set_cancel(self, arg0: collections.abc.Sequence[CancelToken]) -> None:
-        ...
+    def set_cancel(self, tokens: collections.abc.Sequence[CancelToken]) -> None:
+        """
+        One CancelToken per source (in the order of the sources given to generate).
+        """
     def set_on_token(self, arg0: typing.Any) -> None:
         ...
     @property
@@ -332,31 +334,41 @@ class TrainGraph:
         """
         (address, elements, device) of the flat gradient buffer, for device collectives.
         """
-    def grad(self, arg0: str) -> numpy.ndarray:
-        ...
+    def grad(self, name: str) -> numpy.ndarray:
+        """
+        A float32 copy of one parameter's gradient.
+        """
     def grad_norm(self) -> float:
-        ...
+        """
+        The L2 norm of all gradients.
+        """
     def grad_offset(self, name: str) -> int:
         ...
-    def master(self, arg0: str) -> numpy.ndarray:
+    def master(self, name: str) -> numpy.ndarray:
         """
         The float32 master copy of a parameter (mixed precision only).
         """
-    def moment(self, arg0: str, arg1: typing.SupportsInt | typing.SupportsIndex) -> numpy.ndarray:
-        ...
+    def moment(self, name: str, which: typing.SupportsInt | typing.SupportsIndex) -> numpy.ndarray:
+        """
+        A float32 copy of AdamW's first (which=0) or second (which=1) moment.
+        """
     def run(self, src_ids: numpy.ndarray, src_lengths: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], tgt_ids: numpy.ndarray, tgt_lengths: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], labels: numpy.ndarray, label_smoothing: typing.SupportsFloat | typing.SupportsIndex, dropout: typing.SupportsFloat | typing.SupportsIndex, activation_dropout: typing.SupportsFloat | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, grad_scale: typing.SupportsFloat | typing.SupportsIndex, on_bucket_ready: typing.Any = None) -> tuple[float, int]:
         """
         Forward (+ backward when grad_scale != 0: gradients += grad_scale * d(loss sum)); returns (loss sum, tokens).
         on_bucket_ready(i) is called as soon as bucket i of the flat gradient buffer is final.
         """
-    def set_master(self, arg0: str, arg1: numpy.ndarray) -> None:
+    def set_master(self, name: str, value: numpy.ndarray) -> None:
         """
         Sets the float32 master copy of a parameter (mixed precision only; the model's weights are not changed).
         """
-    def set_moment(self, arg0: str, arg1: typing.SupportsInt | typing.SupportsIndex, arg2: numpy.ndarray) -> None:
-        ...
+    def set_moment(self, name: str, which: typing.SupportsInt | typing.SupportsIndex, value: numpy.ndarray) -> None:
+        """
+        Sets an AdamW moment (see moment).
+        """
     def zero_grad(self) -> None:
-        ...
+        """
+        Sets every gradient to zero.
+        """
     @property
     def buckets(self) -> list[tuple[int, int]]:
         """
@@ -390,7 +402,9 @@ class Model:
         Logits (batch, tgt_len, tgt_vocab) for int32 ids padded on the right.
         """
     def generate(self, src_ids: numpy.ndarray, src_lengths: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], options: GenerationOptions) -> list[GenerationResultCore]:
-        ...
+        """
+        Decodes int32 ids padded on the right (see tformer.Transformer.generate); the GIL is released.
+        """
     def int8_parameter_names(self) -> list[str]:
         """
         The parameters stored as int8 (empty unless the model is int8).
@@ -404,13 +418,17 @@ class Model:
         Whether the model stores this parameter as int8 + per-row scales (int8 models' matrices).
         """
     def missing_parameters(self) -> list[str]:
-        ...
+        """
+        The parameters never set (a loader checks that none are left).
+        """
     def parameter(self, name: str) -> numpy.ndarray:
         """
         A float32 copy of one parameter.
         """
     def parameter_names(self) -> list[str]:
-        ...
+        """
+        Every parameter's tformer name.
+        """
     def parameters(self) -> dict[str, typing.Any]:
         """
         Float32 copies of every parameter by name, all taken under one lock.
@@ -420,13 +438,17 @@ class Model:
         Sets [(name, int8 values, float32 row scales)] as they are (an int8 model only); all or none.
         """
     def set_parameter(self, name: str, value: numpy.ndarray) -> None:
-        ...
+        """
+        Replaces one parameter (float32 values; quantized on an int8 model).
+        """
     def set_parameters(self, values: collections.abc.Sequence[tuple[str, numpy.ndarray]]) -> None:
         """
         Replaces several parameters at once: readers see all of them old or all new.
         """
     def to(self, device: str, dtype: str) -> Model:
-        ...
+        """
+        A copy of the model on another device and/or dtype.
+        """
     @property
     def compute_dtype(self) -> str:
         """
@@ -448,15 +470,25 @@ class Engine:
     def __init__(self, model: Model, max_rows: typing.SupportsInt | typing.SupportsIndex = 256, max_batch_tokens: typing.SupportsInt | typing.SupportsIndex = 8192, kv_cache_bytes: typing.SupportsInt | typing.SupportsIndex = 0, block_size: typing.SupportsInt | typing.SupportsIndex = 16, large_request_every: typing.SupportsInt | typing.SupportsIndex = 1, small_request_rows: typing.SupportsInt | typing.SupportsIndex = 4) -> None:
         ...
     def close(self) -> None:
-        ...
+        """
+        Cancels the queued and running requests and stops the engine thread.
+        """
     def stats(self) -> dict[str, typing.Any]:
-        ...
+        """
+        The engine's counters (see tformer.Engine.stats).
+        """
     def submit(self, src_ids: numpy.ndarray, src_lengths: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], options: GenerationOptions, on_done: typing.Any) -> int:
-        ...
+        """
+        Queues a request; on_done(results, None) or on_done(None, error message) runs on the engine thread. Returns the request's id.
+        """
 def blas_info() -> str:
-    ...
+    """
+    The BLAS library the CPU matrix products run on.
+    """
 def canonical_dtype(dtype: str) -> str:
-    ...
+    """
+    A dtype's canonical name (ValueError for unknown names).
+    """
 def check_device(device: str) -> str:
     """
     Parses and checks a device string; returns its canonical name.
@@ -466,23 +498,37 @@ def config_limits() -> dict[str, typing.Any]:
     Upper bounds of TransformerConfig's sizes (ConfigLimits in cpp/include/tformer/config.h).
     """
 def cuda_available() -> bool:
-    ...
+    """
+    Whether the CUDA backend loads and sees at least one GPU.
+    """
 def cuda_backend_built() -> bool:
-    ...
+    """
+    Whether this build has the CUDA backend (libtformer_cuda.so).
+    """
 def cuda_backend_name() -> str:
-    ...
+    """
+    The CUDA backend's name.
+    """
 def cuda_device_count() -> int:
-    ...
+    """
+    GPUs the CUDA backend sees (0 without CUDA).
+    """
 def cuda_library_path() -> str:
-    ...
+    """
+    The libtformer_cuda.so loaded (TFORMER_CUDA_LIBRARY's file, if set).
+    """
 def cuda_unavailable_reason() -> str:
-    ...
+    """
+    Why CUDA cannot be used ('' when it can).
+    """
 def empty_cache(device: str = 'cpu') -> None:
     """
     Returns cached memory blocks of a device to the system.
     """
 def get_num_threads() -> int:
-    ...
+    """
+    Threads used by CPU kernels and BLAS (see set_num_threads).
+    """
 def learning_rate(schedule: str, step: typing.SupportsInt | typing.SupportsIndex, peak_lr: typing.SupportsFloat | typing.SupportsIndex, warmup_steps: typing.SupportsInt | typing.SupportsIndex, total_steps: typing.SupportsInt | typing.SupportsIndex, d_model: typing.SupportsInt | typing.SupportsIndex) -> float:
     """
     The learning rate of `schedule` at 1-based `step` (peak_lr <= 0: the paper's formula).
@@ -492,7 +538,9 @@ def profile_report() -> str:
     Per-op times recorded with TFORMER_PROFILE=1.
     """
 def profile_reset() -> None:
-    ...
+    """
+    Clears the per-op times of profile_report.
+    """
 def relative_position_buckets(first: typing.SupportsInt | typing.SupportsIndex, count: typing.SupportsInt | typing.SupportsIndex, bidirectional: bool, num_buckets: typing.SupportsInt | typing.SupportsIndex, max_distance: typing.SupportsInt | typing.SupportsIndex) -> list[int]:
     """
     T5 bucket ids of the relative positions first .. first + count - 1 (what the model uploads).
