@@ -30,6 +30,8 @@ _ALIASES = {"nllb": "m2m_100", "m2m100": "m2m_100"}
 
 
 def read_hf_config(path: str) -> dict:
+    """config.json of a Hugging Face model directory, as a dict (FileNotFoundError / ValueError
+    naming the file when it is missing or not a JSON object)."""
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory not found: {path}")
