@@ -85,8 +85,9 @@ def translate(model: tformer.Transformer) -> None:
         texts: list[str] = translator.translate(["le chat dort"], beam_size=2)
         batch: list[TranslationResult] = translator.translate_batch(["bonjour"], return_scores=True)
         print(texts, batch[0].texts, batch[0].scores)
-        for partial in translator.stream("bonsoir"):
-            print("partial", partial)
+        partials = translator.stream("bonsoir")
+        print("first partial", next(partials))
+        partials.close()   # stops the request early
 
 
 def train(model: tformer.Transformer, src: list[list[int]]) -> None:

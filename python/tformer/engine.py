@@ -31,7 +31,7 @@ from .option_checks import describe, integer
 
 if TYPE_CHECKING:
     from .model import Transformer
-    from .types import PathLike, SourceIds, TokenIds
+    from .types import PathLike, SourceIds
 
 _T = TypeVar("_T")
 _U = TypeVar("_U")
@@ -361,7 +361,7 @@ class AsyncTokenStream:
         self.future.cancel()
 
     async def aclose(self) -> None:
-        """close(), for `async with` and async generators' protocol."""
+        """close(), awaitable (`await stream.aclose()`, as async generators have it)."""
         self.close()
 
     async def __aenter__(self) -> AsyncTokenStream:

@@ -1,7 +1,7 @@
 """tformer.Transformer: the Python face of the C++ model (tformer._core.Model)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generator, Mapping, Sequence
 
 import numpy as np
 
@@ -310,7 +310,7 @@ class Transformer:
                             target_prefix=target_prefix, return_scores=return_scores,
                             return_attention=return_attention, **options)
 
-    def generate_stream(self, src_ids: SourceIds, **options: Any) -> Iterator[int]:
+    def generate_stream(self, src_ids: SourceIds, **options: Any) -> Generator[int, None, None]:
         """Iterator over the generated token ids of one source, yielded as they are decided
         (greedy or sampling: each token; beam search: the prefix all beams agree on, then the
         rest of the best hypothesis at the end; the final EOS is not yielded).

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Generator, Sequence
 
 from .generation_config import generation_defaults
 from .tokenizers import Tokenizer, load_tokenizer
@@ -295,7 +295,7 @@ class Translator:
 
     def stream(self, text: str, source_lang: str | None = None, target_lang: str | None = None,
                prefix: str | None = None, task: str | None = None, *, deadline: float | None = None,
-               **options: Any) -> Iterator[str]:
+               **options: Any) -> Generator[str, None, None]:
         """Iterator over the growing translation of one text: each item is the detokenized
         best hypothesis so far (greedy/sampling: token by token; beam search: the prefix all
         beams agree on, then the rest), the last one equal to translate's. Closing it early
