@@ -41,6 +41,13 @@ def test_mypy_strict_catches_a_wrong_call(tmp_path):
     assert 'Argument "beam_size"' in run.stdout and "Incompatible return value" in run.stdout, run.stdout
 
 
+def test_typed_usage_example_runs():
+    # The example mypy checks also runs: every call in it works as annotated.
+    run = _run([os.path.join("examples", "typed_usage.py")], timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "first partial" in run.stdout and "validation loss" in run.stdout, run.stdout
+
+
 def test_core_stubs_are_current():
     run = _run([os.path.join("scripts", "generate_stubs.py"), "--check"])
     assert run.returncode == 0, run.stdout + run.stderr
