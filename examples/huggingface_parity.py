@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 
-def main():
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "tformer-demo-opus-mt-fr-en"),
                     help="a local HF Marian directory; built with random weights if it does not exist")

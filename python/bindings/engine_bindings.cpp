@@ -82,12 +82,14 @@ void register_engine(py::module_& m) {
             };
             return e.submit(src, options, std::move(done));
           },
-          py::arg("src_ids"), py::arg("src_lengths"), py::arg("options"), py::arg("on_done"))
-      .def("stats", [](const Engine& e) { return stats_dict(e.stats()); })
+          py::arg("src_ids"), py::arg("src_lengths"), py::arg("options"), py::arg("on_done"),
+          "Queues a request; on_done(results, None) or on_done(None, error message) runs on the engine thread. "
+          "Returns the request's id.")
+      .def("stats", [](const Engine& e) { return stats_dict(e.stats()); }, "The engine's counters (see tformer.Engine.stats).")
       .def("close", [](Engine& e) {
         py::gil_scoped_release release;
         e.close();
-      });
+      }, "Cancels the queued and running requests and stops the engine thread.");
 }
 
 }  // namespace tformer::bindings

@@ -89,7 +89,8 @@ void register_generate(py::module_& m) {
       .def("set_cancel",
            [](O& o, const std::vector<std::shared_ptr<CancelToken>>& tokens) {
              o.cancel.assign(tokens.begin(), tokens.end());
-           })
+           },
+           py::arg("tokens"), "One CancelToken per source (in the order of the sources given to generate).")
       .def("set_on_token", [](O& o, py::object fn) {
         if (fn.is_none()) {
           o.on_token = nullptr;
@@ -139,7 +140,8 @@ void register_model_generate(py::class_<Transformer>& cls) {
         }
         return out;
       },
-      py::arg("src_ids"), py::arg("src_lengths"), py::arg("options"));
+      py::arg("src_ids"), py::arg("src_lengths"), py::arg("options"),
+      "Decodes int32 ids padded on the right (see tformer.Transformer.generate); the GIL is released.");
 }
 
 }  // namespace tformer::bindings

@@ -75,7 +75,7 @@ void register_model(py::module_& m) {
              py::gil_scoped_release release;
              t.set_parameter(name, v);
            },
-           py::arg("name"), py::arg("value"))
+           py::arg("name"), py::arg("value"), "Replaces one parameter (float32 values; quantized on an int8 model).")
       .def("set_parameters",
            [](Transformer& t, const std::vector<std::pair<std::string, py::array>>& values) {
              std::vector<std::pair<std::string, Tensor>> tensors;
@@ -147,14 +147,15 @@ void register_model(py::module_& m) {
            py::arg("values"),
            "Sets [(name, int8 values, float32 row scales)] as they are (an int8 model only); all or none.")
       .def("_reading", [](const Transformer& t) { return WeightsReading(t); }, py::keep_alive<0, 1>())
-      .def("parameter_names", &Transformer::parameter_names)
-      .def("missing_parameters", &Transformer::missing_parameters, py::call_guard<py::gil_scoped_release>())
+      .def("parameter_names", &Transformer::parameter_names, "Every parameter's tformer name.")
+      .def("missing_parameters", &Transformer::missing_parameters, py::call_guard<py::gil_scoped_release>(),
+           "The parameters never set (a loader checks that none are left).")
       .def("to", [](const Transformer& t, const std::string& device, const std::string& dtype) {
         const Device d = parse_device(device);
         const DType dt = parse_dtype(dtype);
         py::gil_scoped_release release;
         return t.to(d, dt);
-      }, py::arg("device"), py::arg("dtype"))
+      }, py::arg("device"), py::arg("dtype"), "A copy of the model on another device and/or dtype.")
       .def("encode",
            [](const Transformer& t, const py::array& ids, const std::vector<int32_t>& lengths) {
              TokenBatch src = make_batch(ids, lengths, "src_ids");

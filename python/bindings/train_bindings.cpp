@@ -109,8 +109,8 @@ void register_train(py::module_& m) {
                              },
                              "(offset, size) of each bucket in the flat gradient buffer, in backward order.")
       .def("grad_offset", &TrainGraph::grad_offset, py::arg("name"))
-      .def("zero_grad", &TrainGraph::zero_grad)
-      .def("grad_norm", &TrainGraph::grad_norm, py::call_guard<py::gil_scoped_release>())
+      .def("zero_grad", &TrainGraph::zero_grad, "Sets every gradient to zero.")
+      .def("grad_norm", &TrainGraph::grad_norm, py::call_guard<py::gil_scoped_release>(), "The L2 norm of all gradients.")
       .def(
           "adamw_step",
           [](TrainGraph& g, double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step,
@@ -128,18 +128,19 @@ void register_train(py::module_& m) {
           py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("step"),
           py::arg("grad_multiplier"))
       .def_property_readonly("trainable", &TrainGraph::trainable)
-      .def("grad", [](TrainGraph& g, const std::string& name) { return tensor_to_numpy(g.grad(name).to(Device{})); })
+      .def("grad", [](TrainGraph& g, const std::string& name) { return tensor_to_numpy(g.grad(name).to(Device{})); },
+           py::arg("name"), "A float32 copy of one parameter's gradient.")
       .def("moment", [](TrainGraph& g, const std::string& name, int which) {
         return tensor_to_numpy(g.moment(name, which).to(Device{}));
-      })
+      }, py::arg("name"), py::arg("which"), "A float32 copy of AdamW's first (which=0) or second (which=1) moment.")
       .def("set_moment", [](TrainGraph& g, const std::string& name, int which, const py::array& value) {
         set_state(g.moment(name, which), name, value);
-      })
+      }, py::arg("name"), py::arg("which"), py::arg("value"), "Sets an AdamW moment (see moment).")
       .def("master", [](TrainGraph& g, const std::string& name) { return tensor_to_numpy(g.master(name).to(Device{})); },
-           "The float32 master copy of a parameter (mixed precision only).")
+           py::arg("name"), "The float32 master copy of a parameter (mixed precision only).")
       .def("set_master", [](TrainGraph& g, const std::string& name, const py::array& value) {
         set_state(g.master(name), name, value);
-      }, "Sets the float32 master copy of a parameter (mixed precision only; the model's weights are not changed).");
+      }, py::arg("name"), py::arg("value"), "Sets the float32 master copy of a parameter (mixed precision only; the model's weights are not changed).");
 }
 
 }  // namespace tformer::bindings

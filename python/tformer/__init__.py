@@ -4,6 +4,8 @@
     >>> model = tformer.from_huggingface("path/to/opus-mt-fr-en")
     >>> logits = model.forward([[432, 11, 0]], [[59513]])
 """
+from typing import Any
+
 from ._native import _core, blas_library as _blas_library, cuda_build as _cuda_build
 from .config import TransformerConfig
 from .convert.huggingface import from_huggingface
@@ -36,7 +38,7 @@ def _int8_kernel() -> str:
         return f"unavailable: {e}"
 
 
-def build_info() -> dict:
+def build_info() -> dict[str, Any]:
     """What this build contains and what it finds at run time.
 
     cuda_build: the CUDA and cuBLAS versions libtformer_cuda.so was built with and the

@@ -60,6 +60,7 @@ def is_int(value) -> bool:
 
 
 def check_token_id(where: str, key: str, value, vocab: int) -> int:
+    """value as an int, after checking it is an int in [0, vocab): ValueError naming `where` and `key`."""
     if not is_int(value):
         raise ValueError(f"{where}: {key} must be an integer token id, got {value!r}")
     if not 0 <= value < vocab:
@@ -214,6 +215,7 @@ class TransformerConfig:
         self.to_core().validate()  # raises ValueError naming a bad field
 
     def to_core(self):
+        """The C++ core's ModelConfig (tformer._core.ModelConfig) of this architecture."""
         core = _core.ModelConfig()
         for name in _CORE_FIELDS:
             value = getattr(self, name)
@@ -224,10 +226,16 @@ class TransformerConfig:
         return core
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (what config.json of Transformer.save holds)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
+        """A config from to_dict's dict.
+
+        Raises:
+            TypeError: d is not a dict (or a field has the wrong type).
+            ValueError: an unknown field, or a value out of range."""
         if not isinstance(d, dict):
             raise TypeError(f"a TransformerConfig is made from a dict, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -237,4 +245,5 @@ class TransformerConfig:
         return cls(**d)
 
     def replace(self, **changes) -> "TransformerConfig":
+        """A copy with the given fields changed (checked as a new config is)."""
         return dataclasses.replace(self, **changes)

@@ -98,10 +98,12 @@ class TokenizedCorpus:
 
     @property
     def src_lengths(self) -> np.ndarray:
+        """Each source sentence's length in tokens."""
         return np.fromiter((len(s) for s in self.src), dtype=np.int64, count=len(self.src))
 
     @property
     def tgt_lengths(self) -> np.ndarray:
+        """Each target's length as the decoder predicts it (the target and EOS)."""
         # +1: the decoder predicts the target followed by EOS
         return np.fromiter((len(t) + 1 for t in self.tgt), dtype=np.int64, count=len(self.tgt))
 

@@ -360,6 +360,7 @@ class ProcessGroup:
         return [int(v) for v in self.all_reduce(mine)]
 
     def barrier(self):
+        """Returns once every rank has called it."""
         self.all_reduce(np.zeros(1, dtype=np.int64))
 
     def wait_for(self, src: int, tag: str, poll: float = 0.05):
@@ -384,6 +385,7 @@ class ProcessGroup:
             poll = min(0.5, poll * 1.2)  # quick for short waits, light on the store for long ones
 
     def arrive(self, tag: str):
+        """Marks this rank as arrived at `tag` (wait_for on another rank sees it)."""
         self._store.set(self._key(f"arrive/{tag}"), "1")
 
     def close(self):
@@ -454,6 +456,7 @@ class GradientReducer:
         self.first_ready = None      # time the first bucket was announced (for the bench)
 
     def on_ready(self, bucket: int):
+        """Starts the all-reduce of gradient bucket `bucket` (called by the backward as it is final)."""
         if not self._pending:
             self.first_ready = time.perf_counter()
         with self.group.guard(f"all_reduce of gradient bucket {bucket}"):
@@ -467,6 +470,7 @@ class GradientReducer:
         self.finish()
 
     def finish(self):
+        """Waits for every bucket's all-reduce; the gradients are then the sum over the ranks."""
         t0 = time.perf_counter()
         pending, self._pending = self._pending, []
         if len(pending) != len(self.buckets):

@@ -20,6 +20,7 @@ import numbers
 import os
 import queue
 import weakref
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -28,6 +29,13 @@ from .generate import GenerationResult, build_options, cancel_tokens
 from .inputs import prepare_ids
 from .option_checks import describe, integer
 
+if TYPE_CHECKING:
+    from .model import Transformer
+    from .types import PathLike, SourceIds
+
+_T = TypeVar("_T")
+_U = TypeVar("_U")
+
 _DONE = object()  # end of a stream's token queue
 
 
@@ -35,16 +43,17 @@ class DeadlineExceeded(TimeoutError):
     """A request's `deadline` passed before it finished; its rows were freed."""
 
 
-class EngineFuture(concurrent.futures.Future):
+class EngineFuture(concurrent.futures.Future[_T]):
     """The Future of one engine request. Unlike an executor's, `cancel()` also works while
     the request runs: its sources stop at the engine's next step and the future reports
     cancelled (`result()` raises CancelledError) right away."""
 
-    def __init__(self, tokens):
+    def __init__(self, tokens: list[_core.CancelToken]) -> None:
         super().__init__()
         self._tokens = tokens  # the request's CancelTokens (distinct ones)
 
     def cancel(self) -> bool:
+        """Cancels the request, queued or running; False if it had already finished."""
         # Never marked running, so the base class cancels any future not yet done.
         if not super().cancel():
             return False
@@ -52,7 +61,7 @@ class EngineFuture(concurrent.futures.Future):
             token.cancel()
         return True
 
-    def then(self, convert) -> "EngineFuture":
+    def then(self, convert: Callable[[_T], _U]) -> EngineFuture[_U]:
         """A future of convert(this one's result) (run on the engine thread when it is
         done; its errors become the new future's); cancelling either cancels the request."""
         out = EngineFuture(self._tokens)
@@ -135,8 +144,9 @@ class Engine:
     small_request_rows: the rows (sources x beam) of a request that counts as small.
     """
 
-    def __init__(self, model_or_path, *, max_rows=256, max_batch_tokens=8192, kv_cache_mb=None, block_size=16,
-                 large_request_every=1, small_request_rows=4, device=None, dtype=None):
+    def __init__(self, model_or_path: Transformer | PathLike, *, max_rows: int = 256, max_batch_tokens: int = 8192,
+                 kv_cache_mb: float | None = None, block_size: int = 16, large_request_every: int = 1,
+                 small_request_rows: int = 4, device: str | None = None, dtype: str | None = None) -> None:
         max_rows = integer("max_rows", max_rows, 1)
         max_batch_tokens = integer("max_batch_tokens", max_batch_tokens, 1)
         block_size = integer("block_size", block_size, 1)
@@ -155,14 +165,14 @@ class Engine:
         # Stops the engine thread when the Engine is dropped without close().
         self._finalizer = weakref.finalize(self, self._core.close)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"tformer.Engine({self.model!r}, {state})"
 
-    def __enter__(self):
+    def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -171,13 +181,16 @@ class Engine:
         self._closed = True
         self._finalizer()
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """The engine's counters: steps, rows_last_step, rows_per_step_mean, queue_length,
         running_requests, running_rows, max_rows, kv_block_size, kv_blocks_total,
         kv_blocks_used, kv_bytes_total, kv_bytes_used, completed, encoder_tokens."""
         return dict(self._core.stats())
 
-    def submit(self, src_ids, *, deadline=None, cancel=None, on_token=None, **options) -> EngineFuture:
+    def submit(self, src_ids: SourceIds, *, deadline: float | None = None,
+               cancel: _core.CancelToken | Sequence[_core.CancelToken] | None = None,
+               on_token: Callable[[int, int], object] | None = None,
+               **options: Any) -> EngineFuture[list[GenerationResult]]:
         """Queues a request; its Future's result is generate's: one GenerationResult per
         source, in input order. src_ids: a list of token-id lists (or one list: one source).
         options: generate's (beam_size, max_length, do_sample, seed, target_prefix, ...).
@@ -190,11 +203,13 @@ class Engine:
         of several texts)."""
         return self._submit(src_ids, deadline, cancel, options, on_token)
 
-    async def generate_async(self, src_ids, *, deadline=None, cancel=None, **options) -> list:
+    async def generate_async(self, src_ids: SourceIds, *, deadline: float | None = None,
+                             cancel: _core.CancelToken | Sequence[_core.CancelToken] | None = None,
+                             **options: Any) -> list[GenerationResult]:
         """`submit` for asyncio: cancelling the awaiting task cancels the request."""
         return await asyncio.wrap_future(self._submit(src_ids, deadline, cancel, options, None))
 
-    def stream(self, src_id, *, deadline=None, **options):
+    def stream(self, src_id: SourceIds, *, deadline: float | None = None, **options: Any) -> TokenStream:
         """Iterator over the generated token ids of one source as they are decided (greedy,
         sampling: every token; beam search: the prefix all beams agree on, then the rest at
         the end; the final EOS is not yielded). Closing the iterator early cancels the
@@ -204,7 +219,7 @@ class Engine:
         future.add_done_callback(lambda _: tokens.put(_DONE))
         return TokenStream(future, tokens)
 
-    def astream(self, src_id, *, deadline=None, **options):
+    def astream(self, src_id: SourceIds, *, deadline: float | None = None, **options: Any) -> AsyncTokenStream:
         """`stream` for asyncio: `async for token in engine.astream(ids)`; closing it early
         (aclose, or the consuming task cancelled) cancels the request."""
         loop = asyncio.get_running_loop()
@@ -281,15 +296,15 @@ class TokenStream:
     (DeadlineExceeded, ...); close() (or dropping the iterator) cancels the request.
     `.future` is the request's future (its GenerationResult list: scores, n-best)."""
 
-    def __init__(self, future, tokens):
+    def __init__(self, future: EngineFuture[list[GenerationResult]], tokens: queue.SimpleQueue[Any]) -> None:
         self.future = future
         self._tokens = tokens
         self._finished = False
 
-    def __iter__(self):
+    def __iter__(self) -> TokenStream:
         return self
 
-    def __next__(self):
+    def __next__(self) -> int:
         if self._finished:
             raise StopIteration
         item = self._tokens.get()
@@ -300,16 +315,17 @@ class TokenStream:
         return item
 
     def close(self) -> None:
+        """Stops the iteration and cancels the request (a no-op once it is done)."""
         self._finished = True
         self.future.cancel()  # a no-op once the request is done
 
-    def __enter__(self):
+    def __enter__(self) -> TokenStream:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.close()
 
 
@@ -317,15 +333,15 @@ class AsyncTokenStream:
     """What `Engine.astream` returns: TokenStream for `async for`; aclose() (or dropping
     it, or cancelling the consuming task) cancels the request."""
 
-    def __init__(self, future, tokens):
+    def __init__(self, future: EngineFuture[list[GenerationResult]], tokens: asyncio.Queue[Any]) -> None:
         self.future = future
         self._tokens = tokens
         self._finished = False
 
-    def __aiter__(self):
+    def __aiter__(self) -> AsyncTokenStream:
         return self
 
-    async def __anext__(self):
+    async def __anext__(self) -> int:
         if self._finished:
             raise StopAsyncIteration
         try:
@@ -340,17 +356,19 @@ class AsyncTokenStream:
         return item
 
     def close(self) -> None:
+        """Stops the iteration and cancels the request (a no-op once it is done)."""
         self._finished = True
         self.future.cancel()
 
     async def aclose(self) -> None:
+        """close(), awaitable (`await stream.aclose()`, as async generators have it)."""
         self.close()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> AsyncTokenStream:
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.close()

@@ -8,6 +8,7 @@ import queue
 import random
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,9 +24,9 @@ class GenerationResult:
     for, scores and cross-attention weights (generated length x source length).
     `cancelled`: its CancelToken stopped it; tokens and scores are what it had so far."""
 
-    tokens: list = field(default_factory=list)
-    scores: list = field(default_factory=list)
-    attention: list = field(default_factory=list)
+    tokens: list[list[int]] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    attention: list[Any] = field(default_factory=list)
     cancelled: bool = False
 
 
@@ -120,6 +121,8 @@ def cancel_tokens(cancel, batch: int):
 
 
 def generate(model, src_ids, max_batch_size: int = 0, cancel=None, **options) -> list:
+    """Transformer.generate's work (see its docstring): sources sorted by length, decoded in
+    chunks of max_batch_size, results in input order."""
     ids, lengths = prepare_ids(src_ids, "src_ids")
     max_batch_size = integer("max_batch_size", max_batch_size, 0)
     batch = ids.shape[0]

@@ -74,14 +74,17 @@ class LossScaler:
     # ------------------------------------------------------------------ checkpoints
 
     def settings(self) -> dict:
+        """The constructor's settings, as trainer.json stores them."""
         return {"init_scale": self.init_scale, "growth_factor": self.growth_factor,
                 "backoff_factor": self.backoff_factor, "growth_interval": self.growth_interval,
                 "dynamic": self.dynamic}
 
     def state_dict(self) -> dict:
+        """The state that changes while training (scale, growth tracker), for checkpoints."""
         return {"scale": self.scale, "growth_tracker": self.growth_tracker}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restores state_dict's state (ValueError for values out of range)."""
         scale = _positive("loss scaler state 'scale'", state["scale"])
         tracker = state["growth_tracker"]
         if isinstance(tracker, bool) or not isinstance(tracker, numbers.Integral) or tracker < 0:

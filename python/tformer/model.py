@@ -1,6 +1,8 @@
 """tformer.Transformer: the Python face of the C++ model (tformer._core.Model)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Generator, Mapping, Sequence
+
 import numpy as np
 
 from . import init as _init
@@ -8,6 +10,12 @@ from . import io as _io
 from ._native import _core
 from .config import TransformerConfig
 from .inputs import prepare_ids
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from .generate import GenerationResult
+    from .types import FloatArray, PathLike, SourceIds, TokenIds
 
 
 MODEL_DTYPES = ("float32", "float16", "bfloat16", "int8")
@@ -63,7 +71,16 @@ class Transformer:
     taking the model over) wait for the calls running and hold the next ones back.
     """
 
-    def __init__(self, config: TransformerConfig, seed: int | None = 0, device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, config: TransformerConfig, seed: int | None = 0, device: str = "cpu",
+                 dtype: str = "float32") -> None:
+        """A new model: `seed` an int draws the paper's initialisation (None: no weights set,
+        for loaders that set every parameter next).
+
+        Raises:
+            TypeError: config is not a TransformerConfig, or device is not a string.
+            ValueError: an unknown device or dtype, or dtype "int8" on cuda.
+            RuntimeError: device "cuda" without a usable CUDA backend.
+        """
         if not isinstance(config, TransformerConfig):
             raise TypeError(f"config must be a tformer.TransformerConfig, got {type(config).__name__}")
         device, dtype = _canonical_device_dtype(device, dtype)
@@ -97,12 +114,16 @@ class Transformer:
         return model
 
     @classmethod
-    def load(cls, path, device: str = "cpu", dtype: str | None = None) -> "Transformer":
+    def load(cls, path: PathLike, device: str = "cpu", dtype: str | None = None) -> "Transformer":
         """Loads a model saved with `save` (config.json + model.safetensors).
 
         dtype None: the dtype the file was saved in (float32 or int8). A float file loaded
         as int8 is quantized one tensor at a time; an int8 file loaded as a float dtype is
-        dequantized (q * scale); an int8 file loaded as int8 gets back the saved bits."""
+        dequantized (q * scale); an int8 file loaded as int8 gets back the saved bits.
+
+        Raises:
+            FileNotFoundError / ValueError: a missing or malformed directory, naming the file.
+        """
         saved = _io.read_saved_model(path)
         device, dtype = _canonical_device_dtype(device, saved.dtype if dtype is None else dtype)
         if saved.dtype == "int8":
@@ -120,7 +141,7 @@ class Transformer:
             raise ValueError(f"{len(missing)} tensor(s) missing from the weights, e.g. {missing[:3]}")
         return model
 
-    def save(self, path) -> None:
+    def save(self, path: PathLike) -> None:
         """Writes config.json and model.safetensors into directory `path` (created if needed).
         An int8 model writes its int8 matrices and their float32 scales as they are (about 4x
         smaller than float32; `load` gives back the same bits), docs/QUANTIZATION.md."""
@@ -136,14 +157,17 @@ class Transformer:
 
     @property
     def config(self) -> TransformerConfig:
+        """The model's architecture."""
         return self._config
 
     @property
     def device(self) -> str:
+        """The device the weights live on: "cpu" or "cuda:N"."""
         return self._core.device
 
     @property
     def dtype(self) -> str:
+        """The weights' dtype: float32, float16, bfloat16 or int8."""
         return self._core.dtype
 
     def to(self, device: str | None = None, dtype: str | None = None) -> "Transformer":
@@ -158,13 +182,13 @@ class Transformer:
         other._core = self._core.to(device, dtype)
         return other
 
-    def parameters(self) -> dict:
+    def parameters(self) -> dict[str, FloatArray]:
         """All parameters by tformer name, as float32 numpy arrays: copies, all taken at one
         moment (a training step or set_parameters in another thread changes none of them).
         An int8 model's matrices come back dequantized (q * scale)."""
         return self._core.parameters()
 
-    def int8_parameters(self) -> dict:
+    def int8_parameters(self) -> dict[str, tuple[npt.NDArray[np.int8], FloatArray]]:
         """An int8 model's int8 matrices by tformer name: {name: (q int8 (rows, cols), scale
         float32 (rows,))}, copies taken at one moment; w ~= q * scale[:, None]."""
         if self.dtype != "int8":
@@ -172,7 +196,7 @@ class Transformer:
                              "model.to(dtype='int8')")
         return self._core.int8_parameters()
 
-    def set_parameters(self, params: dict) -> None:
+    def set_parameters(self, params: Mapping[str, npt.ArrayLike]) -> None:
         """Replaces parameters by tformer name ({name: array}), all at once: a generate,
         forward or encode running in another thread finishes with the old weights (this call
         waits for it) and the next ones see every new value. Names, shapes and values
@@ -193,7 +217,7 @@ class Transformer:
             values.append((name, array))
         self._core.set_parameters(values)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         c = self._config
         return (
             f"tformer.Transformer({c.model_type}, d_model={c.d_model}, layers={c.encoder_layers}+{c.decoder_layers}, "
@@ -203,12 +227,12 @@ class Transformer:
 
     # ------------------------------------------------------------------ compute
 
-    def encode(self, src_ids) -> np.ndarray:
+    def encode(self, src_ids: TokenIds) -> FloatArray:
         """Encoder output, float32 (batch, max_src_len, d_model). Rows past a sentence's end are unspecified."""
         ids, lengths = prepare_ids(src_ids, "src_ids")
         return self._core.encode(ids, lengths)
 
-    def forward(self, src_ids, tgt_ids) -> np.ndarray:
+    def forward(self, src_ids: TokenIds, tgt_ids: TokenIds) -> FloatArray:
         """Logits, float32 numpy (batch, max_tgt_len, tgt_vocab).
 
         src_ids: source token ids as the tokenizer gives them (EOS included);
@@ -226,22 +250,53 @@ class Transformer:
 
     __call__ = forward
 
-    def generate(self, src_ids, beam_size: int = 4, max_length: int = 256, min_length: int = 0,
+    def generate(self, src_ids: TokenIds, beam_size: int = 4, max_length: int = 256, min_length: int = 0,
                  length_penalty: float = 1.0, num_hypotheses: int = 1, do_sample: bool = False,
                  sampling_topk: int = 0, sampling_topp: float = 1.0, sampling_temperature: float = 1.0,
-                 seed=None, target_prefix=None, return_scores: bool = False, return_attention: bool = False,
-                 max_batch_size: int = 0, **options) -> list:
+                 seed: int | None = None, target_prefix: Sequence[Sequence[int]] | None = None,
+                 return_scores: bool = False, return_attention: bool = False,
+                 max_batch_size: int = 0, **options: Any) -> list[GenerationResult]:
         """Greedy (beam_size=1), beam search or sampling, with transformers' semantics.
 
-        Returns one GenerationResult per source (input order) with `.tokens` (n-best list of
-        token-id lists without the start token and the final EOS), `.scores` and
-        `.attention` when asked for. More options: early_stopping, no_repeat_ngram_size,
-        repetition_penalty, bad_words_ids, forced_bos_token_id, forced_eos_token_id,
-        eos_token_id, decoder_start_token_id (see docs/DECODING.md). `cancel=`: a
-        tformer.CancelToken (or one per source) that stops the call, or those sources, from
-        another thread or at its timeout; their results come back with `.cancelled` True.
-
             >>> model.generate([[53, 9, 0]], beam_size=4, max_length=64)[0].tokens[0]
+
+        Args:
+            src_ids: source token ids as the tokenizer gives them (EOS included): a list of
+                token-id lists (lengths may differ) or a 2-D integer array.
+            beam_size: 1 is greedy search (or sampling with do_sample).
+            max_length: the most tokens generated per hypothesis (the default is lowered to
+                what the model's positions table allows).
+            min_length: EOS is forbidden before this many tokens.
+            length_penalty: beam scores are divided by length ** length_penalty.
+            num_hypotheses: how many hypotheses each result holds (<= beam_size with beam search).
+            do_sample: sample the next token instead of taking the best ones.
+            sampling_topk: sample among the k most likely tokens (0: all).
+            sampling_topp: sample among the smallest set of tokens whose probability reaches p.
+            sampling_temperature: logits are divided by it before sampling.
+            seed: the random seed of sampling (None: a fresh one each call).
+            target_prefix: one list of token ids per source that each hypothesis starts with.
+            return_scores: fill each result's `.scores`.
+            return_attention: fill each result's `.attention` (cross-attention weights,
+                generated length x source length).
+            max_batch_size: decode the sources in chunks of this many (0: all at once).
+            **options: more of transformers' options, with these defaults:
+                early_stopping=False, no_repeat_ngram_size=0, repetition_penalty=1.0,
+                renormalize_logits=False, bad_words_ids=None, forced_bos_token_id=None,
+                forced_eos_token_id=None (those four: generation_config.json's when the model
+                has one), eos_token_id and decoder_start_token_id (the model's),
+                pad_token_id=None (the model's pad_id); and cancel=None: a tformer.CancelToken
+                (or one per source) that stops the call, or those sources, from another thread
+                or at its timeout; their results come back with `.cancelled` True.
+                See docs/DECODING.md.
+
+        Returns:
+            One GenerationResult per source, in input order: `.tokens` (the n-best list of
+            token-id lists, without the start token and the final EOS), `.scores` and
+            `.attention` when asked for, `.cancelled`.
+
+        Raises:
+            TypeError: an option of the wrong type, or an unknown option.
+            ValueError: an option out of range (a token id outside the vocabulary, ...).
         """
         from .generate import generate
 
@@ -255,10 +310,15 @@ class Transformer:
                             target_prefix=target_prefix, return_scores=return_scores,
                             return_attention=return_attention, **options)
 
-    def generate_stream(self, src_ids, **options):
+    def generate_stream(self, src_ids: SourceIds, **options: Any) -> Generator[int, None, None]:
         """Iterator over the generated token ids of one source, yielded as they are decided
         (greedy or sampling: each token; beam search: the prefix all beams agree on, then the
-        rest of the best hypothesis at the end; the final EOS is not yielded)."""
+        rest of the best hypothesis at the end; the final EOS is not yielded).
+
+        src_ids: one source's token ids (a list, or a batch of one). options: generate's,
+        except that beam_size defaults to 1 here and max_batch_size is not taken. Closing the
+        iterator early stops the decoding.
+        """
         from .generate import generate_stream
 
         return generate_stream(self, src_ids, **options)

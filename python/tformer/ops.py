@@ -9,7 +9,12 @@ This module re-exports every op that the core binds (tformer._core.ops; each op
 family's bindings live in python/bindings/ops/<family>.cpp), with its docstring:
 
 """
+from typing import TYPE_CHECKING
+
 from ._native import _core
+
+if TYPE_CHECKING:  # the ops' signatures, for type checkers (the stubs of tformer._core.ops)
+    from ._core.ops import *  # noqa: F401,F403
 
 
 def _summary(fn):

@@ -182,10 +182,12 @@ class SubwordTokenizer:
 
     @property
     def src_vocab_size(self) -> int:
+        """The source vocabulary's size (largest id + 1)."""
         return max(self.source.vocab.values()) + 1
 
     @property
     def tgt_vocab_size(self) -> int:
+        """The target vocabulary's size (largest id + 1)."""
         return max(self.target.vocab.values()) + 1
 
     def encode_source(self, texts) -> list:
@@ -205,9 +207,11 @@ class SubwordTokenizer:
         return out
 
     def source_pieces(self, ids) -> list:
+        """The source sentencepiece pieces of token ids."""
         return self.source.pieces(ids)
 
     def target_pieces(self, ids) -> list:
+        """The target sentencepiece pieces of token ids."""
         return self.target.pieces(ids)
 
 

@@ -24,6 +24,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from .types import PathLike
 
 # transformers' PreTrainedTokenizerBase.SPECIAL_TOKENS_ATTRIBUTES, in its order.
 _NAMED_SPECIALS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -55,15 +59,21 @@ class Tokenizer:
     decoder must start with), `languages` (codes accepted, [] for one-language models)."""
 
     family = "generic"
-    languages: list = []
+    languages: list[str] = []
 
-    def encode(self, texts, source_lang=None, target_lang=None):
+    def encode(self, texts: Sequence[str], source_lang: str | None = None,
+               target_lang: str | None = None) -> list[list[int]]:
+        """Token ids of each text, EOS and language tokens included (source_lang: the
+        source's language on multilingual models; None: the tokenizer's default)."""
         raise NotImplementedError
 
-    def decode(self, id_lists):
+    def decode(self, id_lists: Sequence[Sequence[int]]) -> list[str]:
+        """The text of each token-id list, special tokens skipped."""
         raise NotImplementedError
 
-    def target_prefix(self, target_lang):
+    def target_prefix(self, target_lang: str | None) -> list[int] | None:
+        """The token ids the decoder must start with to write target_lang (None: none;
+        ValueError for a language the tokenizer does not have)."""
         if target_lang is not None:
             raise ValueError(f"target_lang={target_lang!r}: this {self.family} tokenizer has no target-language tokens")
         return None
@@ -232,6 +242,9 @@ class _SentencePieceVocabTokenizer(Tokenizer):
 
 
 class MarianTokenizer(_SentencePieceVocabTokenizer):
+    """An opus-mt directory's source.spm / target.spm / vocab.json, as transformers'
+    MarianTokenizer (a leading `>>xx<<` target-language code is kept whole)."""
+
     family = "marian"
 
     def __init__(self, path):
@@ -321,6 +334,9 @@ def _some(codes, n=12):
 
 
 class M2M100Tokenizer(_SentencePieceVocabTokenizer):
+    """An M2M100 directory's vocab.json + sentencepiece.bpe.model, as transformers'
+    M2M100Tokenizer: `__en__ … </s>`; source_lang sets the default source language."""
+
     family = "m2m100"
 
     def __init__(self, path, source_lang=None):
@@ -375,6 +391,7 @@ class M2M100Tokenizer(_SentencePieceVocabTokenizer):
         return (out + self.sp.decode(current)).strip()
 
     def lang_id(self, lang, option):
+        """The id of language `lang` ('en' or '__en__'); errors name the `option` it came from."""
         if not isinstance(lang, str):
             raise TypeError(f"{option} must be a string, got {type(lang).__name__}")
         token = lang if lang in self.lang_token_to_id else f"__{lang}__"
@@ -431,6 +448,7 @@ class FastTokenizer(Tokenizer):
             self._fmt = fmt
 
     def lang_id(self, lang, option):
+        """The id of language code `lang`; errors name the `option` it came from."""
         if not isinstance(lang, str):
             raise TypeError(f"{option} must be a string, got {type(lang).__name__}")
         for token in (self._fmt.format(lang), lang):
@@ -521,7 +539,7 @@ def _clean_up(text):
 # ------------------------------------------------------------------------------ loading
 
 
-def load_tokenizer(path, source_lang=None) -> Tokenizer:
+def load_tokenizer(path: PathLike, source_lang: str | None = None) -> Tokenizer:
     """The tokenizer of a local Hugging Face model directory, chosen as transformers'
     AutoTokenizer chooses it (tokenizer_config.json's tokenizer_class, else config.json's
     model_type). `source_lang` sets the default source language of multilingual models."""

@@ -16,6 +16,7 @@ import json
 import math
 import numbers
 import os
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -23,6 +24,10 @@ from . import distributed as _distributed  # also makes tformer.distributed avai
 from ._native import _core
 from .inputs import prepare_ids
 from .loss_scale import LossScaler, make_scaler
+
+if TYPE_CHECKING:
+    from .model import Transformer
+    from .types import FloatArray, PathLike, TokenIds
 
 IGNORE = -100
 _STATE_FORMAT = "tformer-trainer"
@@ -84,10 +89,13 @@ class Trainer:
     broadcast from rank 0 at construction.
     """
 
-    def __init__(self, model, lr=None, betas=(0.9, 0.98), eps=1e-9, weight_decay=0.0, warmup_steps=4000,
-                 schedule="inverse_sqrt", label_smoothing=0.1, clip_norm=1.0, dropout=0.1, seed=0,
-                 total_steps=None, activation_dropout=0.0, distributed=False, bucket_mb=4.0, precision="fp32",
-                 loss_scale=None):
+    def __init__(self, model: Transformer, lr: float | None = None, betas: Sequence[float] = (0.9, 0.98),
+                 eps: float = 1e-9, weight_decay: float = 0.0, warmup_steps: int = 4000,
+                 schedule: str = "inverse_sqrt", label_smoothing: float = 0.1, clip_norm: float | None = 1.0,
+                 dropout: float = 0.1, seed: int = 0, total_steps: int | None = None,
+                 activation_dropout: float = 0.0, distributed: bool | _distributed.ProcessGroup = False,
+                 bucket_mb: float = 4.0, precision: str = "fp32",
+                 loss_scale: str | float | LossScaler | None = None) -> None:
         from .model import Transformer
 
         if not isinstance(model, Transformer):
@@ -173,15 +181,18 @@ class Trainer:
 
     @property
     def rank(self) -> int:
+        """This process's rank in data-parallel training (0 without it)."""
         return self.group.rank if self.group else 0
 
     @property
     def world_size(self) -> int:
+        """The number of data-parallel processes (1 without distributed training)."""
         return self.group.world_size if self.group else 1
 
     # ------------------------------------------------------------------ schedule
 
     def learning_rate(self, step: int) -> float:
+        """The learning rate of 1-based `step` under this trainer's schedule."""
         return _core.learning_rate(self.schedule, int(step), self.lr_peak or 0.0, self.warmup_steps,
                                    self.total_steps, self.model.config.d_model)
 
@@ -222,7 +233,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
-    def step(self, src_ids, tgt_ids, micro_batches: int = 1) -> float:
+    def step(self, src_ids: TokenIds, tgt_ids: TokenIds, micro_batches: int = 1) -> float:
         """One update on this batch; returns its loss before the update (mean over target
         tokens, EOS included). micro_batches > 1 accumulates gradients over slices of the
         batch (less memory, same result). Distributed: this rank's part of the global batch
@@ -287,20 +298,20 @@ class Trainer:
         """The scale the next step multiplies the loss by (1.0 without loss scaling)."""
         return self.scaler.scale if self.scaler is not None else 1.0
 
-    def evaluate(self, src_ids, tgt_ids) -> float:
+    def evaluate(self, src_ids: TokenIds, tgt_ids: TokenIds) -> float:
         """Mean loss over the target tokens, no dropout, no update."""
         src, src_len, dec, dec_len, labels = self._batch(src_ids, tgt_ids)
         loss, tokens = self._graph.run(src, src_len, dec, dec_len, labels, self.label_smoothing, 0.0, 0.0, 0, 0.0)
         return loss / tokens
 
-    def gradients(self) -> dict:
+    def gradients(self) -> dict[str, FloatArray]:
         """The gradients of the last step (before clipping, loss scale divided out), by tformer
         parameter name."""
         if self._last_scale == 1.0:  # views of the flat gradient buffer
             return {name: self._graph.grad(name) for name in self._graph.trainable}
         return {name: self._graph.grad(name) / np.float32(self._last_scale) for name in self._graph.trainable}
 
-    def master_weights(self) -> dict:
+    def master_weights(self) -> dict[str, FloatArray]:
         """The float32 master copy of each trained parameter (bf16/fp16 precision; with fp32
         the model's own parameters are the master)."""
         if self.precision == "fp32":
@@ -318,7 +329,7 @@ class Trainer:
                 "precision": self.precision,
                 "loss_scale": self.scaler.settings() if self.scaler is not None else None}
 
-    def save(self, path) -> None:
+    def save(self, path: PathLike) -> None:
         """Writes trainer.json (settings, step, loss scale) and optimizer.safetensors (AdamW
         moments, and the float32 master weights with bf16/fp16). Save the model alongside
         with model.save to resume exactly."""
@@ -347,7 +358,8 @@ class Trainer:
         atomic_write(os.path.join(path, "trainer.json"), write)
 
     @classmethod
-    def load(cls, path, model, distributed=False, bucket_mb=4.0) -> "Trainer":
+    def load(cls, path: PathLike, model: Transformer, distributed: bool | _distributed.ProcessGroup = False,
+             bucket_mb: float = 4.0) -> "Trainer":
         """A Trainer for `model` restored from `save`: same settings, step count and moments.
         A checkpoint of a distributed run resumes on any number of ranks (the state is the
         same on every rank)."""

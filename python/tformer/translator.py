@@ -16,9 +16,15 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING, Any, Generator, Sequence
 
 from .generation_config import generation_defaults
 from .tokenizers import Tokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from .engine import Engine, EngineFuture
+    from .model import Transformer
+    from .types import PathLike
 
 _DEFAULT_MAX_LENGTH = 256  # generate's own default, lowered to what the positions table allows
 
@@ -29,12 +35,18 @@ class TranslationResult:
     removed); `.cancelled` when a CancelToken (translate_batch's cancel=) stopped it."""
 
     __slots__ = ("tokens", "scores", "attention", "texts", "cancelled")
+    tokens: list[list[int]]
+    scores: list[float]
+    attention: list[Any]
+    texts: list[str]
+    cancelled: bool
 
-    def __init__(self, tokens, scores, attention, texts, cancelled=False):
+    def __init__(self, tokens: list[list[int]], scores: list[float], attention: list[Any], texts: list[str],
+                 cancelled: bool = False) -> None:
         self.tokens, self.scores, self.attention, self.texts = tokens, scores, attention, texts
         self.cancelled = cancelled
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"TranslationResult(texts={self.texts!r}, scores={self.scores!r})"
 
 
@@ -99,7 +111,9 @@ class Translator:
       translation_<source>_to_<target>. translate/translate_batch take the same three per call.
     """
 
-    def __init__(self, model_or_path, device=None, dtype=None, *, tokenizer=None, revision=None, **defaults):
+    def __init__(self, model_or_path: Transformer | PathLike, device: str | None = None, dtype: str | None = None, *,
+                 tokenizer: Tokenizer | PathLike | None = None, revision: str | None = None,
+                 **defaults: Any) -> None:
         from .convert.huggingface import from_huggingface
         from .hub import resolve_model_dir
         from .model import Transformer
@@ -139,7 +153,7 @@ class Translator:
         self._engine_lock = threading.Lock()
         self._engine = None  # started by the first submit / translate_async / stream (start_engine)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"tformer.Translator({self.model!r}, tokenizer={self.tokenizer!r}, defaults={self.defaults!r})"
 
     def _languages_select_task(self):
@@ -180,7 +194,8 @@ class Translator:
             source_lang = target_lang = None
         return [text_prefix + t for t in texts], source_lang, target_lang
 
-    def encode(self, texts, source_lang=None, target_lang=None, prefix=None, task=None):
+    def encode(self, texts: Sequence[str], source_lang: str | None = None, target_lang: str | None = None,
+               prefix: str | None = None, task: str | None = None) -> list[list[int]]:
         """Token ids of the source texts (task prefix included), as the model's Hugging Face
         tokenizer gives them."""
         texts, source_lang, target_lang = self._source(texts, source_lang, target_lang, prefix, task)
@@ -206,7 +221,9 @@ class Translator:
                                          self.tokenizer.decode(hyps), result.cancelled))
         return out
 
-    def translate_batch(self, texts, source_lang=None, target_lang=None, prefix=None, task=None, **options):
+    def translate_batch(self, texts: Sequence[str], source_lang: str | None = None, target_lang: str | None = None,
+                        prefix: str | None = None, task: str | None = None,
+                        **options: Any) -> list[TranslationResult]:
         """`model.generate` on the tokenized texts: one TranslationResult per text (tokens,
         scores, attention as generate returns them, plus `.texts`). `cancel=`: a
         tformer.CancelToken or one per text, as generate's."""
@@ -219,7 +236,8 @@ class Translator:
             return [r.texts for r in results]
         return [r.texts[0] for r in results]
 
-    def translate(self, texts, source_lang=None, target_lang=None, prefix=None, task=None, **options):
+    def translate(self, texts: Sequence[str], source_lang: str | None = None, target_lang: str | None = None,
+                  prefix: str | None = None, task: str | None = None, **options: Any) -> list[Any]:
         """Translations of `texts` (a list of strings), in order: one string per text, or a
         list of `num_hypotheses` strings per text when num_hypotheses > 1."""
         results = self.translate_batch(texts, source_lang=source_lang, target_lang=target_lang, prefix=prefix,
@@ -228,7 +246,7 @@ class Translator:
 
     # ------------------------------------------------- in-flight batching (tformer.Engine)
 
-    def start_engine(self, **knobs):
+    def start_engine(self, **knobs: Any) -> Engine:
         """Starts the tformer.Engine that submit / translate_async / stream run on, with
         Engine's knobs (max_rows, max_batch_tokens, kv_cache_mb, block_size); without this
         call the first of those methods starts one with the defaults. close() stops it."""
@@ -241,7 +259,7 @@ class Translator:
             return self._engine
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
         """The running tformer.Engine on this translator's model (started on first use)."""
         with self._engine_lock:
             if self._engine is None:
@@ -256,14 +274,15 @@ class Translator:
         if engine is not None:
             engine.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Translator:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def submit(self, texts, source_lang=None, target_lang=None, prefix=None, task=None, *, deadline=None,
-               **options):
+    def submit(self, texts: Sequence[str], source_lang: str | None = None, target_lang: str | None = None,
+               prefix: str | None = None, task: str | None = None, *, deadline: float | None = None,
+               **options: Any) -> EngineFuture[list[TranslationResult]]:
         """translate_batch on the engine: a concurrent.futures.Future of the list of
         TranslationResult. Options as translate_batch's, plus the engine's `deadline=`
         (seconds); `future.cancel()` cancels the request, queued or running."""
@@ -271,8 +290,9 @@ class Translator:
         future = self.engine.submit(src_ids, deadline=deadline, **options)
         return future.then(lambda results: self._results(results, prefix))
 
-    async def translate_async(self, texts, source_lang=None, target_lang=None, prefix=None, task=None, *,
-                              deadline=None, **options):
+    async def translate_async(self, texts: Sequence[str], source_lang: str | None = None,
+                              target_lang: str | None = None, prefix: str | None = None, task: str | None = None, *,
+                              deadline: float | None = None, **options: Any) -> list[Any]:
         """translate on the engine, for asyncio (cancelling the task cancels the request)."""
         import asyncio
 
@@ -280,8 +300,9 @@ class Translator:
                              deadline=deadline, **options)
         return self._texts(await asyncio.wrap_future(future), options)
 
-    def stream(self, text, source_lang=None, target_lang=None, prefix=None, task=None, *, deadline=None,
-               **options):
+    def stream(self, text: str, source_lang: str | None = None, target_lang: str | None = None,
+               prefix: str | None = None, task: str | None = None, *, deadline: float | None = None,
+               **options: Any) -> Generator[str, None, None]:
         """Iterator over the growing translation of one text: each item is the detokenized
         best hypothesis so far (greedy/sampling: token by token; beam search: the prefix all
         beams agree on, then the rest), the last one equal to translate's. Closing it early

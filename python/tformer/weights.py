@@ -164,6 +164,12 @@ def load_safetensors(path: str, lazy: bool = False):
 
 
 def load_pytorch_bin(path: str) -> dict:
+    """The tensors of a pytorch_model.bin (torch.load with weights_only=True), as float32 numpy
+    arrays read on demand.
+
+    Raises:
+        RuntimeError: torch is not installed.
+        ValueError: the file is not a readable state dict (naming it)."""
     try:
         import torch
     except ImportError:

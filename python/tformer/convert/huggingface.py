@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,11 +21,17 @@ from ..positions import make_table
 from ..weights import load_checkpoint_dir, tensor_shape
 from .t5 import T5_TYPES, check_t5_sizes, convert_t5_state, t5_config
 
+if TYPE_CHECKING:
+    from ..model import Transformer
+    from ..types import PathLike
+
 SUPPORTED = ("marian", "bart", "mbart", "m2m_100", "t5", "mt5")
 _ALIASES = {"nllb": "m2m_100", "m2m100": "m2m_100"}
 
 
 def read_hf_config(path: str) -> dict:
+    """config.json of a Hugging Face model directory, as a dict (FileNotFoundError / ValueError
+    naming the file when it is missing or not a JSON object)."""
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory not found: {path}")
@@ -277,7 +284,8 @@ def _source(cfg, state, name):
     raise AssertionError(f"no Hugging Face source for tformer parameter {name!r}")  # pragma: no cover
 
 
-def from_huggingface(path, device: str = "cpu", dtype: str = "float32", *, revision: str | None = None):
+def from_huggingface(path: PathLike, device: str = "cpu", dtype: str = "float32", *,
+                     revision: str | None = None) -> Transformer:
     """Loads a local Hugging Face model directory (config.json + model.safetensors or
     pytorch_model.bin) of a MarianMT, BART, mBART, M2M100, NLLB, T5 or mT5 checkpoint.
     Where no such directory exists, `path` may be a Hugging Face Hub model id, fetched into
