@@ -15,6 +15,7 @@ import tformer
 CFG = dict(src_vocab_size=64, tgt_vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=2, encoder_heads=4,
            decoder_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_positions=20008)
 LONG = 20000  # tokens forced: a minute or more of decoding for this model
+KV_MB = 64  # the K/V pool: room for LONG, a small pool to touch
 # Forced lengths (min_length = max_length), different per request: requests admitted together
 # finish at different steps and the streams below refill the engine as each one finishes, so
 # its running set is never empty while they go on.
@@ -81,7 +82,7 @@ def test_update_under_continuous_traffic_gets_in_and_each_request_is_consistent(
     old, params, new = weights
     model = new_model()
     results, errors, stop, updated = [], [], threading.Event(), threading.Event()
-    with tformer.Engine(model, max_rows=64) as engine:
+    with tformer.Engine(model, max_rows=64, kv_cache_mb=KV_MB) as engine:
         streams = [threading.Thread(target=stream, args=(engine, results, errors, stop, updated, k), daemon=True)
                    for k in range(STREAMS)]
         for t in streams:
@@ -136,7 +137,7 @@ def test_update_from_an_engine_callback_raises_instead_of_deadlocking(weights):
                 caught.append(e)
 
     src, opts = REQUESTS[0]
-    with tformer.Engine(model, max_rows=64) as engine:
+    with tformer.Engine(model, max_rows=64, kv_cache_mb=KV_MB) as engine:
         fut = engine.submit(src, on_token=on_token, **opts)
         assert key(fut.result(timeout=60)) == weights[0][0]  # decoded with the old weights throughout
         # The engine goes on, and an update from this thread gets in.
@@ -157,7 +158,7 @@ def test_a_long_request_is_stopped_after_update_wait_steps(weights):
         model.set_parameters(params)
         took.append(time.monotonic() - start)
 
-    with tformer.Engine(model, max_rows=64, update_wait_steps=8) as engine:
+    with tformer.Engine(model, max_rows=64, kv_cache_mb=KV_MB, update_wait_steps=8) as engine:
         long = engine.submit([[5, 6, 7, 1]], beam_size=1, max_length=LONG, min_length=LONG,
                              on_token=lambda source, token: tokens.append(token))
         wait_until(lambda: len(tokens) >= 3, 60)
@@ -177,3 +178,8 @@ def test_a_long_request_is_stopped_after_update_wait_steps(weights):
 def test_update_wait_steps_is_checked(value):
     with pytest.raises((ValueError, TypeError), match="update_wait_steps"):
         tformer.Engine(new_model(), update_wait_steps=value)
+
+
+def test_update_wait_steps_is_checked_by_the_core_engine():
+    with pytest.raises(ValueError, match="update_wait_steps must be >= 0"):
+        tformer._core.Engine(new_model()._core, update_wait_steps=-1)
