@@ -124,6 +124,52 @@ def test_update_under_continuous_traffic_gets_in_and_each_request_is_consistent(
     assert references(model) == new
 
 
+def test_training_the_served_model_under_traffic():
+    """Trainer.step's AdamW update is a writer too: each step gets in within the bound, and
+    every request's result is generate's with one of the versions of the weights."""
+    model = new_model()
+    trainer = tformer.Trainer(model, lr=0.02, schedule="constant", warmup_steps=0, dropout=0.0,
+                              label_smoothing=0.0, clip_norm=None)
+    versions = [model.parameters()]
+    results, errors, stop, updated = [], [], threading.Event(), threading.Event()
+    with tformer.Engine(model, max_rows=64, kv_cache_mb=KV_MB) as engine:
+        streams = [threading.Thread(target=stream, args=(engine, results, errors, stop, updated, k), daemon=True)
+                   for k in range(STREAMS)]
+        for t in streams:
+            t.start()
+        try:
+            for _ in range(3):
+                done_before = len(results)
+                wait_until(lambda: len(results) >= done_before + 8 or errors, 60)  # some with this version
+                writer = threading.Thread(target=trainer.step, args=([[5, 9, 14, 22, 1], [7, 3, 30, 1]],
+                                                                     [[11, 12, 13], [40, 2, 8, 17]]), daemon=True)
+                writer.start()
+                writer.join(UPDATE_BOUND)
+                assert not writer.is_alive(), f"Trainer.step still waits after {UPDATE_BOUND} s of continuous traffic"
+                versions.append(model.parameters())
+            updated.set()
+            wait_until(lambda: sum(after for _, after, _ in results) >= 6 or errors, 60)
+        finally:
+            stop.set()
+            for t in streams:
+                t.join(120)
+    assert not errors, errors
+    refs = []
+    for params in versions:
+        other = new_model()
+        other.set_parameters(params)
+        refs.append(references(other))
+    assert len({str(r) for r in refs}) == len(versions)  # every step changed the outputs
+    seen = set()
+    for i, after, got in results:
+        matches = [v for v, r in enumerate(refs) if got == r[i]]
+        assert matches, f"request {i} was decoded with no single version of the weights"
+        if after:
+            assert matches == [len(versions) - 1]
+        seen.update(matches)
+    assert len(seen) >= 3
+
+
 def test_update_from_an_engine_callback_raises_instead_of_deadlocking(weights):
     _, params, _ = weights
     model = new_model()
