@@ -1,10 +1,13 @@
 // Engine: a queue, one scheduler thread and a StepRunner. The thread loops: admit what fits
 // (FIFO; a request that does not fit yet lets later, smaller ones pass for a bounded number of
 // steps, then holds the door until it fits), run one step over every running row, hand the
-// finished requests their results. The weights lock is held (shared) while anything runs.
+// finished requests their results. The weights lock is held (shared) while anything runs;
+// when a writer waits for it, nothing new is admitted and the lock goes once the running
+// requests have finished, so that each request decodes with one set of weights (engine.h).
 #include "tformer/engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -45,6 +48,7 @@ struct Engine::Impl {
   struct Running {
     Done done;
     std::shared_ptr<CancelToken> engine_cancel;
+    bool interrupted = false;  // stopped so that a waiting weight update gets in
   };
 
   mutable std::mutex mu;
@@ -53,6 +57,8 @@ struct Engine::Impl {
   std::vector<std::pair<uint64_t, Running>> running;  // engine thread only
   bool closing = false;                               // under mu
   int64_t step_count = 0;                             // engine thread only
+  int64_t update_waited_steps = 0;                    // engine thread only
+  std::atomic<bool> model_complete{false};            // every parameter set: stays so
   uint64_t next_id = 1;                               // under mu
   EngineStats stats;                                  // under mu
   std::thread thread;
@@ -62,6 +68,7 @@ struct Engine::Impl {
   void admit(std::vector<Pending>& admitted);
   void deliver(std::vector<decoding::StepRunner::Finished>& finished);
   void publish_running();  // the running set's figures into stats
+  void note_update_waiting(bool waiting);
 };
 
 void Engine::Impl::publish_running() {
@@ -86,6 +93,9 @@ Engine::Engine(const Transformer& model, const EngineOptions& options) : impl_(s
                       options.large_request_every);
   if (options.small_request_rows < 1)
     throw_value_error("small_request_rows must be >= 1, got ", options.small_request_rows);
+  if (options.update_wait_steps < 0)
+    throw_value_error("update_wait_steps must be >= 0 (0: a weight update waits for every running request), got ",
+                      options.update_wait_steps);
   if (options.kv_cache_bytes < 0) throw_value_error("kv_cache_bytes must be >= 0 (0: the default), got ", options.kv_cache_bytes);
   const int64_t bytes = options.kv_cache_bytes ? options.kv_cache_bytes : kDefaultKvCacheBytes;
   const int64_t block_bytes = decoding::KvPool::block_bytes(cfg, model.compute_dtype(), options.block_size);
@@ -107,6 +117,7 @@ Engine::Engine(const Transformer& model, const EngineOptions& options) : impl_(s
   limits.block_size = options.block_size;
   limits.max_positions = impl_->max_positions;
   limits.max_src_len = impl_->max_src_len;
+  impl_->model_complete = model.missing_parameters().empty();
   impl_->runner = std::make_unique<decoding::StepRunner>(model, limits);
   impl_->stats.max_rows = options.max_rows;
   impl_->stats.kv_block_size = options.block_size;
@@ -120,7 +131,12 @@ Engine::~Engine() { close(); }
 uint64_t Engine::submit(const TokenBatch& src, const GenerationOptions& options, Done done) {
   Impl& s = *impl_;
   Impl::Pending p;
-  p.options = s.model.checked_generation_options(src, options);
+  // Once complete, a model stays complete: later submits skip that check, which takes the
+  // weights lock. (A submit waiting for it behind a weight update, with the GIL held, would
+  // stall the engine's callbacks, and so the drain the update waits for.)
+  const bool check_weights = !s.model_complete.load();
+  p.options = s.model.checked_generation_options(src, options, check_weights);
+  if (check_weights) s.model_complete = true;
   s.model.upload(src, s.model.config().src_vocab_size, "src_ids");  // the ids' checks, here
   p.src = src;
   const int64_t batch = src.ids.dim(0), beam = p.options.beam_size;
@@ -142,6 +158,20 @@ uint64_t Engine::submit(const TokenBatch& src, const GenerationOptions& options,
   ++s.stats.submitted;
   s.wake.notify_one();
   return id;
+}
+
+// Counts the steps a waiting weight update has waited; at update_wait_steps the running
+// requests are stopped (their sources close at the next step, deliver fails them).
+void Engine::Impl::note_update_waiting(bool waiting) {
+  if (!waiting) {
+    update_waited_steps = 0;
+    return;
+  }
+  if (++update_waited_steps != options.update_wait_steps) return;
+  for (auto& r : running) {
+    r.second.interrupted = true;
+    r.second.engine_cancel->cancel();
+  }
 }
 
 void Engine::Impl::admit(std::vector<Pending>& admitted) {
@@ -167,6 +197,14 @@ void Engine::Impl::deliver(std::vector<decoding::StepRunner::Finished>& finished
     auto it = std::find_if(running.begin(), running.end(), [&](const auto& r) { return r.first == f.id; });
     if (it == running.end()) continue;
     Done done = std::move(it->second.done);
+    // Stopped for a weight update (not finished in the same step anyway): a failure to retry.
+    if (it->second.interrupted && f.error.empty() &&
+        std::any_of(f.results.begin(), f.results.end(), [](const GenerationResult& r) { return r.cancelled; })) {
+      f.results.clear();
+      f.error = "the request was stopped after " + std::to_string(options.update_wait_steps) +
+                " steps to let a weight update in (the engine's update_wait_steps): submit it again to decode "
+                "it with the new weights";
+    }
     running.erase(it);
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -186,6 +224,7 @@ void Engine::Impl::loop() {
   bool small_phase = false;
   while (true) {
     admitted.clear();
+    bool update_waiting = false;
     {
       std::unique_lock<std::mutex> lock(mu);
       wake.wait(lock, [&] { return closing || !queue.empty() || runner->running_requests() > 0; });
@@ -200,10 +239,13 @@ void Engine::Impl::loop() {
                     (runner->runs_request_of_at_most(options.small_request_rows) ||
                      std::any_of(queue.begin(), queue.end(),
                                  [&](const Pending& p) { return p.rows <= options.small_request_rows; }));
+      // A weight update waits: admit nothing (the queue waits too), so that the running
+      // requests drain and the lock is let go below; newcomers then start with the new weights.
+      update_waiting = reading.has_value() && model.weights_lock().writer_waiting();
       // Admission: in order while requests fit; one that does not lets later ones pass for
       // kMaxBypassedSteps steps, then nothing passes it until it fits.
       int64_t tokens = 0, rows = 0, blocks = 0;
-      for (auto it = queue.begin(); it != queue.end();) {
+      for (auto it = queue.begin(); !update_waiting && it != queue.end();) {
         Pending& p = *it;
         if (small_phase && p.rows > options.small_request_rows) {  // deferred, not bypassed
           ++it;
@@ -227,6 +269,7 @@ void Engine::Impl::loop() {
       }
       stats.queue_length = static_cast<int64_t>(queue.size());
     }
+    note_update_waiting(update_waiting);
     if (!reading && (!admitted.empty() || runner->running_requests() > 0)) reading.emplace(model.weights_lock());
     {
       int64_t encoded = 0;
@@ -252,7 +295,7 @@ void Engine::Impl::loop() {
     }
     publish_running();
     deliver(finished);
-    if (runner->running_requests() == 0) reading.reset();  // a waiting weight update may go now
+    if (runner->running_requests() == 0) reading.reset();  // a waiting weight update goes now
   }
 }
 

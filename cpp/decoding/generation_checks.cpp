@@ -5,8 +5,9 @@
 namespace tformer {
 
 GenerationOptions Transformer::checked_generation_options(const TokenBatch& src,
-                                                          const GenerationOptions& options) const {
-  check_complete();
+                                                          const GenerationOptions& options,
+                                                          bool check_weights) const {
+  if (check_weights) check_complete();
   GenerationOptions opt = options;
   if (opt.pad_token_id == -1) {  // the model's; validate checks it like a given one
     if (config_.pad_id < 0 || config_.pad_id >= config_.tgt_vocab_size)

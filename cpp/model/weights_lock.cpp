@@ -26,6 +26,11 @@ Held* find_held(const WeightsLock* lock) {
 
 bool WeightsLock::held_by_this_thread() const { return find_held(this) != nullptr; }
 
+bool WeightsLock::writer_waiting() const {
+  std::lock_guard<std::mutex> guard(mutex_);
+  return writers_waiting_ > 0;
+}
+
 void WeightsLock::lock_shared() const {
   if (Held* h = find_held(this)) {  // nested: a reader, or a writer reading, already holds it
     ++h->depth;
@@ -41,7 +46,9 @@ void WeightsLock::lock_exclusive() const {
   if (Held* h = find_held(this)) {
     if (!h->exclusive)
       throw_runtime_error("the model's weights cannot be changed by a thread that is using them (for example from a "
-                          "generate_stream callback or a training step's bucket callback): it would wait for itself");
+                          "generate_stream callback, a tformer.Engine callback (on_done, on_token, a future's done "
+                          "callback) or a training step's bucket callback): it would wait for itself; change the "
+                          "weights from another thread");
     ++h->depth;
     return;
   }

@@ -48,7 +48,8 @@ void register_engine(py::module_& m) {
   py::class_<Engine>(m, "Engine",
                      "The step scheduler: requests join and leave the running batch at every decode step.")
       .def(py::init([](const Transformer& model, int64_t max_rows, int64_t max_batch_tokens, int64_t kv_cache_bytes,
-                       int64_t block_size, int64_t large_request_every, int64_t small_request_rows) {
+                       int64_t block_size, int64_t large_request_every, int64_t small_request_rows,
+                       int64_t update_wait_steps) {
              EngineOptions o;
              o.large_request_every = large_request_every;
              o.small_request_rows = small_request_rows;
@@ -56,12 +57,14 @@ void register_engine(py::module_& m) {
              o.max_batch_tokens = max_batch_tokens;
              o.kv_cache_bytes = kv_cache_bytes;
              o.block_size = block_size;
+             o.update_wait_steps = update_wait_steps;
              py::gil_scoped_release release;
              return std::make_unique<Engine>(model, o);
            }),
            py::arg("model"), py::arg("max_rows") = 256, py::arg("max_batch_tokens") = 8192,
            py::arg("kv_cache_bytes") = 0, py::arg("block_size") = 16, py::arg("large_request_every") = 1,
-           py::arg("small_request_rows") = 4, py::keep_alive<1, 2>())
+           py::arg("small_request_rows") = 4, py::arg("update_wait_steps") = 1024,
+           py::keep_alive<1, 2>())
       .def(
           "submit",
           [](Engine& e, const py::array& ids, const std::vector<int32_t>& lengths, const GenerationOptions& options,

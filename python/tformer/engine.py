@@ -142,16 +142,22 @@ class Engine:
       carry small requests' rows only, and cost far less on a CPU; larger newcomers are admitted
       only at those large steps too); 1: every step carries every row. Results are the same either way; only who waits changes (docs/SERVING.md).
     small_request_rows: the rows (sources x beam) of a request that counts as small.
+    update_wait_steps: a weight update of the model (set_parameters, a training step) waits
+      until the running requests have finished, while nothing new is admitted, so that each
+      request decodes with one set of weights; a request still running this many steps after
+      the update began waiting fails (RuntimeError: submit it again). 0: no bound.
     """
 
     def __init__(self, model_or_path: Transformer | PathLike, *, max_rows: int = 256, max_batch_tokens: int = 8192,
                  kv_cache_mb: float | None = None, block_size: int = 16, large_request_every: int = 1,
-                 small_request_rows: int = 4, device: str | None = None, dtype: str | None = None) -> None:
+                 small_request_rows: int = 4, update_wait_steps: int = 1024, device: str | None = None,
+                 dtype: str | None = None) -> None:
         max_rows = integer("max_rows", max_rows, 1)
         max_batch_tokens = integer("max_batch_tokens", max_batch_tokens, 1)
         block_size = integer("block_size", block_size, 1)
         large_request_every = integer("large_request_every", large_request_every, 1)
         small_request_rows = integer("small_request_rows", small_request_rows, 1)
+        update_wait_steps = integer("update_wait_steps", update_wait_steps, 0)
         if kv_cache_mb is not None and (isinstance(kv_cache_mb, (bool, np.bool_))
                                         or not isinstance(kv_cache_mb, numbers.Real)
                                         or not math.isfinite(kv_cache_mb) or kv_cache_mb <= 0):
@@ -160,7 +166,8 @@ class Engine:
         self.model = _load(model_or_path, device, dtype)
         self._core = _core.Engine(self.model._core, max_rows=max_rows, max_batch_tokens=max_batch_tokens,
                                  kv_cache_bytes=kv_bytes, block_size=block_size,
-                                 large_request_every=large_request_every, small_request_rows=small_request_rows)
+                                 large_request_every=large_request_every, small_request_rows=small_request_rows,
+                                 update_wait_steps=update_wait_steps)
         self._closed = False
         # Stops the engine thread when the Engine is dropped without close().
         self._finalizer = weakref.finalize(self, self._core.close)

@@ -248,7 +248,7 @@ class Translator:
 
     def start_engine(self, **knobs: Any) -> Engine:
         """Starts the tformer.Engine that submit / translate_async / stream run on, with
-        Engine's knobs (max_rows, max_batch_tokens, kv_cache_mb, block_size); without this
+        Engine's knobs (max_rows, max_batch_tokens, kv_cache_mb, block_size, update_wait_steps); without this
         call the first of those methods starts one with the defaults. close() stops it."""
         from .engine import Engine
 

@@ -2,7 +2,9 @@
 // request together, one decoder step at a time; before each step finished requests leave and
 // waiting ones join (their encoder runs, their K/V get blocks of the paged pool). A request
 // is a batch of sources with generate's options, and its result equals generate's for it
-// alone, bit for bit, whatever shares its steps (docs/SERVING.md "The engine").
+// alone, bit for bit, whatever shares its steps (docs/SERVING.md "The engine"). The engine
+// holds the model's weights lock (shared) while requests run; a weight update that waits for
+// it drains the engine: see EngineOptions::update_wait_steps.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +34,14 @@ struct EngineOptions {
   // row. A request's result is the same either way (rows are independent).
   int64_t large_request_every = 1;
   int64_t small_request_rows = 4;
+  // A weight update (set_parameters, a training step's update of this model) waits for the
+  // engine: from then on nothing new is admitted, and the running requests go on with the
+  // old weights until they finish, then the update gets in and the queue resumes with the new
+  // weights, so every request decodes with one set of weights. A request still running
+  // update_wait_steps steps after the update began waiting is stopped and fails ("submit it
+  // again"), so that a very long request delays an update by this many steps at most.
+  // 0: no bound (the update waits for the longest running request, at most its max_length).
+  int64_t update_wait_steps = 1024;
 };
 
 struct EngineStats {

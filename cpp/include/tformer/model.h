@@ -110,7 +110,9 @@ class Transformer {
   // generate's checks of a call (complete weights, the pad id, GenerationOptions::validate,
   // max_length within the positions table) and its options with the pad id resolved; the
   // engine runs them when a request is submitted (cpp/decoding/generation_checks.cpp).
-  GenerationOptions checked_generation_options(const TokenBatch& src, const GenerationOptions& options) const;
+  // check_weights=false skips the completeness check, the one that takes the weights lock.
+  GenerationOptions checked_generation_options(const TokenBatch& src, const GenerationOptions& options,
+                                               bool check_weights = true) const;
 
  private:
   // A batch on the device: ids, per-row lengths and position ids.

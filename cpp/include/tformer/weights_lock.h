@@ -10,7 +10,9 @@
 // nested call never waits for a writer that waits for it. A thread that reads and then
 // asks to write would wait for itself: that is refused with a RuntimeError.
 //
-// One acquisition per public call, never per decode step.
+// One acquisition per public call, never per decode step. The one long-lived reader, the
+// engine (engine.h), holds it across steps and polls writer_waiting() between them: it then
+// stops admitting requests and lets go once its running ones have finished.
 #pragma once
 
 #include <condition_variable>
@@ -44,6 +46,8 @@ class WeightsLock {
 
   // True when the calling thread holds this lock (shared or exclusive).
   bool held_by_this_thread() const;
+  // True while some thread waits to take it exclusively: a long-lived reader should let go.
+  bool writer_waiting() const;
 
  private:
   void lock_shared() const;
