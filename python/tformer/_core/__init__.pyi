@@ -467,7 +467,7 @@ class Engine:
     """
     The step scheduler: requests join and leave the running batch at every decode step.
     """
-    def __init__(self, model: Model, max_rows: typing.SupportsInt | typing.SupportsIndex = 256, max_batch_tokens: typing.SupportsInt | typing.SupportsIndex = 8192, kv_cache_bytes: typing.SupportsInt | typing.SupportsIndex = 0, block_size: typing.SupportsInt | typing.SupportsIndex = 16, large_request_every: typing.SupportsInt | typing.SupportsIndex = 1, small_request_rows: typing.SupportsInt | typing.SupportsIndex = 4) -> None:
+    def __init__(self, model: Model, max_rows: typing.SupportsInt | typing.SupportsIndex = 256, max_batch_tokens: typing.SupportsInt | typing.SupportsIndex = 8192, kv_cache_bytes: typing.SupportsInt | typing.SupportsIndex = 0, block_size: typing.SupportsInt | typing.SupportsIndex = 16, large_request_every: typing.SupportsInt | typing.SupportsIndex = 1, small_request_rows: typing.SupportsInt | typing.SupportsIndex = 4, update_wait_steps: typing.SupportsInt | typing.SupportsIndex = 1024) -> None:
         ...
     def close(self) -> None:
         """
