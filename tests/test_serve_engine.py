@@ -109,7 +109,8 @@ def test_knobs_reach_the_engine_and_bad_ones_are_named(translator):
         stats = c.get("/stats").json()
     assert (stats["max_rows"], stats["block_size"], stats["kv_cache_mb"], stats["max_batch_tokens"]) == (9, 4, 2.0, 64)
     assert stats["kv_block_size"] == 4, stats
-    for knob, value in (("max_rows", 0), ("block_size", 0), ("max_batch_tokens", -1), ("kv_cache_mb", 0.0)):
+    for knob, value in (("max_rows", 0), ("block_size", 0), ("max_batch_tokens", -1), ("kv_cache_mb", 0.0),
+                         ("update_wait_steps", -1)):
         with pytest.raises(ValueError, match=knob):
             create_app(translator, ServeLimits(scheduler="engine", **{knob: value}))
     with pytest.raises(ValueError, match="scheduler must be 'engine' or 'request', got 'fast'"):
@@ -266,6 +267,7 @@ def test_tformer_serve_engine_command(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TFORMER_API_KEY"}
     proc = subprocess.Popen([sys.executable, "-m", "tformer.cli", "serve", str(directory), "--port", str(port),
                              "--beam-size", "2", "--max-length", "8", "--max-rows", "100", "--block-size", "8",
+                             "--update-wait-steps", "7",
                              "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         end = time.time() + 60
@@ -287,6 +289,7 @@ def test_tformer_serve_engine_command(tmp_path):
         assert status == 200 and json.loads(data) == _expected(reference, body)
         stats = _stats(port)
         assert stats["scheduler"] == "engine" and stats["max_rows"] == 100 and stats["kv_block_size"] == 8, stats
+        assert stats["update_wait_steps"] == 7, stats
 
         before = _stats(port)
         clients = [_send_raw(port, {**SLOW, "beam_size": 1, "stream": True})]

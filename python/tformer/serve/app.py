@@ -63,6 +63,7 @@ class ServeLimits:
     block_size: int = 16              # engine: positions per K/V block
     large_request_every: int = 1      # engine: while a small request runs, larger ones step every N-th step
     small_request_rows: int = 4       # engine: rows (texts x beam) of a small request
+    update_wait_steps: int = 1024     # engine: steps a weight update waits for running requests
 
 
 class TranslateRequest(BaseModel):
@@ -128,6 +129,7 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
                                   kv_cache_mb=limits.kv_cache_mb, block_size=limits.block_size,
                                   large_request_every=limits.large_request_every,
                                   small_request_rows=limits.small_request_rows,
+                                  update_wait_steps=limits.update_wait_steps,
                                   max_pending_texts=limits.max_pending_texts)
     elif limits.scheduler == "request":
         batcher = DynamicBatcher(run_batch, max_batch_size=limits.max_batch_size,
@@ -171,7 +173,8 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
             settings = {"max_rows": limits.max_rows, "max_batch_tokens": limits.max_batch_tokens,
                         "kv_cache_mb": limits.kv_cache_mb, "block_size": limits.block_size,
                         "large_request_every": limits.large_request_every,
-                        "small_request_rows": limits.small_request_rows}
+                        "small_request_rows": limits.small_request_rows,
+                        "update_wait_steps": limits.update_wait_steps}
         else:
             settings = {"max_batch_size": limits.max_batch_size, "batch_wait_ms": limits.batch_wait_ms}
         return {**batcher.stats.snapshot(), "scheduler": limits.scheduler, **settings,

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser):
                         "(default 1: every step carries every row)")
     p.add_argument("--small-request-rows", type=int, default=4,
                    help="engine: the rows (texts x beam size) of a request that counts as small (default 4)")
+    p.add_argument("--update-wait-steps", type=int, default=1024,
+                   help="engine: a weight update stops admissions and waits for the running requests; those still "
+                        "running after N steps fail (submit again) (default 1024; 0: wait for them all)")
     p.add_argument("--max-batch-size", type=int, default=32,
                    help="request scheduler: sentences per generate call (default 32)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0,
@@ -123,6 +126,7 @@ def run(args) -> int:
         body_timeout_s=args.body_timeout, allowed_hosts=allowed, scheduler=args.scheduler, max_rows=args.max_rows,
         max_batch_tokens=args.max_batch_tokens, kv_cache_mb=args.kv_cache_mb, block_size=args.block_size,
         large_request_every=args.large_request_every, small_request_rows=args.small_request_rows,
+        update_wait_steps=args.update_wait_steps,
     )
     try:
         app = create_app(translator, limits)
