@@ -8,21 +8,23 @@ suite's small French-English tokenizer.
 
 For each system: the saturation throughput (a burst of --burst requests of the mix sent
 at once: requests / seconds to finish them all), an idle short request's latency (median
-of 5, one at a time), then --seconds of arrivals at each --loads fraction of saturation.
+of 15, one at a time), then --seconds of arrivals at each --loads fraction of saturation (or
+of --rate requests/s: then every system gets the same seeded arrivals).
 Latency runs from a request's scheduled arrival to its answer. Reported per class: p50 /
 p99 latency, and sentences/s over the run; short p99 / idle short latency is issue 16's
 head-of-line figure (target <= 4 at 80 % load).
 
 Systems (each server in its own process, one at a time):
   engineN  the same with --large-request-every N (small requests first: while a one-sentence
-           request runs, larger requests join every N-th step only)
-  engine   tformer serve --scheduler engine: in-flight batching (--max-rows, --max-batch-tokens,
-           --kv-cache-mb, --block-size passed through)
+           request runs, larger requests join every N-th step only; engine32 = serve's default)
+  engine   tformer serve --scheduler engine --large-request-every 1: in-flight batching, every
+           step carries every row (--max-rows, --max-batch-tokens, --kv-cache-mb, --block-size
+           passed through)
   request  tformer serve --scheduler request: the request-level batcher (--batch-wait-ms 5)
   ct2      CTranslate2 behind the same FastAPI front end (bench/ct2_serve_app.py: one
            translate_batch per request on a thread pool of --ct2-inter-threads workers)
 
-    python bench/bench_serve_load.py [--systems engine,request,ct2] [--loads 0.5,0.8] [--seconds 60]
+    python bench/bench_serve_load.py [--systems engine,request,ct2] [--loads 0.5,0.8] [--rate R] [--seconds 60]
         [--threads 2] [--seed 0] [--json out.json] [--max-rows 256] [--max-batch-tokens 8192]
         [--kv-cache-mb MB] [--block-size 16]
     a quick check that it runs: --systems engine --loads 0.5 --seconds 2 --burst 2 --layers 1 --width 64
@@ -111,7 +113,7 @@ def percentile(values, q):
 def measure(port, args):
     rng = random.Random(args.seed + 1)
     send(port, make_request(rng)[1])  # warm-up
-    idle = statistics.median(send(port, {"texts": [s], **SHORT}) for s in bench_serve.SENTENCES[:5])
+    idle = statistics.median(send(port, {"texts": [s], **SHORT}) for s in bench_serve.SENTENCES[:5] * 3)
     burst = [(0.0, *make_request(rng)) for _ in range(args.burst)]
     _, seconds = fire(port, burst)
     saturation = args.burst / seconds
@@ -119,7 +121,8 @@ def measure(port, args):
     print(f"  idle short request {1e3 * idle:.0f} ms; saturation {saturation:.2f} requests/s "
           f"({args.burst} at once in {seconds:.1f} s)", flush=True)
     for load in args.loads:
-        schedule = poisson_schedule(load * saturation, args.seconds, args.seed)
+        # --rate: every system gets the same arrivals (fractions of one rate, not of its own saturation)
+        schedule = poisson_schedule(load * (args.rate or saturation), args.seconds, args.seed)
         results, wall = fire(port, schedule)
         row = {"requests": len(results), "sentences_per_s": sum(r[2] for r in results) / wall}
         for kind in ("short", "long"):
@@ -169,6 +172,9 @@ def main():
     ap.add_argument("--loads", default="0.5,0.8", help="fractions of the saturation throughput")
     ap.add_argument("--seconds", type=float, default=60.0, help="seconds of arrivals per load")
     ap.add_argument("--burst", type=int, default=20, help="requests of the saturation probe")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="requests/s that --loads are fractions of, the same for every system (default: each "
+                         "system's own saturation)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ct2-inter-threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -183,7 +189,7 @@ def main():
     args.loads = [float(x) for x in args.loads.split(",")]
     model_dir = bench_serve.build_model(
         os.path.join(tempfile.gettempdir(), f"tformer-bench-serve-{args.width}x{args.layers}"), args.width, args.layers)
-    results = {"model_dir": model_dir, "threads": args.threads, "systems": {}}
+    results = {"model_dir": model_dir, "threads": args.threads, "rate": args.rate, "systems": {}}
     for system in args.systems.split(","):
         print(f"{system}:", flush=True)
         server = start(system, model_dir, args)

@@ -61,7 +61,7 @@ class ServeLimits:
     max_batch_tokens: int = 8192      # engine: source tokens encoded per step for joining requests
     kv_cache_mb: Optional[float] = None  # engine: K/V block pool in MiB (None: the engine's default)
     block_size: int = 16              # engine: positions per K/V block
-    large_request_every: int = 1      # engine: while a small request runs, larger ones step every N-th step
+    large_request_every: int = 32     # engine: while a small request runs, larger ones step every N-th step
     small_request_rows: int = 4       # engine: rows (texts x beam) of a small request
     update_wait_steps: int = 1024     # engine: steps a weight update waits for running requests
 

@@ -37,9 +37,9 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--kv-cache-mb", type=float, default=None,
                    help="engine: K/V cache pool in MiB; a request that does not fit waits (default: automatic)")
     p.add_argument("--block-size", type=int, default=16, help="engine: positions per K/V cache block (default 16)")
-    p.add_argument("--large-request-every", type=int, default=1,
-                   help="engine: small requests first: while one runs, larger requests join every N-th step only "
-                        "(default 1: every step carries every row)")
+    p.add_argument("--large-request-every", type=int, default=32,
+                   help="engine: small requests first: while one runs, larger requests join (and are admitted) "
+                        "every N-th step only (default 32; 1: every step carries every row)")
     p.add_argument("--small-request-rows", type=int, default=4,
                    help="engine: the rows (texts x beam size) of a request that counts as small (default 4)")
     p.add_argument("--update-wait-steps", type=int, default=1024,
