@@ -6,6 +6,7 @@ the update see the new weights. References: model.generate run alone, which the 
 compare with transformers."""
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 
@@ -71,6 +72,23 @@ def stream(engine, results, errors, stop, updated, offset):
         errors.append(e)
 
 
+@contextlib.contextmanager
+def traffic(engine):
+    """STREAMS threads keeping the engine busy (see stream) while the block runs; yields
+    (results, errors, updated: set it once the update has returned). Stopped and joined at exit."""
+    results, errors, stop, updated = [], [], threading.Event(), threading.Event()
+    streams = [threading.Thread(target=stream, args=(engine, results, errors, stop, updated, k), daemon=True)
+               for k in range(STREAMS)]
+    for t in streams:
+        t.start()
+    try:
+        yield results, errors, updated
+    finally:
+        stop.set()
+        for t in streams:
+            t.join(120)
+
+
 def wait_until(condition, timeout):
     end = time.monotonic() + timeout
     while not condition():
@@ -81,34 +99,22 @@ def wait_until(condition, timeout):
 def test_update_under_continuous_traffic_gets_in_and_each_request_is_consistent(weights):
     old, params, new = weights
     model = new_model()
-    results, errors, stop, updated = [], [], threading.Event(), threading.Event()
-    with tformer.Engine(model, max_rows=64, kv_cache_mb=KV_MB) as engine:
-        streams = [threading.Thread(target=stream, args=(engine, results, errors, stop, updated, k), daemon=True)
-                   for k in range(STREAMS)]
-        for t in streams:
-            t.start()
-        try:
-            wait_until(lambda: len(results) >= 6 or errors, 60)  # traffic flows
-            took = []
+    took = []
+    with tformer.Engine(model, max_rows=64, kv_cache_mb=KV_MB) as engine, traffic(engine) as (results, errors, updated):
+        wait_until(lambda: len(results) >= 6 or errors, 60)  # traffic flows
 
-            def update():
-                start = time.monotonic()
-                model.set_parameters(params)
-                took.append(time.monotonic() - start)
-                updated.set()
+        def update():
+            start = time.monotonic()
+            model.set_parameters(params)
+            took.append(time.monotonic() - start)
+            updated.set()
 
-            writer = threading.Thread(target=update, daemon=True)
-            writer.start()
-            writer.join(UPDATE_BOUND)
-            assert not writer.is_alive(), f"set_parameters still waits after {UPDATE_BOUND} s of continuous traffic"
-            # Requests submitted after the update returned must come back too.
-            wait_until(lambda: sum(after for _, after, _ in results) >= 6 or errors, 60)
-        finally:
-            stop.set()
-            for t in streams:
-                t.join(120)
-            if "writer" in locals():
-                writer.join(60)
+        writer = threading.Thread(target=update, daemon=True)
+        writer.start()
+        writer.join(UPDATE_BOUND)
+        assert not writer.is_alive(), f"set_parameters still waits after {UPDATE_BOUND} s of continuous traffic"
+        # Requests submitted after the update returned must come back too.
+        wait_until(lambda: sum(after for _, after, _ in results) >= 6 or errors, 60)
     assert not errors, errors
     assert took[0] < UPDATE_BOUND
     olds = news = 0
@@ -131,28 +137,18 @@ def test_training_the_served_model_under_traffic():
     trainer = tformer.Trainer(model, lr=0.02, schedule="constant", warmup_steps=0, dropout=0.0,
                               label_smoothing=0.0, clip_norm=None)
     versions = [model.parameters()]
-    results, errors, stop, updated = [], [], threading.Event(), threading.Event()
-    with tformer.Engine(model, max_rows=64, kv_cache_mb=KV_MB) as engine:
-        streams = [threading.Thread(target=stream, args=(engine, results, errors, stop, updated, k), daemon=True)
-                   for k in range(STREAMS)]
-        for t in streams:
-            t.start()
-        try:
-            for _ in range(3):
-                done_before = len(results)
-                wait_until(lambda: len(results) >= done_before + 8 or errors, 60)  # some with this version
-                writer = threading.Thread(target=trainer.step, args=([[5, 9, 14, 22, 1], [7, 3, 30, 1]],
-                                                                     [[11, 12, 13], [40, 2, 8, 17]]), daemon=True)
-                writer.start()
-                writer.join(UPDATE_BOUND)
-                assert not writer.is_alive(), f"Trainer.step still waits after {UPDATE_BOUND} s of continuous traffic"
-                versions.append(model.parameters())
-            updated.set()
-            wait_until(lambda: sum(after for _, after, _ in results) >= 6 or errors, 60)
-        finally:
-            stop.set()
-            for t in streams:
-                t.join(120)
+    with tformer.Engine(model, max_rows=64, kv_cache_mb=KV_MB) as engine, traffic(engine) as (results, errors, updated):
+        for _ in range(3):
+            done_before = len(results)
+            wait_until(lambda: len(results) >= done_before + 8 or errors, 60)  # some with this version
+            writer = threading.Thread(target=trainer.step, args=([[5, 9, 14, 22, 1], [7, 3, 30, 1]],
+                                                                 [[11, 12, 13], [40, 2, 8, 17]]), daemon=True)
+            writer.start()
+            writer.join(UPDATE_BOUND)
+            assert not writer.is_alive(), f"Trainer.step still waits after {UPDATE_BOUND} s of continuous traffic"
+            versions.append(model.parameters())
+        updated.set()
+        wait_until(lambda: sum(after for _, after, _ in results) >= 6 or errors, 60)
     assert not errors, errors
     refs = []
     for params in versions:
