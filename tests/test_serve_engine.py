@@ -25,7 +25,7 @@ from tformer.serve import ServeLimits, create_app  # noqa: E402
 from tformer.serve import sse  # noqa: E402
 
 import test_translator as tt  # noqa: E402
-from tf_testlib import run_concurrently, stop_process, wait_for  # noqa: E402
+from tf_testlib import run_concurrently, stop_process, wait_for, wait_for_server  # noqa: E402
 
 TEXTS = tt.TEXTS
 OPTS = dict(beam_size=2, max_length=8)
@@ -270,16 +270,7 @@ def test_tformer_serve_engine_command(tmp_path):
                              "--update-wait-steps", "7",
                              "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        end = time.time() + 60
-        while True:
-            try:
-                if _request(port, "GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.time() < end, "server did not start in 60 s"
-            time.sleep(0.2)
+        wait_for_server(port, proc, lambda: proc.stdout.read().decode())
         reference = tformer.Translator(str(directory), beam_size=2, max_length=8)
         body = {"texts": TEXTS[:2]}
         status, kind, data = _request(port, "POST", "/translate", json.dumps({**body, "stream": True}).encode())

@@ -28,7 +28,7 @@ from tformer.serve.command import _api_key  # noqa: E402
 from tformer.serve.guard import default_allowed_hosts, host_allowed, host_name, parse_allowed_hosts  # noqa: E402
 
 import test_translator as tt  # noqa: E402
-from tf_testlib import run_concurrently, stop_process, wait_for  # noqa: E402
+from tf_testlib import run_concurrently, stop_process, wait_for, wait_for_server  # noqa: E402
 
 TEXTS = tt.TEXTS
 SLOW = {"texts": TEXTS[:4] * 2, "beam_size": 4, "max_length": 1000, "min_length": 1000}  # ~9 s uncancelled
@@ -194,16 +194,7 @@ def server(model_dir, tmp_path_factory):
         return log.read().decode(errors="replace")
 
     try:
-        end = time.time() + 60
-        while True:
-            try:
-                if _request(port, "GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, output()
-            assert time.time() < end, "server did not start in 60 s:\n" + output()
-            time.sleep(0.2)
+        wait_for_server(port, proc, output)
         yield port
     finally:
         stop_process(proc)

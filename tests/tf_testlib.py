@@ -606,3 +606,25 @@ def cpu_has(isa):
         return isa == "base"
     need = {"base": [], "avx2": ["avx2", "fma"], "avx512": ["avx512f", "avx512bw", "avx512dq", "avx512vl"]}[isa]
     return all(f" {flag}" in flags for flag in need)
+
+
+def wait_for_server(port, proc, output, timeout=60.0):
+    """Polls GET /health of a server started as `proc` on 127.0.0.1:port until it answers 200;
+    fails with output() (the server's log) if the process ends or `timeout` seconds pass."""
+    import http.client
+    import time
+    end = time.time() + timeout
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    return
+            finally:
+                conn.close()
+        except OSError:
+            pass
+        assert proc.poll() is None, "the server stopped:\n" + output()
+        assert time.time() < end, f"server did not start in {timeout:.0f} s:\n" + output()
+        time.sleep(0.2)
