@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import tformer
+from tf_testlib import wait_for
 
 SRC = [[5, 6, 7, 8, 1], [9, 10, 1], [11, 12, 13, 14, 15, 16, 1], [14, 1]]
 LONG = 20000  # tokens forced (min_length = max_length): a minute or more of decoding for this model
@@ -52,10 +53,7 @@ def long_request(engine, **kw):
 
 
 def wait_until(condition, timeout=FREED):
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.01)
+    return wait_for(condition, "the engine", timeout)
 
 
 @pytest.mark.parametrize("search", SEARCHES)

@@ -12,6 +12,7 @@ import time
 
 import pytest
 import tformer
+from tf_testlib import wait_for
 
 CFG = dict(src_vocab_size=64, tgt_vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=2, encoder_heads=4,
            decoder_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_positions=20008)
@@ -89,19 +90,12 @@ def traffic(engine):
             t.join(120)
 
 
-def wait_until(condition, timeout):
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.01)
-
-
 def test_update_under_continuous_traffic_gets_in_and_each_request_is_consistent(weights):
     old, params, new = weights
     model = new_model()
     took = []
     with tformer.Engine(model, max_rows=64, kv_cache_mb=KV_MB) as engine, traffic(engine) as (results, errors, updated):
-        wait_until(lambda: len(results) >= 6 or errors, 60)  # traffic flows
+        wait_for(lambda: len(results) >= 6 or errors, "traffic", 60)  # traffic flows
 
         def update():
             start = time.monotonic()
@@ -114,7 +108,7 @@ def test_update_under_continuous_traffic_gets_in_and_each_request_is_consistent(
         writer.join(UPDATE_BOUND)
         assert not writer.is_alive(), f"set_parameters still waits after {UPDATE_BOUND} s of continuous traffic"
         # Requests submitted after the update returned must come back too.
-        wait_until(lambda: sum(after for _, after, _ in results) >= 6 or errors, 60)
+        wait_for(lambda: sum(after for _, after, _ in results) >= 6 or errors, "requests after the update", 60)
     assert not errors, errors
     assert took[0] < UPDATE_BOUND
     olds = news = 0
@@ -140,7 +134,7 @@ def test_training_the_served_model_under_traffic():
     with tformer.Engine(model, max_rows=64, kv_cache_mb=KV_MB) as engine, traffic(engine) as (results, errors, updated):
         for _ in range(3):
             done_before = len(results)
-            wait_until(lambda: len(results) >= done_before + 8 or errors, 60)  # some with this version
+            wait_for(lambda: len(results) >= done_before + 8 or errors, "requests", 60)  # some with this version
             writer = threading.Thread(target=trainer.step, args=([[5, 9, 14, 22, 1], [7, 3, 30, 1]],
                                                                  [[11, 12, 13], [40, 2, 8, 17]]), daemon=True)
             writer.start()
@@ -148,7 +142,7 @@ def test_training_the_served_model_under_traffic():
             assert not writer.is_alive(), f"Trainer.step still waits after {UPDATE_BOUND} s of continuous traffic"
             versions.append(model.parameters())
         updated.set()
-        wait_until(lambda: sum(after for _, after, _ in results) >= 6 or errors, 60)
+        wait_for(lambda: sum(after for _, after, _ in results) >= 6 or errors, "requests after the update", 60)
     assert not errors, errors
     refs = []
     for params in versions:
@@ -203,7 +197,7 @@ def test_a_long_request_is_stopped_after_update_wait_steps(weights):
     with tformer.Engine(model, max_rows=64, kv_cache_mb=KV_MB, update_wait_steps=8) as engine:
         long = engine.submit([[5, 6, 7, 1]], beam_size=1, max_length=LONG, min_length=LONG,
                              on_token=lambda source, token: tokens.append(token))
-        wait_until(lambda: len(tokens) >= 3, 60)
+        wait_for(lambda: len(tokens) >= 3, "the long request's tokens", 60)
         writer = threading.Thread(target=update, daemon=True)
         writer.start()
         writer.join(UPDATE_BOUND)
