@@ -221,10 +221,9 @@ void Engine::Impl::deliver(std::vector<decoding::StepRunner::Finished>& finished
 void Engine::Impl::loop() {
   std::optional<WeightsLock::Shared> reading;
   std::vector<Pending> admitted;
-  bool small_phase = false;
   while (true) {
     admitted.clear();
-    bool update_waiting = false;
+    bool small_phase = false, update_waiting = false;
     {
       std::unique_lock<std::mutex> lock(mu);
       wake.wait(lock, [&] { return closing || !queue.empty() || runner->running_requests() > 0; });

@@ -16,7 +16,7 @@ import json
 import math
 import numbers
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 

@@ -116,12 +116,10 @@ def _load_translator(args):
 
     if args.threads:
         tformer.set_num_threads(args.threads)
-    defaults = {k: v for k, v in dict(beam_size=args.beam_size, max_length=args.max_length,
+    defaults = {k: v for k, v in dict(beam_size=args.beam_size, max_length=args.max_length, revision=args.revision,
                                       source_lang=args.source_lang, target_lang=args.target_lang).items()
                 if v is not None}
     try:
-        if args.revision is not None:
-            defaults["revision"] = args.revision
         translator = tformer.Translator(args.model, device=args.device, dtype=args.dtype, **defaults)
         translator.tokenizer.target_prefix(args.target_lang)  # an unknown language is named now, not later
     except Exception as e:  # noqa: BLE001 - the loader's own message, without a traceback
