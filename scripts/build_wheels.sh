@@ -97,6 +97,14 @@ if [ "$cuda" = 1 ]; then
   echo "== libtformer_cuda.so ($(nvcc --version | tail -1))"
   "$tools/bin/python" -m pip install -q cmake ninja "nvidia-cublas>=13,<14"
   cuda_build=$work/cuda
+  # cmake reads CMAKE_TOOLCHAIN_FILE only when a build directory is first configured: one
+  # configured before without the link root (an older checkout) would link against this
+  # machine's glibc. Such a directory is configured afresh.
+  if [ -f "$cuda_build/CMakeCache.txt" ] \
+    && ! grep -qxF "CMAKE_TOOLCHAIN_FILE:FILEPATH=$CMAKE_TOOLCHAIN_FILE" "$cuda_build/CMakeCache.txt"; then
+    echo "   ($cuda_build was configured with another toolchain: configured afresh)"
+    rm -rf "$cuda_build"
+  fi
   "$tools/bin/cmake" -S cmake/cuda_standalone -B "$cuda_build" -G Ninja -DCMAKE_MAKE_PROGRAM="$tools/bin/ninja" \
     -DPython_EXECUTABLE="$tools/bin/python" -DTFORMER_CUDA_ARCHS="${TFORMER_CUDA_ARCHS:-80;86;89;90}" \
     -DTFORMER_CUDA_COMPRESS="${TFORMER_CUDA_COMPRESS:-size}" >"$work/cuda-configure.log"
