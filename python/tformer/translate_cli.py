@@ -168,10 +168,11 @@ def translate_chunk(translator, lines, options, batch_size=32, max_batch_tokens=
     texts = [lines[i] for i in indices]
     out = [blank] * len(lines)
     if texts:
-        lengths = [len(ids) for ids in translator.encode(texts, source_lang=options.get("source_lang"),
-                                                         target_lang=options.get("target_lang"))]
-        batches = length_sorted_batches(lengths, batch_size, max_batch_tokens)
-        results = [translator.translate_batch([texts[i] for i in batch], return_scores=with_scores, **options)
+        src_ids, target_lang = translator._source_ids(texts, options.pop("source_lang", None),
+                                                      options.pop("target_lang", None), None, None)
+        batches = length_sorted_batches([len(ids) for ids in src_ids], batch_size, max_batch_tokens)
+        options["return_scores"] = with_scores
+        results = [translator._translate_ids([src_ids[i] for i in batch], target_lang, options)
                    for batch in batches]
         for i, result in zip(indices, in_input_order(batches, results, len(texts))):
             out[i] = format_result(result.texts, result.scores, n_best_format, with_scores) + "\n"

@@ -198,20 +198,33 @@ class Translator:
                prefix: str | None = None, task: str | None = None) -> list[list[int]]:
         """Token ids of the source texts (task prefix included), as the model's Hugging Face
         tokenizer gives them."""
-        texts, source_lang, target_lang = self._source(texts, source_lang, target_lang, prefix, task)
-        return self.tokenizer.encode(texts, source_lang=source_lang, target_lang=target_lang)
+        return self._source_ids(texts, source_lang, target_lang, prefix, task)[0]
 
-    def _request(self, texts, source_lang, target_lang, prefix, task, options):
-        """(source ids, generate options, the forced target-language prefix or None)."""
+    def _source_ids(self, texts, source_lang, target_lang, prefix, task):
+        """(source ids, the target language left for the tokenizer's forced target prefix)."""
         texts, source_lang, target_lang = self._source(texts, source_lang, target_lang, prefix, task)
+        return self.tokenizer.encode(texts, source_lang=source_lang, target_lang=target_lang), target_lang
+
+    def _generate_options(self, count, target_lang, options):
+        """(generate options for `count` sources, the forced target-language prefix or None)."""
         options = {**self.defaults, **options}
-        src_ids = self.tokenizer.encode(texts, source_lang=source_lang, target_lang=target_lang)
         prefix = self.tokenizer.target_prefix(target_lang)
         if prefix:
             if options.get("target_prefix") is not None:
                 raise ValueError("pass target_lang or target_prefix, not both")
-            options["target_prefix"] = [list(prefix) for _ in texts]
-        return src_ids, options, prefix
+            options["target_prefix"] = [list(prefix) for _ in range(count)]
+        return options, prefix
+
+    def _request(self, texts, source_lang, target_lang, prefix, task, options):
+        """(source ids, generate options, the forced target-language prefix or None)."""
+        src_ids, target_lang = self._source_ids(texts, source_lang, target_lang, prefix, task)
+        return (src_ids, *self._generate_options(len(src_ids), target_lang, options))
+
+    def _translate_ids(self, src_ids, target_lang, options):
+        """translate_batch on ids that _source_ids gave (tformer translate tokenizes each
+        chunk once, to sort it by length, and translates the sorted batches from the ids)."""
+        options, prefix = self._generate_options(len(src_ids), target_lang, options)
+        return self._results(self.model.generate(src_ids, **options), prefix)
 
     def _results(self, results, prefix):
         out = []
@@ -227,8 +240,8 @@ class Translator:
         """`model.generate` on the tokenized texts: one TranslationResult per text (tokens,
         scores, attention as generate returns them, plus `.texts`). `cancel=`: a
         tformer.CancelToken or one per text, as generate's."""
-        src_ids, options, prefix = self._request(texts, source_lang, target_lang, prefix, task, options)
-        return self._results(self.model.generate(src_ids, **options), prefix)
+        src_ids, target_lang = self._source_ids(texts, source_lang, target_lang, prefix, task)
+        return self._translate_ids(src_ids, target_lang, options)
 
     def _texts(self, results, options):
         n_best = {**self.defaults, **options}.get("num_hypotheses", 1)
