@@ -228,39 +228,61 @@ def test_engine_knobs_checked(gen_zoo, kw, match):
 
 def test_cancel_queued_and_running_and_close(gen_zoo):
     """A token cancelled while queued: cancelled results without decoding; while running: the
-    request stops at its next step; close(): what still runs comes back cancelled."""
+    request stops at its next step; close(): what still runs comes back cancelled. The engine
+    thread is held inside a request's first on_token callback while the test cancels or closes,
+    so no timing decides which state a request is in."""
     model = gen_zoo("marian_gen").model("cpu")
     engine = _tiny_engine(model, max_rows=1)
     got = {}
     done = threading.Semaphore(0)
 
-    def submit(key, tokens, **options):
+    def submit(key, tokens, hold=None):
         ids, lengths = prepare_ids([[5, 6, 7, 2]], "src_ids")
-        opts = build_options(model, 1, beam_size=1, max_length=40, min_length=40, return_scores=True, **options)
+        opts = build_options(model, 1, beam_size=1, max_length=40, min_length=40, return_scores=True)
         opts.set_cancel(tokens)
+        if hold is not None:  # (started, release): the engine waits in the first token's callback
+            def on_token(source, token, started=hold[0], release=hold[1]):
+                if not started.is_set():
+                    started.set()
+                    assert release.wait(timeout=60)
+            opts.set_on_token(on_token)
 
         def on_done(res, err):
             got[key] = (res, err)
             done.release()
         engine.submit(ids, lengths, opts, on_done)
 
+    def hold():
+        return threading.Event(), threading.Event()
+
     running, queued = _core.CancelToken(), _core.CancelToken()
-    submit("running", [running])
+    held = hold()
+    submit("running", [running], held)
     submit("queued", [queued])  # max_rows 1: waits behind "running"
+    assert held[0].wait(timeout=60)  # "running" has its first token; the engine waits
     queued.cancel()
     running.cancel()
+    held[1].set()
     for _ in range(2):
         assert done.acquire(timeout=60)
     assert got["queued"][0][0].cancelled and got["queued"][0][0].tokens == [[]]
     assert got["running"][0][0].cancelled and len(got["running"][0][0].tokens[0]) < 40
-    # close(): 20 more requests (one row at a time: they cannot all be done already) all come
-    # back, the ones still queued or running cancelled.
+    # close(): 20 more requests, one row at a time; the engine is held in the first one's
+    # first step while close() starts, so the others are still queued when it takes effect.
+    held = hold()
     for i in range(20):
-        submit(f"closed{i}", [_core.CancelToken()])
-    engine.close()
+        submit(f"closed{i}", [_core.CancelToken()], held if i == 0 else None)
+    assert held[0].wait(timeout=60)
+    closer = threading.Thread(target=engine.close)
+    closer.start()
+    time.sleep(0.5)  # close() sets its flag at once (then waits for the engine thread)
+    held[1].set()
+    closer.join(timeout=60)
+    assert not closer.is_alive()
     for _ in range(20):
         assert done.acquire(timeout=60)
-    assert any(got[f"closed{i}"][0][0].cancelled for i in range(20))
+    assert got["closed0"][0][0].cancelled and len(got["closed0"][0][0].tokens[0]) < 40
+    assert all(got[f"closed{i}"][0][0].cancelled for i in range(1, 20))
     stats = engine.stats()
     assert stats["completed"] == 22 and stats["queue_length"] == 0 and stats["running_rows"] == 0
     assert stats["kv_blocks_used"] == 0
