@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 import tformer
@@ -40,6 +41,44 @@ def test_mypy_strict_catches_a_wrong_call(tmp_path):
     assert run.returncode == 1, run.stdout + run.stderr
     assert 'Argument "beam_size"' in run.stdout and "Incompatible return value" in run.stdout, run.stdout
 
+
+
+def test_mypy_checks_the_package_bodies(tmp_path):
+    # Every function body of the package type-checks under pyproject's [tool.mypy] for
+    # tformer.* (check_untyped_defs, warn_unreachable), what CI runs; a cold cache, since a
+    # warm one can hide errors (~10 s).
+    run = _run(["-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "-p", "tformer"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Success: no issues found" in run.stdout, run.stdout
+
+
+def test_mypy_package_config_reports_untyped_bodies_and_skipped_code(tmp_path):
+    # The check above can fail: under the same configuration, a wrong unannotated body is an
+    # error, and so is code that mypy would skip as unreachable after an isinstance check it
+    # deems impossible (int vs numbers.Integral: use option_checks.is_integer instead).
+    package = tmp_path / "python" / "tformer"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import numbers\n\n\ndef untyped():\n    return 1 + 'a'\n\n\n"
+        "def steps(value: int) -> int:\n    if not isinstance(value, numbers.Integral):\n"
+        "        raise TypeError(value)\n    return value\n")
+    run = subprocess.run([sys.executable, "-m", "mypy", "--config-file", os.path.join(ROOT, "pyproject.toml"),
+                          "--cache-dir", str(tmp_path / "cache"), "-p", "tformer"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "__init__.py:5: error: Unsupported operand types" in run.stdout, run.stdout
+    assert "__init__.py:11: error: Statement is unreachable" in run.stdout, run.stdout
+
+
+def test_integer_and_real_checks_accept_what_the_isinstance_checks_did():
+    # option_checks.is_integer / is_real replace inline isinstance checks (for mypy's sake):
+    # Python and NumPy numbers pass, bools (NumPy's too), strings and None do not.
+    from tformer.option_checks import is_integer, is_real
+
+    assert all(is_integer(v) for v in (0, -3, 2**70, np.int8(1), np.uint64(7)))
+    assert not any(is_integer(v) for v in (True, np.bool_(True), 2.0, np.float32(1), "1", None))
+    assert all(is_real(v) for v in (0, 2.5, float("inf"), np.int32(1), np.float16(0.5)))
+    assert not any(is_real(v) for v in (False, np.bool_(False), "1.0", None, 1j))
 
 def test_typed_usage_example_runs():
     # The example mypy checks also runs: every call in it works as annotated.

@@ -28,6 +28,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -178,7 +179,7 @@ class ProcessGroup:
 
     backend: "gloo" (CPU, default when device is cpu) or "nccl" (device cuda:N)."""
 
-    def __init__(self, env: LaunchEnv = None, backend: str = None, timeout: float = DEFAULT_TIMEOUT,
+    def __init__(self, env: LaunchEnv | None = None, backend: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  device: str = "cpu"):
         torch, dist = _torch_dist()
         env = env or launch_env()
@@ -294,7 +295,7 @@ class ProcessGroup:
     def _beats_now(self) -> list:
         return self._bounded(lambda: [self._store.add(self._key(f"beat/{r}"), 0) for r in range(self.world_size)])
 
-    def silent_ranks(self, wait: float = None) -> list:
+    def silent_ranks(self, wait: float | None = None) -> list:
         """Ranks whose heartbeat does not advance over `wait` seconds (default 3 beats).
         Raises DistributedError when the store itself is unreachable."""
         wait = 3 * HEARTBEAT_SECONDS if wait is None else wait
@@ -403,7 +404,7 @@ class ProcessGroup:
 _GROUP = None
 
 
-def init(backend: str = None, timeout: float = DEFAULT_TIMEOUT, device: str = "cpu") -> ProcessGroup:
+def init(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT, device: str = "cpu") -> ProcessGroup:
     """This process's ProcessGroup (created on the first call from the launcher's
     environment; later calls return the same one)."""
     global _GROUP
@@ -450,10 +451,10 @@ class GradientReducer:
             flat = torch.from_numpy(graph.flat_grad())
         self._flat = flat
         self.buckets = [flat[o:o + n] for o, n in graph.buckets]
-        self._pending = []
+        self._pending: list[Any] = []  # torch.distributed work handles
         self._op = dist.ReduceOp.SUM
         self.exposed_seconds = 0.0   # time finish() spent waiting after the backward returned
-        self.first_ready = None      # time the first bucket was announced (for the bench)
+        self.first_ready: float | None = None  # time the first bucket was announced (for the bench)
 
     def on_ready(self, bucket: int):
         """Starts the all-reduce of gradient bucket `bucket` (called by the backward as it is final)."""

@@ -27,7 +27,7 @@ import numpy as np
 from ._native import _core
 from .generate import GenerationResult, build_options, cancel_tokens
 from .inputs import prepare_ids
-from .option_checks import describe, integer
+from .option_checks import describe, integer, is_real
 
 if TYPE_CHECKING:
     from .model import Transformer
@@ -64,7 +64,7 @@ class EngineFuture(concurrent.futures.Future[_T]):
     def then(self, convert: Callable[[_T], _U]) -> EngineFuture[_U]:
         """A future of convert(this one's result) (run on the engine thread when it is
         done; its errors become the new future's); cancelling either cancels the request."""
-        out = EngineFuture(self._tokens)
+        out: EngineFuture[_U] = EngineFuture(self._tokens)
 
         def done(inner):
             if inner.cancelled():
@@ -158,8 +158,7 @@ class Engine:
         large_request_every = integer("large_request_every", large_request_every, 1)
         small_request_rows = integer("small_request_rows", small_request_rows, 1)
         update_wait_steps = integer("update_wait_steps", update_wait_steps, 0)
-        if kv_cache_mb is not None and (isinstance(kv_cache_mb, (bool, np.bool_))
-                                        or not isinstance(kv_cache_mb, numbers.Real)
+        if kv_cache_mb is not None and (not is_real(kv_cache_mb)
                                         or not math.isfinite(kv_cache_mb) or kv_cache_mb <= 0):
             raise ValueError(f"kv_cache_mb must be None (automatic) or a number of MiB > 0, got {describe(kv_cache_mb)}")
         kv_bytes = 0 if kv_cache_mb is None else max(1, int(kv_cache_mb * 2**20))
@@ -221,7 +220,7 @@ class Engine:
         sampling: every token; beam search: the prefix all beams agree on, then the rest at
         the end; the final EOS is not yielded). Closing the iterator early cancels the
         request. Raises as the request's future would (DeadlineExceeded, ...)."""
-        tokens = queue.SimpleQueue()
+        tokens: queue.SimpleQueue[Any] = queue.SimpleQueue()
         future = self._submit(src_id, deadline, None, options, lambda source, token: tokens.put(token), single=True)
         future.add_done_callback(lambda _: tokens.put(_DONE))
         return TokenStream(future, tokens)
@@ -230,7 +229,7 @@ class Engine:
         """`stream` for asyncio: `async for token in engine.astream(ids)`; closing it early
         (aclose, or the consuming task cancelled) cancels the request."""
         loop = asyncio.get_running_loop()
-        tokens = asyncio.Queue()
+        tokens: asyncio.Queue[Any] = asyncio.Queue()
 
         def put(item):
             try:
@@ -271,18 +270,18 @@ class Engine:
         if prefix:
             opts.target_prefix = [prefix[i] for i in order]
         opts.set_cancel([tokens[i] for i in order])
-        future = EngineFuture(list({id(t): t for t in tokens}.values()))
+        future: EngineFuture[list[GenerationResult]] = EngineFuture(list({id(t): t for t in tokens}.values()))
 
         def on_done(results, error):
             try:
                 if error is not None:
                     future._finish(None, RuntimeError(error))
                     return
-                out = [None] * batch
+                out: list[GenerationResult | None] = [None] * batch  # results has one per source
                 for i, r in zip(order, results):
                     out[i] = GenerationResult(tokens=[list(t) for t in r.tokens], scores=list(r.scores),
                                               attention=list(r.attention), cancelled=r.cancelled)
-                if own is not None and deadline is not None and own.cancelled and any(r.cancelled for r in out):
+                if own is not None and deadline is not None and own.cancelled and any(r.cancelled for r in out if r):
                     future._finish(None, DeadlineExceeded(f"the request's deadline of {deadline:g} s passed"))
                 else:
                     future._finish(out, None)

@@ -15,7 +15,7 @@ import numpy as np
 from ._native import _core
 from .generation_config import model_generation_settings
 from .inputs import prepare_ids
-from .option_checks import flag, integer, real, token_id, token_lists, UINT64_MAX
+from .option_checks import flag, integer, real, token_id, token_lists, UINT64_MAX, is_integer
 
 
 @dataclass
@@ -41,8 +41,7 @@ def positions_left(config) -> int:
 
 def _unset(token):
     """None or -1: the documented "not set" of the token-id options that have a default."""
-    return token is None or (isinstance(token, numbers.Integral) and not isinstance(token, (bool, np.bool_))
-                             and int(token) == -1)
+    return token is None or (is_integer(token) and int(token) == -1)
 
 
 def build_options(model, batch: int, **kw) -> "_core.GenerationOptions":
@@ -132,7 +131,7 @@ def generate(model, src_ids, max_batch_size: int = 0, cancel=None, **options) ->
     # Longest first, then in chunks: less padding, and results come back in input order.
     order = sorted(range(batch), key=lambda i: -lengths[i])
     chunk = max_batch_size or batch
-    results = [None] * batch
+    results: list[GenerationResult | None] = [None] * batch  # each filled by its chunk
     for start in range(0, batch, chunk):
         idx = order[start:start + chunk]
         width = max(lengths[i] for i in idx)

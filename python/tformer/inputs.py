@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .option_checks import describe
+from .option_checks import describe, is_integer
 
 
 def prepare_ids(ids, name: str):
@@ -53,7 +53,7 @@ def _from_sequences(seqs, name: str):
             row = seq
         elif isinstance(seq, (list, tuple)):
             for tok in seq:
-                if not isinstance(tok, numbers.Integral) or isinstance(tok, (bool, np.bool_)):
+                if not is_integer(tok):
                     raise TypeError(
                         f"{name}: token ids must be integers, got {describe(tok)} in sentence {i}"
                     )

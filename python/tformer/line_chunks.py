@@ -60,7 +60,9 @@ def length_sorted_batches(lengths, batch_size: int, max_batch_tokens: int | None
     if max_batch_tokens is not None and max_batch_tokens < 1:
         raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: equal lengths keep input order
-    batches, batch, longest = [], [], 0
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    longest = 0
     for i in order:
         grown = max(longest, lengths[i]) * (len(batch) + 1)
         if batch and (len(batch) == batch_size or (max_batch_tokens is not None and grown > max_batch_tokens)):

@@ -20,6 +20,8 @@ import numbers
 
 import numpy as np
 
+from .option_checks import is_real
+
 
 def _f32(x: float) -> float:
     with np.errstate(over="ignore"):  # an overflow to inf is what the callers test for
@@ -97,7 +99,7 @@ class LossScaler:
         return f"LossScaler({kind}, scale={self.scale:g}, growth_tracker={self.growth_tracker})"
 
 
-def make_scaler(loss_scale, precision: str):
+def make_scaler(loss_scale: str | float | dict | LossScaler | None, precision: str) -> LossScaler | None:
     """Trainer's loss_scale argument -> a LossScaler or None (no scaling).
 
     None: dynamic for fp16, none for fp32/bf16; "dynamic": dynamic from 2^16; a number: a
@@ -113,7 +115,7 @@ def make_scaler(loss_scale, precision: str):
         return LossScaler()
     if isinstance(loss_scale, dict):
         return LossScaler(**loss_scale)
-    if isinstance(loss_scale, bool) or not isinstance(loss_scale, numbers.Real):
+    if not is_real(loss_scale):
         raise TypeError(f"loss_scale must be None, 'dynamic', a number > 0 or a tformer.LossScaler, "
                         f"got {type(loss_scale).__name__} {loss_scale!r}")
     return LossScaler(init_scale=_positive("loss_scale", loss_scale), dynamic=False)

@@ -85,7 +85,7 @@ class Transformer:
             raise TypeError(f"config must be a tformer.TransformerConfig, got {type(config).__name__}")
         device, dtype = _canonical_device_dtype(device, dtype)
         self._config = config
-        self._core = _core.Model(config.to_core(), device, dtype)
+        self._core: _core.Model = _core.Model(config.to_core(), device, dtype)
         if seed is not None:
             for name, value in _init.initial_parameters(config, seed).items():
                 self._core.set_parameter(name, value)

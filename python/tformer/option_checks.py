@@ -33,6 +33,20 @@ def describe(value) -> str:
     return kind
 
 
+# is_integer / is_real are plain bool functions on purpose: mypy holds that int and
+# numbers.Integral (float and numbers.Real) cannot meet, so after an inline isinstance check
+# of an int- or float-annotated value it would take the rest of the function for unreachable
+# and leave it unchecked.
+def is_integer(value: object) -> bool:
+    """A Python or NumPy integer, not a bool (NumPy bools are not numbers.Integral)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A Python or NumPy int or float, not a bool (NumPy bools are not numbers.Real)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def integer(name: str, value, minimum: int, maximum: int = INT64_MAX) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {describe(value)}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, TypedDict
 
 if TYPE_CHECKING:
     from .types import PathLike
@@ -43,7 +43,8 @@ _M2M100_LANGS = {
 
 # Source-language layout of the fast-tokenizer families: how a code becomes a token, the
 # default source language, and whether the code goes before the text or after its EOS.
-_LANG_FAMILIES = {
+_LangLayout = TypedDict("_LangLayout", {"token": str, "default": str, "prefix": bool})
+_LANG_FAMILIES: dict[str, _LangLayout] = {
     "nllb": dict(token="{}", default="eng_Latn", prefix=True),
     "nllb_legacy": dict(token="{}", default="eng_Latn", prefix=False),
     "mbart": dict(token="{}", default="en_XX", prefix=False),
@@ -60,6 +61,7 @@ class Tokenizer:
 
     family = "generic"
     languages: list[str] = []
+    path: str  # the tokenizer's directory or file (set by each subclass)
 
     def encode(self, texts: Sequence[str], source_lang: str | None = None,
                target_lang: str | None = None) -> list[list[int]]:
@@ -131,7 +133,16 @@ class _AddedToken:
 class _SentencePieceVocabTokenizer(Tokenizer):
     """The parts of transformers' Python tokenizer (PythonBackend) that Marian and M2M100
     use: special tokens, added tokens split out of the text before sentencepiece (longest
-    match first, with their lstrip/rstrip/single_word flags), ids of added tokens first."""
+    match first, with their lstrip/rstrip/single_word flags), ids of added tokens first.
+    Subclasses supply the sentencepiece side: the methods below that raise NotImplementedError."""
+
+    clean_up_spaces: bool
+
+    def _base_vocab(self) -> dict[str, int]: raise NotImplementedError
+    def _piece_to_id(self, piece: str) -> int: raise NotImplementedError
+    def _id_to_piece(self, index: int) -> str: raise NotImplementedError
+    def _tokenize(self, text: str) -> list[str]: raise NotImplementedError
+    def _tokens_to_string(self, tokens: list[str]) -> str: raise NotImplementedError
 
     def _init_specials(self, tc, defaults):
         # As transformers 5 reads them: special_tokens_map.json only for directories whose
@@ -231,7 +242,8 @@ class _SentencePieceVocabTokenizer(Tokenizer):
     def _sp_join(self, sp, tokens, sep):
         """transformers' convert_tokens_to_string: special tokens are never passed to
         sentencepiece (decoding skips them, so normally none are left)."""
-        out, current = "", []
+        out = ""
+        current: list[str] = []
         for token in tokens:
             if token in self.special_tokens:
                 out += sp.decode_pieces(current) + token + sep
@@ -381,7 +393,8 @@ class M2M100Tokenizer(_SentencePieceVocabTokenizer):
         return self.sp.encode(text, out_type=str)
 
     def _tokens_to_string(self, tokens):
-        out, current = "", []
+        out = ""
+        current: list[str] = []
         for token in tokens:
             if token in self.special_tokens:
                 out += self.sp.decode(current) + token

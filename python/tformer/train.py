@@ -24,6 +24,7 @@ from . import distributed as _distributed  # also makes tformer.distributed avai
 from ._native import _core
 from .inputs import prepare_ids
 from .loss_scale import LossScaler, make_scaler
+from .option_checks import is_integer, is_real
 
 if TYPE_CHECKING:
     from .model import Transformer
@@ -100,7 +101,7 @@ class Trainer:
 
         if not isinstance(model, Transformer):
             raise TypeError(f"model must be a tformer.Transformer, got {type(model).__name__}")
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real)):
+        if lr is not None and not is_real(lr):
             raise TypeError(f"lr must be a number > 0 (or None for the paper's schedule), got {type(lr).__name__} {lr!r}")
         if lr is not None and not lr > 0:
             raise ValueError(f"lr must be a number > 0 (or None for the paper's schedule), got {lr!r}")
@@ -117,16 +118,16 @@ class Trainer:
         if clip_norm is not None:
             clip_norm = _check_range("clip_norm", clip_norm, 0.0, math.inf, lo_open=True)
         self.clip_norm = clip_norm
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral):
+        if not is_integer(warmup_steps):
             raise TypeError(f"warmup_steps must be an int, got {warmup_steps!r}")
         self.warmup_steps = int(warmup_steps)
         self.schedule = schedule
         self.total_steps = 0 if total_steps is None else int(total_steps)
         self.seed = int(seed)
         self.step_count = 0
-        self.last_grad_norm = None
+        self.last_grad_norm: float | None = None
         self.learning_rate(1)  # validates the schedule settings (ValueError naming the problem)
-        if isinstance(bucket_mb, bool) or not isinstance(bucket_mb, numbers.Real) or not bucket_mb >= 0:
+        if not is_real(bucket_mb) or not bucket_mb >= 0:
             raise ValueError(f"bucket_mb must be a number >= 0, got {bucket_mb!r}")
         if not isinstance(precision, str) or precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
@@ -145,7 +146,8 @@ class Trainer:
         self.optimizer_steps = 0  # AdamW updates applied (steps skipped for overflow do not count)
         self.last_step_skipped = False
         self._last_scale = 1.0
-        self.group = self._reducer = None
+        self.group: _distributed.ProcessGroup | None = None
+        self._reducer: _distributed.GradientReducer | None = None
         if distributed is not False and distributed is not None:
             # before the graph: rank 0's weights are broadcast as they are (float32), so that
             # every rank's master copy starts from the same values, not from rounded ones
@@ -156,7 +158,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ distributed
 
-    def _join(self, distributed):
+    def _join(self, distributed: bool | _distributed.ProcessGroup) -> _distributed.ProcessGroup:
         dist_mod = _distributed
         if distributed is True:
             group = dist_mod.init(device=self.model.device)
@@ -238,7 +240,7 @@ class Trainer:
         tokens, EOS included). micro_batches > 1 accumulates gradients over slices of the
         batch (less memory, same result). Distributed: this rank's part of the global batch
         (it may be empty); the loss returned is the global batch's, the same on every rank."""
-        if isinstance(micro_batches, bool) or not isinstance(micro_batches, numbers.Integral) or micro_batches < 1:
+        if not is_integer(micro_batches) or micro_batches < 1:
             raise ValueError(f"micro_batches must be an int >= 1, got {micro_batches!r}")
         empty = self.group is not None and len(src_ids) == 0 and len(tgt_ids) == 0
         if not empty:
@@ -255,6 +257,7 @@ class Trainer:
         scale = self.scaler.scale if self.scaler is not None else 1.0
         self._last_scale = scale
         if empty:
+            assert self._reducer is not None  # made with the group (empty needs a group)
             self._reducer.reduce_all()  # this rank contributes zeros, in the same bucket order
         else:
             n = src.shape[0]
@@ -309,7 +312,8 @@ class Trainer:
         parameter name."""
         if self._last_scale == 1.0:  # views of the flat gradient buffer
             return {name: self._graph.grad(name) for name in self._graph.trainable}
-        return {name: self._graph.grad(name) / np.float32(self._last_scale) for name in self._graph.trainable}
+        return {name: np.true_divide(self._graph.grad(name), np.float32(self._last_scale), dtype=np.float32)
+                for name in self._graph.trainable}
 
     def master_weights(self) -> dict[str, FloatArray]:
         """The float32 master copy of each trained parameter (bf16/fp16 precision; with fp32

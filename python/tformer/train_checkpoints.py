@@ -98,7 +98,7 @@ class Checkpoints:
         if pointed in names:  # the pointer names the newest; the directory order is the fallback
             names.remove(pointed)
             names.insert(0, pointed)
-        broken = []
+        broken: list[str] = []
         for name in names:
             path = os.path.join(self.root, name)
             if not is_inside(path, self.root):

@@ -25,14 +25,27 @@ import signal
 import sys
 import threading
 import time
+from typing import TypedDict
 
 import numpy as np
 
+from .checkpoint_check import STATE_FILE
 from .data import DataError, TokenizedCorpus, corpus_fingerprint, epoch_batches, read_parallel, shard_batch
-from .train_checkpoints import STATE_FILE, Checkpoints, export_model
+from .train_checkpoints import Checkpoints, export_model
 from .train_eval import evaluate
 
-PRESETS = {  # the paper's base model, and two sizes that train on a CPU
+class _Preset(TypedDict):
+    """The TransformerConfig fields a --config preset sets."""
+    d_model: int
+    encoder_layers: int
+    decoder_layers: int
+    encoder_heads: int
+    decoder_heads: int
+    encoder_ffn_dim: int
+    decoder_ffn_dim: int
+
+
+PRESETS: dict[str, _Preset] = {  # the paper's base model, and two sizes that train on a CPU
     "base": dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_heads=8, decoder_heads=8,
                  encoder_ffn_dim=2048, decoder_ffn_dim=2048),
     "small": dict(d_model=256, encoder_layers=3, decoder_layers=3, encoder_heads=4, decoder_heads=4,

@@ -151,7 +151,7 @@ class Translator:
         self.defaults = {"max_length": min(_DEFAULT_MAX_LENGTH, self.max_positions - 1), **dir_defaults,
                          **defaults}
         self._engine_lock = threading.Lock()
-        self._engine = None  # started by the first submit / translate_async / stream (start_engine)
+        self._engine: Engine | None = None  # started by the first submit / translate_async / stream (start_engine)
 
     def __repr__(self) -> str:
         return f"tformer.Translator({self.model!r}, tokenizer={self.tokenizer!r}, defaults={self.defaults!r})"

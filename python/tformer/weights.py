@@ -163,7 +163,7 @@ def load_safetensors(path: str, lazy: bool = False):
     return tensors if lazy else {name: tensors[name] for name in tensors}
 
 
-def load_pytorch_bin(path: str) -> dict:
+def load_pytorch_bin(path: str) -> Mapping[str, np.ndarray]:
     """The tensors of a pytorch_model.bin (torch.load with weights_only=True), as float32 numpy
     arrays read on demand.
 

@@ -208,9 +208,9 @@ def check_sizes_against_weights(cfg: TransformerConfig, state: _State) -> None:
     """The sizes that tables are made from (vocabularies, d_model, positions) must be those
     of the stored embeddings: checked on the headers, before anything is allocated from
     the config (a corrupt max_position_embeddings must not build gigabytes of sinusoids)."""
-    checks = []
+    checks: list[tuple[tuple[str, ...], tuple[int, int], str]] = []  # (names to try, shape, config fields)
     if cfg.shared_embeddings:
-        names = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+        names: tuple[str, ...] = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
         checks.append((names, (cfg.src_vocab_size, cfg.d_model), "vocab_size, d_model"))
     else:
         checks.append((("encoder.embed_tokens.weight", "shared.weight"), (cfg.src_vocab_size, cfg.d_model),

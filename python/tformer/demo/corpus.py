@@ -203,7 +203,8 @@ def make_splits(n_train: int = 12000, n_valid: int = 300, n_test: int = 500, see
     French sentences absent from train whose words (both sides) all occur in train."""
     limits = limits or Limits()
     rng = random.Random(seed)
-    train, seen = [], set()
+    train: list[tuple[str, str]] = []
+    seen: set[str] = set()
     attempts = 0
     while len(train) < n_train:
         attempts += 1
@@ -217,7 +218,8 @@ def make_splits(n_train: int = 12000, n_valid: int = 300, n_test: int = 500, see
     for fr, en in train:
         vocab_fr |= words(fr)
         vocab_en |= words(en)
-    held, attempts = [], 0
+    held: list[tuple[str, str]] = []
+    attempts = 0
     while len(held) < n_valid + n_test:
         attempts += 1
         if attempts > 200 * (n_valid + n_test) + 1000:

@@ -191,7 +191,7 @@ def read_freedict(prefix: str = FREEDICT) -> dict:
                                 "(apt-get install dict-freedict-fra-eng)")
     with gzip.open(data, "rb") as f:
         body = f.read()
-    entries = {}
+    entries: dict[str, list[str]] = {}
     with open(index, encoding="utf-8") as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")

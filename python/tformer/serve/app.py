@@ -24,7 +24,7 @@ import contextlib
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,6 +35,9 @@ from . import sse
 from .batcher import ClientDisconnected, DeadlineExceeded, DynamicBatcher, Overloaded
 from .guard import GuardMiddleware
 from .page import add_page_routes
+
+if TYPE_CHECKING:
+    from .engine_scheduler import EngineScheduler
 
 log = logging.getLogger("tformer.serve")
 
@@ -122,6 +125,7 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
         langs = {k: options.pop(k, None) for k in _TRANSLATOR_KEYS}
         return translator.translate_batch(texts, max_batch_size=limits.max_batch_size, **langs, **options)
 
+    batcher: EngineScheduler | DynamicBatcher
     if limits.scheduler == "engine":
         from .engine_scheduler import EngineScheduler
 

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .._native import _core
 
@@ -64,7 +65,7 @@ class BatchStats:
         self.max_batch_texts = self.max_batch_requests = 0
         self.failed_requests = self.rejected_overload = 0
         self.expired_requests = self.cancelled_requests = self.dropped_before_decode = self.cancelled_texts = 0
-        self.batch_requests_histogram = collections.Counter()
+        self.batch_requests_histogram: collections.Counter[int] = collections.Counter()
         self.busy_seconds = 0.0
 
     def add_batch(self, n_requests, n_texts, seconds):
@@ -111,10 +112,11 @@ class DynamicBatcher:
         self.max_pending_texts = int(max_pending_texts)
         self.stats = BatchStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tformer-generate")
-        self._queue = None
-        self._task = None
-        self._loop = None
-        self._carry = None
+        # made by start() on the running loop
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._carry: _Job | None = None
         self._pending_texts = 0
         self._unique = itertools.count()
         self._running = []  # the jobs of the generate call in progress
@@ -169,6 +171,7 @@ class DynamicBatcher:
         key = _options_key(options)
         if options.get("do_sample") or self.batch_wait == 0:
             key = (key, next(self._unique))  # never merged with another request
+        assert self._loop is not None and self._queue is not None  # start() made them
         job = _Job(list(texts), dict(options), key, self._loop.create_future(), timeout)
         self._pending_texts += n
         self.stats.count("requests")
@@ -200,14 +203,16 @@ class DynamicBatcher:
         while True:
             batch = await self._collect()
             self._pending_texts -= sum(len(j.texts) for j in batch)
-            groups = collections.OrderedDict()
+            groups: collections.OrderedDict[Any, list[_Job]] = collections.OrderedDict()  # by options key
             for job in batch:
                 groups.setdefault(job.key, []).append(job)
             for jobs in groups.values():
                 await self._execute(jobs)
 
     async def _collect(self):
-        first = self._carry if self._carry is not None else await self._queue.get()
+        queue = self._queue
+        assert queue is not None  # this runs in the task start() made with the queue
+        first = self._carry if self._carry is not None else await queue.get()
         self._carry = None
         batch, n = [first], len(first.texts)
         if self.batch_wait == 0:
@@ -215,13 +220,13 @@ class DynamicBatcher:
         deadline = first.enqueued + self.batch_wait
         while n < self.max_batch_size:
             try:
-                job = self._queue.get_nowait()
+                job = queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
                 try:
-                    job = await asyncio.wait_for(self._queue.get(), remaining)
+                    job = await asyncio.wait_for(queue.get(), remaining)
                 except asyncio.TimeoutError:
                     break
             if n + len(job.texts) > self.max_batch_size:

@@ -60,7 +60,7 @@ class EngineScheduler:
                            small_request_rows=small_request_rows, update_wait_steps=update_wait_steps)
         self.max_pending_texts = int(max_pending_texts)
         self._engine = self._new_engine()  # now, so that a bad knob is a ValueError of create_app
-        self._loop = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the lifespan's, set by start()
         self._jobs = set()  # submitted, not yet answered
         self._pending_texts = 0
         self._stopping = False
@@ -114,8 +114,9 @@ class EngineScheduler:
         translation grows, then ("done", results). Closing the iterator early (the client
         went away) cancels the request."""
         self.start()
-        queue = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue()  # (source, token); None: done
         loop = self._loop
+        assert loop is not None  # start() set it
 
         def on_token(source, token):  # the engine thread, GIL held: just hand it to the event loop
             try:
@@ -129,7 +130,7 @@ class EngineScheduler:
         return self._events(job, queue, job.key)
 
     async def _events(self, job, queue, prefix):
-        tokens = [[] for _ in job.texts]
+        tokens: list[list[int]] = [[] for _ in job.texts]
         texts = [""] * len(job.texts)
         end = None if job.timeout is None else job.enqueued + job.timeout
         finished = False
