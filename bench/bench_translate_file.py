@@ -6,7 +6,7 @@ length, generate in batches, detokenize: what a transformers user writes).
     python bench/bench_translate_file.py [--lines 2000] [--beam-size 4] [--threads 2]
 
 The model is opus-mt-fr-en's shape with random weights, its tokenizer a SentencePiece pair
-trained here on the demo's French/English corpus (no hub is reachable), so the text, the
+trained here on the demo's French/English corpus, its vocabulary filled up to opus-mt's size (no hub is reachable), so the text, the
 tokenization and the file handling are real; the translations are not (random weights rarely
 stop early: most hypotheses run to --max-length, the same work for every engine). Each engine
 runs as its own command in its own process (OpenMP runtimes of two engines in one process slow
@@ -43,7 +43,7 @@ def make_corpus(directory, lines, seed=0):
             f.writelines(pair[column] + "\n" for pair in train)
 
 
-def make_tokenizer(directory, work):
+def make_tokenizer(directory, work, vocab_size=OPUS_MT_FR_EN["vocab_size"]):
     """opus-mt's layout: source.spm, target.spm, one vocab.json (</s> 0, <unk> 1, the pieces of
     both, <pad> last), saved by transformers' MarianTokenizer."""
     import sentencepiece as spm
@@ -63,6 +63,10 @@ def make_tokenizer(directory, work):
         for i in range(sp.get_piece_size()):
             if not (sp.is_control(i) or sp.is_unknown(i)):
                 vocab.setdefault(sp.id_to_piece(i), len(vocab))
+    # Filled up to opus-mt's 59,514 entries (pieces no SentencePiece model has), so that the
+    # output projection and the softmax cost what they cost with the real models.
+    while len(vocab) < vocab_size - 1:
+        vocab[f"\u2581x{len(vocab)}"] = len(vocab)
     vocab["<pad>"] = len(vocab)
     with open(os.path.join(work, "vocab.json"), "w") as f:
         json.dump(vocab, f)
