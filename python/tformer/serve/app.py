@@ -68,6 +68,17 @@ class ServeLimits:
     small_request_rows: int = 4       # engine: rows (texts x beam) of a small request
     update_wait_steps: int = 1024     # engine: steps a weight update waits for running requests
 
+    def engine_knobs(self) -> dict:
+        """The fields above marked "engine:", as tformer.Engine's keyword arguments."""
+        return {name: getattr(self, name) for name in ENGINE_KNOBS}
+
+
+# ServeLimits' tformer.Engine knobs: `tformer serve` has an option of each name, create_app passes
+# them on (EngineScheduler -> tformer.Engine) and /stats shows them. A new knob: a field above,
+# its name here, its option in command.py.
+ENGINE_KNOBS = ("max_rows", "max_batch_tokens", "kv_cache_mb", "block_size", "large_request_every",
+                "small_request_rows", "update_wait_steps")
+
 
 class TranslateRequest(BaseModel):
     """Texts to translate and generate options (docs/DECODING.md); unset options take the
@@ -129,12 +140,7 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
     if limits.scheduler == "engine":
         from .engine_scheduler import EngineScheduler
 
-        batcher = EngineScheduler(translator, max_rows=limits.max_rows, max_batch_tokens=limits.max_batch_tokens,
-                                  kv_cache_mb=limits.kv_cache_mb, block_size=limits.block_size,
-                                  large_request_every=limits.large_request_every,
-                                  small_request_rows=limits.small_request_rows,
-                                  update_wait_steps=limits.update_wait_steps,
-                                  max_pending_texts=limits.max_pending_texts)
+        batcher = EngineScheduler(translator, max_pending_texts=limits.max_pending_texts, **limits.engine_knobs())
     elif limits.scheduler == "request":
         batcher = DynamicBatcher(run_batch, max_batch_size=limits.max_batch_size,
                                  batch_wait_ms=limits.batch_wait_ms, max_pending_texts=limits.max_pending_texts,
@@ -174,11 +180,7 @@ def create_app(translator, limits: ServeLimits | None = None) -> FastAPI:
     @app.get("/stats")
     async def stats():
         if limits.scheduler == "engine":
-            settings = {"max_rows": limits.max_rows, "max_batch_tokens": limits.max_batch_tokens,
-                        "kv_cache_mb": limits.kv_cache_mb, "block_size": limits.block_size,
-                        "large_request_every": limits.large_request_every,
-                        "small_request_rows": limits.small_request_rows,
-                        "update_wait_steps": limits.update_wait_steps}
+            settings = limits.engine_knobs()
         else:
             settings = {"max_batch_size": limits.max_batch_size, "batch_wait_ms": limits.batch_wait_ms}
         return {**batcher.stats.snapshot(), "scheduler": limits.scheduler, **settings,

@@ -87,7 +87,7 @@ def run(args) -> int:
     try:
         import uvicorn
 
-        from .app import ServeLimits, create_app
+        from .app import ENGINE_KNOBS, ServeLimits, create_app
         from .connections import http_protocol
         from .guard import default_allowed_hosts, parse_allowed_hosts
     except ImportError as e:
@@ -123,10 +123,8 @@ def run(args) -> int:
         max_chars=args.max_chars, max_body_bytes=args.max_body_bytes, max_beam_size=args.max_beam_size,
         max_pending_texts=args.max_pending_texts, api_key=_api_key(args.api_key),
         max_request_tokens=args.max_request_tokens, request_timeout_ms=args.request_timeout_ms,
-        body_timeout_s=args.body_timeout, allowed_hosts=allowed, scheduler=args.scheduler, max_rows=args.max_rows,
-        max_batch_tokens=args.max_batch_tokens, kv_cache_mb=args.kv_cache_mb, block_size=args.block_size,
-        large_request_every=args.large_request_every, small_request_rows=args.small_request_rows,
-        update_wait_steps=args.update_wait_steps,
+        body_timeout_s=args.body_timeout, allowed_hosts=allowed, scheduler=args.scheduler,
+        **{name: getattr(args, name) for name in ENGINE_KNOBS},
     )
     try:
         app = create_app(translator, limits)

@@ -46,18 +46,15 @@ class EngineStats:
 
 class EngineScheduler:
     """Runs a tformer.Translator's requests on a tformer.Engine over its model (the engine
-    knobs as tformer.Engine's). max_pending_texts bounds the sentences queued or decoding:
-    beyond it submit raises Overloaded (503)."""
+    knobs: tformer.Engine's keyword arguments, checked by it). max_pending_texts bounds the
+    sentences queued or decoding: beyond it submit raises Overloaded (503)."""
 
-    def __init__(self, translator, *, max_rows=256, max_batch_tokens=8192, kv_cache_mb=None, block_size=16,
-                 large_request_every=1, small_request_rows=4, update_wait_steps=1024, max_pending_texts=4096):
+    def __init__(self, translator, *, max_pending_texts=4096, **engine_knobs):
         if not all(hasattr(translator, name) for name in ("model", "tokenizer", "_request", "_results")):
             raise TypeError("the engine scheduler needs a tformer.Translator (its model and tokenizer), got "
                             f"{type(translator).__name__}: use scheduler='request' for other translators")
         self._translator = translator
-        self._knobs = dict(max_rows=max_rows, max_batch_tokens=max_batch_tokens, kv_cache_mb=kv_cache_mb,
-                           block_size=block_size, large_request_every=large_request_every,
-                           small_request_rows=small_request_rows, update_wait_steps=update_wait_steps)
+        self._knobs = engine_knobs
         self.max_pending_texts = int(max_pending_texts)
         self._engine = self._new_engine()  # now, so that a bad knob is a ValueError of create_app
         self._loop: asyncio.AbstractEventLoop | None = None  # the lifespan's, set by start()
