@@ -15,6 +15,8 @@ import subprocess
 import time
 import urllib.request
 
+from tf_testlib import stop_process
+
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -79,12 +81,7 @@ class Browser:
 
     def close(self):
         if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, timeout=10)
 
 
 class Page:
