@@ -16,7 +16,7 @@ import sys
 
 import pytest
 from tformer.line_chunks import InputLineError, in_input_order, length_sorted_batches, read_line_chunks
-from tformer.translate_cli import format_result, main
+from tformer.translate_cli import _Stats, format_result, main
 
 import test_translator as tt
 import tf_testlib as lib
@@ -297,6 +297,14 @@ def test_length_sorted_batches():
     assert in_input_order(batches, results, len(lengths)) == [f"r{i}" for i in range(len(lengths))]
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         length_sorted_batches([1], 0)
+
+
+@pytest.mark.parametrize("lines, sentences, counts", [
+    (1, 1, "1 sentence (0 blank lines)"), (3, 1, "1 sentence (2 blank lines)"), (3, 2, "2 sentences (1 blank line)")])
+def test_speed_line_counts(lines, sentences, counts):
+    stats = _Stats()
+    stats.lines, stats.sentences = lines, sentences
+    assert stats.line().startswith(f"tformer translate: {counts} in ")
 
 
 def test_format_result():

@@ -144,6 +144,10 @@ def format_result(texts, scores, n_best_format: str = "tab", with_scores: bool =
     return ("\t" if n_best_format == "tab" else "\n").join(fields)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class _Stats:
     def __init__(self):
         self.lines = self.sentences = self.target_tokens = 0
@@ -151,7 +155,8 @@ class _Stats:
 
     def line(self) -> str:
         seconds = max(time.perf_counter() - self.start, 1e-9)
-        return (f"{_PROG}: {self.sentences} sentences ({self.lines - self.sentences} blank lines) in {seconds:.2f} s: "
+        blank = self.lines - self.sentences
+        return (f"{_PROG}: {_count(self.sentences, 'sentence')} ({_count(blank, 'blank line')}) in {seconds:.2f} s: "
                 f"{self.sentences / seconds:.1f} sentences/s, {self.target_tokens / seconds:.1f} target tokens/s")
 
 
