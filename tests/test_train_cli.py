@@ -207,7 +207,15 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert {"bleu", "chrf", "seconds", "examples"} <= set(metrics)
     for name in ("attention.png", "loss.png", "model/model.safetensors", "data/test.fr"):
         assert (out / name).exists(), name
-    assert f"wrote {out}/metrics.json" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"wrote {out}/metrics.json" in printed
+    # the command it suggests translates with the demo's model, line for line
+    assert f"translate with it: tformer translate {out}/model -i FILE" in printed
+    test_fr = (out / "data/test.fr").read_text(encoding="utf-8").splitlines()[:5]
+    src = write(tmp_path / "five.fr", test_fr)
+    assert main(["translate", str(out / "model"), "-i", src, "-o", str(tmp_path / "five.en"), "--quiet",
+                 "--max-length", "8"]) == 0
+    assert len((tmp_path / "five.en").read_text(encoding="utf-8").splitlines()) == 5
 
 
 @needs_trainer

@@ -109,21 +109,15 @@ def _seconds(name, value):
 
 
 def _load(model_or_path, device, dtype):
-    from .convert.huggingface import from_huggingface
-    from .io import FORMAT
-    from .json_files import read_json_object
     from .model import Transformer
+    from .model_dirs import load_model_dir
 
     if isinstance(model_or_path, Transformer):
         return model_or_path.to(device, dtype)
     if not isinstance(model_or_path, (str, os.PathLike)):
         raise TypeError("model_or_path must be a tformer.Transformer or a model directory (saved with "
                         f"Transformer.save, or a Hugging Face one), got {type(model_or_path).__name__}")
-    path = os.fspath(model_or_path)
-    config = os.path.join(path, "config.json")
-    if os.path.isfile(config) and read_json_object(config).get("format") == FORMAT:
-        return Transformer.load(path, device=device or "cpu", dtype=dtype)
-    return from_huggingface(path, device=device or "cpu", dtype=dtype or "float32")
+    return load_model_dir(model_or_path, device, dtype)
 
 
 class Engine:

@@ -33,8 +33,9 @@ class _Fatal(Exception):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `tformer translate` on parser `p`."""
-    p.add_argument("model", help="the model: a local Hugging Face directory (weights, config, tokenizer files) "
-                                 "or a Hugging Face Hub id (tformer[hub]), as tformer.Translator takes it")
+    p.add_argument("model", help="the model: a local Hugging Face directory (weights, config, tokenizer files), "
+                                 "a directory tformer wrote (tformer train --out, tformer demo's model/), or a "
+                                 "Hugging Face Hub id (tformer[hub]), as tformer.Translator takes it")
     p.add_argument("--revision", default=None, help="with a Hub id: the branch, tag or commit (default main)")
     p.add_argument("-i", "--input", default="-", metavar="FILE", help="text to translate, one sentence per line, "
                                                                       "UTF-8 (default '-': standard input)")
@@ -58,7 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-lang", default=None, help="target language of multilingual models "
                                                        "(M2M100: en, NLLB: eng_Latn)")
     p.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
-    p.add_argument("--dtype", default=None, help="float32, int8 (CPU), float16 or bfloat16 (CUDA) (default float32)")
+    p.add_argument("--dtype", default=None, help="float32, int8 (CPU), float16 or bfloat16 (CUDA) "
+                                                 "(default: a tformer directory's saved dtype, else float32)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for tformer (default: its own choice)")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per generate call (default 32)")
     p.add_argument("--max-batch-tokens", type=int, default=None,

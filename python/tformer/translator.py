@@ -96,9 +96,11 @@ def _check_texts(texts):
 class Translator:
     """Translates text with a Transformer and its Hugging Face tokenizer.
 
-    model_or_path: a local Hugging Face directory (MarianMT, BART, mBART, M2M100, NLLB),
+    model_or_path: a local Hugging Face directory (MarianMT, BART, mBART, M2M100, NLLB, T5),
       loaded with `tformer.from_huggingface` on `device` / `dtype`, tokenizer and generation
-      defaults (generation_config.json) from the same directory; or, where no such directory
+      defaults (generation_config.json) from the same directory; or a directory tformer wrote
+      (`Transformer.save` plus tokenizer files, `tformer train --out`, `tformer demo`'s model/),
+      loaded with `Transformer.load` in its saved dtype unless `dtype` is given; or, where no such directory
       exists, a Hugging Face Hub model id ("Helsinki-NLP/opus-mt-fr-en", at `revision=`: a
       branch, tag or commit) fetched into the Hugging Face cache (tformer[hub]); or a `tformer.Transformer`
       (moved to `device` / `dtype` when given), with `tokenizer=` a directory or a
@@ -114,14 +116,14 @@ class Translator:
     def __init__(self, model_or_path: Transformer | PathLike, device: str | None = None, dtype: str | None = None, *,
                  tokenizer: Tokenizer | PathLike | None = None, revision: str | None = None,
                  **defaults: Any) -> None:
-        from .convert.huggingface import from_huggingface
         from .hub import resolve_model_dir
         from .model import Transformer
+        from .model_dirs import load_model_dir
 
         dir_defaults = {}
         if isinstance(model_or_path, (str, os.PathLike)):
             path = resolve_model_dir(model_or_path, revision=revision)  # a Hub id -> its cached snapshot
-            self.model = from_huggingface(path, device=device or "cpu", dtype=dtype or "float32")
+            self.model = load_model_dir(path, device, dtype)
             dir_defaults = generation_defaults(path, _max_positions(self.model))
             tokenizer = path if tokenizer is None else tokenizer
         elif isinstance(model_or_path, Transformer):
@@ -132,8 +134,8 @@ class Translator:
                                  "tokenizer files (or a tformer.tokenizers.Tokenizer)")
             self.model = model_or_path.to(device, dtype)
         else:
-            raise TypeError("model_or_path must be a tformer.Transformer or the path of a Hugging Face model "
-                            f"directory, got {type(model_or_path).__name__}")
+            raise TypeError("model_or_path must be a tformer.Transformer or the path of a model "
+                            f"directory (tformer's or Hugging Face's) or Hub id, got {type(model_or_path).__name__}")
         self.source_lang = defaults.pop("source_lang", None)
         self.target_lang = defaults.pop("target_lang", None)
         self.prefix = _check_prefix(defaults.pop("prefix", None))

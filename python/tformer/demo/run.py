@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -141,6 +142,7 @@ def run(args) -> int:
     print(f"trained {summary['step']} steps ({summary['epoch']} epochs) in {summary['seconds']:.0f} s at "
           f"{step_tokens_per_s:.0f} tokens/s (source + target); total {metrics['seconds']:.0f} s")
     print(f"wrote {out}/metrics.json, {out}/attention.png, {out}/loss.png and the model in {model_dir}")
+    print(f"translate with it: tformer translate {shlex.quote(str(model_dir))} -i FILE (or tformer serve {shlex.quote(str(model_dir))})")
     return 0
 
 

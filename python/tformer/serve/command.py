@@ -8,12 +8,14 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser):
-    p.add_argument("model_dir", help="local Hugging Face model directory (weights, config, tokenizer files), or a "
-                                     "Hugging Face Hub model id such as Helsinki-NLP/opus-mt-fr-en (tformer[hub])")
+    p.add_argument("model_dir", help="model directory: a Hugging Face one (weights, config, tokenizer files), or "
+                                     "one tformer wrote (tformer train --out, tformer demo's model/, "
+                                     "Transformer.save with the tokenizer files beside it); or a Hugging Face "
+                                     "Hub model id such as Helsinki-NLP/opus-mt-fr-en (tformer[hub])")
     p.add_argument("--revision", default=None, help="Hub model ids: branch, tag or commit hash (default main)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--dtype", default="float32", help="float32, int8 (CPU; docs/QUANTIZATION.md), float16 or bfloat16 (CUDA) "
-                                                 "(default float32)")
+    p.add_argument("--dtype", default=None, help="float32, int8 (CPU; docs/QUANTIZATION.md), float16 or bfloat16 (CUDA) "
+                                              "(default: a tformer directory's saved dtype, else float32)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
