@@ -194,8 +194,7 @@ def test_loading_converts_between_float_and_int8(zoo, tmp_path):
 
 @pytest.fixture(scope="module")
 def marian_dir(tmp_path_factory):
-    tok = tt.build_marian_tokenizer(tmp_path_factory.mktemp("int8_tok") / "marian")
-    return tt.build_marian_model(tmp_path_factory.mktemp("int8_model"), tok, seed=7)
+    return tt.build_marian_dir(tmp_path_factory, "int8", seed=7)
 
 
 def test_translator_int8(marian_dir):

@@ -21,8 +21,7 @@ TOKENIZER_FILES = ("source.spm", "target.spm", "vocab.json", "tokenizer_config.j
 
 @pytest.fixture(scope="module")
 def marian_dir(tmp_path_factory):
-    tok = tt.build_marian_tokenizer(tmp_path_factory.mktemp("dirs_tok") / "marian")
-    return tt.build_marian_model(tmp_path_factory.mktemp("dirs_model"), tok, seed=5)
+    return tt.build_marian_dir(tmp_path_factory, "dirs", seed=5)
 
 
 @pytest.fixture(scope="module")

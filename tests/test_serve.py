@@ -36,8 +36,7 @@ OPTS = dict(beam_size=2, max_length=8)
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    tok = tt.build_marian_tokenizer(tmp_path_factory.mktemp("serve_tok") / "marian")
-    return tt.build_marian_model(tmp_path_factory.mktemp("serve_model"), tok, seed=7)
+    return tt.build_marian_dir(tmp_path_factory, "serve", seed=7)
 
 
 @pytest.fixture(scope="module")

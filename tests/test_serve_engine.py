@@ -34,8 +34,7 @@ SLOW = {"texts": TEXTS[:4] * 2, "beam_size": 4, "max_length": 1000, "min_length"
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    tok = tt.build_marian_tokenizer(tmp_path_factory.mktemp("eng_tok") / "marian")
-    return tt.build_marian_model(tmp_path_factory.mktemp("eng_model"), tok, seed=7)
+    return tt.build_marian_dir(tmp_path_factory, "eng", seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +45,7 @@ def translator(model_dir):
 @pytest.fixture(scope="module")
 def slow_translator(tmp_path_factory):
     """Untrained, 1024 positions: a request can ask for seconds of forced decoding."""
-    tok = tt.build_marian_tokenizer(tmp_path_factory.mktemp("eng_slow_tok") / "marian")
-    directory = tt.build_marian_model(tmp_path_factory.mktemp("eng_slow_model"), tok, seed=7, max_positions=1024,
-                                      train_steps=0)
+    directory = tt.build_marian_dir(tmp_path_factory, "eng_slow", seed=7, max_positions=1024, train_steps=0)
     return tformer.Translator(str(directory), beam_size=2, max_length=8)
 
 

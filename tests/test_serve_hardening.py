@@ -37,9 +37,7 @@ SLOW_TOKENS = 8 * 4 * 1000
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    tok = tt.build_marian_tokenizer(tmp_path_factory.mktemp("hard_tok") / "marian")
-    return tt.build_marian_model(tmp_path_factory.mktemp("hard_model"), tok, seed=7, max_positions=1024,
-                                 train_steps=0)
+    return tt.build_marian_dir(tmp_path_factory, "hard", seed=7, max_positions=1024, train_steps=0)
 
 
 @pytest.fixture(scope="module")

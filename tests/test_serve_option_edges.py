@@ -16,8 +16,7 @@ INTERNALS = ("pybind11", "object at 0x", "incompatible function arguments", "Inv
 
 @pytest.fixture(scope="module")
 def translator(tmp_path_factory):
-    tok = tt.build_marian_tokenizer(tmp_path_factory.mktemp("edges_tok") / "marian")
-    return tformer.Translator(str(tt.build_marian_model(tmp_path_factory.mktemp("edges_model"), tok, seed=7)),
+    return tformer.Translator(str(tt.build_marian_dir(tmp_path_factory, "edges", seed=7)),
                               beam_size=2, max_length=8)
 
 

@@ -40,8 +40,7 @@ GENERATION = {"min_length": 20, "max_length": 30}
 
 @pytest.fixture(scope="module")
 def marian_dir(tmp_path_factory):
-    tok = tt.build_marian_tokenizer(tmp_path_factory.mktemp("page_tok") / "marian")
-    return tt.build_marian_model(tmp_path_factory.mktemp("page_model"), tok, seed=7, generation=GENERATION)
+    return tt.build_marian_dir(tmp_path_factory, "page", seed=7, generation=GENERATION)
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,7 @@ OPTS = ["--beam-size", "2", "--max-length", "8"]
 
 @pytest.fixture(scope="module")
 def marian_dir(tmp_path_factory):
-    tok = tt.build_marian_tokenizer(tmp_path_factory.mktemp("translate_tok") / "marian")
-    return tt.build_marian_model(tmp_path_factory.mktemp("translate_model"), tok, seed=11)
+    return tt.build_marian_dir(tmp_path_factory, "translate", seed=11)
 
 
 @pytest.fixture(scope="module")

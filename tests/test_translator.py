@@ -388,6 +388,13 @@ def build_marian_model(directory, tokenizer_dir, seed=0, generation=None, max_po
     return _save_with_tokenizer(model, directory, tokenizer_dir, generation)
 
 
+def build_marian_dir(tmp_path_factory, name, **model_kwargs):
+    """A tiny opus-mt-like directory (tokenizer + model, build_marian_model's keywords) in fresh
+    temporary directories named after `name`: one line for a test module's fixture."""
+    tok = build_marian_tokenizer(tmp_path_factory.mktemp(f"{name}_tok") / "marian")
+    return build_marian_model(tmp_path_factory.mktemp(f"{name}_model"), tok, **model_kwargs)
+
+
 def build_m2m100_model(directory, tokenizer_dir, seed=0, train_steps=120, langs=("fr", "en")):
     """A tiny M2M100 checkpoint, briefly trained to write English after the English token.
     With an M2M100 tokenizer the vocabulary is vocab.json + the 100 language tokens + 8

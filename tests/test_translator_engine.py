@@ -15,8 +15,7 @@ TEXTS = tt.TEXTS
 
 @pytest.fixture(scope="module")
 def marian_dir(tmp_path_factory):
-    tok = tt.build_marian_tokenizer(tmp_path_factory.mktemp("tok") / "marian")
-    return tt.build_marian_model(tmp_path_factory.mktemp("tiny_marian"), tok)
+    return tt.build_marian_dir(tmp_path_factory, "tiny_marian")
 
 
 @pytest.fixture(scope="module")
