@@ -142,7 +142,8 @@ def run(args) -> int:
     print(f"trained {summary['step']} steps ({summary['epoch']} epochs) in {summary['seconds']:.0f} s at "
           f"{step_tokens_per_s:.0f} tokens/s (source + target); total {metrics['seconds']:.0f} s")
     print(f"wrote {out}/metrics.json, {out}/attention.png, {out}/loss.png and the model in {model_dir}")
-    print(f"translate with it: tformer translate {shlex.quote(str(model_dir))} -i FILE (or tformer serve {shlex.quote(str(model_dir))})")
+    model_arg = shlex.quote(str(model_dir))
+    print(f"translate with it: tformer translate {model_arg} -i FILE (or tformer serve {model_arg})")
     return 0
 
 
